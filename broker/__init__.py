@@ -1,0 +1,1 @@
+"""The onceonly broker: catalog, policy, fan-out, attestation and trace ledger."""

@@ -1,0 +1,282 @@
+"""The policy store: organisations, data-sharing agreements and provider vetoes.
+
+Agreements live in the database; a TOML seed file (``broker/data/agreements.toml``)
+declares the demo set. The policy engine reads an immutable ``PolicySnapshot``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from .catalog import Catalog
+from .domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
+from .storage import AgreementRow, OrganisationRow, VetoRow
+
+__all__ = ["PolicyStore", "parse_seed"]
+
+
+class PolicyStore:
+    """Reads and writes organisations, agreements and vetoes."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def load_snapshot(self) -> PolicySnapshot:
+        """Everything the policy engine needs, as domain objects (UTC-aware datetimes)."""
+        with Session(self._engine) as session:
+            orgs = session.exec(select(OrganisationRow).order_by(OrganisationRow.id)).all()
+            agreements = session.exec(select(AgreementRow).order_by(AgreementRow.id)).all()
+            vetoes = session.exec(select(VetoRow).order_by(VetoRow.agreement_id, VetoRow.provider_id)).all()
+            return PolicySnapshot(
+                organisations={o.id: Organisation(o.id, o.name) for o in orgs},
+                agreements=tuple(_agreement_from_row(a) for a in agreements),
+                vetoes=tuple(Veto(v.agreement_id, v.provider_id, v.reason) for v in vetoes),
+            )
+
+    def seed_from_file(self, path: str | Path, catalog: Catalog | None = None) -> int:
+        """Upsert the organisations, agreements and vetoes of a TOML seed file.
+
+        The whole file is validated before anything is written, and written in one
+        transaction, so a bad file changes nothing. Entries are keyed by id (vetoes by
+        agreement and provider), so seeding the same file twice is harmless. With a
+        ``catalog``, certificate types and providers are checked against it too.
+        Returns the number of entries written. Raises ``ValueError`` naming the file and
+        the entry on a bad file.
+        """
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read seed file: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        orgs, agreements, vetoes = parse_seed(data, str(path), catalog)
+        with Session(self._engine) as session, session.begin():
+            known_orgs = {o.id for o in orgs} | set(session.exec(select(OrganisationRow.id)).all())
+            known_agreements = {a.id for a in agreements} | set(session.exec(select(AgreementRow.id)).all())
+            for a in agreements:
+                if a.organization_id not in known_orgs:
+                    raise ValueError(
+                        f"{path}: agreement {a.id!r} names unknown organisation {a.organization_id!r}"
+                    )
+            for v in vetoes:
+                if v.agreement_id not in known_agreements:
+                    raise ValueError(
+                        f"{path}: veto by {v.provider_id!r} names unknown agreement {v.agreement_id!r}"
+                    )
+            for o in orgs:
+                _upsert_organisation(session, o)
+            # Flush parents first: the agreement and veto foreign keys are enforced.
+            session.flush()
+            for a in agreements:
+                session.merge(_agreement_to_row(a))
+            session.flush()
+            for v in vetoes:
+                _upsert_veto(session, v)
+        return len(orgs) + len(agreements) + len(vetoes)
+
+    def add_organisation(self, organisation: Organisation) -> None:
+        """Insert or update an organisation."""
+        with Session(self._engine) as session, session.begin():
+            _upsert_organisation(session, organisation)
+
+    def add_agreement(self, agreement: Agreement) -> None:
+        """Insert or update an agreement; its organisation must exist."""
+        with Session(self._engine) as session, session.begin():
+            session.merge(_agreement_to_row(agreement))
+
+    def add_veto(self, veto: Veto) -> None:
+        """Record (or re-word) a provider's veto over an agreement."""
+        with Session(self._engine) as session, session.begin():
+            _upsert_veto(session, veto)
+
+    def remove_veto(self, agreement_id: str, provider_id: str) -> bool:
+        """Lift a veto; returns whether there was one."""
+        with Session(self._engine) as session, session.begin():
+            row = session.exec(
+                select(VetoRow).where(
+                    VetoRow.agreement_id == agreement_id, VetoRow.provider_id == provider_id
+                )
+            ).first()
+            if row is None:
+                return False
+            session.delete(row)
+            return True
+
+
+def parse_seed(
+    data: Mapping[str, Any], source: str = "seed", catalog: Catalog | None = None
+) -> tuple[list[Organisation], list[Agreement], list[Veto]]:
+    """Validate a parsed seed document into domain objects; ``ValueError`` names the entry.
+
+    Dates are whole days in UTC: ``valid_from`` starts at its midnight and ``valid_until``
+    is inclusive (the agreement ends at the midnight after it), as people read them.
+    """
+    unknown = set(data) - {"organisations", "agreements", "vetoes"}
+    if unknown:
+        raise ValueError(f"{source}: unknown sections {sorted(unknown)}")
+    orgs: dict[str, Organisation] = {}
+    for i, entry in enumerate(_tables(data, "organisations", source)):
+        where = f"{source}: organisations[{i}]"
+        oid = _text(entry, "id", where)
+        where = f"{source}: organisation {oid!r}"
+        if oid in orgs:
+            raise ValueError(f"{where} declared twice")
+        orgs[oid] = Organisation(oid, _text(entry, "name", where))
+
+    agreements: dict[str, Agreement] = {}
+    for i, entry in enumerate(_tables(data, "agreements", source)):
+        aid = _text(entry, "id", f"{source}: agreements[{i}]")
+        where = f"{source}: agreement {aid!r}"
+        if aid in agreements:
+            raise ValueError(f"{where} declared twice")
+        agreements[aid] = _parse_agreement(aid, entry, where, catalog)
+
+    vetoes: dict[tuple[str, str], Veto] = {}
+    for i, entry in enumerate(_tables(data, "vetoes", source)):
+        where = f"{source}: vetoes[{i}]"
+        veto = Veto(
+            _text(entry, "agreement", where), _text(entry, "provider", where), entry.get("reason", "")
+        )
+        if not isinstance(veto.reason, str):
+            raise ValueError(f"{where}: 'reason' must be a string")
+        if catalog is not None and veto.provider_id not in catalog.providers:
+            raise ValueError(f"{where} names unknown provider {veto.provider_id!r}")
+        key = (veto.agreement_id, veto.provider_id)
+        if key in vetoes:
+            raise ValueError(f"{where} repeats the veto of {key[1]!r} over {key[0]!r}")
+        vetoes[key] = veto
+    return list(orgs.values()), list(agreements.values()), list(vetoes.values())
+
+
+def _parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Catalog | None) -> Agreement:
+    cert_types = _text_list(entry, "certificate_types", where)
+    if not cert_types:
+        raise ValueError(f"{where} covers no certificate type")
+    if catalog is not None:
+        for cid in cert_types:
+            if catalog.get(cid) is None:
+                raise ValueError(f"{where} names unknown certificate type {cid!r}")
+    try:
+        bases = frozenset(LegalBasisKind(b) for b in _text_list(entry, "legal_bases", where))
+    except ValueError:
+        raise ValueError(f"{where}: legal_bases must be among {[k.value for k in LegalBasisKind]}") from None
+    if not bases:
+        raise ValueError(f"{where} allows no legal basis")
+    laws = _text_list(entry, "laws", where)
+    if LegalBasisKind.LAW in bases and not laws:
+        raise ValueError(f"{where} allows LAW but cites no law in 'laws'")
+    consent_required = entry.get("consent_required", False)
+    if not isinstance(consent_required, bool):
+        raise ValueError(f"{where}: 'consent_required' must be true or false")
+    valid_from = _day(entry.get("valid_from"), "valid_from", where)
+    if valid_from is None:
+        raise ValueError(f"{where}: missing 'valid_from'")
+    until_day = _day(entry.get("valid_until"), "valid_until", where)
+    valid_until = None if until_day is None else until_day + dt.timedelta(days=1)
+    if valid_until is not None and valid_until <= valid_from:
+        raise ValueError(f"{where}: valid_until is before valid_from")
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise ValueError(f"{where}: 'description' must be a string")
+    return Agreement(
+        id=aid,
+        organization_id=_text(entry, "organization", where),
+        procedure_code=_text(entry, "procedure", where),
+        certificate_type_ids=frozenset(cert_types),
+        legal_bases=bases,
+        legal_references=frozenset(laws),
+        consent_required=consent_required,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        description=description,
+    )
+
+
+def _tables(data: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise ValueError(f"{source}: {key!r} must be an array of tables ([[{key}]])")
+    return value
+
+
+def _text(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: missing {key!r}")
+    return value
+
+
+def _text_list(entry: Mapping[str, Any], key: str, where: str) -> list[str]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError(f"{where}: {key!r} must be a list of non-empty strings")
+    return value
+
+
+def _day(value: Any, key: str, where: str) -> dt.datetime | None:
+    """A TOML date (quoted ``"YYYY-MM-DD"`` or bare) as midnight UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{where}: {key!r} must be a date YYYY-MM-DD, not {value!r}") from None
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        raise ValueError(f"{where}: {key!r} must be a date YYYY-MM-DD")
+    return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+
+
+def _upsert_organisation(session: Session, organisation: Organisation) -> None:
+    session.merge(OrganisationRow(id=organisation.id, name=organisation.name))
+
+
+def _upsert_veto(session: Session, veto: Veto) -> None:
+    row = session.exec(
+        select(VetoRow).where(
+            VetoRow.agreement_id == veto.agreement_id, VetoRow.provider_id == veto.provider_id
+        )
+    ).first()
+    if row is None:
+        session.add(VetoRow(agreement_id=veto.agreement_id, provider_id=veto.provider_id, reason=veto.reason))
+    else:
+        row.reason = veto.reason
+
+
+def _agreement_to_row(a: Agreement) -> AgreementRow:
+    return AgreementRow(
+        id=a.id,
+        organization_id=a.organization_id,
+        procedure_code=a.procedure_code,
+        certificate_type_ids=json.dumps(sorted(a.certificate_type_ids)),
+        legal_bases=json.dumps(sorted(k.value for k in a.legal_bases)),
+        legal_references=json.dumps(sorted(a.legal_references)),
+        consent_required=a.consent_required,
+        valid_from=a.valid_from,
+        valid_until=a.valid_until,
+        description=a.description,
+    )
+
+
+def _agreement_from_row(row: AgreementRow) -> Agreement:
+    return Agreement(
+        id=row.id,
+        organization_id=row.organization_id,
+        procedure_code=row.procedure_code,
+        certificate_type_ids=frozenset(json.loads(row.certificate_type_ids)),
+        legal_bases=frozenset(LegalBasisKind(k) for k in json.loads(row.legal_bases)),
+        legal_references=frozenset(json.loads(row.legal_references)),
+        consent_required=row.consent_required,
+        valid_from=row.valid_from,
+        valid_until=row.valid_until,
+        description=row.description,
+    )

@@ -1,0 +1,149 @@
+"""Assembling and running the broker: storage, keys, catalog, policy, providers, server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from onceonly.serving import RunningServer, run_until_signal, start_server
+from onceonly.v1 import broker_pb2_grpc
+
+from .agreements import PolicyStore
+from .attestation import AttestationSigner, KeyRing
+from .catalog import Catalog
+from .config import BrokerConfig
+from .grpc_api import SERVICE_NAME, BrokerServicer
+from .ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from .policy import Policy
+from .providers import GrpcProviderClient, ProviderClient
+from .service import ServiceSettings, VerificationService
+from .storage import create_engine, init_schema
+
+log = logging.getLogger(__name__)
+
+
+class PolicyHolder:
+    """The current policy, re-read from the database in the background."""
+
+    def __init__(self, store: PolicyStore, catalog: Catalog):
+        self._store = store
+        self._catalog = catalog
+        self.current = Policy(store.load_snapshot(), catalog)
+
+    def __call__(self) -> Policy:
+        return self.current
+
+    async def refresh(self) -> None:
+        snapshot = await asyncio.to_thread(self._store.load_snapshot)
+        self.current = Policy(snapshot, self._catalog)
+
+    async def refresh_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep the last good policy; the database may come back
+                log.warning("policy refresh failed", extra={"error": str(exc)})
+
+
+@dataclass
+class BrokerApp:
+    """A running broker and what it owns, so that it can be stopped in order."""
+
+    config: BrokerConfig
+    server: RunningServer
+    service: VerificationService
+    ledger: SqlTraceLedger
+    engine: sa.Engine
+    policy: PolicyHolder
+    providers: dict[str, ProviderClient]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.server.target
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let in-flight ones finish, then flush the ledger and close."""
+        await self.server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.ledger.close()
+        for client in self.providers.values():
+            await client.close()
+        self.engine.dispose()
+
+
+async def start_broker(
+    config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
+) -> BrokerApp:
+    """Start a broker from ``config``. Raises ``CatalogError`` if a provider disagrees with the catalog."""
+    catalog = Catalog.load(config.catalog_path)
+    engine = create_engine(config.effective_database_url, busy_timeout_ms=config.db_busy_timeout_ms)
+    await asyncio.to_thread(init_schema, engine)
+    store = PolicyStore(engine)
+    if config.agreements_seed is not None:
+        count = await asyncio.to_thread(store.seed_from_file, config.agreements_seed, catalog)
+        log.info("agreements seeded", extra={"file": str(config.agreements_seed), "entries": count})
+    policy = PolicyHolder(store, catalog)
+    keys = KeyRing.from_directory(config.keys_dir / "signing")
+    ledger = SqlTraceLedger(engine, ReplyCipher.from_key_file(config.keys_dir / "replies.key"))
+    ledger.start()
+    if provider_clients is None:
+        unknown = sorted(set(config.providers) - set(catalog.providers))
+        if unknown:
+            log.warning("addresses given for providers not in the catalog", extra={"providers": unknown})
+        provider_clients = {
+            pid: GrpcProviderClient(pid, target) for pid, target in config.providers.items() if pid in catalog.providers
+        }
+    service = VerificationService(
+        catalog=catalog,
+        policy=policy,
+        providers=provider_clients,
+        signer=AttestationSigner(keys, config.issuer),
+        ledger=ledger,
+        pseudonymiser=SubjectPseudonymiser.from_key_file(config.keys_dir / "ledger.key"),
+        settings=ServiceSettings(
+            provider_timeout_s=config.provider_timeout_ms / 1000,
+            attestation_ttl=timedelta(seconds=config.attestation_ttl_s),
+        ),
+    )
+    try:
+        states = await service.check_providers()
+        server = await start_server(
+            config.listen,
+            [lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s)],
+            [SERVICE_NAME],
+        )
+    except BaseException:
+        await ledger.close()
+        for client in provider_clients.values():
+            await client.close()
+        engine.dispose()
+        raise
+    app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients)
+    app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
+    log.info(
+        "broker serving",
+        extra={"target": server.target, "database": _safe_url(config.effective_database_url), "providers": states},
+    )
+    return app
+
+
+async def serve_broker(config: BrokerConfig) -> None:
+    """Run a broker until SIGTERM or SIGINT."""
+    app = await start_broker(config)
+    await run_until_signal(app.server, config.shutdown_grace_s)
+    await app.stop(0)
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for logs."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,110 @@
+"""Broker configuration: typed, with a documented default for every field.
+
+Each field can be set by an ``ONCEONLY_*`` environment variable (named in its docstring)
+and by a command-line flag of ``onceonly serve broker``; flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROVIDER_TARGETS = {
+    "registry": "127.0.0.1:50061",
+    "tax": "127.0.0.1:50062",
+    "employment": "127.0.0.1:50063",
+}
+
+
+def parse_targets(text: str) -> dict[str, str]:
+    """Parse ``id=host:port,id=host:port``; raise ``ValueError`` naming a bad entry."""
+    targets = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        pid, sep, target = part.partition("=")
+        if not sep or not pid.strip() or not target.strip():
+            raise ValueError(f"provider address must be id=host:port, got {part!r}")
+        targets[pid.strip()] = target.strip()
+    return targets
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig:
+    listen: str = "127.0.0.1:50051"
+    """Address the Broker service listens on. ``ONCEONLY_BROKER_LISTEN``."""
+    var_dir: Path = Path("var")
+    """Run-time state: keys, the default SQLite database. ``ONCEONLY_VAR_DIR``."""
+    database_url: str = ""
+    """SQLAlchemy URL of the trace and policy database; empty means ``sqlite:///<var_dir>/onceonly.db``.
+    ``ONCEONLY_DATABASE_URL``."""
+    catalog_path: Path | None = None
+    """Catalog TOML file; unset means the one shipped in ``broker/data``. ``ONCEONLY_CATALOG``."""
+    agreements_seed: Path | None = None
+    """Agreements TOML file loaded (upserted) into the database at start. ``ONCEONLY_AGREEMENTS_SEED``."""
+    providers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROVIDER_TARGETS))
+    """Provider addresses, ``id=host:port,...``. ``ONCEONLY_PROVIDERS``."""
+    provider_timeout_ms: int = 2000
+    """Deadline of each provider call. ``ONCEONLY_PROVIDER_TIMEOUT_MS``."""
+    attestation_ttl_s: int = 86400
+    """Validity of an attestation (``exp - iat``). ``ONCEONLY_ATTESTATION_TTL_S``."""
+    issuer: str = "onceonly-broker"
+    """``iss`` of every attestation. ``ONCEONLY_ISSUER``."""
+    policy_refresh_s: float = 10.0
+    """How often agreements are re-read from the database. ``ONCEONLY_POLICY_REFRESH_S``."""
+    shutdown_grace_s: float = 5.0
+    """Time in-flight calls get to finish on SIGTERM. ``ONCEONLY_SHUTDOWN_GRACE_S``."""
+    db_busy_timeout_ms: int = 5000
+    """How long a database write waits for a lock before failing closed. ``ONCEONLY_DB_BUSY_TIMEOUT_MS``."""
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'onceonly.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.var_dir / "keys"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> BrokerConfig:
+        """Defaults, then ``ONCEONLY_*`` variables, then ``overrides`` (flags) that are not None."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _ENV_NAMES[f.name]
+            if name in env and env[name] != "":
+                values[f.name] = _convert(f.name, env[name], name)
+        config = cls(**values)
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_ENV_NAMES = {
+    "listen": "ONCEONLY_BROKER_LISTEN",
+    "var_dir": "ONCEONLY_VAR_DIR",
+    "database_url": "ONCEONLY_DATABASE_URL",
+    "catalog_path": "ONCEONLY_CATALOG",
+    "agreements_seed": "ONCEONLY_AGREEMENTS_SEED",
+    "providers": "ONCEONLY_PROVIDERS",
+    "provider_timeout_ms": "ONCEONLY_PROVIDER_TIMEOUT_MS",
+    "attestation_ttl_s": "ONCEONLY_ATTESTATION_TTL_S",
+    "issuer": "ONCEONLY_ISSUER",
+    "policy_refresh_s": "ONCEONLY_POLICY_REFRESH_S",
+    "shutdown_grace_s": "ONCEONLY_SHUTDOWN_GRACE_S",
+    "db_busy_timeout_ms": "ONCEONLY_DB_BUSY_TIMEOUT_MS",
+}
+
+
+def _convert(name: str, text: str, env_name: str) -> Any:
+    try:
+        if name in ("var_dir", "catalog_path", "agreements_seed"):
+            return Path(text)
+        if name == "providers":
+            return parse_targets(text)
+        if name in ("provider_timeout_ms", "attestation_ttl_s", "db_busy_timeout_ms"):
+            return int(text)
+        if name in ("policy_refresh_s", "shutdown_grace_s"):
+            return float(text)
+    except ValueError as exc:
+        raise ValueError(f"{env_name}: {exc}") from None
+    return text

@@ -1,0 +1,208 @@
+"""Domain types of the broker. They know nothing of gRPC or of the database."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class DocumentType(enum.StrEnum):
+    DNI = "DNI"
+    NIE = "NIE"
+    PASSPORT = "PASSPORT"
+
+
+class LegalBasisKind(enum.StrEnum):
+    LAW = "LAW"
+    CONSENT = "CONSENT"
+
+
+class CheckStatus(enum.StrEnum):
+    VERIFIED = "VERIFIED"
+    SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+
+class DenialReason(enum.StrEnum):
+    """Stable reason codes of policy denials; names match the proto enum suffixes."""
+
+    UNKNOWN_CONSUMER = "UNKNOWN_CONSUMER"
+    PROCEDURE_NOT_AUTHORISED = "PROCEDURE_NOT_AUTHORISED"
+    CERTIFICATE_TYPE_NOT_COVERED = "CERTIFICATE_TYPE_NOT_COVERED"
+    LEGAL_BASIS_NOT_ALLOWED = "LEGAL_BASIS_NOT_ALLOWED"
+    LEGAL_REFERENCE_NOT_IN_AGREEMENT = "LEGAL_REFERENCE_NOT_IN_AGREEMENT"
+    CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    AGREEMENT_NOT_IN_FORCE = "AGREEMENT_NOT_IN_FORCE"
+    PROVIDER_VETO = "PROVIDER_VETO"
+    SELF_QUERY_FORBIDDEN = "SELF_QUERY_FORBIDDEN"
+
+
+class Decision(enum.StrEnum):
+    GRANTED = "GRANTED"
+    DENIED = "DENIED"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectId:
+    """A resident, named by an identity document (already validated)."""
+
+    document_type: DocumentType
+    document_number: str
+
+    def key(self) -> str:
+        """Canonical text form, e.g. ``DNI:12345678Z``; input to pseudonyms and digests."""
+        return f"{self.document_type.value}:{self.document_number}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRef:
+    organization_id: str
+    unit: str
+    officer_id: str
+    officer_document: SubjectId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeRef:
+    procedure_code: str
+    purpose_text: str
+    case_file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegalBasis:
+    kind: LegalBasisKind
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    certificate_type_id: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRequest:
+    """A validated verification request. ``digest`` identifies its body for idempotency."""
+
+    request_id: str
+    consumer: ConsumerRef
+    purpose: PurposeRef
+    legal_basis: LegalBasis
+    subject: SubjectId
+    checks: tuple[CheckRequest, ...]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    certificate_type_id: str
+    provider_id: str
+    status: CheckStatus
+    claims: Mapping[str, Any] | None = None
+    attestation: str | None = None
+    detail: str = ""
+    latency_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken policy rule: which rule, about what, and why."""
+
+    reason: DenialReason
+    subject: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class TracedOutcome:
+    """What a trace keeps of a check outcome: never the claims."""
+
+    certificate_type_id: str
+    provider_id: str
+    status: CheckStatus
+    latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """The purpose-tagged trace of one request. Holds no raw identifier, no attested value."""
+
+    trace_id: str
+    request_id: str
+    request_digest: str
+    created_at: datetime
+    consumer_organization_id: str
+    consumer_unit: str
+    officer_id: str
+    procedure_code: str
+    purpose_text: str
+    case_file_id: str
+    legal_basis_kind: LegalBasisKind
+    legal_basis_reference: str
+    subject_document_type: DocumentType
+    subject_ref: str  # keyed pseudonym of the subject, never the document number
+    certificate_type_ids: tuple[str, ...]
+    decision: Decision
+    denial_reason: DenialReason | None
+    denial_detail: str
+    outcomes: tuple[TracedOutcome, ...]
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """The answer given to a request, kept so a retry with the same id gets the same answer.
+
+    ``payload`` is the serialized answer (a ``VerifyResponse`` or a ``google.rpc.Status``
+    for ``kind == "status"``); stores keep it encrypted at rest.
+    """
+
+    organization_id: str
+    request_id: str
+    request_digest: str
+    kind: str  # "response" | "status"
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """A data-sharing agreement: who may ask for what, why, under which basis, and when."""
+
+    id: str
+    organization_id: str
+    procedure_code: str
+    certificate_type_ids: frozenset[str]
+    legal_bases: frozenset[LegalBasisKind]
+    legal_references: frozenset[str]
+    consent_required: bool
+    valid_from: datetime
+    valid_until: datetime | None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Veto:
+    """A provider's veto over an agreement, for the certificate types it serves."""
+
+    agreement_id: str
+    provider_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    organisations: Mapping[str, Organisation]
+    agreements: tuple[Agreement, ...]
+    vetoes: tuple[Veto, ...]

@@ -1,0 +1,148 @@
+"""The Broker gRPC service: translates protobuf ⇄ domain and maps errors to statuses.
+
+Exactly one place (:func:`status_for`) turns an exception into a gRPC status with
+``google.rpc.ErrorInfo`` and, where it helps, ``BadRequest``, ``PreconditionFailure`` or
+``ResourceInfo``. Nothing else reaches the caller: no stack trace, no internal message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+from . import translate
+from .attestation import KeyRing
+from .errors import DuplicateRequest, InvalidRequest, LedgerUnavailable, PolicyDenied, UnknownCertificateType
+from .service import VerificationService
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "onceonly.v1"
+SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
+
+
+def _pack(*details: object) -> list[any_pb2.Any]:
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)  # type: ignore[arg-type]
+        packed.append(holder)
+    return packed
+
+
+def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+
+
+def status_for(exc: BaseException) -> status_pb2.Status:
+    """The one table from exception to gRPC status and rich error details."""
+    if isinstance(exc, InvalidRequest):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in exc.violations
+            ]
+        )
+        first = exc.violations[0]
+        return status_pb2.Status(
+            code=code_pb2.INVALID_ARGUMENT,
+            message=f"invalid request: {first.field} {first.description}"
+            + (f" (and {len(exc.violations) - 1} more)" if len(exc.violations) > 1 else ""),
+            details=_pack(_info("INVALID_ARGUMENT", field=first.field), bad),
+        )
+    if isinstance(exc, UnknownCertificateType):
+        return status_pb2.Status(
+            code=code_pb2.NOT_FOUND,
+            message=f"unknown certificate type {exc.certificate_type_id!r}; see GetCatalog",
+            details=_pack(
+                _info("CERTIFICATE_TYPE_NOT_FOUND", field=exc.field, certificate_type_id=exc.certificate_type_id),
+                error_details_pb2.ResourceInfo(
+                    resource_type="onceonly.v1.CertificateType",
+                    resource_name=exc.certificate_type_id,
+                    description="not in the catalog",
+                ),
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=exc.field, description="not in the catalog")
+                    ]
+                ),
+            ),
+        )
+    if isinstance(exc, PolicyDenied):
+        reason = exc.reason.value
+        number = common_pb2.DenialReason.Value(f"DENIAL_REASON_{reason}")
+        return status_pb2.Status(
+            code=code_pb2.PERMISSION_DENIED,
+            message=f"denied by policy ({reason}): {exc.violations[0].description}",
+            details=_pack(
+                _info(reason, trace_id=exc.trace_id, denial_reason=str(number), subject=exc.violations[0].subject),
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=v.reason.value, subject=v.subject, description=v.description
+                        )
+                        for v in exc.violations
+                    ]
+                ),
+            ),
+        )
+    if isinstance(exc, DuplicateRequest):
+        return status_pb2.Status(
+            code=code_pb2.ALREADY_EXISTS,
+            message=str(exc),
+            details=_pack(_info("DUPLICATE_REQUEST_ID", field="request_id", request_id=exc.request_id)),
+        )
+    if isinstance(exc, LedgerUnavailable):
+        return status_pb2.Status(
+            code=code_pb2.UNAVAILABLE,
+            message="the trace ledger cannot record requests right now; nothing was answered, retry later",
+            details=_pack(_info("LEDGER_UNAVAILABLE")),
+        )
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message="internal error", details=_pack(_info("INTERNAL"))
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End the call with the status that ``exc`` maps to."""
+    status = status_for(exc)
+    if status.code == code_pb2.INTERNAL:
+        log.error("unexpected error", exc_info=exc)
+    await context.abort_with_status(rpc_status.to_status(status))
+
+
+class BrokerServicer(broker_pb2_grpc.BrokerServicer):
+    """gRPC face of :class:`VerificationService`."""
+
+    def __init__(self, service: VerificationService, keys: KeyRing):
+        self._service = service
+        self._catalog = translate.catalog_message(service.catalog)
+        self._keys = keys
+
+    async def Verify(  # noqa: N802 - gRPC method name
+        self, request: broker_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.VerifyResponse:
+        try:
+            domain_request = translate.verification_request(request, self._service.catalog)
+            result = await self._service.verify(domain_request, deadline_s=context.time_remaining())
+            return translate.verify_response(result.request_id, result.trace_id, result.outcomes, result.decided_at)
+        except Exception as exc:  # every failure leaves through the one table
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def GetCatalog(  # noqa: N802
+        self, request: broker_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.Catalog:
+        return self._catalog
+
+    async def GetJwks(  # noqa: N802
+        self, request: broker_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.Jwks:
+        return broker_pb2.Jwks(json=json.dumps(self._keys.jwks()))

@@ -1,0 +1,434 @@
+"""The trace ledger: the durable, purpose-tagged record of every request.
+
+"No answer without a trace": ``SqlTraceLedger.append`` returns only once the record is
+committed. Writes go through one dedicated thread that commits whatever is queued in a
+single transaction (group commit), so throughput does not pay one fsync per request.
+
+The ledger never holds raw personal identifiers or attested values: a ``TraceRecord``
+carries a keyed pseudonym of the subject (``SubjectPseudonymiser``), and the stored reply
+(which does contain claims) is sealed with AES-GCM (``ReplyCipher``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .domain import (
+    CheckStatus,
+    Decision,
+    DenialReason,
+    DocumentType,
+    LegalBasisKind,
+    StoredReply,
+    TracedOutcome,
+    TraceRecord,
+)
+from .errors import DuplicateRequest, LedgerUnavailable
+from .storage import ReplyRow, TraceRow
+
+__all__ = ["ReplyCipher", "SqlTraceLedger", "SubjectPseudonymiser", "load_or_create_key"]
+
+log = logging.getLogger(__name__)
+
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
+_REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
+
+
+def load_or_create_key(path: str | Path, size: int = _KEY_BYTES) -> bytes:
+    """Read a raw secret key file, creating it (mode 0600, random bytes) at first use.
+
+    Creation is atomic (write a temporary file, then hard-link it into place), so two
+    processes starting together agree on one key.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(size))
+                f.flush()
+                os.fsync(f.fileno())
+            # If another process won the race, its key is the one to use.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) != size:
+        raise ValueError(f"key file {path} holds {len(key)} bytes, expected {size}")
+    return key
+
+
+class ReplyCipher:
+    """Seals stored replies with AES-256-GCM, bound to their (organisation, request id)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != _KEY_BYTES:
+            raise ValueError(f"ReplyCipher needs a {_KEY_BYTES * 8}-bit key")
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def from_key_file(cls, path: str | Path) -> ReplyCipher:
+        """Use the key in ``path``, creating it at first use."""
+        return cls(load_or_create_key(path))
+
+    @staticmethod
+    def aad(organization_id: str, request_id: str) -> bytes:
+        """Associated data: a sealed reply cannot be replayed under another request."""
+        return f"{organization_id}\x00{request_id}".encode()
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt; the result is a random 12-byte nonce followed by ciphertext and tag."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, blob: bytes, aad: bytes) -> bytes:
+        """Decrypt what ``seal`` produced; raises ``cryptography.exceptions.InvalidTag``."""
+        return self._aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], aad)
+
+
+class SubjectPseudonymiser:
+    """Keyed pseudonyms of subjects (HMAC-SHA256), so traces can be joined per resident.
+
+    Without the key, which is kept apart from the database, a pseudonym cannot be
+    reversed by hashing every possible document number.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("SubjectPseudonymiser needs a key of at least 128 bits")
+        self._key = key
+
+    @classmethod
+    def from_key_file(cls, path: str | Path) -> SubjectPseudonymiser:
+        """Use the key in ``path`` (e.g. ``var/keys/ledger.key``), creating it at first use."""
+        return cls(load_or_create_key(path))
+
+    def pseudonym(self, subject_key: str) -> str:
+        """The hex pseudonym of ``SubjectId.key()``."""
+        return hmac.new(self._key, subject_key.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One queued append and the caller waiting for it."""
+
+    trace: dict[str, Any]
+    reply: dict[str, Any] | None
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP = object()
+
+
+class SqlTraceLedger:
+    """The trace ledger over a SQLAlchemy engine, with a single group-commit writer thread.
+
+    ``append`` fails with ``DuplicateRequest`` for a reused (organisation, request id) and
+    with ``LedgerUnavailable`` when the database cannot record; the writer survives such
+    failures, so the ledger recovers on its own once the database is back.
+    """
+
+    def __init__(self, engine: sa.Engine, cipher: ReplyCipher, *, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._engine = engine
+        self._cipher = cipher
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "closed?" checks against the stop marker
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer thread (idempotent; ``append`` starts it if needed)."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._closed:
+            raise LedgerUnavailable("the trace ledger is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="trace-ledger-writer", daemon=True)
+            self._thread.start()
+
+    async def append(self, record: TraceRecord, reply: StoredReply | None = None) -> None:
+        """Record a trace (and the reply to keep for retries); return once committed."""
+        trace = _trace_values(record)
+        sealed = None if reply is None else self._reply_values(record, reply)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(trace, sealed, loop.create_future(), loop)
+        with self._lock:
+            self._start_locked()
+            self._queue.put(pending)
+        await pending.future
+
+    async def find_reply(self, organization_id: str, request_id: str) -> StoredReply | None:
+        """The reply stored for a request, decrypted; None if the request is not recorded."""
+        return await asyncio.to_thread(self._find_reply, organization_id, request_id)
+
+    async def get_trace(self, trace_id: str) -> TraceRecord | None:
+        """The trace record with this id, if committed."""
+        return await asyncio.to_thread(self._get_trace, trace_id)
+
+    def count(self) -> int:
+        """The number of committed trace records (for tests and health checks)."""
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_TRACES)).scalar_one())
+
+    async def close(self) -> None:
+        """Write everything queued, then stop the writer. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                if self._thread is not None:
+                    self._queue.put(_STOP)
+            thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch: list[_Pending] = [item]  # type: ignore[list-item]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            try:
+                self._write_batch(batch)
+            except Exception as exc:  # never let the writer die with callers waiting
+                log.exception("trace ledger writer failed")
+                _settle(batch, _unavailable(exc))
+            if stop:
+                break
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(_TRACES), [p.trace for p in batch])
+                replies = [p.reply for p in batch if p.reply is not None]
+                if replies:
+                    conn.execute(sa.insert(_REPLIES), replies)
+        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            # One bad row (usually a reused request id) must not fail its batch-mates.
+            if len(batch) == 1:
+                _settle(batch, self._integrity_failure(batch[0], exc))
+            else:
+                self._write_one_by_one(batch)
+        except Exception as exc:
+            log.warning("trace ledger cannot write %d records: %s", len(batch), exc)
+            _settle(batch, _unavailable(exc))
+        else:
+            _settle(batch, None)
+
+    def _write_one_by_one(self, batch: list[_Pending]) -> None:
+        for i, p in enumerate(batch):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(_TRACES), p.trace)
+                    if p.reply is not None:
+                        conn.execute(sa.insert(_REPLIES), p.reply)
+            except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+                _settle([p], self._integrity_failure(p, exc))
+            except Exception as exc:
+                # The database itself is failing: do not wait a busy timeout per row.
+                log.warning("trace ledger cannot write %d records: %s", len(batch) - i, exc)
+                _settle(batch[i:], _unavailable(exc))
+                return
+            else:
+                _settle([p], None)
+
+    def _integrity_failure(self, p: _Pending, exc: Exception) -> Exception:
+        org, request_id = p.trace["consumer_organization_id"], p.trace["request_id"]
+        try:
+            with self._engine.connect() as conn:
+                exists = conn.execute(
+                    sa.select(_TRACES.c.id).where(
+                        _TRACES.c.consumer_organization_id == org, _TRACES.c.request_id == request_id
+                    )
+                ).first()
+        except Exception as lookup_exc:
+            return _unavailable(lookup_exc)
+        if exists is not None:
+            return DuplicateRequest(request_id)
+        log.error("trace %s refused by the database: %s", p.trace["trace_id"], exc)
+        return _unavailable(exc)
+
+    # --- conversions and reads ---------------------------------------------------------
+
+    def _reply_values(self, record: TraceRecord, reply: StoredReply) -> dict[str, Any]:
+        if (reply.organization_id, reply.request_id) != (record.consumer_organization_id, record.request_id):
+            raise ValueError("the reply belongs to another request than the trace record")
+        aad = ReplyCipher.aad(reply.organization_id, reply.request_id)
+        return {
+            "organization_id": reply.organization_id,
+            "request_id": reply.request_id,
+            "request_digest": reply.request_digest,
+            "kind": reply.kind,
+            "payload": self._cipher.seal(reply.payload, aad),
+            "created_at": _utc(record.created_at),
+        }
+
+    def _find_reply(self, organization_id: str, request_id: str) -> StoredReply | None:
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(_REPLIES).where(
+                        _REPLIES.c.organization_id == organization_id, _REPLIES.c.request_id == request_id
+                    )
+                ).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        if row is None:
+            return None
+        try:
+            payload = self._cipher.open(row.payload, ReplyCipher.aad(organization_id, request_id))
+        except InvalidTag:
+            # Tampered with, or sealed under another key: never hand it out.
+            raise LedgerUnavailable(f"stored reply for request {request_id!r} fails authentication") from None
+        return StoredReply(organization_id, request_id, row.request_digest, row.kind, payload)
+
+    def _get_trace(self, trace_id: str) -> TraceRecord | None:
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(_TRACES).where(_TRACES.c.trace_id == trace_id)).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return None if row is None else _trace_from_row(row._mapping)
+
+
+def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
+    """Resolve the callers' futures on their own loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = defaultdict(list)
+    for p in batch:
+        by_loop[p.loop].append(p.future)
+    for loop, futures in by_loop.items():
+        # RuntimeError: the caller's loop is closed, so nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, futures, exc)
+
+
+def _resolve(futures: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    for f in futures:
+        if f.done():  # the caller was cancelled; the record is committed all the same
+            continue
+        if exc is None:
+            f.set_result(None)
+        elif isinstance(exc, DuplicateRequest):
+            f.set_exception(exc)
+        else:
+            # One exception object per caller: each await writes its own traceback into it.
+            cause = exc.__cause__ if isinstance(exc, LedgerUnavailable) else exc
+            err = LedgerUnavailable(*exc.args) if isinstance(exc, LedgerUnavailable) else _unavailable(exc)
+            err.__cause__ = cause
+            f.set_exception(err)
+
+
+def _unavailable(exc: BaseException) -> LedgerUnavailable:
+    err = LedgerUnavailable(f"the trace ledger cannot record: {type(exc).__name__}")
+    err.__cause__ = exc
+    return err
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("trace timestamps must be timezone-aware")
+    return value.astimezone(dt.UTC)
+
+
+def _trace_values(r: TraceRecord) -> dict[str, Any]:
+    return {
+        "trace_id": r.trace_id,
+        "request_id": r.request_id,
+        "request_digest": r.request_digest,
+        "created_at": _utc(r.created_at),
+        "consumer_organization_id": r.consumer_organization_id,
+        "consumer_unit": r.consumer_unit,
+        "officer_id": r.officer_id,
+        "procedure_code": r.procedure_code,
+        "purpose_text": r.purpose_text,
+        "case_file_id": r.case_file_id,
+        "legal_basis_kind": r.legal_basis_kind.value,
+        "legal_basis_reference": r.legal_basis_reference,
+        "subject_document_type": r.subject_document_type.value,
+        "subject_ref": r.subject_ref,
+        "certificate_type_ids": json.dumps(list(r.certificate_type_ids)),
+        "decision": r.decision.value,
+        "denial_reason": None if r.denial_reason is None else r.denial_reason.value,
+        "denial_detail": r.denial_detail,
+        "outcomes": json.dumps(
+            [
+                {
+                    "certificate_type_id": o.certificate_type_id,
+                    "provider_id": o.provider_id,
+                    "status": o.status.value,
+                    "latency_ms": o.latency_ms,
+                }
+                for o in r.outcomes
+            ]
+        ),
+        "duration_ms": r.duration_ms,
+    }
+
+
+def _trace_from_row(m: Any) -> TraceRecord:
+    return TraceRecord(
+        trace_id=m["trace_id"],
+        request_id=m["request_id"],
+        request_digest=m["request_digest"],
+        created_at=m["created_at"],
+        consumer_organization_id=m["consumer_organization_id"],
+        consumer_unit=m["consumer_unit"],
+        officer_id=m["officer_id"],
+        procedure_code=m["procedure_code"],
+        purpose_text=m["purpose_text"],
+        case_file_id=m["case_file_id"],
+        legal_basis_kind=LegalBasisKind(m["legal_basis_kind"]),
+        legal_basis_reference=m["legal_basis_reference"],
+        subject_document_type=DocumentType(m["subject_document_type"]),
+        subject_ref=m["subject_ref"],
+        certificate_type_ids=tuple(json.loads(m["certificate_type_ids"])),
+        decision=Decision(m["decision"]),
+        denial_reason=None if m["denial_reason"] is None else DenialReason(m["denial_reason"]),
+        denial_detail=m["denial_detail"],
+        outcomes=tuple(
+            TracedOutcome(
+                o["certificate_type_id"], o["provider_id"], CheckStatus(o["status"]), o["latency_ms"]
+            )
+            for o in json.loads(m["outcomes"])
+        ),
+        duration_ms=m["duration_ms"],
+    )

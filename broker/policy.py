@@ -1,0 +1,221 @@
+"""The policy engine: is this request allowed by a data-sharing agreement? Deny by default.
+
+Evaluation runs on every request (the hot path), so everything that does not depend on
+the request is prepared once when a ``Policy`` is built from a snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .catalog import Catalog, CertificateTypeDef
+from .domain import Agreement, DenialReason, LegalBasisKind, PolicySnapshot, VerificationRequest, Violation
+from .errors import PolicyDenied
+
+__all__ = ["Policy", "normalise_reference"]
+
+
+def normalise_reference(text: str) -> str:
+    """The comparable form of a legal reference: case-folded, whitespace collapsed."""
+    return " ".join(text.split()).casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An agreement with what evaluation needs precomputed."""
+
+    agreement: Agreement
+    references: frozenset[str]  # normalised legal references
+    vetoes: dict[str, str]  # provider id -> reason
+
+
+# Per-agreement rules are checked in a fixed order (in force, veto, catalog basis, consent,
+# agreement basis, law cited) and a failure is ranked by its position. When no agreement
+# passes, the candidate that failed furthest down is the closest to being allowed, so its
+# failure is the most useful explanation.
+
+
+class Policy:
+    """Decides whether a verification request is allowed by the agreements of a snapshot."""
+
+    def __init__(self, snapshot: PolicySnapshot, catalog: Catalog) -> None:
+        self._organisations = frozenset(snapshot.organisations)
+        self._catalog = catalog
+        vetoes: dict[str, dict[str, str]] = {}
+        for v in snapshot.vetoes:
+            vetoes.setdefault(v.agreement_id, {})[v.provider_id] = v.reason
+        index: dict[tuple[str, str], list[_Prepared]] = {}
+        for a in sorted(snapshot.agreements, key=lambda a: a.id):
+            for name, value in (("valid_from", a.valid_from), ("valid_until", a.valid_until)):
+                if value is not None and value.tzinfo is None:
+                    raise ValueError(f"agreement {a.id!r}: {name} must be timezone-aware")
+            prepared = _Prepared(
+                agreement=a,
+                references=frozenset(normalise_reference(r) for r in a.legal_references),
+                vetoes=vetoes.get(a.id, {}),
+            )
+            index.setdefault((a.organization_id, a.procedure_code), []).append(prepared)
+        self._index = {key: tuple(agreements) for key, agreements in index.items()}
+
+    def evaluate(self, request: VerificationRequest, now: dt.datetime) -> None:
+        """Return if every check is allowed; otherwise raise ``PolicyDenied``.
+
+        The denial lists every broken rule (one per refused check); the first decides the
+        reason. An unknown consumer, a self-query or an unauthorised procedure stop early:
+        nothing further could be allowed.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        consumer = request.consumer
+        org = consumer.organization_id
+        procedure = request.purpose.procedure_code
+        if org not in self._organisations:
+            raise PolicyDenied(
+                [
+                    Violation(
+                        DenialReason.UNKNOWN_CONSUMER,
+                        "consumer.organization_id",
+                        f"Organisation {org!r} is not a known consumer of the broker.",
+                    )
+                ]
+            )
+        officer = consumer.officer_document
+        if (
+            officer is not None
+            and officer.document_type == request.subject.document_type
+            and officer.document_number.strip().casefold()
+            == request.subject.document_number.strip().casefold()
+        ):
+            raise PolicyDenied(
+                [
+                    Violation(
+                        DenialReason.SELF_QUERY_FORBIDDEN,
+                        "subject",
+                        f"Officer {consumer.officer_id!r} may not verify facts about themselves.",
+                    )
+                ]
+            )
+        candidates = self._index.get((org, procedure))
+        if not candidates:
+            raise PolicyDenied(
+                [
+                    Violation(
+                        DenialReason.PROCEDURE_NOT_AUTHORISED,
+                        "purpose.procedure_code",
+                        f"No agreement authorises organisation {org!r} for procedure {procedure!r}.",
+                    )
+                ]
+            )
+
+        basis = request.legal_basis
+        reference = normalise_reference(basis.reference) if basis.kind is LegalBasisKind.LAW else ""
+        violations: list[Violation] = []
+        seen: set[str] = set()
+        for check in request.checks:
+            cid = check.certificate_type_id
+            if cid in seen:  # the same type twice (other parameters) has the same answer
+                continue
+            seen.add(cid)
+            violation = self._check(cid, candidates, org, procedure, basis.kind, reference, now)
+            if violation is not None:
+                violations.append(violation)
+        if violations:
+            raise PolicyDenied(violations)
+
+    def _check(
+        self,
+        cid: str,
+        candidates: Iterable[_Prepared],
+        org: str,
+        procedure: str,
+        kind: LegalBasisKind,
+        reference: str,
+        now: dt.datetime,
+    ) -> Violation | None:
+        """None if some agreement allows ``cid``; else the failure of the best candidate."""
+        cert = self._catalog.get(cid)
+        if cert is None:
+            return Violation(
+                DenialReason.CERTIFICATE_TYPE_NOT_COVERED,
+                cid,
+                f"Certificate type {cid!r} is not in the catalog.",
+            )
+        best: tuple[int, Violation] | None = None
+        covered = False
+        for p in candidates:
+            if cid not in p.agreement.certificate_type_ids:
+                continue
+            covered = True
+            failure = _first_failure(p, cert, kind, reference, now)
+            if failure is None:
+                return None
+            if best is None or failure[0] > best[0]:
+                best = failure
+        if not covered or best is None:
+            return Violation(
+                DenialReason.CERTIFICATE_TYPE_NOT_COVERED,
+                cid,
+                f"No agreement of organisation {org!r} for procedure {procedure!r} "
+                f"covers certificate type {cid!r}.",
+            )
+        return best[1]
+
+
+def _first_failure(
+    p: _Prepared, cert: CertificateTypeDef, kind: LegalBasisKind, reference: str, now: dt.datetime
+) -> tuple[int, Violation] | None:
+    """The first rule this agreement breaks for this check, with its rank."""
+    a = p.agreement
+    cid = cert.id
+    if now < a.valid_from or (a.valid_until is not None and now >= a.valid_until):
+        until = a.valid_until.isoformat() if a.valid_until is not None else "open-ended"
+        return 0, Violation(
+            DenialReason.AGREEMENT_NOT_IN_FORCE,
+            cid,
+            f"Agreement {a.id!r} is not in force at {now.isoformat()} "
+            f"(valid from {a.valid_from.isoformat()} until {until}).",
+        )
+    veto_reason = p.vetoes.get(cert.provider_id)
+    if veto_reason is not None:
+        because = f": {veto_reason}" if veto_reason else ""
+        return 1, Violation(
+            DenialReason.PROVIDER_VETO,
+            cid,
+            f"Provider {cert.provider_id!r} has vetoed agreement {a.id!r}{because}.",
+        )
+    if kind not in cert.legal_bases:
+        return 2, Violation(
+            DenialReason.LEGAL_BASIS_NOT_ALLOWED,
+            cid,
+            f"Certificate type {cid!r} cannot be requested under legal basis {kind.value} "
+            f"(the catalog allows {_names(cert.legal_bases)}).",
+        )
+    # Checked before the agreement's bases: "this procedure needs consent" says more
+    # than "LAW is not allowed" when an agreement is consent-only.
+    if a.consent_required and kind is LegalBasisKind.LAW:
+        return 3, Violation(
+            DenialReason.CONSENT_REQUIRED,
+            cid,
+            f"Agreement {a.id!r} requires the subject's consent; a legal basis of LAW is not enough.",
+        )
+    if kind not in a.legal_bases:
+        return 4, Violation(
+            DenialReason.LEGAL_BASIS_NOT_ALLOWED,
+            cid,
+            f"Agreement {a.id!r} does not allow legal basis {kind.value} "
+            f"(it allows {_names(a.legal_bases)}).",
+        )
+    if kind is LegalBasisKind.LAW and reference not in p.references:
+        return 5, Violation(
+            DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT,
+            cid,
+            f"The cited law is not among those of agreement {a.id!r} "
+            f"({', '.join(sorted(a.legal_references)) or 'none'}).",
+        )
+    return None
+
+
+def _names(kinds: Iterable[LegalBasisKind]) -> str:
+    return ", ".join(sorted(k.value for k in kinds)) or "none"

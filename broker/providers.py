@@ -1,0 +1,174 @@
+"""The broker's side of the provider contract: a port and its gRPC implementation.
+
+The core calls :class:`ProviderClient` and knows nothing of gRPC; one
+:class:`GrpcProviderClient` per provider keeps one channel open for the broker's life.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from onceonly.fields import FieldSpec, FieldType
+from onceonly.serving import MAX_MESSAGE_BYTES
+from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+
+from .domain import LegalBasisKind, SubjectId
+
+
+class ProviderError(Exception):
+    """A provider call failed; ``status`` is the check outcome it leads to."""
+
+    status = "ERROR"
+
+
+class ProviderTimeout(ProviderError):
+    status = "TIMEOUT"
+
+
+class ProviderUnavailable(ProviderError):
+    status = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderQuery:
+    request_id: str
+    trace_id: str
+    certificate_type_id: str
+    subject: SubjectId
+    parameters: Mapping[str, str]
+    consumer_organization_id: str
+    procedure_code: str
+    legal_basis_kind: LegalBasisKind
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnswer:
+    found: bool
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidedType:
+    """What a provider says it serves for one certificate type."""
+
+    certificate_type_id: str
+    parameters: tuple[FieldSpec, ...]
+    claims: tuple[FieldSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDescription:
+    provider_id: str
+    name: str
+    certificate_types: tuple[ProvidedType, ...]
+
+
+class ProviderClient(abc.ABC):
+    """How the broker reaches one provider."""
+
+    @abc.abstractmethod
+    async def describe(self, timeout: float) -> ProviderDescription: ...
+
+    @abc.abstractmethod
+    async def attest(self, query: ProviderQuery, timeout: float) -> ProviderAnswer: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the connection."""
+
+
+_DOC_TYPES = {
+    "DNI": common_pb2.DOCUMENT_TYPE_DNI,
+    "NIE": common_pb2.DOCUMENT_TYPE_NIE,
+    "PASSPORT": common_pb2.DOCUMENT_TYPE_PASSPORT,
+}
+_BASES = {
+    LegalBasisKind.LAW: common_pb2.LEGAL_BASIS_KIND_LAW,
+    LegalBasisKind.CONSENT: common_pb2.LEGAL_BASIS_KIND_CONSENT,
+}
+_FIELD_TYPES = {
+    common_pb2.PARAMETER_TYPE_STRING: FieldType.STRING,
+    common_pb2.PARAMETER_TYPE_INTEGER: FieldType.INTEGER,
+    common_pb2.PARAMETER_TYPE_BOOLEAN: FieldType.BOOLEAN,
+    common_pb2.PARAMETER_TYPE_DATE: FieldType.DATE,
+}
+CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Reconnect quickly after a provider restarts: it costs one check, not a minute.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+def _fields(specs: Any) -> tuple[FieldSpec, ...]:
+    return tuple(
+        FieldSpec(s.name, _FIELD_TYPES.get(s.type, FieldType.STRING), s.required, s.description)
+        for s in specs
+    )
+
+
+class GrpcProviderClient(ProviderClient):
+    """A provider reached over gRPC through one long-lived channel."""
+
+    def __init__(self, provider_id: str, target: str):
+        self.provider_id = provider_id
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = provider_pb2_grpc.ProviderStub(self._channel)
+
+    async def describe(self, timeout: float) -> ProviderDescription:
+        try:
+            reply = await self._stub.Describe(provider_pb2.DescribeRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_rpc_error(exc) from None
+        return ProviderDescription(
+            reply.provider_id,
+            reply.name,
+            tuple(
+                ProvidedType(t.certificate_type_id, _fields(t.parameters), _fields(t.claims))
+                for t in reply.certificate_types
+            ),
+        )
+
+    async def attest(self, query: ProviderQuery, timeout: float) -> ProviderAnswer:
+        request = provider_pb2.AttestRequest(
+            request_id=query.request_id,
+            trace_id=query.trace_id,
+            certificate_type_id=query.certificate_type_id,
+            subject=common_pb2.Subject(
+                document_type=_DOC_TYPES[query.subject.document_type.value],
+                document_number=query.subject.document_number,
+            ),
+            parameters=dict(query.parameters),
+            consumer_organization_id=query.consumer_organization_id,
+            procedure_code=query.procedure_code,
+            legal_basis_kind=_BASES[query.legal_basis_kind],
+        )
+        try:
+            reply = await self._stub.Attest(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_rpc_error(exc) from None
+        if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:
+            return ProviderAnswer(False, {})
+        if reply.result != provider_pb2.AttestResponse.RESULT_FOUND:
+            raise ProviderError("provider answered without a result")
+        return ProviderAnswer(True, json_format.MessageToDict(reply.claims))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _map_rpc_error(exc: grpc.aio.AioRpcError) -> ProviderError:
+    code = exc.code()
+    detail = f"provider answered {code.name}: {(exc.details() or '')[:200]}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ProviderTimeout("provider did not answer within its deadline")
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
+        return ProviderUnavailable(detail)
+    return ProviderError(detail)

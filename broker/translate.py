@@ -1,0 +1,298 @@
+"""Protobuf ⇄ domain translation at the edge, with request validation.
+
+Validation collects every bad field before answering, so a caller fixes them all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from onceonly.fields import FieldType, parse_parameter
+from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
+from onceonly.v1 import broker_pb2, common_pb2
+
+from .catalog import Catalog
+from .domain import (
+    CheckOutcome,
+    CheckRequest,
+    CheckStatus,
+    ConsumerRef,
+    DocumentType,
+    LegalBasis,
+    LegalBasisKind,
+    PurposeRef,
+    SubjectId,
+    VerificationRequest,
+)
+from .errors import FieldViolation, InvalidRequest, UnknownCertificateType
+
+MAX_CHECKS = 10
+MAX_PARAMETERS = 16
+# (field path, max length, pattern or None). Patterns keep ids printable and log-safe.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_.-]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_DOC_TYPES = {
+    common_pb2.DOCUMENT_TYPE_DNI: DocumentType.DNI,
+    common_pb2.DOCUMENT_TYPE_NIE: DocumentType.NIE,
+    common_pb2.DOCUMENT_TYPE_PASSPORT: DocumentType.PASSPORT,
+}
+_VALIDATORS = {
+    DocumentType.DNI: validate_dni,
+    DocumentType.NIE: validate_nie,
+    DocumentType.PASSPORT: validate_passport,
+}
+_BASES = {
+    common_pb2.LEGAL_BASIS_KIND_LAW: LegalBasisKind.LAW,
+    common_pb2.LEGAL_BASIS_KIND_CONSENT: LegalBasisKind.CONSENT,
+}
+_BASES_TO_PROTO = {v: k for k, v in _BASES.items()}
+_STATUS_TO_PROTO = {
+    CheckStatus.VERIFIED: broker_pb2.CHECK_STATUS_VERIFIED,
+    CheckStatus.SUBJECT_NOT_FOUND: broker_pb2.CHECK_STATUS_SUBJECT_NOT_FOUND,
+    CheckStatus.UNAVAILABLE: broker_pb2.CHECK_STATUS_UNAVAILABLE,
+    CheckStatus.TIMEOUT: broker_pb2.CHECK_STATUS_TIMEOUT,
+    CheckStatus.ERROR: broker_pb2.CHECK_STATUS_ERROR,
+}
+_FIELD_TYPES_TO_PROTO = {
+    FieldType.STRING: common_pb2.PARAMETER_TYPE_STRING,
+    FieldType.INTEGER: common_pb2.PARAMETER_TYPE_INTEGER,
+    FieldType.BOOLEAN: common_pb2.PARAMETER_TYPE_BOOLEAN,
+    FieldType.DATE: common_pb2.PARAMETER_TYPE_DATE,
+}
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def text(
+        self,
+        field: str,
+        value: str,
+        *,
+        max_len: int,
+        required: bool = True,
+        pattern: re.Pattern[str] | None = None,
+    ) -> str:
+        if not value.strip():
+            if required:
+                self.add(field, "is required")
+            return value
+        if len(value) > max_len:
+            self.add(field, f"is longer than {max_len} characters")
+        elif _CONTROL.search(value):
+            self.add(field, "contains control characters")
+        elif pattern is not None and not pattern.match(value):
+            self.add(field, f"has characters outside {pattern.pattern}")
+        return value.strip()
+
+    def subject(self, field: str, msg: common_pb2.Subject) -> SubjectId | None:
+        doc_type = _DOC_TYPES.get(msg.document_type)
+        if doc_type is None:
+            self.add(f"{field}.document_type", "must be DNI, NIE or PASSPORT")
+            return None
+        if len(msg.document_number) > 32:
+            self.add(f"{field}.document_number", "is longer than 32 characters")
+            return None
+        try:
+            number = _VALIDATORS[doc_type](msg.document_number)
+        except InvalidDocument as exc:
+            self.add(f"{field}.document_number", str(exc))
+            return None
+        return SubjectId(doc_type, number)
+
+
+def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> VerificationRequest:
+    """Validate a ``VerifyRequest`` into a domain request.
+
+    Raises ``InvalidRequest`` naming every bad field, or ``UnknownCertificateType`` when the
+    request is otherwise well formed but asks for a certificate type the catalog lacks.
+    """
+    c = _Collector()
+    request_id = c.text("request_id", msg.request_id, max_len=64, pattern=_ID)
+    consumer = msg.consumer
+    org = c.text("consumer.organization_id", consumer.organization_id, max_len=64, pattern=_ID)
+    unit = c.text("consumer.unit", consumer.unit, max_len=128)
+    officer = c.text("consumer.officer_id", consumer.officer_id, max_len=64, pattern=_ID)
+    officer_doc = None
+    if consumer.HasField("officer_document"):
+        officer_doc = c.subject("consumer.officer_document", consumer.officer_document)
+    purpose = msg.purpose
+    procedure = c.text("purpose.procedure_code", purpose.procedure_code, max_len=64, pattern=_CODE)
+    purpose_text = c.text("purpose.purpose_text", purpose.purpose_text, max_len=500)
+    case_file = c.text("purpose.case_file_id", purpose.case_file_id, max_len=64, pattern=_ID)
+    basis_kind = _BASES.get(msg.legal_basis.kind)
+    if basis_kind is None:
+        c.add("legal_basis.kind", "must be LAW or CONSENT")
+    reference = c.text("legal_basis.reference", msg.legal_basis.reference, max_len=200)
+    subject = None
+    if not msg.HasField("subject"):
+        c.add("subject", "is required")
+    else:
+        subject = c.subject("subject", msg.subject)
+
+    checks, unknown = _checks(c, msg.checks, catalog)
+    if c.violations:
+        raise InvalidRequest(c.violations)
+    if unknown is not None:
+        raise UnknownCertificateType(*unknown)
+    assert subject is not None and basis_kind is not None
+    request = VerificationRequest(
+        request_id=request_id,
+        consumer=ConsumerRef(org, unit, officer, officer_doc),
+        purpose=PurposeRef(procedure, purpose_text, case_file),
+        legal_basis=LegalBasis(basis_kind, reference),
+        subject=subject,
+        checks=tuple(checks),
+        digest="",
+    )
+    return _with_digest(request)
+
+
+def _checks(
+    c: _Collector, messages: Iterable[broker_pb2.Check], catalog: Catalog
+) -> tuple[list[CheckRequest], tuple[str, str] | None]:
+    msgs = list(messages)
+    if not msgs:
+        c.add("checks", "at least one check is required")
+    elif len(msgs) > MAX_CHECKS:
+        c.add("checks", f"at most {MAX_CHECKS} checks per request")
+        return [], None
+    checks: list[CheckRequest] = []
+    unknown: tuple[str, str] | None = None
+    seen: set[str] = set()
+    for i, check in enumerate(msgs):
+        where = f"checks[{i}]"
+        cid = c.text(f"{where}.certificate_type_id", check.certificate_type_id, max_len=100, pattern=_ID)
+        if cid in seen:
+            c.add(f"{where}.certificate_type_id", f"{cid} is asked for twice")
+        seen.add(cid)
+        definition = catalog.get(cid)
+        if definition is None:
+            if cid and unknown is None:
+                unknown = (cid, f"{where}.certificate_type_id")
+            continue
+        params: dict[str, str] = {}
+        if len(check.parameters) > MAX_PARAMETERS:
+            c.add(f"{where}.parameters", f"at most {MAX_PARAMETERS} parameters")
+            continue
+        for name, value in check.parameters.items():
+            spec = definition.parameter(name)
+            if spec is None:
+                c.add(f"{where}.parameters[{name[:40]}]", f"{definition.id} declares no such parameter")
+                continue
+            if len(value) > 200 or _CONTROL.search(value):
+                c.add(f"{where}.parameters[{name}]", "must be at most 200 printable characters")
+                continue
+            try:
+                parse_parameter(spec, value)
+            except ValueError as exc:
+                c.add(f"{where}.parameters[{name}]", str(exc))
+                continue
+            params[name] = value.strip()
+        for spec in definition.parameters:
+            if spec.required and spec.name not in check.parameters:
+                c.add(f"{where}.parameters[{spec.name}]", "is required")
+        checks.append(CheckRequest(cid, params))
+    return checks, unknown
+
+
+def _with_digest(request: VerificationRequest) -> VerificationRequest:
+    """Fingerprint the validated body (canonical JSON): equal requests, equal digests."""
+    body = {
+        "consumer": [request.consumer.organization_id, request.consumer.unit, request.consumer.officer_id],
+        "officer_document": request.consumer.officer_document.key()
+        if request.consumer.officer_document
+        else "",
+        "purpose": [
+            request.purpose.procedure_code,
+            request.purpose.purpose_text,
+            request.purpose.case_file_id,
+        ],
+        "legal_basis": [request.legal_basis.kind.value, request.legal_basis.reference],
+        "subject": request.subject.key(),
+        "checks": [[ch.certificate_type_id, sorted(ch.parameters.items())] for ch in request.checks],
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return VerificationRequest(
+        request.request_id,
+        request.consumer,
+        request.purpose,
+        request.legal_basis,
+        request.subject,
+        request.checks,
+        digest,
+    )
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(dict(values))
+    return s
+
+
+def outcome_message(outcome: CheckOutcome) -> broker_pb2.CheckOutcome:
+    msg = broker_pb2.CheckOutcome(
+        certificate_type_id=outcome.certificate_type_id,
+        provider_id=outcome.provider_id,
+        status=_STATUS_TO_PROTO[outcome.status],
+        attestation=outcome.attestation or "",
+        detail=outcome.detail,
+        latency_ms=outcome.latency_ms,
+    )
+    if outcome.claims is not None:
+        msg.claims.CopyFrom(_struct(outcome.claims))
+    return msg
+
+
+def verify_response(
+    request_id: str, trace_id: str, outcomes: Iterable[CheckOutcome], decided_at: datetime
+) -> broker_pb2.VerifyResponse:
+    response = broker_pb2.VerifyResponse(
+        request_id=request_id, trace_id=trace_id, outcomes=[outcome_message(o) for o in outcomes]
+    )
+    response.decided_at.FromDatetime(decided_at)
+    return response
+
+
+def catalog_message(catalog: Catalog) -> broker_pb2.Catalog:
+    def fields(specs: Iterable[Any]) -> list[common_pb2.FieldSpec]:
+        return [
+            common_pb2.FieldSpec(
+                name=s.name,
+                type=_FIELD_TYPES_TO_PROTO[s.type],
+                required=s.required,
+                description=s.description,
+            )
+            for s in specs
+        ]
+
+    return broker_pb2.Catalog(
+        certificate_types=[
+            broker_pb2.CertificateType(
+                id=c.id,
+                title=c.title,
+                description=c.description,
+                provider_id=c.provider_id,
+                parameters=fields(c.parameters),
+                claims=fields(c.claims),
+                allowed_legal_bases=sorted(_BASES_TO_PROTO[b] for b in c.legal_bases),
+                attests_value=c.attests_value,
+            )
+            for c in catalog.certificate_types.values()
+        ],
+        providers=[broker_pb2.ProviderInfo(id=p.id, name=p.name) for p in catalog.providers.values()],
+    )

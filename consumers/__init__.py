@@ -1,0 +1,1 @@
+"""Consumers: the client library, the ``onceonly`` CLI and an example caseworker application."""

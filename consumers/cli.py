@@ -1,0 +1,317 @@
+"""The ``onceonly`` command-line tool.
+
+    onceonly serve broker [--listen HOST:PORT] [--provider ID=HOST:PORT ...] [--seed-agreements FILE]
+    onceonly serve provider NAME [--listen HOST:PORT]
+    onceonly verify --org ORG --unit UNIT --officer ID --procedure CODE --purpose TEXT --case-file ID
+                    (--law REFERENCE | --consent REFERENCE) --subject DNI:12345678Z --check TYPE[:k=v,...] ...
+    onceonly catalog
+    onceonly jwks
+    onceonly demo
+
+Client commands talk to ``--broker`` (``ONCEONLY_BROKER_TARGET``, default 127.0.0.1:50051) and
+print tables, or JSON with ``--json``. Exit codes: 0 answered, 2 invalid input, 3 denied by
+policy, 4 broker unavailable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from .client import (
+    DEFAULT_TARGET,
+    BrokerClient,
+    BrokerError,
+    Check,
+    Consumer,
+    Denied,
+    InvalidArgument,
+    LegalBasis,
+    NotFound,
+    Purpose,
+    Subject,
+    Unavailable,
+    Verification,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _claims_text(claims: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in claims.items())
+
+
+def print_verification(v: Verification) -> None:
+    print(f"request {v.request_id}  trace {v.trace_id}")
+    rows = [
+        (o.certificate_type_id, o.provider_id, o.status, _claims_text(dict(o.claims)) or o.detail, o.latency_ms)
+        for o in v.outcomes
+    ]
+    print(table(["certificate type", "provider", "status", "claims / detail", "ms"], rows))
+
+
+def print_error(err: BrokerError) -> None:
+    print(f"error: {err.code} {err.reason}: {err.message}", file=sys.stderr)
+    for fld, description in err.field_violations:
+        print(f"  field {fld}: {description}", file=sys.stderr)
+    for rule, subject, description in err.rule_violations:
+        print(f"  rule {rule} ({subject}): {description}", file=sys.stderr)
+    if err.trace_id:
+        print(f"  trace {err.trace_id}", file=sys.stderr)
+
+
+def error_json(err: BrokerError) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": err.code,
+            "reason": err.reason,
+            "message": err.message,
+            "metadata": err.metadata,
+            "field_violations": [{"field": f, "description": d} for f, d in err.field_violations],
+            "rule_violations": [{"rule": r, "subject": s, "description": d} for r, s, d in err.rule_violations],
+        }
+    }
+
+
+def exit_code(err: BrokerError) -> int:
+    if isinstance(err, (InvalidArgument, NotFound)):
+        return EXIT_INVALID
+    if isinstance(err, Denied):
+        return EXIT_DENIED
+    if isinstance(err, Unavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_FAILED
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
+        subject = Subject.parse(args.subject)
+        checks = [Check.parse(c) for c in args.check]
+        officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+        try:
+            result = await client.verify(
+                consumer=Consumer(args.org, args.unit, args.officer, officer_doc),
+                purpose=Purpose(args.procedure, args.purpose, args.case_file),
+                legal_basis=basis,
+                subject=subject,
+                checks=checks,
+                request_id=args.request_id,
+            )
+        except BrokerError as err:
+            if args.json:
+                print(json.dumps(error_json(err), indent=2))
+            else:
+                print_error(err)
+            return exit_code(err)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "request_id": result.request_id,
+                    "trace_id": result.trace_id,
+                    "decided_at": result.decided_at.isoformat(),
+                    "outcomes": [
+                        {
+                            "certificate_type_id": o.certificate_type_id,
+                            "provider_id": o.provider_id,
+                            "status": o.status,
+                            "claims": dict(o.claims),
+                            "attestation": o.attestation,
+                            "detail": o.detail,
+                            "latency_ms": o.latency_ms,
+                        }
+                        for o in result.outcomes
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_verification(result)
+    return EXIT_OK
+
+
+async def cmd_catalog(args: argparse.Namespace) -> int:
+    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+        try:
+            catalog = await client.catalog()
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+    if args.json:
+        print(json_format.MessageToJson(catalog, indent=2))
+        return EXIT_OK
+    rows = [
+        (
+            c.id,
+            c.provider_id,
+            ", ".join(f"{p.name}{'' if p.required else '?'}" for p in c.parameters) or "-",
+            ", ".join(p.name for p in c.claims),
+            "/".join(
+                sorted(n.removeprefix("LEGAL_BASIS_KIND_") for n in map(_basis_name, c.allowed_legal_bases))
+            ),
+        )
+        for c in catalog.certificate_types
+    ]
+    print(table(["certificate type", "provider", "parameters", "claims", "legal bases"], rows))
+    return EXIT_OK
+
+
+def _basis_name(value: int) -> str:
+    from onceonly.v1 import common_pb2
+
+    return common_pb2.LegalBasisKind.Name(value)
+
+
+async def cmd_jwks(args: argparse.Namespace) -> int:
+    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+        try:
+            jwks = await client.jwks()
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+    print(json.dumps(jwks, indent=2))
+    return EXIT_OK
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from onceonly.logs import configure_logging
+
+    configure_logging(args.log_level or os.environ.get("ONCEONLY_LOG_LEVEL", "info"),
+                      args.log_format or os.environ.get("ONCEONLY_LOG_FORMAT", "json"))
+    if args.role == "broker":
+        from broker.app import serve_broker
+        from broker.config import BrokerConfig, parse_targets
+        from broker.errors import CatalogError
+
+        try:
+            config = BrokerConfig.from_env(
+                listen=args.listen,
+                var_dir=args.var_dir,
+                database_url=args.database_url,
+                catalog_path=args.catalog,
+                agreements_seed=args.seed_agreements,
+                providers=parse_targets(",".join(args.provider)) if args.provider else None,
+                provider_timeout_ms=args.provider_timeout_ms,
+            )
+            await serve_broker(config)
+        except (CatalogError, ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    from broker.config import DEFAULT_PROVIDER_TARGETS
+    from providers.reference import reference_adapter
+    from providers.sdk import serve_provider
+
+    if not args.name:
+        print("error: serve provider needs a NAME (registry, tax or employment)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        adapter = reference_adapter(args.name)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_INVALID
+    listen = args.listen or os.environ.get("ONCEONLY_PROVIDER_LISTEN") or DEFAULT_PROVIDER_TARGETS.get(
+        args.name, "127.0.0.1:0"
+    )
+    try:
+        await serve_provider(adapter, listen)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return await run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onceonly", description="Only-once certificate intermediation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--broker", default=os.environ.get("ONCEONLY_BROKER_TARGET", DEFAULT_TARGET),
+                       help="broker address (ONCEONLY_BROKER_TARGET; default %(default)s)")
+        p.add_argument("--timeout", type=float, default=10.0, help="call deadline in seconds")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        return p
+
+    serve = sub.add_parser("serve", help="run the broker or a reference provider")
+    serve.add_argument("role", choices=["broker", "provider"])
+    serve.add_argument("name", nargs="?", help="provider name: registry, tax or employment")
+    serve.add_argument("--listen", help="address to listen on (ONCEONLY_BROKER_LISTEN / ONCEONLY_PROVIDER_LISTEN)")
+    serve.add_argument("--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)")
+    serve.add_argument("--database-url", help="SQLAlchemy database URL (ONCEONLY_DATABASE_URL)")
+    serve.add_argument("--catalog", type=Path, help="catalog TOML (ONCEONLY_CATALOG; default the shipped one)")
+    serve.add_argument("--seed-agreements", type=Path, help="agreements TOML to load (ONCEONLY_AGREEMENTS_SEED)")
+    serve.add_argument("--provider", action="append", default=[], metavar="ID=HOST:PORT",
+                       help="provider address, repeatable (ONCEONLY_PROVIDERS)")
+    serve.add_argument("--provider-timeout-ms", type=int, help="provider call deadline (ONCEONLY_PROVIDER_TIMEOUT_MS)")
+    serve.add_argument("--log-level", help="debug, info, warning (ONCEONLY_LOG_LEVEL; default info)")
+    serve.add_argument("--log-format", choices=["json", "text"], help="ONCEONLY_LOG_FORMAT; default json")
+    serve.set_defaults(handler=cmd_serve)
+
+    verify = client_parser("verify", "verify facts about a resident")
+    verify.add_argument("--request-id", help="idempotency key (default: a new random id)")
+    verify.add_argument("--org", required=True, help="consumer organisation id")
+    verify.add_argument("--unit", required=True, help="unit handling the case")
+    verify.add_argument("--officer", required=True, help="officer staff id")
+    verify.add_argument("--officer-document", help="the officer's own document, TYPE:NUMBER")
+    verify.add_argument("--procedure", required=True, help="procedure code")
+    verify.add_argument("--purpose", required=True, help="purpose of the query")
+    verify.add_argument("--case-file", required=True, help="case file id")
+    basis = verify.add_mutually_exclusive_group(required=True)
+    basis.add_argument("--law", help="legal basis: the law cited")
+    basis.add_argument("--consent", help="legal basis: the subject's consent reference")
+    verify.add_argument("--subject", required=True, help="TYPE:NUMBER, e.g. DNI:12345678Z")
+    verify.add_argument("--check", action="append", required=True, metavar="TYPE[:k=v,...]",
+                        help="certificate type to verify, repeatable")
+    verify.set_defaults(handler=cmd_verify)
+
+    client_parser("catalog", "list certificate types").set_defaults(handler=cmd_catalog)
+    client_parser("jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
+    sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.handler
+    if args.command == "serve":
+        from onceonly.serving import install_event_loop_policy
+
+        install_event_loop_policy()
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

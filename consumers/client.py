@@ -1,0 +1,318 @@
+"""A typed Python client for the onceonly Broker.
+
+    async with BrokerClient("127.0.0.1:50051") as broker:
+        verification = await broker.verify(
+            consumer=Consumer("L01280796", "Housing", "officer-17"),
+            purpose=Purpose("HOUSING-RENT-SUBSIDY", "Rent subsidy application", "EXP-2026-0042"),
+            legal_basis=LegalBasis.law("Ley 39/2015 art. 28"),
+            subject=Subject.dni("12345678Z"),
+            checks=[Check("tax.compliance/v1")],
+        )
+
+Errors arrive as :class:`BrokerError` subclasses carrying the reason code, the fields or
+rules named by the broker, and the trace id of a denied request.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+import jwt
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_DOC_TYPES = {
+    "DNI": common_pb2.DOCUMENT_TYPE_DNI,
+    "NIE": common_pb2.DOCUMENT_TYPE_NIE,
+    "PASSPORT": common_pb2.DOCUMENT_TYPE_PASSPORT,
+}
+_BASES = {"LAW": common_pb2.LEGAL_BASIS_KIND_LAW, "CONSENT": common_pb2.LEGAL_BASIS_KIND_CONSENT}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    document_type: str  # "DNI" | "NIE" | "PASSPORT"
+    document_number: str
+
+    @classmethod
+    def dni(cls, number: str) -> Subject:
+        return cls("DNI", number)
+
+    @classmethod
+    def nie(cls, number: str) -> Subject:
+        return cls("NIE", number)
+
+    @classmethod
+    def parse(cls, text: str) -> Subject:
+        """Parse ``TYPE:NUMBER``, e.g. ``DNI:12345678Z``."""
+        doc_type, sep, number = text.partition(":")
+        if not sep or not number:
+            raise ValueError(f"subject must be TYPE:NUMBER (e.g. DNI:12345678Z), got {text!r}")
+        return cls(doc_type.strip().upper(), number.strip())
+
+    def __str__(self) -> str:
+        return f"{self.document_type}:{self.document_number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    organization_id: str
+    unit: str
+    officer_id: str
+    officer_document: Subject | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    procedure_code: str
+    purpose_text: str
+    case_file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegalBasis:
+    kind: str  # "LAW" | "CONSENT"
+    reference: str
+
+    @classmethod
+    def law(cls, reference: str) -> LegalBasis:
+        return cls("LAW", reference)
+
+    @classmethod
+    def consent(cls, reference: str) -> LegalBasis:
+        return cls("CONSENT", reference)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    certificate_type_id: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Check:
+        """Parse ``TYPE`` or ``TYPE:key=value,key=value``."""
+        cid, _, rest = text.partition(":")
+        params = {}
+        for part in filter(None, rest.split(",")):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"check parameter must be key=value, got {part!r}")
+            params[key.strip()] = value.strip()
+        return cls(cid.strip(), params)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    certificate_type_id: str
+    provider_id: str
+    status: str  # VERIFIED, SUBJECT_NOT_FOUND, UNAVAILABLE, TIMEOUT, ERROR
+    claims: Mapping[str, Any]
+    attestation: str
+    detail: str
+    latency_ms: int
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "VERIFIED"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    request_id: str
+    trace_id: str
+    outcomes: tuple[Outcome, ...]
+    decided_at: datetime
+
+    def outcome(self, certificate_type_id: str) -> Outcome:
+        return next(o for o in self.outcomes if o.certificate_type_id == certificate_type_id)
+
+
+class BrokerError(Exception):
+    """The broker refused or failed a call; fields come from its rich error details."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+        rule_violations: Sequence[tuple[str, str, str]] = (),
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+        self.field_violations = list(field_violations)
+        self.rule_violations = list(rule_violations)
+
+    @property
+    def trace_id(self) -> str:
+        return self.metadata.get("trace_id", "")
+
+
+class Denied(BrokerError):
+    """PERMISSION_DENIED: policy refused; ``reason`` is the DenialReason name."""
+
+
+class InvalidArgument(BrokerError):
+    """INVALID_ARGUMENT: ``field_violations`` name each bad field."""
+
+
+class NotFound(BrokerError):
+    """NOT_FOUND: e.g. an unknown certificate type."""
+
+
+class AlreadyExists(BrokerError):
+    """ALREADY_EXISTS: the request id was used with a different body."""
+
+
+class Unavailable(BrokerError):
+    """UNAVAILABLE or DEADLINE_EXCEEDED: retry later with the same request id."""
+
+
+_ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
+    grpc.StatusCode.PERMISSION_DENIED: Denied,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+}
+
+
+def broker_error(exc: grpc.aio.AioRpcError) -> BrokerError:
+    """Turn a gRPC error into a :class:`BrokerError`, unpacking its rich details."""
+    reason, metadata = "", {}
+    fields: list[tuple[str, str]] = []
+    rules: list[tuple[str, str, str]] = []
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            rules = [(v.type, v.subject, v.description) for v in failure.violations]
+    cls = _ERRORS.get(exc.code(), BrokerError)
+    return cls(exc.code().name, exc.details() or exc.code().name, reason, metadata, fields, rules)
+
+
+def _subject(subject: Subject) -> common_pb2.Subject:
+    return common_pb2.Subject(
+        document_type=_DOC_TYPES.get(subject.document_type.upper(), common_pb2.DOCUMENT_TYPE_UNSPECIFIED),
+        document_number=subject.document_number,
+    )
+
+
+class BrokerClient:
+    """Async client of the Broker service over one reused channel."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = 10.0):
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+
+    async def __aenter__(self) -> BrokerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def verify(
+        self,
+        *,
+        consumer: Consumer,
+        purpose: Purpose,
+        legal_basis: LegalBasis,
+        subject: Subject,
+        checks: Sequence[Check],
+        request_id: str | None = None,
+    ) -> Verification:
+        """Verify ``checks`` about ``subject``. Retrying with the same ``request_id`` is safe."""
+        request = broker_pb2.VerifyRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            consumer=common_pb2.Consumer(
+                organization_id=consumer.organization_id,
+                unit=consumer.unit,
+                officer_id=consumer.officer_id,
+                officer_document=_subject(consumer.officer_document) if consumer.officer_document else None,
+            ),
+            purpose=common_pb2.Purpose(
+                procedure_code=purpose.procedure_code,
+                purpose_text=purpose.purpose_text,
+                case_file_id=purpose.case_file_id,
+            ),
+            legal_basis=common_pb2.LegalBasis(
+                kind=_BASES.get(legal_basis.kind.upper(), common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED),
+                reference=legal_basis.reference,
+            ),
+            subject=_subject(subject),
+            checks=[broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters) for c in checks],
+        )
+        try:
+            reply = await self._stub.Verify(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return Verification(
+            reply.request_id,
+            reply.trace_id,
+            tuple(
+                Outcome(
+                    o.certificate_type_id,
+                    o.provider_id,
+                    broker_pb2.CheckStatus.Name(o.status).removeprefix("CHECK_STATUS_"),
+                    json_format.MessageToDict(o.claims) if o.HasField("claims") else {},
+                    o.attestation,
+                    o.detail,
+                    o.latency_ms,
+                )
+                for o in reply.outcomes
+            ),
+            reply.decided_at.ToDatetime(),
+        )
+
+    async def catalog(self) -> broker_pb2.Catalog:
+        """The broker's catalog of certificate types and providers."""
+        try:
+            return await self._stub.GetCatalog(broker_pb2.GetCatalogRequest(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+
+    async def jwks(self) -> dict[str, Any]:
+        """The broker's public keys (RFC 7517 JWKS)."""
+        try:
+            reply = await self._stub.GetJwks(broker_pb2.GetJwksRequest(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return dict(json.loads(reply.json))
+
+
+def verify_attestation(token: str, jwks: Mapping[str, Any], *, audience: str) -> dict[str, Any]:
+    """Check an attestation offline against a JWKS; return its payload or raise ``jwt.InvalidTokenError``."""
+    kid = jwt.get_unverified_header(token).get("kid")
+    keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(dict(jwks)).keys}
+    if kid not in keys:
+        raise jwt.InvalidTokenError(f"no key {kid!r} in the JWKS")
+    return dict(jwt.decode(token, keys[kid], algorithms=["EdDSA"], audience=audience))

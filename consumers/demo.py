@@ -1,0 +1,213 @@
+"""``make demo``: the whole platform on loopback and a housing-office scenario.
+
+Starts three reference providers and the broker as separate processes (``onceonly serve``)
+with an embedded SQLite database under ``var/demo``, assesses rent-subsidy applications
+for a few residents, verifies every attestation offline against the broker's JWKS, and
+stops everything with SIGTERM. Exits 0 only if every step did what it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
+
+from .caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
+from .cli import table
+from .client import BrokerClient, Subject, verify_attestation
+
+PROVIDERS = ("registry", "tax", "employment")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    target: str
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, args: list[str], log_dir: Path, target: str, env: dict[str, str]) -> Process:
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "serve", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    return Process(name, popen, log_path, target)
+
+
+async def wait_serving(process: Process, timeout: float = 30.0) -> None:
+    """Poll the gRPC health service until SERVING; fail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(process.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{process.name} did not become healthy within {timeout:.0f}s:\n{process.tail()}")
+
+
+def stop_all(processes: list[Process], timeout: float = 15.0) -> list[str]:
+    """SIGTERM every process (broker first), wait, and report any that did not exit cleanly."""
+    problems = []
+    for p in processes:
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    for p in processes:
+        try:
+            code = p.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+            problems.append(f"{p.name} did not stop within {timeout:.0f}s and was killed")
+            continue
+        if code != 0:
+            problems.append(f"{p.name} exited with {code}:\n{p.tail()}")
+    return problems
+
+
+def _known(r: Resident) -> bool:
+    return r.known_to_registry and r.known_to_tax and r.known_to_employment and r.municipality_code == "28079"
+
+
+def personas() -> list[tuple[str, Resident, Eligibility, str]]:
+    """Residents from the synthetic data set chosen for the story, with the expected decision."""
+    eligible = find(
+        lambda r: _known(r) and r.tax_compliant and r.registered_unemployed
+        and r.income(LATEST_FISCAL_YEAR) < INCOME_THRESHOLD_EUR
+    )
+    not_eligible = find(
+        lambda r: _known(r) and r.tax_compliant and r.registered_unemployed
+        and r.income(LATEST_FISCAL_YEAR) >= INCOME_THRESHOLD_EUR
+    )
+    other = find(lambda r: _known(r) and r not in (eligible, not_eligible))
+    return [
+        ("applicant A", eligible, Eligibility.ELIGIBLE, "HOUSING-RENT-SUBSIDY"),
+        ("applicant B", not_eligible, Eligibility.NOT_ELIGIBLE, "HOUSING-RENT-SUBSIDY"),
+        # The office has no agreement for parking permits: policy refuses before any provider is asked.
+        ("applicant C", other, Eligibility.DENIED, "PARKING-PERMIT"),
+    ]
+
+
+def print_assessment(label: str, a: Assessment) -> None:
+    print(f"\n{label} ({a.subject.document_type} ***{a.subject.document_number[-4:]}): {a.eligibility.value}")
+    if a.denial is not None:
+        print(f"  denied by policy: {a.denial.reason}: {a.denial.message}")
+        print(f"  trace {a.denial.trace_id}")
+        return
+    assert a.verification is not None
+    rows = [
+        (r.rule.description, r.status, {True: "yes", False: "no", None: "?"}[r.satisfied], _latency(a, r))
+        for r in a.results
+    ]
+    print(table(["condition", "check", "holds", "ms"], rows))
+    print(f"  trace {a.verification.trace_id}")
+
+
+def _latency(a: Assessment, r: object) -> int:
+    assert a.verification is not None
+    return a.verification.outcome(r.rule.certificate_type_id).latency_ms  # type: ignore[attr-defined]
+
+
+async def scenario(broker_target: str) -> list[str]:
+    """Play the housing office's day; return what went other than expected."""
+    problems: list[str] = []
+    office = HousingOffice()
+    async with BrokerClient(broker_target) as client:
+        catalog = await client.catalog()
+        print(f"catalog: {len(catalog.certificate_types)} certificate types from {len(catalog.providers)} providers")
+        assessments = []
+        for i, (label, resident, expected, procedure) in enumerate(personas(), start=1):
+            subject = Subject(resident.document_type, resident.document_number)
+            a = await assess(client, office, subject, officer_id="officer-0042",
+                             case_file_id=f"EXP-2026-{i:04d}", procedure=procedure)
+            print_assessment(label, a)
+            assessments.append(a)
+            if a.eligibility is not expected:
+                problems.append(f"{label}: expected {expected.value}, got {a.eligibility.value}")
+        jwks = await client.jwks()
+    tokens = [r.attestation for a in assessments for r in a.results if r.attestation]
+    verified = 0
+    for token in tokens:
+        try:
+            verify_attestation(token, jwks, audience=office.organization_id)
+            verified += 1
+        except Exception as exc:  # report, do not stop: the summary says what failed
+            problems.append(f"attestation failed verification: {exc}")
+    print(f"\nattestations verified offline against the broker's JWKS: {verified}/{len(tokens)}")
+    if not tokens:
+        problems.append("no attestation was issued")
+    return problems
+
+
+async def run_demo(var_dir: Path | None = None) -> int:
+    var_dir = var_dir or Path(os.environ.get("ONCEONLY_VAR_DIR", "var")) / "demo"
+    log_dir = var_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ONCEONLY_LOG_FORMAT": "json"}
+    env.pop("ONCEONLY_DATABASE_URL", None)  # the demo always runs on its own embedded SQLite file
+    seed = resources.files("broker").joinpath("data/agreements.toml")
+    processes: list[Process] = []
+    problems: list[str] = []
+    try:
+        targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
+        for name, target in targets.items():
+            processes.append(spawn(name, ["provider", name, "--listen", target], log_dir, target, env))
+        for p in processes:
+            await wait_serving(p)
+        broker_target = f"127.0.0.1:{free_port()}"
+        broker_args = ["broker", "--listen", broker_target, "--var-dir", str(var_dir),
+                       "--seed-agreements", str(seed)]
+        for name, target in targets.items():
+            broker_args += ["--provider", f"{name}={target}"]
+        broker = spawn("broker", broker_args, log_dir, broker_target, env)
+        processes.insert(0, broker)
+        await wait_serving(broker)
+        print(f"broker on {broker_target}; providers: "
+              + ", ".join(f"{n} on {t}" for n, t in targets.items()))
+        problems += await scenario(broker_target)
+    except Exception as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        problems += stop_all(processes)
+    if problems:
+        print("\ndemo FAILED:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"all processes stopped cleanly; logs in {log_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run_demo()))

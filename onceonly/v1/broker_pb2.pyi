@@ -1,0 +1,139 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from onceonly.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_STATUS_UNSPECIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_VERIFIED: _ClassVar[CheckStatus]
+    CHECK_STATUS_SUBJECT_NOT_FOUND: _ClassVar[CheckStatus]
+    CHECK_STATUS_UNAVAILABLE: _ClassVar[CheckStatus]
+    CHECK_STATUS_TIMEOUT: _ClassVar[CheckStatus]
+    CHECK_STATUS_ERROR: _ClassVar[CheckStatus]
+CHECK_STATUS_UNSPECIFIED: CheckStatus
+CHECK_STATUS_VERIFIED: CheckStatus
+CHECK_STATUS_SUBJECT_NOT_FOUND: CheckStatus
+CHECK_STATUS_UNAVAILABLE: CheckStatus
+CHECK_STATUS_TIMEOUT: CheckStatus
+CHECK_STATUS_ERROR: CheckStatus
+
+class Check(_message.Message):
+    __slots__ = ("certificate_type_id", "parameters")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    certificate_type_id: str
+    parameters: _containers.ScalarMap[str, str]
+    def __init__(self, certificate_type_id: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("request_id", "consumer", "purpose", "legal_basis", "subject", "checks")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    consumer: _common_pb2.Consumer
+    purpose: _common_pb2.Purpose
+    legal_basis: _common_pb2.LegalBasis
+    subject: _common_pb2.Subject
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    def __init__(self, request_id: _Optional[str] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
+
+class CheckOutcome(_message.Message):
+    __slots__ = ("certificate_type_id", "provider_id", "status", "claims", "attestation", "detail", "latency_ms")
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    certificate_type_id: str
+    provider_id: str
+    status: CheckStatus
+    claims: _struct_pb2.Struct
+    attestation: str
+    detail: str
+    latency_ms: int
+    def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attestation: _Optional[str] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("request_id", "trace_id", "outcomes", "decided_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    trace_id: str
+    outcomes: _containers.RepeatedCompositeFieldContainer[CheckOutcome]
+    decided_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[CheckOutcome, _Mapping]]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetCatalogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CertificateType(_message.Message):
+    __slots__ = ("id", "title", "description", "provider_id", "parameters", "claims", "allowed_legal_bases", "attests_value")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
+    ATTESTS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    description: str
+    provider_id: str
+    parameters: _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldSpec]
+    claims: _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldSpec]
+    allowed_legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
+    attests_value: bool
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., provider_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., allowed_legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., attests_value: _Optional[bool] = ...) -> None: ...
+
+class ProviderInfo(_message.Message):
+    __slots__ = ("id", "name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Catalog(_message.Message):
+    __slots__ = ("certificate_types", "providers")
+    CERTIFICATE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    certificate_types: _containers.RepeatedCompositeFieldContainer[CertificateType]
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderInfo]
+    def __init__(self, certificate_types: _Optional[_Iterable[_Union[CertificateType, _Mapping]]] = ..., providers: _Optional[_Iterable[_Union[ProviderInfo, _Mapping]]] = ...) -> None: ...
+
+class GetJwksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Jwks(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...

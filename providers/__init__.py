@@ -1,0 +1,1 @@
+"""Provider adapters: the SDK a provider agency implements, and reference adapters."""

@@ -1,0 +1,332 @@
+"""The provider adapter SDK: what a provider agency implements to answer the broker.
+
+An agency exposes its own system (a modern API, a database, a legacy mainframe behind a
+batch interface…) to the broker by writing one :class:`ProviderAdapter`. The adapter says
+which certificate types it serves, with the parameters it accepts and the claims it
+returns, and answers one check about one subject at a time. The SDK does the rest: the
+gRPC ``Provider`` service, parameter parsing, claim checking, error mapping, health,
+reflection and graceful stop.
+
+Example — an adapter over a (hypothetical) legacy licence register::
+
+    from providers.sdk import (
+        AttestQuery, CertificateTypeSupport, ProviderAdapter, SubjectNotFound, serve_provider,
+    )
+    from onceonly.fields import FieldSpec, FieldType
+
+    class DrivingLicences(ProviderAdapter):
+        provider_id = "traffic"
+        name = "Traffic Directorate"
+
+        def __init__(self, legacy_client):
+            self._legacy = legacy_client
+
+        def certificate_types(self):
+            return (
+                CertificateTypeSupport(
+                    "traffic.licence-valid/v1",
+                    parameters=(),
+                    claims=(FieldSpec("valid", FieldType.BOOLEAN),),
+                ),
+            )
+
+        async def attest(self, query: AttestQuery):
+            record = await self._legacy.lookup(query.document_number)
+            if record is None:
+                raise SubjectNotFound(query.document_number)
+            return {"valid": record.status == "VIGENTE"}
+
+    asyncio.run(serve_provider(DrivingLicences(client), "0.0.0.0:50061"))
+
+Answer with the least data that settles the question (a boolean, not the figure behind
+it): the broker signs exactly what the adapter returns, and it may not return anything
+the certificate type does not declare.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from onceonly import identity
+from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
+from onceonly.serving import RunningServer, run_until_signal, start_server
+from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name
+"""The fully qualified gRPC service name, ``onceonly.v1.Provider``."""
+
+_PARAMETER_TYPES: dict[FieldType, common_pb2.ParameterType] = {
+    FieldType.STRING: common_pb2.PARAMETER_TYPE_STRING,
+    FieldType.INTEGER: common_pb2.PARAMETER_TYPE_INTEGER,
+    FieldType.BOOLEAN: common_pb2.PARAMETER_TYPE_BOOLEAN,
+    FieldType.DATE: common_pb2.PARAMETER_TYPE_DATE,
+}
+
+# Document kinds as adapters see them, with the validator that normalises each number.
+_DOCUMENT_TYPES = {
+    common_pb2.DOCUMENT_TYPE_DNI: ("DNI", identity.validate_dni),
+    common_pb2.DOCUMENT_TYPE_NIE: ("NIE", identity.validate_nie),
+    common_pb2.DOCUMENT_TYPE_PASSPORT: ("PASSPORT", identity.validate_passport),
+}
+
+_LEGAL_BASIS_KINDS = {
+    common_pb2.LEGAL_BASIS_KIND_LAW: "LAW",
+    common_pb2.LEGAL_BASIS_KIND_CONSENT: "CONSENT",
+}
+
+
+@dataclass(frozen=True)
+class CertificateTypeSupport:
+    """One certificate type an adapter serves, declared as in the broker's catalog."""
+
+    certificate_type_id: str
+    parameters: tuple[FieldSpec, ...]
+    claims: tuple[FieldSpec, ...]
+
+
+@dataclass(frozen=True)
+class AttestQuery:
+    """One check about one subject, as the adapter receives it.
+
+    ``document_number`` is normalised and validated (check letter included);
+    ``parameters`` are parsed to Python values (``int``, ``bool``, ``str``, ISO date ``str``)
+    according to the declared specs, so adapters never parse text themselves. Optional
+    parameters that were not sent are absent from the mapping. ``legal_basis_kind`` is
+    ``"LAW"``, ``"CONSENT"`` or ``"UNSPECIFIED"``; the remaining fields let the agency keep
+    its own access log.
+    """
+
+    request_id: str
+    trace_id: str
+    certificate_type_id: str
+    document_type: str
+    document_number: str
+    parameters: Mapping[str, Any]
+    consumer_organization_id: str
+    procedure_code: str
+    legal_basis_kind: str
+
+
+class SubjectNotFound(Exception):
+    """Raised by :meth:`ProviderAdapter.attest` when the agency has no record of the subject."""
+
+
+class InvalidQuery(ValueError):
+    """Raised by an adapter when a well-typed parameter is still not acceptable.
+
+    For example a fiscal year the agency holds no data for. The broker receives
+    ``INVALID_ARGUMENT`` naming ``field``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ProviderAdapter(abc.ABC):
+    """What a provider agency implements over its own system.
+
+    Subclasses set ``provider_id`` (the id the broker's catalog knows the agency by) and
+    ``name`` as class attributes (or properties), list what they serve in
+    :meth:`certificate_types`, and answer in :meth:`attest`.
+
+    ``attest`` is a coroutine: adapters over blocking systems (a database driver, a SOAP
+    client) should wrap the blocking call in ``asyncio.to_thread`` so one slow lookup does
+    not stall every other request the server is handling.
+    """
+
+    provider_id: str
+    name: str
+
+    @abc.abstractmethod
+    def certificate_types(self) -> Sequence[CertificateTypeSupport]:
+        """The certificate types served, with parameters and claims exactly as in the catalog."""
+
+    @abc.abstractmethod
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        """Answer one check: return the declared claims, or raise :class:`SubjectNotFound`.
+
+        Raise :class:`InvalidQuery` for a parameter value the agency cannot answer for.
+        Any other exception is reported to the broker as an internal error and logged here;
+        its text never leaves the provider.
+        """
+
+
+class _Refusal(Exception):
+    """An error status to send back; kept apart so ``context.abort`` runs outside ``try``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def field_spec_to_proto(spec: FieldSpec) -> common_pb2.FieldSpec:
+    """The wire form of a :class:`~onceonly.fields.FieldSpec`."""
+    return common_pb2.FieldSpec(
+        name=spec.name, type=_PARAMETER_TYPES[spec.type], required=spec.required, description=spec.description
+    )
+
+
+class ProviderServicer(provider_pb2_grpc.ProviderServicer):
+    """The gRPC ``Provider`` service around one :class:`ProviderAdapter`."""
+
+    def __init__(self, adapter: ProviderAdapter) -> None:
+        if not getattr(adapter, "provider_id", "") or not getattr(adapter, "name", ""):
+            raise ValueError("a provider adapter needs a non-empty provider_id and name")
+        self._adapter = adapter
+        supported: dict[str, CertificateTypeSupport] = {}
+        for support in adapter.certificate_types():
+            if support.certificate_type_id in supported:
+                raise ValueError(f"certificate type {support.certificate_type_id!r} declared twice")
+            supported[support.certificate_type_id] = support
+        # Declarations are fixed at start-up: the broker cross-checks them against the catalog.
+        self._supported = supported
+        self._description = provider_pb2.ProviderDescription(
+            provider_id=adapter.provider_id,
+            name=adapter.name,
+            certificate_types=[
+                provider_pb2.SupportedCertificateType(
+                    certificate_type_id=s.certificate_type_id,
+                    parameters=[field_spec_to_proto(p) for p in s.parameters],
+                    claims=[field_spec_to_proto(c) for c in s.claims],
+                )
+                for s in supported.values()
+            ],
+        )
+
+    async def Describe(
+        self, request: provider_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> provider_pb2.ProviderDescription:
+        """What this provider serves."""
+        return self._description
+
+    async def Attest(
+        self, request: provider_pb2.AttestRequest, context: grpc.aio.ServicerContext
+    ) -> provider_pb2.AttestResponse:
+        """Answer one check, mapping adapter outcomes to results and status codes."""
+        try:
+            return await self._attest(request)
+        except _Refusal as refusal:
+            error = refusal
+        except Exception:
+            # A bug in the SDK path itself: same rule, log it here, send nothing revealing.
+            log.exception("attest failed", extra={"request_id": request.request_id})
+            error = _Refusal(grpc.StatusCode.INTERNAL, "adapter failed")
+        # Aborting raises inside grpc; doing it here keeps it out of the handlers above.
+        await context.abort(error.code, error.details)
+        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+
+    async def _attest(self, request: provider_pb2.AttestRequest) -> provider_pb2.AttestResponse:
+        support = self._supported.get(request.certificate_type_id)
+        if support is None:
+            raise _Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                f"certificate type {request.certificate_type_id!r} is not served by "
+                f"provider {self._adapter.provider_id!r}",
+            )
+        query = self._query(request, support)
+        context_fields = {
+            "provider_id": self._adapter.provider_id,
+            "certificate_type_id": support.certificate_type_id,
+            "request_id": request.request_id,
+            "trace_id": request.trace_id,
+        }
+        try:
+            claims = await self._adapter.attest(query)
+        except SubjectNotFound:
+            return provider_pb2.AttestResponse(result=provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND)
+        except InvalidQuery as exc:
+            raise _Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT, f"parameter {exc.field}: {exc.message}"
+            ) from None
+        except Exception:
+            # The exception may carry internal detail (hosts, SQL, personal data): log it here,
+            # send only a generic message.
+            log.exception("adapter failed", extra=context_fields)
+            raise _Refusal(grpc.StatusCode.INTERNAL, "adapter failed") from None
+        try:
+            if not isinstance(claims, Mapping):
+                raise ValueError(f"claims must be a mapping, got {type(claims).__name__}")
+            checked = normalise_claims(support.claims, claims)
+        except ValueError as exc:
+            log.error("adapter returned invalid claims: %s", exc, extra=context_fields)
+            raise _Refusal(grpc.StatusCode.INTERNAL, f"adapter returned invalid claims: {exc}") from None
+        struct = struct_pb2.Struct()
+        struct.update(checked)
+        return provider_pb2.AttestResponse(result=provider_pb2.AttestResponse.RESULT_FOUND, claims=struct)
+
+    def _query(self, request: provider_pb2.AttestRequest, support: CertificateTypeSupport) -> AttestQuery:
+        kind = _DOCUMENT_TYPES.get(request.subject.document_type)
+        if kind is None:
+            raise _Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT, "subject.document_type must be DNI, NIE or PASSPORT"
+            )
+        document_type, validate = kind
+        try:
+            document_number = validate(request.subject.document_number)
+        except identity.InvalidDocument as exc:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"subject.document_number: {exc}") from None
+        return AttestQuery(
+            request_id=request.request_id,
+            trace_id=request.trace_id,
+            certificate_type_id=request.certificate_type_id,
+            document_type=document_type,
+            document_number=document_number,
+            parameters=parse_parameters(support.parameters, request.parameters),
+            consumer_organization_id=request.consumer_organization_id,
+            procedure_code=request.procedure_code,
+            legal_basis_kind=_LEGAL_BASIS_KINDS.get(request.legal_basis_kind, "UNSPECIFIED"),
+        )
+
+
+def parse_parameters(specs: tuple[FieldSpec, ...], given: Mapping[str, str]) -> dict[str, Any]:
+    """Parse wire parameters against their specs; refuse unknown, missing or ill-typed ones."""
+    declared = {s.name: s for s in specs}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise _Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"parameter {unknown[0]}: not a parameter of this type"
+        )
+    parsed: dict[str, Any] = {}
+    for spec in specs:
+        if spec.name not in given:
+            if spec.required:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"parameter {spec.name}: required")
+            continue
+        try:
+            parsed[spec.name] = parse_parameter(spec, given[spec.name])
+        except ValueError as exc:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"parameter {spec.name}: {exc}") from None
+    return parsed
+
+
+async def start_provider(adapter: ProviderAdapter, bind: str = "127.0.0.1:0") -> RunningServer:
+    """Start a provider server for ``adapter`` on ``bind`` (port 0 picks a free port)."""
+    servicer = ProviderServicer(adapter)
+    running = await start_server(
+        bind,
+        [lambda server: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, server)],
+        [SERVICE_NAME],
+    )
+    log.info(
+        "provider serving",
+        extra={"provider_id": adapter.provider_id, "target": running.target},
+    )
+    return running
+
+
+async def serve_provider(adapter: ProviderAdapter, bind: str) -> None:
+    """Serve ``adapter`` on ``bind`` until SIGTERM or SIGINT, then stop gracefully."""
+    running = await start_provider(adapter, bind)
+    await run_until_signal(running)

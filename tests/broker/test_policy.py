@@ -1,0 +1,305 @@
+"""The policy engine: every rule, allowed and denied, with its stable reason code."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
+
+import pytest
+
+from broker.agreements import parse_seed
+from broker.catalog import Catalog
+from broker.domain import (
+    Agreement,
+    CheckRequest,
+    ConsumerRef,
+    DenialReason,
+    DocumentType,
+    LegalBasis,
+    LegalBasisKind,
+    Organisation,
+    PolicySnapshot,
+    PurposeRef,
+    SubjectId,
+    VerificationRequest,
+    Veto,
+)
+from broker.errors import PolicyDenied
+from broker.policy import Policy, normalise_reference
+
+LAW, CONSENT = LegalBasisKind.LAW, LegalBasisKind.CONSENT
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+ORG = "L01280796"
+PROCEDURE = "HOUSING-RENT-SUBSIDY"
+RESIDENCE = "registry.residence/v1"
+TAX = "tax.compliance/v1"
+INCOME = "tax.income-below-threshold/v1"
+SOCIAL_SECURITY = "employment.social-security-compliance/v1"  # LAW only in the catalog
+LAW_REF = "Ley 39/2015 art. 28"
+SUBJECT = SubjectId(DocumentType.DNI, "12345678Z")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load()
+
+
+def agreement(**changes: object) -> Agreement:
+    base = Agreement(
+        id="agr-1",
+        organization_id=ORG,
+        procedure_code=PROCEDURE,
+        certificate_type_ids=frozenset({RESIDENCE, TAX, SOCIAL_SECURITY}),
+        legal_bases=frozenset({LAW, CONSENT}),
+        legal_references=frozenset({LAW_REF}),
+        consent_required=False,
+        valid_from=datetime(2025, 1, 1, tzinfo=UTC),
+        valid_until=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def policy(catalog: Catalog, *agreements: Agreement, vetoes: tuple[Veto, ...] = ()) -> Policy:
+    snapshot = PolicySnapshot(
+        organisations={ORG: Organisation(ORG, "Madrid — Housing Office")},
+        agreements=agreements or (agreement(),),
+        vetoes=vetoes,
+    )
+    return Policy(snapshot, catalog)
+
+
+def request(
+    *cert_types: str,
+    kind: LegalBasisKind = LAW,
+    reference: str = LAW_REF,
+    org: str = ORG,
+    procedure: str = PROCEDURE,
+    officer_document: SubjectId | None = None,
+) -> VerificationRequest:
+    return VerificationRequest(
+        request_id="req-1",
+        consumer=ConsumerRef(org, "Rent subsidies", "officer-7", officer_document),
+        purpose=PurposeRef(procedure, "Rent subsidy application", "EXP-2026-001"),
+        legal_basis=LegalBasis(kind, reference),
+        subject=SUBJECT,
+        checks=tuple(CheckRequest(c) for c in (cert_types or (RESIDENCE,))),
+        digest="d" * 64,
+    )
+
+
+def denied(p: Policy, req: VerificationRequest, now: datetime = NOW) -> PolicyDenied:
+    with pytest.raises(PolicyDenied) as info:
+        p.evaluate(req, now)
+    return info.value
+
+
+# --- allowed ---------------------------------------------------------------------------
+
+
+def test_law_with_cited_reference_is_allowed(catalog: Catalog) -> None:
+    policy(catalog).evaluate(request(RESIDENCE, TAX, SOCIAL_SECURITY), NOW)
+
+
+def test_reference_is_compared_normalised(catalog: Catalog) -> None:
+    policy(catalog).evaluate(request(reference="  ley 39/2015\tART.   28 "), NOW)
+    assert normalise_reference(" Ley  39/2015\nart. 28") == "ley 39/2015 art. 28"
+
+
+def test_consent_needs_no_cited_law(catalog: Catalog) -> None:
+    policy(catalog).evaluate(request(TAX, kind=CONSENT, reference="consent form CF-991"), NOW)
+
+
+def test_now_in_another_timezone_is_the_same_instant(catalog: Catalog) -> None:
+    p = policy(catalog, agreement(valid_until=datetime(2026, 6, 1, 12, 0, tzinfo=UTC)))
+    one_minute_before = datetime(2026, 6, 1, 13, 59, tzinfo=timezone(timedelta(hours=2)))
+    p.evaluate(request(), one_minute_before)
+
+
+def test_officer_may_query_someone_else(catalog: Catalog) -> None:
+    policy(catalog).evaluate(request(officer_document=SubjectId(DocumentType.DNI, "87654321X")), NOW)
+
+
+def test_open_ended_agreement_is_in_force_forever(catalog: Catalog) -> None:
+    policy(catalog, agreement(valid_until=None)).evaluate(request(), datetime(2099, 1, 1, tzinfo=UTC))
+
+
+# --- early stops -----------------------------------------------------------------------
+
+
+def test_unknown_consumer(catalog: Catalog) -> None:
+    err = denied(policy(catalog), request(org="X99999999"))
+    assert err.reason is DenialReason.UNKNOWN_CONSUMER
+    assert [v.subject for v in err.violations] == ["consumer.organization_id"]
+    assert "X99999999" in err.violations[0].description
+
+
+def test_self_query_is_forbidden(catalog: Catalog) -> None:
+    officer = SubjectId(DocumentType.DNI, "12345678z")  # same document, other case
+    err = denied(policy(catalog), request(officer_document=officer))
+    assert err.reason is DenialReason.SELF_QUERY_FORBIDDEN
+    assert len(err.violations) == 1
+
+
+def test_same_number_other_document_type_is_not_self(catalog: Catalog) -> None:
+    officer = SubjectId(DocumentType.PASSPORT, SUBJECT.document_number)
+    policy(catalog).evaluate(request(officer_document=officer), NOW)
+
+
+def test_procedure_not_authorised(catalog: Catalog) -> None:
+    err = denied(policy(catalog), request(procedure="SOMETHING-ELSE"))
+    assert err.reason is DenialReason.PROCEDURE_NOT_AUTHORISED
+    assert err.violations[0].subject == "purpose.procedure_code"
+    assert "SOMETHING-ELSE" in err.violations[0].description
+
+
+# --- per-check rules -------------------------------------------------------------------
+
+
+def test_certificate_type_not_covered(catalog: Catalog) -> None:
+    err = denied(policy(catalog), request(RESIDENCE, INCOME))
+    assert err.reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED
+    assert [v.subject for v in err.violations] == [INCOME]  # the covered check is fine
+
+
+def test_certificate_type_missing_from_catalog_is_not_covered(catalog: Catalog) -> None:
+    p = policy(catalog, agreement(certificate_type_ids=frozenset({"made.up/v1"})))
+    err = denied(p, request("made.up/v1"))
+    assert err.reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED
+    assert "catalog" in err.violations[0].description
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC),  # before valid_from
+        datetime(2030, 1, 1, tzinfo=UTC),  # valid_until is exclusive
+    ],
+)
+def test_agreement_not_in_force(catalog: Catalog, now: datetime) -> None:
+    err = denied(policy(catalog), request(), now)
+    assert err.reason is DenialReason.AGREEMENT_NOT_IN_FORCE
+    assert "agr-1" in err.violations[0].description
+
+
+def test_agreement_in_force_from_its_first_instant(catalog: Catalog) -> None:
+    policy(catalog).evaluate(request(), datetime(2025, 1, 1, tzinfo=UTC))
+
+
+def test_provider_veto_refuses_only_that_providers_types(catalog: Catalog) -> None:
+    p = policy(catalog, vetoes=(Veto("agr-1", "tax", "impact assessment pending"),))
+    p.evaluate(request(RESIDENCE), NOW)
+    err = denied(p, request(RESIDENCE, TAX))
+    assert err.reason is DenialReason.PROVIDER_VETO
+    assert [v.subject for v in err.violations] == [TAX]
+    assert "impact assessment pending" in err.violations[0].description
+
+
+def test_veto_over_one_agreement_leaves_another(catalog: Catalog) -> None:
+    other = agreement(id="agr-2")
+    p = policy(catalog, agreement(), other, vetoes=(Veto("agr-1", "tax", ""),))
+    p.evaluate(request(TAX), NOW)
+
+
+def test_legal_basis_not_allowed_by_agreement(catalog: Catalog) -> None:
+    p = policy(catalog, agreement(legal_bases=frozenset({LAW})))
+    err = denied(p, request(kind=CONSENT, reference="consent CF-1"))
+    assert err.reason is DenialReason.LEGAL_BASIS_NOT_ALLOWED
+    assert "agr-1" in err.violations[0].description
+
+
+def test_legal_basis_not_allowed_by_catalog(catalog: Catalog) -> None:
+    err = denied(policy(catalog), request(RESIDENCE, SOCIAL_SECURITY, kind=CONSENT, reference="CF-1"))
+    assert err.reason is DenialReason.LEGAL_BASIS_NOT_ALLOWED
+    assert [v.subject for v in err.violations] == [SOCIAL_SECURITY]
+    assert "catalog" in err.violations[0].description
+
+
+def test_consent_required(catalog: Catalog) -> None:
+    p = policy(catalog, agreement(consent_required=True, legal_bases=frozenset({CONSENT})))
+    err = denied(p, request(RESIDENCE))
+    assert err.reason is DenialReason.CONSENT_REQUIRED
+    p.evaluate(request(RESIDENCE, kind=CONSENT, reference="consent CF-1"), NOW)
+
+
+def test_legal_reference_not_in_agreement(catalog: Catalog) -> None:
+    err = denied(policy(catalog), request(reference="Ley 40/2015 art. 155"))
+    assert err.reason is DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT
+    assert LAW_REF in err.violations[0].description
+
+
+# --- several agreements, several checks ------------------------------------------------
+
+
+def test_every_refused_check_is_reported_first_one_decides(catalog: Catalog) -> None:
+    p = policy(catalog, vetoes=(Veto("agr-1", "tax", ""),))
+    err = denied(p, request(INCOME, TAX, RESIDENCE, INCOME))
+    assert [(v.reason, v.subject) for v in err.violations] == [
+        (DenialReason.CERTIFICATE_TYPE_NOT_COVERED, INCOME),
+        (DenialReason.PROVIDER_VETO, TAX),
+    ]
+    assert err.reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED
+    assert str(err) == err.violations[0].description
+
+
+def test_best_candidate_explains_the_denial(catalog: Catalog) -> None:
+    expired = agreement(id="agr-old", valid_until=datetime(2025, 6, 1, tzinfo=UTC))
+    current = agreement(id="agr-new", legal_references=frozenset({"Ley 12/2023 art. 17"}))
+    err = denied(policy(catalog, expired, current), request())
+    # The current agreement got furthest: only the cited law is wrong.
+    assert err.reason is DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT
+    assert "agr-new" in err.violations[0].description
+
+
+def test_veto_of_every_in_force_agreement(catalog: Catalog) -> None:
+    expired = agreement(id="agr-old", valid_until=datetime(2025, 6, 1, tzinfo=UTC))
+    err = denied(policy(catalog, expired, agreement(), vetoes=(Veto("agr-1", "tax", ""),)), request(TAX))
+    assert err.reason is DenialReason.PROVIDER_VETO
+
+
+def test_any_satisfying_agreement_allows(catalog: Catalog) -> None:
+    law_only = agreement(id="agr-law", legal_bases=frozenset({LAW}))
+    consent_only = agreement(id="agr-consent", legal_bases=frozenset({CONSENT}), legal_references=frozenset())
+    p = policy(catalog, law_only, consent_only)
+    p.evaluate(request(kind=CONSENT, reference="CF-1"), NOW)
+    p.evaluate(request(kind=LAW), NOW)
+
+
+def test_naive_times_are_refused(catalog: Catalog) -> None:
+    with pytest.raises(ValueError):
+        policy(catalog).evaluate(request(), datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="agr-1"):
+        policy(catalog, agreement(valid_from=datetime(2025, 1, 1)))
+
+
+# --- the shipped demo agreements -------------------------------------------------------
+
+
+def test_demo_agreements(catalog: Catalog) -> None:
+    text = resources.files("broker").joinpath("data/agreements.toml").read_text("utf-8")
+    orgs, agreements, vetoes = parse_seed(tomllib.loads(text), "agreements.toml", catalog)
+    snapshot = PolicySnapshot({o.id: o for o in orgs}, tuple(agreements), tuple(vetoes))
+    p = Policy(snapshot, catalog)
+
+    # Madrid, rent subsidy: both laws of the agreement may be cited.
+    p.evaluate(request(RESIDENCE, TAX, INCOME, reference="Ley 12/2023 art. 17"), NOW)
+    # valid_until = 2030-12-31 is inclusive: the agreement ends at the following midnight.
+    p.evaluate(request(), datetime(2030, 12, 31, 23, 59, tzinfo=UTC))
+    late = denied(p, request(), datetime(2031, 1, 1, tzinfo=UTC))
+    assert late.reason is DenialReason.AGREEMENT_NOT_IN_FORCE
+    # Barcelona: the tax agency vetoed the agreement, the register did not.
+    p.evaluate(request(RESIDENCE, org="L08019030"), NOW)
+    assert denied(p, request(TAX, org="L08019030")).reason is DenialReason.PROVIDER_VETO
+    # Emergency aid needs the resident's consent.
+    emergency = "SOCIAL-EMERGENCY-AID"
+    assert denied(p, request(procedure=emergency)).reason is DenialReason.CONSENT_REQUIRED
+    p.evaluate(request(INCOME, procedure=emergency, kind=CONSENT, reference="CF-7"), NOW)
+    # The employment service, by law only, for its own types.
+    unemployed = "employment.unemployment-status/v1"
+    jobs = request(SOCIAL_SECURITY, unemployed, org="E04990101", procedure="JOB-SEEKER-SUPPORT")
+    assert denied(p, jobs).reason is DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT
+    jobs = dataclasses.replace(jobs, legal_basis=LegalBasis(LAW, "Ley 3/2023 art. 3"))
+    p.evaluate(jobs, NOW)
+    jobs = dataclasses.replace(jobs, checks=(CheckRequest(RESIDENCE),))
+    assert denied(p, jobs).reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED

@@ -1,0 +1,1 @@
+"""Tests for the provider SDK, the synthetic population and the reference adapters."""

@@ -1,0 +1,267 @@
+"""The provider SDK over real grpc.aio servers: results, status codes, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from onceonly.fields import FieldSpec, FieldType
+from onceonly.identity import make_dni, make_nie
+from onceonly.serving import RunningServer
+from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from providers.sdk import (
+    SERVICE_NAME,
+    AttestQuery,
+    CertificateTypeSupport,
+    InvalidQuery,
+    ProviderAdapter,
+    ProviderServicer,
+    SubjectNotFound,
+    start_provider,
+)
+
+KNOWN = make_dni(12345678)
+UNKNOWN = make_dni(87654321)
+FOUND = provider_pb2.AttestResponse.RESULT_FOUND
+NOT_FOUND = provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND
+
+
+class ToyAdapter(ProviderAdapter):
+    """One certificate type; ``behaviour`` picks a well-behaved or a buggy answer."""
+
+    provider_id = "toy"
+    name = "Toy Agency"
+
+    def __init__(self, behaviour: str = "ok") -> None:
+        self.behaviour = behaviour
+        self.queries: list[AttestQuery] = []
+
+    def certificate_types(self) -> Sequence[CertificateTypeSupport]:
+        return (
+            CertificateTypeSupport(
+                "toy.check/v1",
+                parameters=(
+                    FieldSpec("limit", FieldType.INTEGER, True, "A limit"),
+                    FieldSpec("strict", FieldType.BOOLEAN, False),
+                    FieldSpec("on", FieldType.DATE, False),
+                ),
+                claims=(FieldSpec("ok", FieldType.BOOLEAN), FieldSpec("count", FieldType.INTEGER)),
+            ),
+        )
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        self.queries.append(query)
+        if query.document_number != KNOWN and query.document_type != "NIE":
+            raise SubjectNotFound(query.document_number)
+        match self.behaviour:
+            case "undeclared":
+                return {"ok": True, "count": 1, "income_eur": 12000}
+            case "ill-typed":
+                return {"ok": "yes", "count": 1}
+            case "missing":
+                return {"ok": True}
+            case "not-a-mapping":
+                return ["ok"]  # type: ignore[return-value]
+            case "crash":
+                raise RuntimeError("database password=hunter2 at db.internal:5432")
+            case "invalid":
+                raise InvalidQuery("limit", "too large for this agency")
+        return {"ok": query.parameters["limit"] > 10, "count": 3}
+
+
+@asynccontextmanager
+async def serving(adapter: ProviderAdapter) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
+    running = await start_provider(adapter)
+    channel = grpc.aio.insecure_channel(running.target)
+    try:
+        yield running, channel
+    finally:
+        await channel.close()
+        await running.stop(0)
+
+
+def request(
+    number: str = KNOWN,
+    certificate_type_id: str = "toy.check/v1",
+    document_type: int = common_pb2.DOCUMENT_TYPE_DNI,
+    **parameters: str,
+) -> provider_pb2.AttestRequest:
+    return provider_pb2.AttestRequest(
+        request_id="req-1",
+        trace_id="trace-1",
+        certificate_type_id=certificate_type_id,
+        subject=common_pb2.Subject(document_type=document_type, document_number=number),
+        parameters=parameters or {"limit": "42"},
+        consumer_organization_id="L01280796",
+        procedure_code="HOUSING-RENT-SUBSIDY",
+        legal_basis_kind=common_pb2.LEGAL_BASIS_KIND_LAW,
+    )
+
+
+async def attest_error(behaviour: str, req: provider_pb2.AttestRequest | None = None) -> grpc.aio.AioRpcError:
+    async with serving(ToyAdapter(behaviour)) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await provider_pb2_grpc.ProviderStub(channel).Attest(req or request(), timeout=5)
+    return caught.value
+
+
+async def test_describe_lists_declared_types() -> None:
+    async with serving(ToyAdapter()) as (_, channel):
+        description = await provider_pb2_grpc.ProviderStub(channel).Describe(
+            provider_pb2.DescribeRequest(), timeout=5
+        )
+    assert (description.provider_id, description.name) == ("toy", "Toy Agency")
+    [supported] = description.certificate_types
+    assert supported.certificate_type_id == "toy.check/v1"
+    assert [(p.name, p.type, p.required) for p in supported.parameters] == [
+        ("limit", common_pb2.PARAMETER_TYPE_INTEGER, True),
+        ("strict", common_pb2.PARAMETER_TYPE_BOOLEAN, False),
+        ("on", common_pb2.PARAMETER_TYPE_DATE, False),
+    ]
+    assert supported.parameters[0].description == "A limit"
+    assert [c.name for c in supported.claims] == ["ok", "count"]
+
+
+async def test_attest_found_passes_parsed_query_and_returns_claims() -> None:
+    adapter = ToyAdapter()
+    async with serving(adapter) as (_, channel):
+        response = await provider_pb2_grpc.ProviderStub(channel).Attest(
+            request(" 12345678-z ", limit="42", strict="yes", on="2026-01-31"), timeout=5
+        )
+    assert response.result == FOUND
+    assert dict(response.claims) == {"ok": True, "count": 3}
+    [query] = adapter.queries
+    assert query.document_type == "DNI"
+    assert query.document_number == KNOWN  # normalised before the adapter sees it
+    assert dict(query.parameters) == {"limit": 42, "strict": True, "on": "2026-01-31"}
+    assert (query.request_id, query.trace_id, query.legal_basis_kind) == ("req-1", "trace-1", "LAW")
+    assert (query.consumer_organization_id, query.procedure_code) == ("L01280796", "HOUSING-RENT-SUBSIDY")
+
+
+async def test_attest_subject_not_found() -> None:
+    async with serving(ToyAdapter()) as (_, channel):
+        response = await provider_pb2_grpc.ProviderStub(channel).Attest(request(UNKNOWN), timeout=5)
+    assert response.result == NOT_FOUND
+    assert not response.HasField("claims")
+
+
+async def test_nie_subject_reaches_adapter() -> None:
+    async with serving(ToyAdapter()) as (_, channel):
+        response = await provider_pb2_grpc.ProviderStub(channel).Attest(
+            request(make_nie("X", 1234567), document_type=common_pb2.DOCUMENT_TYPE_NIE), timeout=5
+        )
+    assert response.result == FOUND
+
+
+async def test_unknown_certificate_type_is_not_found() -> None:
+    error = await attest_error("ok", request(certificate_type_id="tax.compliance/v1"))
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert "tax.compliance/v1" in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        ({"strict": "true"}, "limit"),  # required parameter missing
+        ({"limit": "many"}, "limit"),  # not an integer
+        ({"limit": "1", "strict": "perhaps"}, "strict"),
+        ({"limit": "1", "on": "31/01/2026"}, "on"),
+        ({"limit": "1", "colour": "blue"}, "colour"),  # not declared
+    ],
+)
+async def test_bad_parameter_is_invalid_argument_naming_field(parameters: dict[str, str], field: str) -> None:
+    error = await attest_error("ok", request(**parameters))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.details() or "")
+
+
+async def test_invalid_document_is_invalid_argument() -> None:
+    error = await attest_error("ok", request("12345678A"))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "document_number" in (error.details() or "")
+    error = await attest_error("ok", request(document_type=common_pb2.DOCUMENT_TYPE_UNSPECIFIED))
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_adapter_invalid_query_is_invalid_argument_naming_field() -> None:
+    error = await attest_error("invalid")
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "limit" in (error.details() or "")
+
+
+@pytest.mark.parametrize("behaviour", ["undeclared", "ill-typed", "missing", "not-a-mapping"])
+async def test_bad_claims_are_internal_without_traceback(
+    behaviour: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="providers.sdk"):
+        error = await attest_error(behaviour)
+    assert error.code() is grpc.StatusCode.INTERNAL
+    details = error.details() or ""
+    assert "invalid claims" in details
+    assert "Traceback" not in details and "File " not in details
+    assert "12000" not in details  # an undeclared value is never echoed
+    assert any("invalid claims" in r.getMessage() for r in caplog.records)
+
+
+async def test_adapter_crash_is_internal_and_logged_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="providers.sdk"):
+        error = await attest_error("crash")
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert error.details() == "adapter failed"
+    assert "Traceback" not in (error.debug_error_string() or "")
+    assert "hunter2" not in (error.debug_error_string() or "")
+    [record] = [r for r in caplog.records if r.getMessage() == "adapter failed"]
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+async def test_health_serving_then_not_serving_when_stop_begins() -> None:
+    running = await start_provider(ToyAdapter())
+    async with grpc.aio.insecure_channel(running.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.ensure_future(running.stop(grace=2))
+        second = await watch.read()
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()
+        await stopping
+
+
+async def test_reflection_lists_provider_service() -> None:
+    async with serving(ToyAdapter()) as (_, channel):
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(timeout=5)
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        reply = await call.read()
+        await call.done_writing()
+        call.cancel()
+    names = {s.name for s in reply.list_services_response.service}
+    assert SERVICE_NAME == "onceonly.v1.Provider"
+    assert SERVICE_NAME in names
+
+
+def test_servicer_rejects_duplicate_types_and_missing_identity() -> None:
+    class Twice(ToyAdapter):
+        def certificate_types(self) -> Sequence[CertificateTypeSupport]:
+            return (*super().certificate_types(), *super().certificate_types())
+
+    with pytest.raises(ValueError, match="twice"):
+        ProviderServicer(Twice())
+
+    class Nameless(ToyAdapter):
+        provider_id = ""
+
+    with pytest.raises(ValueError, match="provider_id"):
+        ProviderServicer(Nameless())
