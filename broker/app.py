@@ -101,7 +101,9 @@ async def start_broker(
         if unknown:
             log.warning("addresses given for providers not in the catalog", extra={"providers": unknown})
         provider_clients = {
-            pid: GrpcProviderClient(pid, target) for pid, target in config.providers.items() if pid in catalog.providers
+            pid: GrpcProviderClient(pid, target)
+            for pid, target in config.providers.items()
+            if pid in catalog.providers
         }
     service = VerificationService(
         catalog=catalog,
@@ -132,7 +134,11 @@ async def start_broker(
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     log.info(
         "broker serving",
-        extra={"target": server.target, "database": _safe_url(config.effective_database_url), "providers": states},
+        extra={
+            "target": server.target,
+            "database": _safe_url(config.effective_database_url),
+            "providers": states,
+        },
     )
     return app
 

@@ -62,7 +62,9 @@ def status_for(exc: BaseException) -> status_pb2.Status:
             code=code_pb2.NOT_FOUND,
             message=f"unknown certificate type {exc.certificate_type_id!r}; see GetCatalog",
             details=_pack(
-                _info("CERTIFICATE_TYPE_NOT_FOUND", field=exc.field, certificate_type_id=exc.certificate_type_id),
+                _info(
+                    "CERTIFICATE_TYPE_NOT_FOUND", field=exc.field, certificate_type_id=exc.certificate_type_id
+                ),
                 error_details_pb2.ResourceInfo(
                     resource_type="onceonly.v1.CertificateType",
                     resource_name=exc.certificate_type_id,
@@ -70,7 +72,9 @@ def status_for(exc: BaseException) -> status_pb2.Status:
                 ),
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=exc.field, description="not in the catalog")
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=exc.field, description="not in the catalog"
+                        )
                     ]
                 ),
             ),
@@ -82,7 +86,12 @@ def status_for(exc: BaseException) -> status_pb2.Status:
             code=code_pb2.PERMISSION_DENIED,
             message=f"denied by policy ({reason}): {exc.violations[0].description}",
             details=_pack(
-                _info(reason, trace_id=exc.trace_id, denial_reason=str(number), subject=exc.violations[0].subject),
+                _info(
+                    reason,
+                    trace_id=exc.trace_id,
+                    denial_reason=str(number),
+                    subject=exc.violations[0].subject,
+                ),
                 error_details_pb2.PreconditionFailure(
                     violations=[
                         error_details_pb2.PreconditionFailure.Violation(
@@ -126,23 +135,25 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self._catalog = translate.catalog_message(service.catalog)
         self._keys = keys
 
-    async def Verify(  # noqa: N802 - gRPC method name
+    async def Verify(
         self, request: broker_pb2.VerifyRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.VerifyResponse:
         try:
             domain_request = translate.verification_request(request, self._service.catalog)
             result = await self._service.verify(domain_request, deadline_s=context.time_remaining())
-            return translate.verify_response(result.request_id, result.trace_id, result.outcomes, result.decided_at)
+            return translate.verify_response(
+                result.request_id, result.trace_id, result.outcomes, result.decided_at
+            )
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
             raise  # unreachable: abort raises
 
-    async def GetCatalog(  # noqa: N802
+    async def GetCatalog(
         self, request: broker_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.Catalog:
         return self._catalog
 
-    async def GetJwks(  # noqa: N802
+    async def GetJwks(
         self, request: broker_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.Jwks:
         return broker_pb2.Jwks(json=json.dumps(self._keys.jwks()))

@@ -46,13 +46,27 @@ class HousingOffice:
 
     def rules(self) -> list[Rule]:
         return [
-            Rule("registry.residence/v1", f"registered resident of {self.municipality_code}",
-                 {"municipality_code": self.municipality_code}, lambda c: c["registered"] is True),
-            Rule("tax.compliance/v1", "up to date with tax obligations", {}, lambda c: c["compliant"] is True),
-            Rule("tax.income-below-threshold/v1", f"income below {INCOME_THRESHOLD_EUR:,} EUR",
-                 {"threshold_eur": str(INCOME_THRESHOLD_EUR)}, lambda c: c["below_threshold"] is True),
-            Rule("employment.unemployment-status/v1", "registered as unemployed", {},
-                 lambda c: c["registered_unemployed"] is True),
+            Rule(
+                "registry.residence/v1",
+                f"registered resident of {self.municipality_code}",
+                {"municipality_code": self.municipality_code},
+                lambda c: c["registered"] is True,
+            ),
+            Rule(
+                "tax.compliance/v1", "up to date with tax obligations", {}, lambda c: c["compliant"] is True
+            ),
+            Rule(
+                "tax.income-below-threshold/v1",
+                f"income below {INCOME_THRESHOLD_EUR:,} EUR",
+                {"threshold_eur": str(INCOME_THRESHOLD_EUR)},
+                lambda c: c["below_threshold"] is True,
+            ),
+            Rule(
+                "employment.unemployment-status/v1",
+                "registered as unemployed",
+                {},
+                lambda c: c["registered_unemployed"] is True,
+            ),
         ]
 
 

@@ -61,7 +61,13 @@ def _claims_text(claims: dict[str, Any]) -> str:
 def print_verification(v: Verification) -> None:
     print(f"request {v.request_id}  trace {v.trace_id}")
     rows = [
-        (o.certificate_type_id, o.provider_id, o.status, _claims_text(dict(o.claims)) or o.detail, o.latency_ms)
+        (
+            o.certificate_type_id,
+            o.provider_id,
+            o.status,
+            _claims_text(dict(o.claims)) or o.detail,
+            o.latency_ms,
+        )
         for o in v.outcomes
     ]
     print(table(["certificate type", "provider", "status", "claims / detail", "ms"], rows))
@@ -85,7 +91,9 @@ def error_json(err: BrokerError) -> dict[str, Any]:
             "message": err.message,
             "metadata": err.metadata,
             "field_violations": [{"field": f, "description": d} for f, d in err.field_violations],
-            "rule_violations": [{"rule": r, "subject": s, "description": d} for r, s, d in err.rule_violations],
+            "rule_violations": [
+                {"rule": r, "subject": s, "description": d} for r, s, d in err.rule_violations
+            ],
         }
     }
 
@@ -199,8 +207,10 @@ async def cmd_jwks(args: argparse.Namespace) -> int:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from onceonly.logs import configure_logging
 
-    configure_logging(args.log_level or os.environ.get("ONCEONLY_LOG_LEVEL", "info"),
-                      args.log_format or os.environ.get("ONCEONLY_LOG_FORMAT", "json"))
+    configure_logging(
+        args.log_level or os.environ.get("ONCEONLY_LOG_LEVEL", "info"),
+        args.log_format or os.environ.get("ONCEONLY_LOG_FORMAT", "json"),
+    )
     if args.role == "broker":
         from broker.app import serve_broker
         from broker.config import BrokerConfig, parse_targets
@@ -233,8 +243,10 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_INVALID
-    listen = args.listen or os.environ.get("ONCEONLY_PROVIDER_LISTEN") or DEFAULT_PROVIDER_TARGETS.get(
-        args.name, "127.0.0.1:0"
+    listen = (
+        args.listen
+        or os.environ.get("ONCEONLY_PROVIDER_LISTEN")
+        or DEFAULT_PROVIDER_TARGETS.get(args.name, "127.0.0.1:0")
     )
     try:
         await serve_provider(adapter, listen)
@@ -256,8 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--broker", default=os.environ.get("ONCEONLY_BROKER_TARGET", DEFAULT_TARGET),
-                       help="broker address (ONCEONLY_BROKER_TARGET; default %(default)s)")
+        p.add_argument(
+            "--broker",
+            default=os.environ.get("ONCEONLY_BROKER_TARGET", DEFAULT_TARGET),
+            help="broker address (ONCEONLY_BROKER_TARGET; default %(default)s)",
+        )
         p.add_argument("--timeout", type=float, default=10.0, help="call deadline in seconds")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
         return p
@@ -265,14 +280,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the broker or a reference provider")
     serve.add_argument("role", choices=["broker", "provider"])
     serve.add_argument("name", nargs="?", help="provider name: registry, tax or employment")
-    serve.add_argument("--listen", help="address to listen on (ONCEONLY_BROKER_LISTEN / ONCEONLY_PROVIDER_LISTEN)")
-    serve.add_argument("--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)")
+    serve.add_argument(
+        "--listen", help="address to listen on (ONCEONLY_BROKER_LISTEN / ONCEONLY_PROVIDER_LISTEN)"
+    )
+    serve.add_argument(
+        "--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)"
+    )
     serve.add_argument("--database-url", help="SQLAlchemy database URL (ONCEONLY_DATABASE_URL)")
-    serve.add_argument("--catalog", type=Path, help="catalog TOML (ONCEONLY_CATALOG; default the shipped one)")
-    serve.add_argument("--seed-agreements", type=Path, help="agreements TOML to load (ONCEONLY_AGREEMENTS_SEED)")
-    serve.add_argument("--provider", action="append", default=[], metavar="ID=HOST:PORT",
-                       help="provider address, repeatable (ONCEONLY_PROVIDERS)")
-    serve.add_argument("--provider-timeout-ms", type=int, help="provider call deadline (ONCEONLY_PROVIDER_TIMEOUT_MS)")
+    serve.add_argument(
+        "--catalog", type=Path, help="catalog TOML (ONCEONLY_CATALOG; default the shipped one)"
+    )
+    serve.add_argument(
+        "--seed-agreements", type=Path, help="agreements TOML to load (ONCEONLY_AGREEMENTS_SEED)"
+    )
+    serve.add_argument(
+        "--provider",
+        action="append",
+        default=[],
+        metavar="ID=HOST:PORT",
+        help="provider address, repeatable (ONCEONLY_PROVIDERS)",
+    )
+    serve.add_argument(
+        "--provider-timeout-ms", type=int, help="provider call deadline (ONCEONLY_PROVIDER_TIMEOUT_MS)"
+    )
     serve.add_argument("--log-level", help="debug, info, warning (ONCEONLY_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", choices=["json", "text"], help="ONCEONLY_LOG_FORMAT; default json")
     serve.set_defaults(handler=cmd_serve)
@@ -290,13 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     basis.add_argument("--law", help="legal basis: the law cited")
     basis.add_argument("--consent", help="legal basis: the subject's consent reference")
     verify.add_argument("--subject", required=True, help="TYPE:NUMBER, e.g. DNI:12345678Z")
-    verify.add_argument("--check", action="append", required=True, metavar="TYPE[:k=v,...]",
-                        help="certificate type to verify, repeatable")
+    verify.add_argument(
+        "--check",
+        action="append",
+        required=True,
+        metavar="TYPE[:k=v,...]",
+        help="certificate type to verify, repeatable",
+    )
     verify.set_defaults(handler=cmd_verify)
 
     client_parser("catalog", "list certificate types").set_defaults(handler=cmd_catalog)
     client_parser("jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
-    sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(handler=cmd_demo)
+    sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(
+        handler=cmd_demo
+    )
     return parser
 
 

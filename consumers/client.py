@@ -269,7 +269,10 @@ class BrokerClient:
                 reference=legal_basis.reference,
             ),
             subject=_subject(subject),
-            checks=[broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters) for c in checks],
+            checks=[
+                broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
+                for c in checks
+            ],
         )
         try:
             reply = await self._stub.Verify(request, timeout=self.timeout)

@@ -56,7 +56,10 @@ def spawn(name: str, args: list[str], log_dir: Path, target: str, env: dict[str,
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "serve", *args], stdout=log, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "consumers.cli", "serve", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     return Process(name, popen, log_path, target)
 
@@ -68,7 +71,9 @@ async def wait_serving(process: Process, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}")
+                raise RuntimeError(
+                    f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}"
+                )
             with contextlib.suppress(grpc.aio.AioRpcError):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -103,12 +108,20 @@ def _known(r: Resident) -> bool:
 def personas() -> list[tuple[str, Resident, Eligibility, str]]:
     """Residents from the synthetic data set chosen for the story, with the expected decision."""
     eligible = find(
-        lambda r: _known(r) and r.tax_compliant and r.registered_unemployed
-        and r.income(LATEST_FISCAL_YEAR) < INCOME_THRESHOLD_EUR
+        lambda r: (
+            _known(r)
+            and r.tax_compliant
+            and r.registered_unemployed
+            and r.income(LATEST_FISCAL_YEAR) < INCOME_THRESHOLD_EUR
+        )
     )
     not_eligible = find(
-        lambda r: _known(r) and r.tax_compliant and r.registered_unemployed
-        and r.income(LATEST_FISCAL_YEAR) >= INCOME_THRESHOLD_EUR
+        lambda r: (
+            _known(r)
+            and r.tax_compliant
+            and r.registered_unemployed
+            and r.income(LATEST_FISCAL_YEAR) >= INCOME_THRESHOLD_EUR
+        )
     )
     other = find(lambda r: _known(r) and r not in (eligible, not_eligible))
     return [
@@ -145,12 +158,19 @@ async def scenario(broker_target: str) -> list[str]:
     office = HousingOffice()
     async with BrokerClient(broker_target) as client:
         catalog = await client.catalog()
-        print(f"catalog: {len(catalog.certificate_types)} certificate types from {len(catalog.providers)} providers")
+        types, providers = len(catalog.certificate_types), len(catalog.providers)
+        print(f"catalog: {types} certificate types from {providers} providers")
         assessments = []
         for i, (label, resident, expected, procedure) in enumerate(personas(), start=1):
             subject = Subject(resident.document_type, resident.document_number)
-            a = await assess(client, office, subject, officer_id="officer-0042",
-                             case_file_id=f"EXP-2026-{i:04d}", procedure=procedure)
+            a = await assess(
+                client,
+                office,
+                subject,
+                officer_id="officer-0042",
+                case_file_id=f"EXP-2026-{i:04d}",
+                procedure=procedure,
+            )
             print_assessment(label, a)
             assessments.append(a)
             if a.eligibility is not expected:
@@ -183,18 +203,26 @@ async def run_demo(var_dir: Path | None = None) -> int:
         targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
         for name, target in targets.items():
             processes.append(spawn(name, ["provider", name, "--listen", target], log_dir, target, env))
-        for p in processes:
-            await wait_serving(p)
+        for process in processes:
+            await wait_serving(process)
         broker_target = f"127.0.0.1:{free_port()}"
-        broker_args = ["broker", "--listen", broker_target, "--var-dir", str(var_dir),
-                       "--seed-agreements", str(seed)]
+        broker_args = [
+            "broker",
+            "--listen",
+            broker_target,
+            "--var-dir",
+            str(var_dir),
+            "--seed-agreements",
+            str(seed),
+        ]
         for name, target in targets.items():
             broker_args += ["--provider", f"{name}={target}"]
-        broker = spawn("broker", broker_args, log_dir, broker_target, env)
-        processes.insert(0, broker)
-        await wait_serving(broker)
-        print(f"broker on {broker_target}; providers: "
-              + ", ".join(f"{n} on {t}" for n, t in targets.items()))
+        broker_process = spawn("broker", broker_args, log_dir, broker_target, env)
+        processes.insert(0, broker_process)
+        await wait_serving(broker_process)
+        print(
+            f"broker on {broker_target}; providers: " + ", ".join(f"{n} on {t}" for n, t in targets.items())
+        )
         problems += await scenario(broker_target)
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")

@@ -23,8 +23,8 @@ INIT_TEXT = '"""Generated from protos/onceonly/v1 by scripts/gen_protos.py. Do n
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc into ``out_root``; return the generated files relative to it."""
-    from grpc_tools import protoc  # imported here: a dev dependency only
     import grpc_tools
+    from grpc_tools import protoc  # imported here: a dev dependency only
 
     protos = sorted(PROTO_ROOT.glob("onceonly/v1/*.proto"))
     if not protos:
@@ -54,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp)
         files = generate(out)
         target = ROOT / PACKAGE_DIR
-        committed = sorted(p.relative_to(ROOT) for p in target.glob("*") if p.is_file()) if target.exists() else []
+        committed = (
+            sorted(p.relative_to(ROOT) for p in target.glob("*") if p.is_file()) if target.exists() else []
+        )
         if opts.check:
-            stale = [str(f) for f in files if not (ROOT / f).exists() or not filecmp.cmp(out / f, ROOT / f, shallow=False)]
+            stale = [
+                str(f)
+                for f in files
+                if not (ROOT / f).exists() or not filecmp.cmp(out / f, ROOT / f, shallow=False)
+            ]
             extra = [str(f) for f in committed if f not in files]
             if stale or extra:
                 print("generated code is stale; run: python scripts/gen_protos.py", file=sys.stderr)
