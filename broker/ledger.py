@@ -316,8 +316,8 @@ class SqlTraceLedger:
             return None
         try:
             payload = self._cipher.open(row.payload, ReplyCipher.aad(organization_id, request_id))
-        except InvalidTag:
-            # Tampered with, or sealed under another key: never hand it out.
+        except (InvalidTag, ValueError):
+            # Tampered with, truncated, or sealed under another key: never hand it out.
             raise LedgerUnavailable(f"stored reply for request {request_id!r} fails authentication") from None
         return StoredReply(organization_id, request_id, row.request_digest, row.kind, payload)
 

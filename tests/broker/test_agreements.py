@@ -113,6 +113,7 @@ certificate_types = ["registry.residence/v1"]
 legal_bases = ["MAYBE"]
 valid_from = "2025-01-01"
 """
+GOOD_SEED = BAD_SEED.replace('["MAYBE"]', '["CONSENT"]')
 
 
 @pytest.mark.parametrize(
@@ -125,13 +126,13 @@ valid_from = "2025-01-01"
             "broken",
         ),
         (
-            BAD_SEED.replace('["MAYBE"]', '["CONSENT"]').replace(
+            GOOD_SEED.replace(
                 'id = "broken-one"\norganization = "ORG1"', 'id = "broken-one"\norganization = "NOPE"'
             ),
             "NOPE",
         ),
-        (BAD_SEED + '\n[[vetoes]]\nagreement = "missing"\nprovider = "tax"\n', "missing"),
-        ("[[agreements]\n", "agreements"),  # not TOML at all
+        (GOOD_SEED + '\n[[vetoes]]\nagreement = "missing"\nprovider = "tax"\n', "missing"),
+        ("[[agreements]\n", "line 1"),  # not TOML at all
     ],
 )
 def test_bad_file_names_the_entry_and_writes_nothing(
@@ -159,7 +160,7 @@ def test_bad_file_on_an_empty_database_writes_nothing(store: PolicyStore, tmp_pa
 
 def test_catalog_check_rejects_unknown_types(store: PolicyStore, tmp_path: Path) -> None:
     seed = tmp_path / "seed.toml"
-    seed.write_text(BAD_SEED.replace('["MAYBE"]', '["CONSENT"]').replace("registry.residence/v1", "nope/v1"))
+    seed.write_text(GOOD_SEED.replace("registry.residence/v1", "nope/v1"))
     with pytest.raises(ValueError, match="nope/v1"):
         store.seed_from_file(seed, Catalog.load())
 
