@@ -7,8 +7,10 @@ Exactly one place (:func:`status_for`) turns an exception into a gRPC status wit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import any_pb2
@@ -19,12 +21,25 @@ from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 from . import translate
 from .attestation import KeyRing
-from .errors import DuplicateRequest, InvalidRequest, LedgerUnavailable, PolicyDenied, UnknownCertificateType
+from .errors import (
+    DuplicateRequest,
+    FieldViolation,
+    InvalidRequest,
+    LedgerUnavailable,
+    PolicyDenied,
+    UnknownCertificateType,
+)
 from .service import VerificationService
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "onceonly.v1"
+BULK_DEFAULT_WINDOW = 64
+BULK_MAX_WINDOW = 256
+# A structurally valid stand-in subject, to validate a bulk header on its own.
+_PLACEHOLDER_SUBJECT = common_pb2.Subject(
+    document_type=common_pb2.DOCUMENT_TYPE_DNI, document_number="00000000T"
+)
 SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
 
 
@@ -147,6 +162,98 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
             raise  # unreachable: abort raises
+
+    async def VerifyBulk(
+        self, request_iterator: AsyncIterator[broker_pb2.BulkVerifyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[broker_pb2.BulkVerifyResult]:
+        """Decide many subjects under one header, at most ``window`` at a time.
+
+        Reading the next subject waits for a free slot, so a fast client is slowed by gRPC
+        flow control instead of filling the broker's memory.
+        """
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("item") != "header":
+            await abort(
+                context, InvalidRequest([FieldViolation("header", "the first message must be a header")])
+            )
+            return
+        header = first.header
+        template = broker_pb2.VerifyRequest(
+            consumer=header.consumer,
+            purpose=header.purpose,
+            legal_basis=header.legal_basis,
+            checks=header.checks,
+        )
+        probe = broker_pb2.VerifyRequest()
+        probe.CopyFrom(template)
+        probe.request_id = "header"
+        probe.subject.CopyFrom(_PLACEHOLDER_SUBJECT)
+        try:
+            translate.verification_request(probe, self._service.catalog)
+        except InvalidRequest as exc:
+            violations = [FieldViolation(f"header.{v.field}", v.description) for v in exc.violations]
+            await abort(context, InvalidRequest(violations))
+        except UnknownCertificateType as exc:
+            await abort(context, UnknownCertificateType(exc.certificate_type_id, f"header.{exc.field}"))
+        window = min(header.window or BULK_DEFAULT_WINDOW, BULK_MAX_WINDOW)
+        slots = asyncio.Semaphore(window)
+        results: asyncio.Queue[broker_pb2.BulkVerifyResult | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def decide(item: broker_pb2.BulkSubject) -> None:
+            try:
+                results.put_nowait(await self._bulk_one(template, item))
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    await slots.acquire()
+                    if message.WhichOneof("item") != "subject":
+                        slots.release()
+                        error = InvalidRequest(
+                            [FieldViolation("subject", "only subjects may follow the header")]
+                        )
+                        results.put_nowait(broker_pb2.BulkVerifyResult(error=status_for(error)))
+                        continue
+                    task = asyncio.create_task(decide(message.subject))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if running:
+                    await asyncio.wait(set(running))
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            await reader  # surfaces a failure of the request stream itself
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _bulk_one(
+        self, template: broker_pb2.VerifyRequest, item: broker_pb2.BulkSubject
+    ) -> broker_pb2.BulkVerifyResult:
+        request = broker_pb2.VerifyRequest()
+        request.CopyFrom(template)
+        request.request_id = item.request_id
+        request.subject.CopyFrom(item.subject)
+        try:
+            domain_request = translate.verification_request(request, self._service.catalog)
+            result = await self._service.verify(domain_request)
+        except Exception as exc:  # each subject's failure is its own result, not the stream's
+            status = status_for(exc)
+            if status.code == code_pb2.INTERNAL:
+                log.error("unexpected error in bulk verification", exc_info=exc)
+            return broker_pb2.BulkVerifyResult(request_id=item.request_id, error=status)
+        response = translate.verify_response(
+            result.request_id, result.trace_id, result.outcomes, result.decided_at
+        )
+        return broker_pb2.BulkVerifyResult(request_id=item.request_id, response=response)
 
     async def GetCatalog(
         self, request: broker_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext

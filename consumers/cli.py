@@ -110,18 +110,16 @@ def exit_code(err: BrokerError) -> int:
 
 async def cmd_verify(args: argparse.Namespace) -> int:
     try:
-        basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
+        consumer, purpose, basis, checks = request_parts(args)
         subject = Subject.parse(args.subject)
-        checks = [Check.parse(c) for c in args.check]
-        officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     async with BrokerClient(args.broker, timeout=args.timeout) as client:
         try:
             result = await client.verify(
-                consumer=Consumer(args.org, args.unit, args.officer, officer_doc),
-                purpose=Purpose(args.procedure, args.purpose, args.case_file),
+                consumer=consumer,
+                purpose=purpose,
                 legal_basis=basis,
                 subject=subject,
                 checks=checks,
@@ -158,6 +156,58 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         )
     else:
         print_verification(result)
+    return EXIT_OK
+
+
+async def cmd_verify_bulk(args: argparse.Namespace) -> int:
+    import time
+
+    from .bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
+
+    try:
+        consumer, purpose, basis, checks = request_parts(args)
+        batch = batch_id_for(
+            args.file,
+            [
+                consumer.organization_id,
+                purpose.procedure_code,
+                purpose.case_file_id,
+                basis.kind,
+                basis.reference,
+                *args.check,
+            ],
+        )
+        rows = read_rows(args.file, batch)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    out = args.out or args.file.with_name(args.file.name + ".results.jsonl")
+    started = time.monotonic()
+    async with BrokerClient(args.broker, timeout=args.timeout or 10.0) as client:
+        try:
+            counts = await run_bulk(
+                client,
+                rows=rows,
+                out_path=out,
+                consumer=consumer,
+                purpose=purpose,
+                legal_basis=basis,
+                checks=checks,
+                window=args.window,
+                retries=args.retries,
+            )
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+        except BulkInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    summary = list(iter_summary(counts, time.monotonic() - started, len(rows)))
+    if args.json:
+        print(json.dumps({"results": str(out), "counts": dict(counts)}, indent=2))
+    else:
+        print("\n".join(summary))
+        print(f"results: {out}")
     return EXIT_OK
 
 
@@ -262,6 +312,39 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return await run_demo()
 
 
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    """Who asks, why, under which basis, and which checks: shared by verify and verify-bulk."""
+    p.add_argument("--org", required=True, help="consumer organisation id")
+    p.add_argument("--unit", required=True, help="unit handling the case")
+    p.add_argument("--officer", required=True, help="officer staff id")
+    p.add_argument("--officer-document", help="the officer's own document, TYPE:NUMBER")
+    p.add_argument("--procedure", required=True, help="procedure code")
+    p.add_argument("--purpose", required=True, help="purpose of the query")
+    p.add_argument("--case-file", required=True, help="case file id")
+    basis = p.add_mutually_exclusive_group(required=True)
+    basis.add_argument("--law", help="legal basis: the law cited")
+    basis.add_argument("--consent", help="legal basis: the subject's consent reference")
+    p.add_argument(
+        "--check",
+        action="append",
+        required=True,
+        metavar="TYPE[:k=v,...]",
+        help="certificate type to verify, repeatable",
+    )
+
+
+def request_parts(args: argparse.Namespace) -> tuple[Consumer, Purpose, LegalBasis, list[Check]]:
+    """The shared request arguments as client types; ``ValueError`` names a malformed one."""
+    basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
+    officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
+    return (
+        Consumer(args.org, args.unit, args.officer, officer_doc),
+        Purpose(args.procedure, args.purpose, args.case_file),
+        basis,
+        [Check.parse(c) for c in args.check],
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onceonly", description="Only-once certificate intermediation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -309,25 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = client_parser("verify", "verify facts about a resident")
     verify.add_argument("--request-id", help="idempotency key (default: a new random id)")
-    verify.add_argument("--org", required=True, help="consumer organisation id")
-    verify.add_argument("--unit", required=True, help="unit handling the case")
-    verify.add_argument("--officer", required=True, help="officer staff id")
-    verify.add_argument("--officer-document", help="the officer's own document, TYPE:NUMBER")
-    verify.add_argument("--procedure", required=True, help="procedure code")
-    verify.add_argument("--purpose", required=True, help="purpose of the query")
-    verify.add_argument("--case-file", required=True, help="case file id")
-    basis = verify.add_mutually_exclusive_group(required=True)
-    basis.add_argument("--law", help="legal basis: the law cited")
-    basis.add_argument("--consent", help="legal basis: the subject's consent reference")
+    add_request_arguments(verify)
     verify.add_argument("--subject", required=True, help="TYPE:NUMBER, e.g. DNI:12345678Z")
-    verify.add_argument(
-        "--check",
-        action="append",
-        required=True,
-        metavar="TYPE[:k=v,...]",
-        help="certificate type to verify, repeatable",
-    )
     verify.set_defaults(handler=cmd_verify)
+
+    bulk = client_parser("verify-bulk", "verify the same facts for every subject of a CSV file")
+    bulk.add_argument("file", type=Path, help="CSV with document_type,document_number[,request_id]")
+    add_request_arguments(bulk)
+    bulk.add_argument("--out", type=Path, help="results file, JSON lines (default FILE.results.jsonl)")
+    bulk.add_argument("--window", type=int, default=64, help="subjects decided at once (default %(default)s)")
+    bulk.add_argument("--retries", type=int, default=3, help="reconnections after a broken stream")
+    bulk.set_defaults(handler=cmd_verify_bulk, timeout=None)
 
     client_parser("catalog", "list certificate types").set_defaults(handler=cmd_catalog)
     client_parser("jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)

@@ -15,9 +15,10 @@ rules named by the broker, and the trace id of a denied request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -194,11 +195,32 @@ _ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
 
 def broker_error(exc: grpc.aio.AioRpcError) -> BrokerError:
     """Turn a gRPC error into a :class:`BrokerError`, unpacking its rich details."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is None:
+        cls = _ERRORS.get(exc.code(), BrokerError)
+        return cls(exc.code().name, exc.details() or exc.code().name)
+    return _error_from_status(status)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItem:
+    """The answer for one subject of a bulk verification: a verification or an error."""
+
+    request_id: str
+    verification: Verification | None
+    error: BrokerError | None
+
+
+def _error_from_status(status: Any) -> BrokerError:
+    """A :class:`BrokerError` from a ``google.rpc.Status`` carried inside a message."""
+    code = grpc.StatusCode.UNKNOWN
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == status.code:
+            code = candidate
     reason, metadata = "", {}
     fields: list[tuple[str, str]] = []
     rules: list[tuple[str, str, str]] = []
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else []:
+    for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
@@ -211,8 +233,28 @@ def broker_error(exc: grpc.aio.AioRpcError) -> BrokerError:
             failure = error_details_pb2.PreconditionFailure()
             detail.Unpack(failure)
             rules = [(v.type, v.subject, v.description) for v in failure.violations]
-    cls = _ERRORS.get(exc.code(), BrokerError)
-    return cls(exc.code().name, exc.details() or exc.code().name, reason, metadata, fields, rules)
+    cls = _ERRORS.get(code, BrokerError)
+    return cls(code.name, status.message or code.name, reason, metadata, fields, rules)
+
+
+def _verification(reply: broker_pb2.VerifyResponse) -> Verification:
+    return Verification(
+        reply.request_id,
+        reply.trace_id,
+        tuple(
+            Outcome(
+                o.certificate_type_id,
+                o.provider_id,
+                broker_pb2.CheckStatus.Name(o.status).removeprefix("CHECK_STATUS_"),
+                json_format.MessageToDict(o.claims) if o.HasField("claims") else {},
+                o.attestation,
+                o.detail,
+                o.latency_ms,
+            )
+            for o in reply.outcomes
+        ),
+        reply.decided_at.ToDatetime(),
+    )
 
 
 def _subject(subject: Subject) -> common_pb2.Subject:
@@ -253,21 +295,13 @@ class BrokerClient:
         """Verify ``checks`` about ``subject``. Retrying with the same ``request_id`` is safe."""
         request = broker_pb2.VerifyRequest(
             request_id=request_id or uuid.uuid4().hex,
-            consumer=common_pb2.Consumer(
-                organization_id=consumer.organization_id,
-                unit=consumer.unit,
-                officer_id=consumer.officer_id,
-                officer_document=_subject(consumer.officer_document) if consumer.officer_document else None,
-            ),
+            consumer=self._consumer(consumer),
             purpose=common_pb2.Purpose(
                 procedure_code=purpose.procedure_code,
                 purpose_text=purpose.purpose_text,
                 case_file_id=purpose.case_file_id,
             ),
-            legal_basis=common_pb2.LegalBasis(
-                kind=_BASES.get(legal_basis.kind.upper(), common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED),
-                reference=legal_basis.reference,
-            ),
+            legal_basis=self._basis(legal_basis),
             subject=_subject(subject),
             checks=[
                 broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
@@ -278,22 +312,71 @@ class BrokerClient:
             reply = await self._stub.Verify(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
-        return Verification(
-            reply.request_id,
-            reply.trace_id,
-            tuple(
-                Outcome(
-                    o.certificate_type_id,
-                    o.provider_id,
-                    broker_pb2.CheckStatus.Name(o.status).removeprefix("CHECK_STATUS_"),
-                    json_format.MessageToDict(o.claims) if o.HasField("claims") else {},
-                    o.attestation,
-                    o.detail,
-                    o.latency_ms,
-                )
-                for o in reply.outcomes
+        return _verification(reply)
+
+    async def verify_bulk(
+        self,
+        *,
+        consumer: Consumer,
+        purpose: Purpose,
+        legal_basis: LegalBasis,
+        checks: Sequence[Check],
+        subjects: Iterable[tuple[str, Subject]],
+        window: int = 64,
+        timeout: float | None = None,
+    ) -> AsyncIterator[BulkItem]:
+        """Verify ``checks`` for every ``(request_id, subject)``; yield one item per subject as decided.
+
+        Subjects are sent as the broker asks for them (gRPC flow control), so ``subjects`` may be a
+        lazy iterator over a large file. Re-sending the same request ids after a failure is safe.
+        """
+        header = broker_pb2.BulkHeader(
+            consumer=self._consumer(consumer),
+            purpose=common_pb2.Purpose(
+                procedure_code=purpose.procedure_code,
+                purpose_text=purpose.purpose_text,
+                case_file_id=purpose.case_file_id,
             ),
-            reply.decided_at.ToDatetime(),
+            legal_basis=self._basis(legal_basis),
+            checks=[
+                broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
+                for c in checks
+            ],
+            window=window,
+        )
+
+        async def requests() -> AsyncIterator[broker_pb2.BulkVerifyRequest]:
+            yield broker_pb2.BulkVerifyRequest(header=header)
+            for request_id, subject in subjects:
+                yield broker_pb2.BulkVerifyRequest(
+                    subject=broker_pb2.BulkSubject(request_id=request_id, subject=_subject(subject))
+                )
+                await asyncio.sleep(0)  # let replies flow while a long input is being read
+
+        call = self._stub.VerifyBulk(requests(), timeout=timeout)
+        try:
+            async for result in call:
+                if result.WhichOneof("result") == "response":
+                    yield BulkItem(result.request_id, _verification(result.response), None)
+                else:
+                    yield BulkItem(result.request_id, None, _error_from_status(result.error))
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+
+    @staticmethod
+    def _consumer(consumer: Consumer) -> common_pb2.Consumer:
+        return common_pb2.Consumer(
+            organization_id=consumer.organization_id,
+            unit=consumer.unit,
+            officer_id=consumer.officer_id,
+            officer_document=_subject(consumer.officer_document) if consumer.officer_document else None,
+        )
+
+    @staticmethod
+    def _basis(legal_basis: LegalBasis) -> common_pb2.LegalBasis:
+        return common_pb2.LegalBasis(
+            kind=_BASES.get(legal_basis.kind.upper(), common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED),
+            reference=legal_basis.reference,
         )
 
     async def catalog(self) -> broker_pb2.Catalog:

@@ -29,11 +29,15 @@ def generate(out_root: Path) -> list[Path]:
     protos = sorted(PROTO_ROOT.glob("onceonly/v1/*.proto"))
     if not protos:
         raise SystemExit(f"no .proto files under {PROTO_ROOT}")
+    import google.rpc  # googleapis-common-protos: google/rpc/status.proto
+
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    googleapis = Path(next(iter(google.rpc.__path__))).parent.parent
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{googleapis}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",

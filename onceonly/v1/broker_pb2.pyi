@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from onceonly.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -137,3 +138,43 @@ class Jwks(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class BulkHeader(_message.Message):
+    __slots__ = ("consumer", "purpose", "legal_basis", "checks", "window")
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    consumer: _common_pb2.Consumer
+    purpose: _common_pb2.Purpose
+    legal_basis: _common_pb2.LegalBasis
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    window: int
+    def __init__(self, consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., window: _Optional[int] = ...) -> None: ...
+
+class BulkSubject(_message.Message):
+    __slots__ = ("request_id", "subject")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    subject: _common_pb2.Subject
+    def __init__(self, request_id: _Optional[str] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ...) -> None: ...
+
+class BulkVerifyRequest(_message.Message):
+    __slots__ = ("header", "subject")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    header: BulkHeader
+    subject: BulkSubject
+    def __init__(self, header: _Optional[_Union[BulkHeader, _Mapping]] = ..., subject: _Optional[_Union[BulkSubject, _Mapping]] = ...) -> None: ...
+
+class BulkVerifyResult(_message.Message):
+    __slots__ = ("request_id", "response", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    response: VerifyResponse
+    error: _status_pb2.Status
+    def __init__(self, request_id: _Optional[str] = ..., response: _Optional[_Union[VerifyResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -39,6 +39,11 @@ class BrokerStub:
                 request_serializer=onceonly_dot_v1_dot_broker__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_broker__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.VerifyBulk = channel.stream_stream(
+                '/onceonly.v1.Broker/VerifyBulk',
+                request_serializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.FromString,
+                _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/onceonly.v1.Broker/GetCatalog',
                 request_serializer=onceonly_dot_v1_dot_broker__pb2.GetCatalogRequest.SerializeToString,
@@ -56,6 +61,18 @@ class BrokerServicer:
 
     def Verify(self, request, context):
         """Verifies facts about one subject. Idempotent by (organisation, request_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyBulk(self, request_iterator, context):
+        """Verifies the same checks for many subjects under one purpose and legal basis.
+        The first message is a header, then one message per subject; one result per
+        subject streams back as soon as it is decided (not necessarily in order).
+        Every subject is checked by policy and traced on its own, and is idempotent by its
+        request id: after a disconnect, send the same ids again and already decided
+        subjects are answered from the ledger without being traced twice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +99,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=onceonly_dot_v1_dot_broker__pb2.VerifyRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_broker__pb2.VerifyResponse.SerializeToString,
+            ),
+            'VerifyBulk': grpc.stream_stream_rpc_method_handler(
+                    servicer.VerifyBulk,
+                    request_deserializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
@@ -121,6 +143,33 @@ class Broker:
             '/onceonly.v1.Broker/Verify',
             onceonly_dot_v1_dot_broker__pb2.VerifyRequest.SerializeToString,
             onceonly_dot_v1_dot_broker__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyBulk(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/onceonly.v1.Broker/VerifyBulk',
+            onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.SerializeToString,
+            onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.FromString,
             options,
             channel_credentials,
             insecure,
