@@ -1,0 +1,371 @@
+"""Shared fixtures: reference providers, a broker on loopback and a client, all on port 0.
+
+Everything is function-scoped: each test gets its own providers, its own broker with its
+own SQLite file under ``tmp_path``, and everything is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from broker.app import BrokerApp, start_broker
+from broker.config import BrokerConfig
+from consumers.client import BrokerClient, BrokerError, Check, Consumer, LegalBasis, Purpose, Subject
+from onceonly.serving import RunningServer
+from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from providers import synthetic
+from providers.reference import reference_adapter
+from providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter, start_provider
+
+SEED = Path(str(resources.files("broker").joinpath("data/agreements.toml")))
+PROVIDER_IDS = ("registry", "tax", "employment")
+
+ORG = "L01280796"
+UNIT = "Housing subsidies"
+OFFICER = "officer-17"
+PROCEDURE = "HOUSING-RENT-SUBSIDY"
+LAW = "Ley 39/2015 art. 28"
+MUNICIPALITY = "28079"
+THRESHOLD_EUR = 18_000
+
+RESIDENCE = "registry.residence/v1"
+HOUSEHOLD = "registry.household/v1"
+TAX_COMPLIANCE = "tax.compliance/v1"
+INCOME = "tax.income-below-threshold/v1"
+UNEMPLOYMENT = "employment.unemployment-status/v1"
+SOCIAL_SECURITY = "employment.social-security-compliance/v1"
+
+HOUSING_CHECKS: tuple[tuple[str, dict[str, str]], ...] = (
+    (RESIDENCE, {"municipality_code": MUNICIPALITY}),
+    (TAX_COMPLIANCE, {}),
+    (INCOME, {"threshold_eur": str(THRESHOLD_EUR)}),
+    (UNEMPLOYMENT, {}),
+)
+"""The four checks of a rent-subsidy application."""
+
+
+# --- residents ----------------------------------------------------------------------------
+
+
+def known_everywhere(r: synthetic.Resident) -> bool:
+    return r.known_to_registry and r.known_to_tax and r.known_to_employment
+
+
+def resident(predicate: Any = None) -> synthetic.Resident:
+    """A synthetic resident known to every agency (and matching ``predicate``)."""
+    return synthetic.find(lambda r: known_everywhere(r) and (predicate is None or predicate(r)))
+
+
+def expected_housing_claims(r: synthetic.Resident) -> dict[str, dict[str, Any]]:
+    """What the reference adapters must attest for ``r`` for :data:`HOUSING_CHECKS`."""
+    return {
+        RESIDENCE: {"registered": r.municipality_code == MUNICIPALITY},
+        TAX_COMPLIANCE: {"compliant": r.tax_compliant},
+        INCOME: {
+            "below_threshold": r.income(synthetic.LATEST_FISCAL_YEAR) < THRESHOLD_EUR,
+            "fiscal_year": synthetic.LATEST_FISCAL_YEAR,
+        },
+        UNEMPLOYMENT: {"registered_unemployed": r.registered_unemployed},
+    }
+
+
+_DOC = {"DNI": common_pb2.DOCUMENT_TYPE_DNI, "NIE": common_pb2.DOCUMENT_TYPE_NIE}
+
+
+def verify_request(
+    r: synthetic.Resident | None = None,
+    *,
+    request_id: str | None = None,
+    checks: Sequence[tuple[str, Mapping[str, str]]] = HOUSING_CHECKS,
+    organization_id: str = ORG,
+    procedure_code: str = PROCEDURE,
+    law: str = LAW,
+) -> broker_pb2.VerifyRequest:
+    """A valid ``VerifyRequest`` (the housing checks under the seeded Madrid agreement)."""
+    r = r or resident()
+    return broker_pb2.VerifyRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        consumer=common_pb2.Consumer(organization_id=organization_id, unit=UNIT, officer_id=OFFICER),
+        purpose=common_pb2.Purpose(
+            procedure_code=procedure_code,
+            purpose_text="Rent subsidy application",
+            case_file_id="EXP-2026-0001",
+        ),
+        legal_basis=common_pb2.LegalBasis(kind=common_pb2.LEGAL_BASIS_KIND_LAW, reference=law),
+        subject=common_pb2.Subject(document_type=_DOC[r.document_type], document_number=r.document_number),
+        checks=[broker_pb2.Check(certificate_type_id=cid, parameters=dict(p)) for cid, p in checks],
+    )
+
+
+def verify_kwargs(
+    r: synthetic.Resident | None = None,
+    *,
+    checks: Sequence[tuple[str, Mapping[str, str]]] = HOUSING_CHECKS,
+    **changes: Any,
+) -> dict[str, Any]:
+    """Keyword arguments of ``BrokerClient.verify`` for a valid housing request."""
+    r = r or resident()
+    kwargs: dict[str, Any] = {
+        "consumer": Consumer(ORG, UNIT, OFFICER),
+        "purpose": Purpose(PROCEDURE, "Rent subsidy application", "EXP-2026-0001"),
+        "legal_basis": LegalBasis.law(LAW),
+        "subject": Subject(r.document_type, r.document_number),
+        "checks": [Check(cid, dict(p)) for cid, p in checks],
+    }
+    kwargs.update(changes)
+    return kwargs
+
+
+# --- test adapters ------------------------------------------------------------------------
+
+
+class WrappedAdapter(ProviderAdapter):
+    """Serves what ``inner`` serves; subclasses change how it answers."""
+
+    def __init__(self, inner: ProviderAdapter):
+        self.inner = inner
+        self.provider_id = inner.provider_id
+        self.name = inner.name
+
+    def certificate_types(self) -> Sequence[CertificateTypeSupport]:
+        return self.inner.certificate_types()
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        return await self.inner.attest(query)
+
+
+class CountingAdapter(WrappedAdapter):
+    """Counts the checks it is asked."""
+
+    def __init__(self, inner: ProviderAdapter):
+        super().__init__(inner)
+        self.calls = 0
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        self.calls += 1
+        return await super().attest(query)
+
+
+class SlowAdapter(WrappedAdapter):
+    """Answers only after ``delay_s`` (longer than the broker's deadline in tests)."""
+
+    def __init__(self, inner: ProviderAdapter, delay_s: float = 30.0):
+        super().__init__(inner)
+        self.delay_s = delay_s
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        await asyncio.sleep(self.delay_s)
+        return await super().attest(query)
+
+
+class GatedAdapter(WrappedAdapter):
+    """Holds each answer until ``gate`` is set; ``entered`` is set once a call is waiting."""
+
+    def __init__(self, inner: ProviderAdapter):
+        super().__init__(inner)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().attest(query)
+
+
+# --- the platform -------------------------------------------------------------------------
+
+
+class Platform:
+    """Starts providers, brokers and clients for one test and stops them all at teardown."""
+
+    def __init__(self, tmp_path: Path):
+        self.var_dir = tmp_path / "var"
+        self.providers: dict[str, RunningServer] = {}
+        self.adapters: dict[str, ProviderAdapter] = {}
+        self._servers: list[RunningServer] = []
+        self._brokers: list[BrokerApp] = []
+        self._clients: list[BrokerClient] = []
+        self._channels: list[grpc.aio.Channel] = []
+
+    @property
+    def db_path(self) -> Path:
+        return self.var_dir / "onceonly.db"
+
+    async def start_provider(self, adapter: ProviderAdapter) -> RunningServer:
+        running = await start_provider(adapter, "127.0.0.1:0")
+        self._servers.append(running)
+        self.providers[adapter.provider_id] = running
+        self.adapters[adapter.provider_id] = adapter
+        return running
+
+    def adopt_provider(self, provider_id: str, running: RunningServer) -> None:
+        """Use a provider server started by the test itself (and stop it at teardown)."""
+        self._servers.append(running)
+        self.providers[provider_id] = running
+
+    async def start_reference_providers(self, **adapters: ProviderAdapter) -> None:
+        """Start the three providers: reference adapters unless replaced in ``adapters``."""
+        for pid in PROVIDER_IDS:
+            await self.start_provider(adapters.get(pid) or reference_adapter(pid))
+
+    def config(self, **changes: Any) -> BrokerConfig:
+        values: dict[str, Any] = {
+            "listen": "127.0.0.1:0",
+            "var_dir": self.var_dir,
+            "agreements_seed": SEED,
+            "providers": {pid: p.target for pid, p in self.providers.items()},
+            "shutdown_grace_s": 1.0,
+        }
+        values.update(changes)
+        return BrokerConfig(**values)
+
+    async def start_broker(self, **changes: Any) -> BrokerApp:
+        app = await start_broker(self.config(**changes))
+        self._brokers.append(app)
+        return app
+
+    def client(self, app: BrokerApp, timeout: float = 10.0) -> BrokerClient:
+        client = BrokerClient(app.target, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def stub(self, app: BrokerApp) -> broker_pb2_grpc.BrokerStub:
+        channel = grpc.aio.insecure_channel(app.target)
+        self._channels.append(channel)
+        return broker_pb2_grpc.BrokerStub(channel)
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        channel = grpc.aio.insecure_channel(target)
+        self._channels.append(channel)
+        return channel
+
+    def trace_rows(self, **where: str) -> list[sqlite3.Row]:
+        return query(self.db_path, "trace_records", **where)
+
+    def reply_rows(self) -> list[sqlite3.Row]:
+        return query(self.db_path, "replies")
+
+    async def close(self) -> None:
+        for adapter in self.adapters.values():
+            if isinstance(adapter, GatedAdapter):
+                adapter.gate.set()
+        for client in self._clients:
+            await client.close()
+        for channel in self._channels:
+            await channel.close()
+        for app in self._brokers:
+            await app.stop(0)
+        for server in self._servers:
+            await server.stop(0)
+
+
+def query(db_path: Path, table: str, **where: str) -> list[sqlite3.Row]:
+    """Rows of ``table`` in the broker's SQLite file, read from a separate connection."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.row_factory = sqlite3.Row
+        clause = " AND ".join(f"{k} = ?" for k in where)
+        sql = f"SELECT * FROM {table}" + (f" WHERE {clause}" if clause else "")
+        return conn.execute(sql, tuple(where.values())).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    p = Platform(tmp_path)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def broker(platform: Platform) -> BrokerApp:
+    """A broker in front of the three reference providers, with the seeded agreements."""
+    await platform.start_reference_providers()
+    return await platform.start_broker()
+
+
+@pytest.fixture
+def client(platform: Platform, broker: BrokerApp) -> BrokerClient:
+    return platform.client(broker)
+
+
+@pytest.fixture
+def stub(platform: Platform, broker: BrokerApp) -> broker_pb2_grpc.BrokerStub:
+    return platform.stub(broker)
+
+
+# --- error details ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RpcFailure:
+    """A failed call, with its rich error details unpacked."""
+
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo | None
+    bad_request: error_details_pb2.BadRequest | None
+    precondition: error_details_pb2.PreconditionFailure | None
+    raw_details: bytes
+
+    @property
+    def fields(self) -> list[str]:
+        return [v.field for v in self.bad_request.field_violations] if self.bad_request else []
+
+
+def rpc_failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    info = bad = pre = None
+    raw = b""
+    if status is not None:
+        raw = status.SerializeToString()
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                pre = error_details_pb2.PreconditionFailure()
+                detail.Unpack(pre)
+    return RpcFailure(exc.code(), exc.details() or "", info, bad, pre, raw)
+
+
+async def verify_failure(stub: broker_pb2_grpc.BrokerStub, request: broker_pb2.VerifyRequest) -> RpcFailure:
+    """Call Verify, expecting it to fail; return the failure."""
+    try:
+        reply = await stub.Verify(request, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return rpc_failure(exc)
+    raise AssertionError(f"Verify succeeded but should have failed: {reply}")
+
+
+async def expect_broker_error(coro: Any) -> BrokerError:
+    try:
+        await coro
+    except BrokerError as err:
+        return err
+    raise AssertionError("the call succeeded but should have failed")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

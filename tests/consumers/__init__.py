@@ -1,0 +1,1 @@
+"""Tests of the client library, the CLI and the example caseworker application."""

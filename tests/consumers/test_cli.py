@@ -1,0 +1,212 @@
+"""The ``onceonly`` CLI as a person runs it: a subprocess against a broker on loopback.
+
+The broker runs in the test's event loop, so the CLI is started with
+``asyncio.create_subprocess_exec`` (a blocking ``subprocess.run`` would stall the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from broker.app import BrokerApp
+from tests.conftest import (
+    HOUSING_CHECKS,
+    LAW,
+    ORG,
+    PROCEDURE,
+    Platform,
+    expected_housing_claims,
+    free_port,
+    resident,
+)
+
+EXIT_OK, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 2, 3, 4
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
+    env["ONCEONLY_LOG_FORMAT"] = "text"
+    return env
+
+
+async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    """Run ``python -m consumers.cli ARGS``; return (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumers.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def verify_args(target: str, subject: str, *extra: str, procedure: str = PROCEDURE) -> list[str]:
+    checks = []
+    for cid, params in HOUSING_CHECKS:
+        spec = cid + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+        checks += ["--check", spec]
+    return [
+        "verify",
+        "--broker",
+        target,
+        "--org",
+        ORG,
+        "--unit",
+        "Housing subsidies",
+        "--officer",
+        "officer-17",
+        "--procedure",
+        procedure,
+        "--purpose",
+        "Rent subsidy application",
+        "--case-file",
+        "EXP-2026-0042",
+        "--law",
+        LAW,
+        "--subject",
+        subject,
+        *checks,
+        *extra,
+    ]
+
+
+async def test_catalog_and_jwks(broker: BrokerApp) -> None:
+    (code, table, _), (json_code, text, _), (jwks_code, jwks_text, _) = await asyncio.gather(
+        cli("catalog", "--broker", broker.target),
+        cli("catalog", "--broker", broker.target, "--json"),
+        cli("jwks", "--broker", broker.target),
+    )
+
+    assert code == EXIT_OK
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["certificate", "type"]
+    assert any(line.startswith("tax.income-below-threshold/v1") and "threshold_eur" in line for line in lines)
+    assert any(
+        line.startswith("employment.social-security-compliance/v1") and line.rstrip().endswith("LAW")
+        for line in lines
+    )
+
+    assert json_code == EXIT_OK
+    catalog = json.loads(text)
+    ids = {c["id"] for c in catalog["certificateTypes"]}
+    assert {cid for cid, _ in HOUSING_CHECKS} <= ids
+    assert {p["id"] for p in catalog["providers"]} == {"registry", "tax", "employment"}
+
+    assert jwks_code == EXIT_OK
+    jwks = json.loads(jwks_text)
+    assert [k["kty"] for k in jwks["keys"]] == ["OKP"]
+    assert "d" not in jwks["keys"][0]
+
+
+async def test_verify_prints_a_table_and_json(platform: Platform, broker: BrokerApp) -> None:
+    r = resident()
+    subject = f"{r.document_type}:{r.document_number}"
+
+    (code, table, err), (json_code, text, _) = await asyncio.gather(
+        cli(*verify_args(broker.target, subject, "--request-id", "cli-table-1")),
+        cli(*verify_args(broker.target, subject, "--request-id", "cli-json-1", "--json")),
+    )
+
+    assert code == EXIT_OK, err
+    (trace,) = platform.trace_rows(request_id="cli-table-1")
+    assert f"request cli-table-1  trace {trace['trace_id']}" in table
+    rows = [line for line in table.splitlines() if line.split() and "/v1" in line.split()[0]]
+    assert [line.split()[0] for line in rows] == [cid for cid, _ in HOUSING_CHECKS]
+    assert all(line.split()[2] == "VERIFIED" for line in rows)
+
+    assert json_code == EXIT_OK
+    answer = json.loads(text)
+    assert answer["request_id"] == "cli-json-1"
+    assert answer["trace_id"] == platform.trace_rows(request_id="cli-json-1")[0]["trace_id"]
+    expected = expected_housing_claims(r)
+    for outcome in answer["outcomes"]:
+        assert outcome["status"] == "VERIFIED"
+        assert outcome["claims"] == expected[outcome["certificate_type_id"]]
+        assert outcome["attestation"].count(".") == 2
+
+
+async def test_verify_denied_invalid_and_broker_down(platform: Platform, broker: BrokerApp) -> None:
+    r = resident(lambda r: r.document_type == "DNI")
+    good = f"DNI:{r.document_number}"
+    wrong_letter = f"DNI:{r.document_number[:-1]}{'A' if r.document_number[-1] != 'A' else 'B'}"
+    down = f"127.0.0.1:{free_port()}"
+
+    (denied, _, denied_err), (invalid, _, invalid_err), (unavailable, _, down_err) = await asyncio.gather(
+        cli(*verify_args(broker.target, good, procedure="PARKING-PERMIT")),
+        cli(*verify_args(broker.target, wrong_letter)),
+        cli(*verify_args(down, good, "--timeout", "3")),
+    )
+
+    assert denied == EXIT_DENIED, denied_err
+    assert "PROCEDURE_NOT_AUTHORISED" in denied_err
+    (row,) = platform.trace_rows(decision="DENIED")
+    assert f"trace {row['trace_id']}" in denied_err
+
+    assert invalid == EXIT_INVALID, invalid_err
+    assert "field subject.document_number" in invalid_err
+
+    assert unavailable == EXIT_UNAVAILABLE, down_err
+    assert "UNAVAILABLE" in down_err
+    assert "Traceback" not in denied_err + invalid_err + down_err
+
+
+async def test_serve_provider_runs_until_sigterm() -> None:
+    target = f"127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumers.cli",
+        "serve",
+        "provider",
+        "tax",
+        "--listen",
+        target,
+        "--log-format",
+        "text",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(),
+    )
+    try:
+        status = None
+        deadline = time.monotonic() + 20
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline and proc.returncode is None:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await health.Check(
+                        health_pb2.HealthCheckRequest(service="onceonly.v1.Provider"), timeout=1
+                    )
+                    status = reply.status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                await asyncio.sleep(0.1)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+    assert proc.returncode == 0, output.decode(errors="replace")
