@@ -6,7 +6,16 @@ import grpc
 import pytest
 
 from broker.app import BrokerApp
-from consumers.client import BrokerClient, Check, Consumer, Denied, InvalidArgument, LegalBasis, Purpose, Subject
+from consumers.client import (
+    BrokerClient,
+    Check,
+    Consumer,
+    Denied,
+    InvalidArgument,
+    LegalBasis,
+    Purpose,
+    Subject,
+)
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from providers import synthetic
 from tests.conftest import (

@@ -23,7 +23,8 @@ def bulk_args(target: str, csv_path: Path, *extra: str) -> list[str]:
     return [
         "verify-bulk", str(csv_path), "--broker", target, "--org", ORG, "--unit", "Benefits",
         "--officer", "officer-17", "--procedure", PROCEDURE, "--purpose", "Yearly re-check",
-        "--case-file", "REVIEW-2026", "--law", LAW, "--check", TAX_COMPLIANCE, "--check", UNEMPLOYMENT, *extra,
+        "--case-file", "REVIEW-2026", "--law", LAW,
+        "--check", TAX_COMPLIANCE, "--check", UNEMPLOYMENT, *extra,
     ]  # fmt: skip
 
 
@@ -65,7 +66,9 @@ async def test_bulk_file_is_verified_summarised_and_resumable(
     assert len(platform.trace_rows()) == traced
 
 
-async def test_a_file_without_the_columns_is_refused(platform: Platform, broker: BrokerApp, tmp_path: Path) -> None:
+async def test_a_file_without_the_columns_is_refused(
+    platform: Platform, broker: BrokerApp, tmp_path: Path
+) -> None:
     source = tmp_path / "bad.csv"
     source.write_text("dni\n12345678Z\n")
 
