@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from onceonly import telemetry
 from onceonly.serving import RunningServer, run_until_signal, start_server
 from onceonly.v1 import broker_pb2_grpc
 
@@ -145,6 +146,7 @@ async def start_broker(
 
 async def serve_broker(config: BrokerConfig) -> None:
     """Run a broker until SIGTERM or SIGINT."""
+    telemetry.configure_tracing("onceonly-broker")
     app = await start_broker(config)
     await run_until_signal(app.server, config.shutdown_grace_s)
     await app.stop(0)

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from onceonly import telemetry
 from onceonly.fields import FieldSpec, FieldType
 from onceonly.serving import MAX_MESSAGE_BYTES
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
@@ -151,7 +152,7 @@ class GrpcProviderClient(ProviderClient):
             legal_basis_kind=_BASES[query.legal_basis_kind],
         )
         try:
-            reply = await self._stub.Attest(request, timeout=timeout)
+            reply = await self._stub.Attest(request, timeout=timeout, metadata=telemetry.inject_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
         if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:

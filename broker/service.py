@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from onceonly import telemetry
 from onceonly.fields import normalise_claims
 
 from .attestation import AttestationSigner
@@ -196,7 +197,8 @@ class VerificationService:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = done
         try:
-            return await self._decide(request, deadline_s)
+            with telemetry.span("onceonly.verify", lambda: _span_attributes(request)):
+                return await self._decide(request, deadline_s)
         finally:
             del self._inflight[key]
             done.set_result(None)
@@ -206,8 +208,16 @@ class VerificationService:
         trace_id = new_trace_id()
         now = self._clock()
         try:
-            self._policy().evaluate(request, now)
+            with telemetry.span("onceonly.policy"):
+                self._policy().evaluate(request, now)
         except PolicyDenied as denied:
+            telemetry.set_attributes(
+                {
+                    "onceonly.trace_id": trace_id,
+                    "onceonly.decision": "DENIED",
+                    "onceonly.denial_reason": denied.reason,
+                }
+            )
             reply = self._denial_reply(request, trace_id, denied.violations)
             record = self._record(request, trace_id, now, started, (), denied.violations)
             if await self._commit(record, reply, request) is not reply:
@@ -215,6 +225,7 @@ class VerificationService:
                 return self._replay(self._recent[(reply.organization_id, reply.request_id)], request)
             raise PolicyDenied(denied.violations, trace_id) from None
 
+        telemetry.set_attributes({"onceonly.trace_id": trace_id, "onceonly.decision": "GRANTED"})
         timeout = self.settings.provider_timeout_s
         if deadline_s is not None:
             # Leave time to sign and record before the caller's own deadline.
@@ -242,7 +253,8 @@ class VerificationService:
     ) -> StoredReply:
         """Make the trace durable; return the reply that stands for this request id."""
         try:
-            await self._ledger.append(record, reply)
+            with telemetry.span("onceonly.ledger.append"):
+                await self._ledger.append(record, reply)
         except DuplicateRequest:
             # Another broker process, or an earlier life of this one, answered this id first.
             stored = await self._ledger.find_reply(reply.organization_id, reply.request_id)
@@ -301,7 +313,15 @@ class VerificationService:
                 request.purpose.procedure_code,
                 request.legal_basis.kind,
             )
-            answer = await client.attest(query, timeout)
+            with telemetry.span(
+                "onceonly.provider.attest",
+                lambda: {
+                    "onceonly.provider": provider_id,
+                    "onceonly.certificate_type": check.certificate_type_id,
+                },
+                kind=telemetry.trace.SpanKind.CLIENT,
+            ):
+                answer = await client.attest(query, timeout)
         except ProviderError as exc:
             return CheckOutcome(
                 check.certificate_type_id,
@@ -420,6 +440,18 @@ class VerificationService:
             "denied",
             json.dumps(payload).encode("utf-8"),
         )
+
+
+def _span_attributes(request: VerificationRequest) -> dict[str, Any]:
+    """What an operator's span may say about a request: why and by whom, never about whom."""
+    return {
+        "onceonly.request_id": request.request_id,
+        "onceonly.consumer": request.consumer.organization_id,
+        "onceonly.procedure_code": request.purpose.procedure_code,
+        "onceonly.legal_basis": request.legal_basis.kind.value,
+        "onceonly.legal_reference": request.legal_basis.reference,
+        "onceonly.certificate_types": [c.certificate_type_id for c in request.checks],
+    }
 
 
 def _ms(started: float) -> int:
