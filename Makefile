@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint format protos clean
+.PHONY: install demo test lint format protos clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ install: $(STAMP) ## create .venv and install onceonly with its dev tools
 demo: $(STAMP) ## start the platform on loopback, run a caseworker scenario, stop
 	$(PY) -m consumers.demo
 
-test: $(STAMP) ## run the whole test suite
-	$(PY) -m pytest
+# The storage, ledger and policy-store tests also run on PostgreSQL: scripts/pg.sh starts a
+# throwaway server on loopback (installing Debian's postgresql package if there is none),
+# passes its URL in ONCEONLY_TEST_POSTGRES_URL, and stops it afterwards, pass or fail.
+test: $(STAMP) ## run the whole test suite (SQLite and a throwaway PostgreSQL on loopback)
+	PYTHON=$(PY) scripts/pg.sh run $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## measure the broker against a bare relay and a direct call (var/bench/latest.json)
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: $(STAMP) ## ruff, mypy, and the generated-code staleness check
 	$(VENV)/bin/ruff check .
@@ -34,4 +40,5 @@ protos: $(STAMP) ## regenerate onceonly/v1 from protos/
 	$(PY) scripts/gen_protos.py
 
 clean:
+	-scripts/pg.sh stop
 	rm -rf var build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

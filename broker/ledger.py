@@ -243,7 +243,9 @@ class SqlTraceLedger:
                 if replies:
                     conn.execute(sa.insert(_REPLIES), replies)
         except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-            # One bad row (usually a reused request id) must not fail its batch-mates.
+            # One bad row (usually a reused request id) must not fail its batch-mates. The
+            # batch's transaction is rolled back (on PostgreSQL a failed statement aborts it
+            # anyway), so the retry gives each record a fresh transaction of its own.
             if len(batch) == 1:
                 _settle(batch, self._integrity_failure(batch[0], exc))
             else:

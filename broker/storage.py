@@ -1,7 +1,9 @@
-"""The broker's database: table definitions and engine set-up.
+"""The broker's database: table definitions, engine set-up and schema migrations.
 
-SQLite is the embedded default; the SQL issued by the stores is kept portable so that
-PostgreSQL can replace it without a change outside this module.
+SQLite is the embedded default; PostgreSQL (through psycopg 3) replaces it by URL alone:
+the SQL issued by the stores is portable, and the differences (pragmas, lock timeouts,
+driver names) live in ``create_engine``. The schema is owned by the alembic revisions in
+``broker/migrations``; ``init_schema`` brings a database up to the newest one.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect, make_url
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "TABLE_NAMES",
     "AgreementRow",
     "OrganisationRow",
     "ReplyRow",
@@ -24,6 +29,7 @@ __all__ = [
     "create_engine",
     "default_database_url",
     "init_schema",
+    "normalise_url",
 ]
 
 
@@ -146,6 +152,14 @@ _TABLES = [
     TraceRow.__table__,  # type: ignore[attr-defined]
     ReplyRow.__table__,  # type: ignore[attr-defined]
 ]
+TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
+"""The broker's tables; migrations leave any other table of a shared database alone."""
+
+MIGRATIONS = "broker:migrations"
+"""alembic's ``script_location``, as a package resource so that it works when installed."""
+_BASELINE = "0001"
+"""The revision whose schema ``SQLModel.metadata.create_all`` made before migrations existed."""
+_MIGRATION_LOCK = 0x6F6E63656F6E6C79  # "onceonly": the PostgreSQL advisory lock key of migrations
 
 
 def default_database_url(var_dir: Path) -> str:
@@ -153,17 +167,37 @@ def default_database_url(var_dir: Path) -> str:
     return f"sqlite:///{var_dir}/onceonly.db"
 
 
-def create_engine(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa.Engine:
-    """Create an engine; for SQLite, make the file's directory and set durable pragmas.
+def normalise_url(url: str | URL) -> URL:
+    """Parse a database URL; a PostgreSQL URL without a driver gets psycopg 3.
 
-    SQLite connections run in WAL mode (readers never block the writer) with
-    ``synchronous=FULL`` so that a committed trace survives a power cut, and wait at most
-    ``busy_timeout_ms`` for a lock before failing: the ledger must fail closed promptly
-    rather than hang a request. Other URLs are passed to SQLAlchemy unchanged.
+    ``postgresql://`` (and the older ``postgres://``) would otherwise select psycopg2,
+    which onceonly does not install.
     """
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, **kwargs)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa.Engine:
+    """Create an engine with the settings the ledger relies on to fail closed promptly.
+
+    SQLite: make the file's directory; connections run in WAL mode (readers never block
+    the writer) with ``synchronous=FULL`` so that a committed trace survives a power cut,
+    and wait at most ``busy_timeout_ms`` for a lock.
+
+    PostgreSQL: psycopg 3; a statement waits at most ``busy_timeout_ms`` for a lock
+    (``lock_timeout``), connecting gives up after about as long, and pooled connections
+    are pinged before use so that the broker recovers by itself after a database restart.
+
+    Other URLs are passed to SQLAlchemy unchanged.
+    """
+    parsed = normalise_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return _create_postgresql_engine(parsed, busy_timeout_ms, **kwargs)
+    if backend != "sqlite":
+        return sa.create_engine(parsed, **kwargs)
 
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
@@ -173,7 +207,7 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa
     # Pooled connections move between the writer thread and asyncio.to_thread workers;
     # the pool guarantees one user at a time, so the sqlite3 thread check is only in the way.
     connect_args.setdefault("check_same_thread", False)
-    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
 
     @sa.event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -190,6 +224,43 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa
     return engine
 
 
+def _create_postgresql_engine(url: URL, busy_timeout_ms: int, **kwargs: Any) -> sa.Engine:
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    options = connect_args.pop("options", url.query.get("options", ""))
+    if isinstance(options, tuple):  # a query parameter given twice
+        options = " ".join(options)
+    # Options of the URL or the caller come last and so win over these defaults.
+    connect_args["options"] = f"-c lock_timeout={int(busy_timeout_ms)} {options}".strip()
+    if "connect_timeout" not in url.query:
+        # Whole seconds; libpq treats anything below 2 as 2.
+        connect_args.setdefault("connect_timeout", max(2, -(-int(busy_timeout_ms) // 1000)))
+    if "application_name" not in url.query:
+        connect_args.setdefault("application_name", "onceonly")
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def migrations_config() -> Config:
+    """The alembic configuration of the broker's migrations (no ``alembic.ini`` needed)."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return config
+
+
 def init_schema(engine: sa.Engine) -> None:
-    """Create the broker's tables (and indexes) that do not exist yet."""
-    SQLModel.metadata.create_all(engine, tables=_TABLES)
+    """Bring the database up to the newest schema revision (alembic ``upgrade head``).
+
+    Databases made before migrations existed (tables, but no ``alembic_version``) are
+    adopted as the baseline revision first. On PostgreSQL the upgrade holds an advisory
+    lock and runs in one transaction, so broker replicas starting together take turns and
+    a failed migration leaves nothing half-done.
+    """
+    config = migrations_config()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        config.attributes["connection"] = conn
+        existing = set(sa.inspect(conn).get_table_names())
+        if "alembic_version" not in existing and existing >= TABLE_NAMES:
+            command.stamp(config, _BASELINE)
+        command.upgrade(config, "head")

@@ -1,7 +1,11 @@
-"""The policy store: seeding from TOML, snapshots, and the helpers tests use."""
+"""The policy store: seeding from TOML, snapshots, and the helpers tests use.
+
+Every test that takes ``engine`` runs on SQLite and on PostgreSQL (tests/broker/conftest.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -19,10 +23,10 @@ SEED = Path(str(resources.files("broker").joinpath("data/agreements.toml")))
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    engine = create_engine(f"sqlite:///{tmp_path}/var/onceonly.db")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(database_url)
     init_schema(engine)
-    yield engine  # type: ignore[misc]
+    yield engine
     engine.dispose()
 
 

@@ -1,4 +1,7 @@
-"""The trace ledger: durable group commit, duplicates, encryption, failing closed."""
+"""The trace ledger: durable group commit, duplicates, encryption, failing closed.
+
+Every test that takes ``database_url`` runs on SQLite and on PostgreSQL (tests/broker/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,17 @@ import dataclasses
 import sqlite3
 import stat
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from broker.domain import (
     CheckStatus,
@@ -30,14 +36,10 @@ from broker.domain import (
 from broker.errors import DuplicateRequest, LedgerUnavailable
 from broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
 from broker.storage import create_engine, init_schema
+from tests.broker.conftest import TcpProxy, stored_bytes
 
 ORG = "L01280796"
 SUBJECT = SubjectId(DocumentType.DNI, "48151623Z")
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/var/onceonly.db"
 
 
 @pytest.fixture
@@ -51,10 +53,10 @@ def pseudonymiser(tmp_path: Path) -> SubjectPseudonymiser:
 
 
 @pytest.fixture
-def engine(db_url: str) -> sa.Engine:
-    engine = create_engine(db_url)
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(database_url)
     init_schema(engine)
-    yield engine  # type: ignore[misc]
+    yield engine
     engine.dispose()
 
 
@@ -99,13 +101,9 @@ def reply_for(rec: TraceRecord, payload: bytes) -> StoredReply:
     return StoredReply(rec.consumer_organization_id, rec.request_id, rec.request_digest, "response", payload)
 
 
-def database_bytes(db_url: str) -> bytes:
-    """Everything SQLite keeps on disk for this database: main file, WAL and shared memory."""
-    db = Path(db_url.removeprefix("sqlite:///"))
-    return b"".join(p.read_bytes() for p in sorted(db.parent.glob(db.name + "*")))
-
-
-async def test_concurrent_appends_are_durable(engine: sa.Engine, cipher: ReplyCipher, db_url: str) -> None:
+async def test_concurrent_appends_are_durable(
+    engine: sa.Engine, cipher: ReplyCipher, database_url: str
+) -> None:
     commits = 0
 
     @sa.event.listens_for(engine, "commit")
@@ -122,7 +120,7 @@ async def test_concurrent_appends_are_durable(engine: sa.Engine, cipher: ReplyCi
     engine.dispose()
     assert commits < len(records)  # group commit: many records per transaction
 
-    reopened = create_engine(db_url)
+    reopened = create_engine(database_url)
     try:
         again = SqlTraceLedger(reopened, cipher)
         assert again.count() == 200
@@ -184,7 +182,7 @@ async def test_duplicate_fails_only_the_duplicate(ledger: SqlTraceLedger, engine
 
 
 async def test_reply_is_encrypted_at_rest(
-    ledger: SqlTraceLedger, engine: sa.Engine, db_url: str, tmp_path: Path
+    ledger: SqlTraceLedger, engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     secret = b'{"household_size": 4, "note": "TOP-SECRET-CLAIM-VALUE"}'
     rec = record("req-secret")
@@ -197,12 +195,12 @@ async def test_reply_is_encrypted_at_rest(
     assert b"TOP-SECRET" not in raw and len(raw) == 12 + len(secret) + 16  # nonce + ciphertext + tag
     await ledger.close()
     engine.dispose()
-    assert b"TOP-SECRET" not in database_bytes(db_url)
+    assert b"TOP-SECRET" not in stored_bytes(database_url)
 
     key_file = tmp_path / "var/keys/reply.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # The key survives a restart; another key cannot open the reply.
-    reopened = create_engine(db_url)
+    reopened = create_engine(database_url)
     try:
         same_key = SqlTraceLedger(reopened, ReplyCipher.from_key_file(key_file))
         assert (await same_key.find_reply(ORG, "req-secret")).payload == secret  # type: ignore[union-attr]
@@ -221,7 +219,8 @@ def test_cipher_binds_the_request(cipher: ReplyCipher) -> None:
     assert cipher.seal(b"answer", b"") != cipher.seal(b"answer", b"")  # fresh nonce each time
 
 
-async def test_locked_database_fails_closed_then_recovers(db_url: str, cipher: ReplyCipher) -> None:
+async def test_locked_sqlite_database_fails_closed_then_recovers(tmp_path: Path, cipher: ReplyCipher) -> None:
+    db_url = f"sqlite:///{tmp_path}/var/onceonly.db"
     engine = create_engine(db_url, busy_timeout_ms=100)
     init_schema(engine)
     ledger = SqlTraceLedger(engine, cipher)
@@ -245,8 +244,73 @@ async def test_locked_database_fails_closed_then_recovers(db_url: str, cipher: R
         engine.dispose()
 
 
+async def test_locked_postgresql_table_fails_closed_then_recovers(
+    postgres_url: str, cipher: ReplyCipher
+) -> None:
+    engine = create_engine(postgres_url, busy_timeout_ms=100)  # lock_timeout = 100 ms
+    init_schema(engine)
+    ledger = SqlTraceLedger(engine, cipher)
+    locker = create_engine(postgres_url, poolclass=NullPool)
+    try:
+        await ledger.append(record("req-before"))
+        with locker.connect() as conn:
+            conn.execute(sa.text("LOCK TABLE trace_records IN ACCESS EXCLUSIVE MODE"))
+            blocked = record("req-blocked")
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable):
+                await asyncio.wait_for(ledger.append(blocked), timeout=10)
+            assert time.monotonic() - started < 5  # failed at the lock timeout, not a hang
+            conn.rollback()
+        await ledger.append(record("req-after"))
+        await ledger.append(blocked)  # never written, so not a duplicate
+        assert ledger.count() == 3
+    finally:
+        await ledger.close()
+        engine.dispose()
+        locker.dispose()
+
+
+async def test_unreachable_postgresql_fails_closed_then_recovers(
+    postgres_url: str, cipher: ReplyCipher
+) -> None:
+    server = make_url(postgres_url)
+    proxy = TcpProxy(server.host or "127.0.0.1", server.port or 5432)
+    proxy.restore()
+    engine = create_engine(server.set(host="127.0.0.1", port=proxy.port), busy_timeout_ms=1000)
+    ledger = SqlTraceLedger(engine, cipher)
+    try:
+        init_schema(engine)
+        first = record("req-before")
+        await ledger.append(first, reply_for(first, b"answer"))
+
+        # A restart between two requests: the pooled connections are dead, but the next
+        # write does not fail for it (they are pinged and replaced before use).
+        proxy.cut()
+        proxy.restore()
+        await ledger.append(record("req-after-restart"))
+
+        proxy.cut()  # pooled connections die, new ones are refused: the server is gone
+        blocked = record("req-blocked")
+        with pytest.raises(LedgerUnavailable):
+            await asyncio.wait_for(ledger.append(blocked), timeout=10)
+        with pytest.raises(LedgerUnavailable):
+            await ledger.find_reply(ORG, "req-before")
+        with pytest.raises(LedgerUnavailable):
+            await ledger.get_trace(first.trace_id)
+
+        proxy.restore()  # same ledger, same engine: stale connections are replaced
+        await ledger.append(record("req-after"))
+        await ledger.append(blocked)
+        assert (await ledger.find_reply(ORG, "req-before")) == reply_for(first, b"answer")
+        assert ledger.count() == 4
+    finally:
+        await ledger.close()
+        engine.dispose()
+        proxy.close()
+
+
 async def test_no_raw_document_number_on_disk(
-    ledger: SqlTraceLedger, engine: sa.Engine, db_url: str, pseudonymiser: SubjectPseudonymiser
+    ledger: SqlTraceLedger, engine: sa.Engine, database_url: str, pseudonymiser: SubjectPseudonymiser
 ) -> None:
     subject_ref = pseudonymiser.pseudonym(SUBJECT.key())
     assert SUBJECT.document_number not in subject_ref
@@ -255,7 +319,7 @@ async def test_no_raw_document_number_on_disk(
     await ledger.append(rec, reply_for(rec, payload))
     await ledger.close()
     engine.dispose()
-    on_disk = database_bytes(db_url)
+    on_disk = stored_bytes(database_url)
     assert subject_ref.encode() in on_disk  # the scan does see the stored text
     assert SUBJECT.document_number.encode() not in on_disk
 

@@ -1,4 +1,8 @@
-"""The policy engine: every rule, allowed and denied, with its stable reason code."""
+"""The policy engine: every rule, allowed and denied, with its stable reason code.
+
+The demo agreements are also checked after a round trip through the policy store, on SQLite and
+on PostgreSQL (``database_url``, tests/broker/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import dataclasses
 import tomllib
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
-from broker.agreements import parse_seed
+from broker.agreements import PolicyStore, parse_seed
 from broker.catalog import Catalog
 from broker.domain import (
     Agreement,
@@ -28,6 +33,7 @@ from broker.domain import (
 )
 from broker.errors import PolicyDenied
 from broker.policy import Policy, normalise_reference
+from broker.storage import create_engine, init_schema
 
 LAW, CONSENT = LegalBasisKind.LAW, LegalBasisKind.CONSENT
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -276,12 +282,37 @@ def test_naive_times_are_refused(catalog: Catalog) -> None:
 # --- the shipped demo agreements -------------------------------------------------------
 
 
-def test_demo_agreements(catalog: Catalog) -> None:
-    text = resources.files("broker").joinpath("data/agreements.toml").read_text("utf-8")
-    orgs, agreements, vetoes = parse_seed(tomllib.loads(text), "agreements.toml", catalog)
-    snapshot = PolicySnapshot({o.id: o for o in orgs}, tuple(agreements), tuple(vetoes))
-    p = Policy(snapshot, catalog)
+SEED = resources.files("broker").joinpath("data/agreements.toml")
 
+
+def parsed_demo_snapshot(catalog: Catalog) -> PolicySnapshot:
+    orgs, agreements, vetoes = parse_seed(tomllib.loads(SEED.read_text("utf-8")), "agreements.toml", catalog)
+    return PolicySnapshot({o.id: o for o in orgs}, tuple(agreements), tuple(vetoes))
+
+
+def test_demo_agreements(catalog: Catalog) -> None:
+    assert_demo_decisions(Policy(parsed_demo_snapshot(catalog), catalog))
+
+
+def test_demo_agreements_through_the_database(catalog: Catalog, database_url: str) -> None:
+    """The same decisions when the agreements went through the policy store and back."""
+    engine = create_engine(database_url)
+    try:
+        init_schema(engine)
+        store = PolicyStore(engine)
+        store.seed_from_file(Path(str(SEED)), catalog)
+        stored = store.load_snapshot()
+    finally:
+        engine.dispose()
+    parsed = parsed_demo_snapshot(catalog)
+    assert stored.organisations == parsed.organisations
+    assert sorted(stored.agreements, key=lambda a: a.id) == sorted(parsed.agreements, key=lambda a: a.id)
+    assert set(stored.vetoes) == set(parsed.vetoes)
+    assert all(a.valid_from.tzinfo == UTC for a in stored.agreements)
+    assert_demo_decisions(Policy(stored, catalog))
+
+
+def assert_demo_decisions(p: Policy) -> None:
     # Madrid, rent subsidy: both laws of the agreement may be cited.
     p.evaluate(request(RESIDENCE, TAX, INCOME, reference="Ley 12/2023 art. 17"), NOW)
     # valid_until = 2030-12-31 is inclusive: the agreement ends at the following midnight.

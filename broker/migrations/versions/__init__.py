@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: ``NNNN_<what>.py``; never edit one that has shipped."""
