@@ -11,12 +11,15 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from onceonly import telemetry
-from onceonly.serving import RunningServer, run_until_signal, start_server
+from onceonly.pki import ClientTls, TlsConfig
+from onceonly.serving import Listener, RunningServer, require_loopback, run_until_signal, start_server
 from onceonly.v1 import broker_pb2_grpc
 
 from .agreements import PolicyStore
 from .attestation import AttestationSigner, KeyRing
+from .auth import AuthInterceptor, TokenVerifier, load_jwt_issuers
 from .catalog import Catalog
+from .chain import CHECKPOINT_TYPE, chain_id_for
 from .config import BrokerConfig
 from .grpc_api import SERVICE_NAME, BrokerServicer
 from .ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
@@ -69,6 +72,11 @@ class BrokerApp:
     def target(self) -> str:
         return self.server.target
 
+    @property
+    def token_target(self) -> str | None:
+        """The address of the bearer-token listener (TLS without client certificates), if any."""
+        return self.server.target_of(self.server.extra_ports[0]) if self.server.extra_ports else None
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish, then flush the ledger and close."""
         await self.server.stop(self.config.shutdown_grace_s if grace is None else grace)
@@ -82,10 +90,48 @@ class BrokerApp:
         self.engine.dispose()
 
 
+@dataclass(frozen=True)
+class Security:
+    """How the broker authenticates its callers and itself to the providers."""
+
+    tls: TlsConfig | None
+    listeners: tuple[Listener, ...]
+    provider_tls: ClientTls | None
+    tokens: TokenVerifier | None
+
+
+def security(config: BrokerConfig) -> Security:
+    """Check and load the TLS and token settings; ``PkiError``/``ValueError`` say what is wrong."""
+    tokens = TokenVerifier(load_jwt_issuers(config.jwt_issuers)) if config.jwt_issuers else None
+    if config.token_listen and tokens is None:
+        raise ValueError("a token listener (ONCEONLY_BROKER_TOKEN_LISTEN) needs ONCEONLY_JWT_ISSUERS")
+    if config.insecure:
+        require_loopback(config.listen, "the broker in insecure mode")
+        if config.token_listen:
+            require_loopback(config.token_listen, "the broker in insecure mode")
+        log.warning(
+            "INSECURE MODE: plaintext, callers named by x-onceonly-* metadata; for local development only",
+            extra={"listen": config.listen},
+        )
+        listeners = (Listener(config.token_listen, None),) if config.token_listen else ()
+        return Security(None, listeners, None, tokens)
+    directory = config.effective_tls_dir
+    tls = TlsConfig.from_dir(directory, "broker")
+    tls.check()
+    listeners = ()
+    if config.token_listen:
+        listeners = (
+            Listener(config.token_listen, TlsConfig.from_dir(directory, "broker", require_client_cert=False)),
+        )
+    return Security(tls, listeners, ClientTls.from_dir(directory, "broker"), tokens)
+
+
 async def start_broker(
     config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
 ) -> BrokerApp:
-    """Start a broker from ``config``. Raises ``CatalogError`` if a provider disagrees with the catalog."""
+    """Start a broker from ``config``. Raises ``CatalogError`` if a provider disagrees with the catalog,
+    ``PkiError`` if its certificates are missing, ``ValueError`` for insecure mode beyond loopback."""
+    secured = security(config)
     catalog = Catalog.load(config.catalog_path)
     engine = create_engine(config.effective_database_url, busy_timeout_ms=config.db_busy_timeout_ms)
     await asyncio.to_thread(init_schema, engine)
@@ -95,14 +141,21 @@ async def start_broker(
         log.info("agreements seeded", extra={"file": str(config.agreements_seed), "entries": count})
     policy = PolicyHolder(store, catalog)
     keys = KeyRing.from_directory(config.keys_dir / "signing")
-    ledger = SqlTraceLedger(engine, ReplyCipher.from_key_file(config.keys_dir / "replies.key"))
+    ledger = SqlTraceLedger(
+        engine,
+        ReplyCipher.from_key_file(config.keys_dir / "replies.key"),
+        chain_id=config.chain_id or chain_id_for(config.var_dir),
+        sign_checkpoint=lambda claims: keys.sign(claims, CHECKPOINT_TYPE),
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_interval_s=config.checkpoint_interval_s,
+    )
     ledger.start()
     if provider_clients is None:
         unknown = sorted(set(config.providers) - set(catalog.providers))
         if unknown:
             log.warning("addresses given for providers not in the catalog", extra={"providers": unknown})
         provider_clients = {
-            pid: GrpcProviderClient(pid, target)
+            pid: GrpcProviderClient(pid, target, tls=secured.provider_tls)
             for pid, target in config.providers.items()
             if pid in catalog.providers
         }
@@ -124,6 +177,9 @@ async def start_broker(
             config.listen,
             [lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s)],
             [SERVICE_NAME],
+            tls=secured.tls,
+            also=secured.listeners,
+            interceptors=[AuthInterceptor(secured.tokens, insecure=config.insecure)],
         )
     except BaseException:
         await ledger.close()
@@ -137,6 +193,9 @@ async def start_broker(
         "broker serving",
         extra={
             "target": server.target,
+            "token_target": app.token_target,
+            "security": "insecure" if config.insecure else "mtls",
+            "jwt_issuers": list(secured.tokens.issuers) if secured.tokens else [],
             "database": _safe_url(config.effective_database_url),
             "providers": states,
         },

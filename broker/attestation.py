@@ -59,6 +59,17 @@ class KeyRing:
     def active(self) -> SigningKey:
         return self._keys[-1]
 
+    def sign(self, payload: Mapping[str, Any], typ: str) -> str:
+        """Compact JWS over ``payload`` with the active key (``kid`` set, ``typ`` as given)."""
+        key = self.active
+        return jwt.encode(
+            dict(payload), key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": typ}
+        )
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Every key's public half by ``kid``, to verify what this ring signed."""
+        return {k.kid: k.private_key.public_key() for k in self._keys}
+
     def jwks(self) -> dict[str, Any]:
         """RFC 7517 key set with every public key, newest first."""
         return {"keys": [dict(k.jwk) for k in reversed(self._keys)]}

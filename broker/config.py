@@ -55,8 +55,26 @@ class BrokerConfig:
     """How often agreements are re-read from the database. ``ONCEONLY_POLICY_REFRESH_S``."""
     shutdown_grace_s: float = 5.0
     """Time in-flight calls get to finish on SIGTERM. ``ONCEONLY_SHUTDOWN_GRACE_S``."""
+    chain_id: str = ""
+    """This replica's ledger chain; empty means the one recorded in ``<var_dir>/ledger/chain-id``
+    (created at first start). Replicas sharing a database need distinct chains. ``ONCEONLY_CHAIN_ID``."""
+    checkpoint_every: int = 1000
+    """Sign a checkpoint of the chain head after this many records. ``ONCEONLY_CHECKPOINT_EVERY``."""
+    checkpoint_interval_s: float = 60.0
+    """...or after this many seconds with new records. ``ONCEONLY_CHECKPOINT_INTERVAL_S``."""
     db_busy_timeout_ms: int = 5000
     """How long a database write waits for a lock before failing closed. ``ONCEONLY_DB_BUSY_TIMEOUT_MS``."""
+    tls_dir: Path | None = None
+    """Certificates (``onceonly pki init``): ``broker.pem``/``broker-key.pem`` (server, and client
+    to the providers) and ``ca.pem``; unset means ``<var_dir>/pki``. ``ONCEONLY_TLS_DIR``."""
+    insecure: bool = False
+    """Plaintext, callers named by ``x-onceonly-*`` metadata: local development only, refused
+    unless every listen address is loopback. ``ONCEONLY_INSECURE=1``."""
+    jwt_issuers: Path | None = None
+    """TOML file of the identity providers whose bearer tokens are accepted. ``ONCEONLY_JWT_ISSUERS``."""
+    token_listen: str = ""
+    """Optional second address: TLS without client certificates, for callers with a bearer token
+    only. ``ONCEONLY_BROKER_TOKEN_LISTEN``."""
 
     @property
     def effective_database_url(self) -> str:
@@ -65,6 +83,10 @@ class BrokerConfig:
     @property
     def keys_dir(self) -> Path:
         return self.var_dir / "keys"
+
+    @property
+    def effective_tls_dir(self) -> Path:
+        return self.tls_dir if self.tls_dir is not None else self.var_dir / "pki"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> BrokerConfig:
@@ -92,18 +114,37 @@ _ENV_NAMES = {
     "policy_refresh_s": "ONCEONLY_POLICY_REFRESH_S",
     "shutdown_grace_s": "ONCEONLY_SHUTDOWN_GRACE_S",
     "db_busy_timeout_ms": "ONCEONLY_DB_BUSY_TIMEOUT_MS",
+    "chain_id": "ONCEONLY_CHAIN_ID",
+    "checkpoint_every": "ONCEONLY_CHECKPOINT_EVERY",
+    "checkpoint_interval_s": "ONCEONLY_CHECKPOINT_INTERVAL_S",
+    "tls_dir": "ONCEONLY_TLS_DIR",
+    "insecure": "ONCEONLY_INSECURE",
+    "jwt_issuers": "ONCEONLY_JWT_ISSUERS",
+    "token_listen": "ONCEONLY_BROKER_TOKEN_LISTEN",
 }
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case); ``ValueError`` otherwise."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
 
 
 def _convert(name: str, text: str, env_name: str) -> Any:
     try:
-        if name in ("var_dir", "catalog_path", "agreements_seed"):
+        if name in ("var_dir", "catalog_path", "agreements_seed", "tls_dir", "jwt_issuers"):
             return Path(text)
+        if name == "insecure":
+            return parse_bool(text)
         if name == "providers":
             return parse_targets(text)
-        if name in ("provider_timeout_ms", "attestation_ttl_s", "db_busy_timeout_ms"):
+        if name in ("provider_timeout_ms", "attestation_ttl_s", "db_busy_timeout_ms", "checkpoint_every"):
             return int(text)
-        if name in ("policy_refresh_s", "shutdown_grace_s"):
+        if name in ("policy_refresh_s", "shutdown_grace_s", "checkpoint_interval_s"):
             return float(text)
     except ValueError as exc:
         raise ValueError(f"{env_name}: {exc}") from None

@@ -17,10 +17,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from onceonly.guard import Rejected
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 from . import translate
 from .attestation import KeyRing
+from .auth import authorise_consumer
 from .errors import (
     DuplicateRequest,
     FieldViolation,
@@ -58,6 +60,8 @@ def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
 
 def status_for(exc: BaseException) -> status_pb2.Status:
     """The one table from exception to gRPC status and rich error details."""
+    if isinstance(exc, Rejected):  # authentication and authorisation of the caller (broker.auth)
+        return exc.status()
     if isinstance(exc, InvalidRequest):
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -155,6 +159,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     ) -> broker_pb2.VerifyResponse:
         try:
             domain_request = translate.verification_request(request, self._service.catalog)
+            # The caller must be the consumer it names: checked after the (pure) field validation
+            # and before the service runs, so a spoofed request is neither traced nor answered.
+            refusal = authorise_consumer(
+                request.consumer.organization_id, request.consumer.officer_id, "Verify"
+            )
+            if refusal is not None:
+                raise refusal
             result = await self._service.verify(domain_request, deadline_s=context.time_remaining())
             return translate.verify_response(
                 result.request_id, result.trace_id, result.outcomes, result.decided_at
@@ -195,6 +206,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await abort(context, InvalidRequest(violations))
         except UnknownCertificateType as exc:
             await abort(context, UnknownCertificateType(exc.certificate_type_id, f"header.{exc.field}"))
+        refusal = authorise_consumer(
+            header.consumer.organization_id, header.consumer.officer_id, "VerifyBulk"
+        )
+        if refusal is not None:  # the whole stream is refused: no subject is decided or traced
+            await abort(context, refusal)
         window = min(header.window or BULK_DEFAULT_WINDOW, BULK_MAX_WINDOW)
         slots = asyncio.Semaphore(window)
         results: asyncio.Queue[broker_pb2.BulkVerifyResult | None] = asyncio.Queue()

@@ -21,7 +21,9 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .chain import ChainHead, checkpoint_values, load_head
 from .domain import (
     CheckStatus,
     Decision,
@@ -41,7 +44,7 @@ from .domain import (
     TraceRecord,
 )
 from .errors import DuplicateRequest, LedgerUnavailable
-from .storage import ReplyRow, TraceRow
+from .storage import CheckpointRow, ReplyRow, TraceRow
 
 __all__ = ["ReplyCipher", "SqlTraceLedger", "SubjectPseudonymiser", "load_or_create_key"]
 
@@ -51,6 +54,7 @@ _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 _REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS: sa.Table = CheckpointRow.__table__  # type: ignore[attr-defined]
 
 
 def load_or_create_key(path: str | Path, size: int = _KEY_BYTES) -> bytes:
@@ -151,12 +155,31 @@ class SqlTraceLedger:
     failures, so the ledger recovers on its own once the database is back.
     """
 
-    def __init__(self, engine: sa.Engine, cipher: ReplyCipher, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        cipher: ReplyCipher,
+        *,
+        max_batch: int = 256,
+        chain_id: str = "main",
+        sign_checkpoint: Callable[[Mapping[str, Any]], str] | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not chain_id or len(chain_id) > 64:
+            raise ValueError("chain_id must be 1 to 64 characters")
         self._engine = engine
         self._cipher = cipher
         self._max_batch = max_batch
+        self.chain_id = chain_id
+        self._sign_checkpoint = sign_checkpoint
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._head: ChainHead | None = None  # loaded by the writer; None after a failed write
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "closed?" checks against the stop marker
         self._thread: threading.Thread | None = None
@@ -213,7 +236,11 @@ class SqlTraceLedger:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._checkpoint_interval_s)
+            except queue.Empty:
+                self._checkpoint_if_due()
+                continue
             if item is _STOP:
                 break
             batch: list[_Pending] = [item]  # type: ignore[list-item]
@@ -231,11 +258,29 @@ class SqlTraceLedger:
                 self._write_batch(batch)
             except Exception as exc:  # never let the writer die with callers waiting
                 log.exception("trace ledger writer failed")
+                self._head = None
                 _settle(batch, _unavailable(exc))
+            self._checkpoint_if_due()
             if stop:
                 break
+        self._checkpoint_if_due(force=True)
+
+    def _chain_head(self) -> ChainHead:
+        if self._head is None:
+            with self._engine.connect() as conn:
+                self._head = load_head(conn, self.chain_id)
+        return self._head
 
     def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            head = self._chain_head()
+        except Exception as exc:
+            log.warning("trace ledger cannot read the head of chain %s: %s", self.chain_id, exc)
+            _settle(batch, _unavailable(exc))
+            return
+        before = ChainHead(head.seq, head.hash)
+        for p in batch:
+            head.link(p.trace, self.chain_id)
         try:
             with self._engine.begin() as conn:
                 conn.execute(sa.insert(_TRACES), [p.trace for p in batch])
@@ -243,35 +288,64 @@ class SqlTraceLedger:
                 if replies:
                     conn.execute(sa.insert(_REPLIES), replies)
         except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
-            # One bad row (usually a reused request id) must not fail its batch-mates. The
-            # batch's transaction is rolled back (on PostgreSQL a failed statement aborts it
-            # anyway), so the retry gives each record a fresh transaction of its own.
+            self._head = before
+            # One bad row (usually a reused request id) must not fail its batch-mates.
             if len(batch) == 1:
                 _settle(batch, self._integrity_failure(batch[0], exc))
             else:
                 self._write_one_by_one(batch)
         except Exception as exc:
+            self._head = None  # the database is failing: read the head again when it is back
             log.warning("trace ledger cannot write %d records: %s", len(batch), exc)
             _settle(batch, _unavailable(exc))
         else:
+            self._since_checkpoint += len(batch)
             _settle(batch, None)
 
     def _write_one_by_one(self, batch: list[_Pending]) -> None:
         for i, p in enumerate(batch):
             try:
+                head = self._chain_head()
+                before = ChainHead(head.seq, head.hash)
+                head.link(p.trace, self.chain_id)
+                # A fresh transaction per record: on PostgreSQL a failed statement spoils its transaction.
                 with self._engine.begin() as conn:
                     conn.execute(sa.insert(_TRACES), p.trace)
                     if p.reply is not None:
                         conn.execute(sa.insert(_REPLIES), p.reply)
             except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+                self._head = before
                 _settle([p], self._integrity_failure(p, exc))
             except Exception as exc:
                 # The database itself is failing: do not wait a busy timeout per row.
+                self._head = None
                 log.warning("trace ledger cannot write %d records: %s", len(batch) - i, exc)
                 _settle(batch[i:], _unavailable(exc))
                 return
             else:
+                self._since_checkpoint += 1
                 _settle([p], None)
+
+    def _checkpoint_if_due(self, *, force: bool = False) -> None:
+        """Sign the chain head if N records or T seconds passed since the last checkpoint."""
+        if self._sign_checkpoint is None or self._since_checkpoint == 0 or self._head is None:
+            return
+        due = self._since_checkpoint >= self._checkpoint_every or (
+            time.monotonic() - self._last_checkpoint >= self._checkpoint_interval_s
+        )
+        if not (due or force):
+            return
+        try:
+            values = checkpoint_values(
+                self.chain_id, self._head, dt.datetime.now(dt.UTC), self._sign_checkpoint
+            )
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(_CHECKPOINTS), values)
+        except Exception as exc:  # the records are durable; the next checkpoint covers them
+            log.warning("cannot write a checkpoint of chain %s: %s", self.chain_id, exc)
+            return
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
 
     def _integrity_failure(self, p: _Pending, exc: Exception) -> Exception:
         org, request_id = p.trace["consumer_organization_id"], p.trace["request_id"]
@@ -286,6 +360,12 @@ class SqlTraceLedger:
             return _unavailable(lookup_exc)
         if exists is not None:
             return DuplicateRequest(request_id)
+        # Not a reused request id: most likely another process appends to this same chain.
+        log.error(
+            "chain %s: position taken by another writer; give each broker replica its own chain id",
+            self.chain_id,
+        )
+        self._head = None
         log.error("trace %s refused by the database: %s", p.trace["trace_id"], exc)
         return _unavailable(exc)
 

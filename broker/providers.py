@@ -16,6 +16,8 @@ from google.protobuf import struct_pb2
 
 from onceonly import telemetry
 from onceonly.fields import FieldSpec, FieldType
+from onceonly.guard import INSECURE_ROLE_HEADER
+from onceonly.pki import ClientTls
 from onceonly.serving import MAX_MESSAGE_BYTES
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 
@@ -115,17 +117,38 @@ def _fields(specs: Any) -> tuple[FieldSpec, ...]:
 
 
 class GrpcProviderClient(ProviderClient):
-    """A provider reached over gRPC through one long-lived channel."""
+    """A provider reached over gRPC through one long-lived channel.
 
-    def __init__(self, provider_id: str, target: str):
+    With ``tls`` (the broker's client certificate and the platform CA) the channel is mutual
+    TLS and the provider knows it is the broker calling; without it the channel is plaintext
+    and says so in ``x-onceonly-role`` metadata (insecure local development only).
+    """
+
+    def __init__(self, provider_id: str, target: str, *, tls: ClientTls | None = None):
         self.provider_id = provider_id
         self.target = target
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self._metadata: tuple[tuple[str, str], ...] | None = ((INSECURE_ROLE_HEADER, "broker"),)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                target, tls.channel_credentials(), options=CHANNEL_OPTIONS
+            )
+            self._metadata = None
         self._stub = provider_pb2_grpc.ProviderStub(self._channel)
+
+    def _call_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """The insecure-mode role header (if any) and the trace context (if tracing is on)."""
+        traced = telemetry.inject_metadata()
+        if self._metadata is None:
+            return traced
+        return self._metadata + traced if traced else self._metadata
 
     async def describe(self, timeout: float) -> ProviderDescription:
         try:
-            reply = await self._stub.Describe(provider_pb2.DescribeRequest(), timeout=timeout)
+            reply = await self._stub.Describe(
+                provider_pb2.DescribeRequest(), timeout=timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
         return ProviderDescription(
@@ -152,7 +175,7 @@ class GrpcProviderClient(ProviderClient):
             legal_basis_kind=_BASES[query.legal_basis_kind],
         )
         try:
-            reply = await self._stub.Attest(request, timeout=timeout, metadata=telemetry.inject_metadata())
+            reply = await self._stub.Attest(request, timeout=timeout, metadata=self._call_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
         if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:

@@ -21,6 +21,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "TABLE_NAMES",
     "AgreementRow",
+    "CheckpointRow",
     "OrganisationRow",
     "ReplyRow",
     "TraceRow",
@@ -107,6 +108,9 @@ class TraceRow(SQLModel, table=True):
     __table_args__ = (
         # The idempotency key of requests: a reused id is a duplicate (SCSP 0229).
         sa.UniqueConstraint("consumer_organization_id", "request_id", name="uq_trace_org_request"),
+        # Each broker replica appends to its own hash chain; a position is taken once.
+        sa.Index("uq_trace_chain_seq", "chain_id", "seq", unique=True),
+        sa.Index("ix_trace_records_created_at", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -130,6 +134,10 @@ class TraceRow(SQLModel, table=True):
     denial_detail: str = Field(default="", sa_type=sa.Text)
     outcomes: str = Field(sa_type=sa.Text)
     duration_ms: int = 0
+    chain_id: str = Field(max_length=64)
+    seq: int
+    prev_hash: str = Field(max_length=64)
+    record_hash: str = Field(max_length=64)
 
 
 class ReplyRow(SQLModel, table=True):
@@ -145,19 +153,36 @@ class ReplyRow(SQLModel, table=True):
     created_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
+class CheckpointRow(SQLModel, table=True):
+    """A signed statement of a chain's head: (chain, position, hash) at a time.
+
+    Checkpoints survive retention purges, so the chain stays verifiable after old records go.
+    """
+
+    __tablename__ = "chain_checkpoints"
+    __table_args__ = (sa.UniqueConstraint("chain_id", "seq", name="uq_checkpoint_chain_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: str = Field(max_length=64)
+    seq: int
+    head_hash: str = Field(max_length=64)
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)
+    signature: str = Field(sa_type=sa.Text)
+
+
 _TABLES = [
     OrganisationRow.__table__,  # type: ignore[attr-defined]
     AgreementRow.__table__,  # type: ignore[attr-defined]
     VetoRow.__table__,  # type: ignore[attr-defined]
     TraceRow.__table__,  # type: ignore[attr-defined]
     ReplyRow.__table__,  # type: ignore[attr-defined]
+    CheckpointRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
 """The broker's tables; migrations leave any other table of a shared database alone."""
 
 MIGRATIONS = "broker:migrations"
 """alembic's ``script_location``, as a package resource so that it works when installed."""
-_BASELINE = "0001"
 """The revision whose schema ``SQLModel.metadata.create_all`` made before migrations existed."""
 _MIGRATION_LOCK = 0x6F6E63656F6E6C79  # "onceonly": the PostgreSQL advisory lock key of migrations
 
@@ -250,8 +275,7 @@ def migrations_config() -> Config:
 def init_schema(engine: sa.Engine) -> None:
     """Bring the database up to the newest schema revision (alembic ``upgrade head``).
 
-    Databases made before migrations existed (tables, but no ``alembic_version``) are
-    adopted as the baseline revision first. On PostgreSQL the upgrade holds an advisory
+    On PostgreSQL the upgrade holds an advisory
     lock and runs in one transaction, so broker replicas starting together take turns and
     a failed migration leaves nothing half-done.
     """
@@ -260,7 +284,4 @@ def init_schema(engine: sa.Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
         config.attributes["connection"] = conn
-        existing = set(sa.inspect(conn).get_table_names())
-        if "alembic_version" not in existing and existing >= TABLE_NAMES:
-            command.stamp(config, _BASELINE)
         command.upgrade(config, "head")

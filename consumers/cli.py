@@ -1,16 +1,22 @@
 """The ``onceonly`` command-line tool.
 
+    onceonly pki init [--dir var/pki]
+    onceonly pki issue --role consumer --org L01280796 --name housing-app [--dir var/pki]
     onceonly serve broker [--listen HOST:PORT] [--provider ID=HOST:PORT ...] [--seed-agreements FILE]
-    onceonly serve provider NAME [--listen HOST:PORT]
+                          [--tls-dir DIR] [--jwt-issuers FILE] [--token-listen HOST:PORT] [--insecure]
+    onceonly serve provider NAME [--listen HOST:PORT] [--tls-dir DIR] [--insecure]
     onceonly verify --org ORG --unit UNIT --officer ID --procedure CODE --purpose TEXT --case-file ID
                     (--law REFERENCE | --consent REFERENCE) --subject DNI:12345678Z --check TYPE[:k=v,...] ...
     onceonly catalog
     onceonly jwks
     onceonly demo
 
-Client commands talk to ``--broker`` (``ONCEONLY_BROKER_TARGET``, default 127.0.0.1:50051) and
-print tables, or JSON with ``--json``. Exit codes: 0 answered, 2 invalid input, 3 denied by
-policy, 4 broker unavailable, 1 anything else.
+Client commands talk to ``--broker`` (``ONCEONLY_BROKER_TARGET``, default 127.0.0.1:50051) with
+explicit credentials: a client certificate (``--cert NAME`` from ``--tls-dir``, or ``--cert`` /
+``--key`` paths), a bearer token (``--token`` / ``ONCEONLY_TOKEN``, over TLS checked with
+``--ca``), or ``--insecure`` against a broker in local-development mode. They print tables, or
+JSON with ``--json``. Exit codes: 0 answered, 2 invalid input, 3 denied by policy, 4 broker
+unavailable, 5 not authenticated, 1 anything else.
 """
 
 from __future__ import annotations
@@ -33,16 +39,19 @@ from .client import (
     Check,
     Consumer,
     Denied,
+    InsecureIdentity,
     InvalidArgument,
     LegalBasis,
     NotFound,
     Purpose,
     Subject,
+    Unauthenticated,
     Unavailable,
     Verification,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNAUTHENTICATED = 0, 1, 2, 3, 4, 5
+DEFAULT_TLS_DIR = Path("var/pki")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -105,17 +114,58 @@ def exit_code(err: BrokerError) -> int:
         return EXIT_DENIED
     if isinstance(err, Unavailable):
         return EXIT_UNAVAILABLE
+    if isinstance(err, Unauthenticated):
+        return EXIT_UNAUTHENTICATED
     return EXIT_FAILED
+
+
+def client_credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """``BrokerClient`` keyword arguments from the credential flags; ``ValueError`` if there are none."""
+    from onceonly.pki import ClientTls, cert_path, key_path
+
+    if args.insecure:
+        if args.cert or args.token:
+            raise ValueError("--insecure does not go with --cert or --token")
+        org = getattr(args, "org", None) or "local-dev"
+        return {"insecure_identity": InsecureIdentity(org, getattr(args, "officer", None))}
+    tls_dir: Path = args.tls_dir
+    ca = args.ca or tls_dir / "ca.pem"
+    cert = key = None
+    if args.cert:
+        if "/" in args.cert or args.cert.endswith(".pem"):
+            cert = Path(args.cert)
+            key = args.key or cert.with_name(cert.stem + "-key.pem")
+        else:
+            cert, key = cert_path(tls_dir, args.cert), args.key or key_path(tls_dir, args.cert)
+    elif args.key:
+        raise ValueError("--key needs --cert")
+    if cert is None and not args.token:
+        raise ValueError(
+            "no credentials: give --cert NAME (a client certificate in --tls-dir, ONCEONLY_TLS_CERT), "
+            "--token (ONCEONLY_TOKEN), or --insecure for a broker in local-development mode"
+        )
+    return {"tls": ClientTls(Path(ca), cert, Path(key) if key else None), "token": args.token or None}
+
+
+def connect(args: argparse.Namespace, timeout: float) -> BrokerClient:
+    """A client of ``--broker`` with the credentials the flags name; ``ValueError`` if unusable."""
+    return BrokerClient(args.broker, timeout=timeout, **client_credentials(args))
+
+
+def _credential_error(exc: ValueError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_INVALID
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
     try:
         consumer, purpose, basis, checks = request_parts(args)
         subject = Subject.parse(args.subject)
+        client = connect(args, args.timeout)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+    async with client:
         try:
             result = await client.verify(
                 consumer=consumer,
@@ -178,12 +228,13 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
             ],
         )
         rows = read_rows(args.file, batch)
+        client = connect(args, args.timeout or 10.0)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     out = args.out or args.file.with_name(args.file.name + ".results.jsonl")
     started = time.monotonic()
-    async with BrokerClient(args.broker, timeout=args.timeout or 10.0) as client:
+    async with client:
         try:
             counts = await run_bulk(
                 client,
@@ -212,7 +263,11 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
 
 
 async def cmd_catalog(args: argparse.Namespace) -> int:
-    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+    try:
+        client = connect(args, args.timeout)
+    except ValueError as exc:
+        return _credential_error(exc)
+    async with client:
         try:
             catalog = await client.catalog()
         except BrokerError as err:
@@ -244,7 +299,11 @@ def _basis_name(value: int) -> str:
 
 
 async def cmd_jwks(args: argparse.Namespace) -> int:
-    async with BrokerClient(args.broker, timeout=args.timeout) as client:
+    try:
+        client = connect(args, args.timeout)
+    except ValueError as exc:
+        return _credential_error(exc)
+    async with client:
         try:
             jwks = await client.jwks()
         except BrokerError as err:
@@ -275,13 +334,18 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 agreements_seed=args.seed_agreements,
                 providers=parse_targets(",".join(args.provider)) if args.provider else None,
                 provider_timeout_ms=args.provider_timeout_ms,
+                tls_dir=args.tls_dir,
+                insecure=True if args.insecure else None,
+                jwt_issuers=args.jwt_issuers,
+                token_listen=args.token_listen,
             )
             await serve_broker(config)
         except (CatalogError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
-    from broker.config import DEFAULT_PROVIDER_TARGETS
+    from broker.config import DEFAULT_PROVIDER_TARGETS, parse_bool
+    from onceonly.pki import TlsConfig
     from providers.reference import reference_adapter
     from providers.sdk import serve_provider
 
@@ -299,11 +363,23 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         or DEFAULT_PROVIDER_TARGETS.get(args.name, "127.0.0.1:0")
     )
     try:
-        await serve_provider(adapter, listen)
+        insecure = args.insecure or parse_bool(os.environ.get("ONCEONLY_INSECURE") or "0")
+        tls = None
+        if not insecure:
+            var_dir = args.var_dir or Path(os.environ.get("ONCEONLY_VAR_DIR") or "var")
+            tls_dir = args.tls_dir or Path(os.environ.get("ONCEONLY_TLS_DIR") or var_dir / "pki")
+            tls = TlsConfig.from_dir(tls_dir, args.name)
+        await serve_provider(adapter, listen, tls=tls, insecure=insecure)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+async def cmd_pki(args: argparse.Namespace) -> int:
+    from onceonly import pki
+
+    return pki.run(args)
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
@@ -358,7 +434,43 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--timeout", type=float, default=10.0, help="call deadline in seconds")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        creds = p.add_argument_group("credentials")
+        creds.add_argument(
+            "--tls-dir",
+            type=Path,
+            default=Path(os.environ.get("ONCEONLY_TLS_DIR") or DEFAULT_TLS_DIR),
+            help="certificate directory (ONCEONLY_TLS_DIR; default %(default)s)",
+        )
+        creds.add_argument(
+            "--cert",
+            default=os.environ.get("ONCEONLY_TLS_CERT") or None,
+            help="client certificate: a NAME in --tls-dir or a .pem path (ONCEONLY_TLS_CERT)",
+        )
+        creds.add_argument(
+            "--key", default=os.environ.get("ONCEONLY_TLS_KEY") or None, help="its key (ONCEONLY_TLS_KEY)"
+        )
+        creds.add_argument(
+            "--ca",
+            default=os.environ.get("ONCEONLY_TLS_CA") or None,
+            help="CA certificate checking the broker (ONCEONLY_TLS_CA; default TLS_DIR/ca.pem)",
+        )
+        creds.add_argument(
+            "--token",
+            default=os.environ.get("ONCEONLY_TOKEN") or None,
+            help="bearer JWT from your agency's identity provider (prefer ONCEONLY_TOKEN)",
+        )
+        creds.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plaintext, to a broker in insecure local-development mode",
+        )
         return p
+
+    pki_parser = sub.add_parser("pki", help="development CA: certificates for the broker, providers, callers")
+    from onceonly.pki import add_arguments as add_pki_arguments
+
+    add_pki_arguments(pki_parser)
+    pki_parser.set_defaults(handler=cmd_pki)
 
     serve = sub.add_parser("serve", help="run the broker or a reference provider")
     serve.add_argument("role", choices=["broker", "provider"])
@@ -385,6 +497,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--provider-timeout-ms", type=int, help="provider call deadline (ONCEONLY_PROVIDER_TIMEOUT_MS)"
+    )
+    serve.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="certificates from `onceonly pki init` (ONCEONLY_TLS_DIR; default VAR_DIR/pki)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext for local development, loopback only (ONCEONLY_INSECURE=1)",
+    )
+    serve.add_argument("--jwt-issuers", type=Path, help="bearer-token issuers TOML (ONCEONLY_JWT_ISSUERS)")
+    serve.add_argument(
+        "--token-listen",
+        help="second broker address, TLS without client certificates, bearer tokens only "
+        "(ONCEONLY_BROKER_TOKEN_LISTEN)",
     )
     serve.add_argument("--log-level", help="debug, info, warning (ONCEONLY_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", choices=["json", "text"], help="ONCEONLY_LOG_FORMAT; default json")

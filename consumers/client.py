@@ -1,6 +1,7 @@
 """A typed Python client for the onceonly Broker.
 
-    async with BrokerClient("127.0.0.1:50051") as broker:
+    tls = ClientTls.from_dir(Path("var/pki"), "housing-office")  # CA + the office's client certificate
+    async with BrokerClient("127.0.0.1:50051", tls=tls) as broker:
         verification = await broker.verify(
             consumer=Consumer("L01280796", "Housing", "officer-17"),
             purpose=Purpose("HOUSING-RENT-SUBSIDY", "Rent subsidy application", "EXP-2026-0042"),
@@ -8,6 +9,11 @@
             subject=Subject.dni("12345678Z"),
             checks=[Check("tax.compliance/v1")],
         )
+
+The caller authenticates with a client certificate (mutual TLS, ``tls`` with ``cert`` and
+``key``), or with a bearer token from its agency's identity provider (``token``, over TLS that
+checks the broker's certificate: ``tls`` with the CA only), or — against a broker in
+explicitly insecure local-development mode — names itself (``insecure_identity``).
 
 Errors arrive as :class:`BrokerError` subclasses carrying the reason code, the fields or
 rules named by the broker, and the trace id of a denied request.
@@ -29,6 +35,8 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from onceonly.guard import INSECURE_OFFICER_HEADER, INSECURE_ORG_HEADER, INSECURE_ROLE_HEADER
+from onceonly.pki import ClientTls
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -183,7 +191,12 @@ class Unavailable(BrokerError):
     """UNAVAILABLE or DEADLINE_EXCEEDED: retry later with the same request id."""
 
 
+class Unauthenticated(BrokerError):
+    """UNAUTHENTICATED: no, or no valid, credentials (``reason`` says which: TOKEN_EXPIRED…)."""
+
+
 _ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: Denied,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -264,13 +277,59 @@ def _subject(subject: Subject) -> common_pb2.Subject:
     )
 
 
-class BrokerClient:
-    """Async client of the Broker service over one reused channel."""
+@dataclass(frozen=True, slots=True)
+class InsecureIdentity:
+    """Who the caller says it is to a broker in insecure (local development) mode."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = 10.0):
+    organization_id: str
+    officer_id: str | None = None
+    role: str = "consumer"
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        items = [(INSECURE_ORG_HEADER, self.organization_id), (INSECURE_ROLE_HEADER, self.role)]
+        if self.officer_id:
+            items.append((INSECURE_OFFICER_HEADER, self.officer_id))
+        return tuple(items)
+
+
+class BrokerClient:
+    """Async client of the Broker service over one reused channel.
+
+    Credentials are explicit: ``tls`` (mutual TLS when it holds a client certificate),
+    ``token`` (a bearer JWT, sent on every call; needs ``tls``, at least with the CA), or
+    ``insecure_identity`` (plaintext, for a broker in insecure mode on loopback).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = 10.0,
+        tls: ClientTls | None = None,
+        token: str | None = None,
+        insecure_identity: InsecureIdentity | None = None,
+    ):
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        if tls is not None and insecure_identity is not None:
+            raise ValueError("choose TLS credentials or an insecure identity, not both")
+        if token is not None and tls is None:
+            raise ValueError("a bearer token is only sent over TLS: give tls=ClientTls(ca) as well")
+        if tls is None and insecure_identity is None:
+            raise ValueError(
+                "BrokerClient needs credentials: tls=ClientTls(...) (mutual TLS), a token with tls, "
+                "or insecure_identity=InsecureIdentity(...) for a broker in insecure mode"
+            )
+        metadata: list[tuple[str, str]] = []
+        if tls is not None:
+            self._channel = grpc.aio.secure_channel(target, tls.channel_credentials())
+        else:
+            assert insecure_identity is not None
+            self._channel = grpc.aio.insecure_channel(target)
+            metadata += insecure_identity.metadata()
+        if token is not None:
+            metadata.append(("authorization", f"Bearer {token}"))
+        self._metadata = tuple(metadata) or None
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
 
     async def __aenter__(self) -> BrokerClient:
@@ -309,7 +368,7 @@ class BrokerClient:
             ],
         )
         try:
-            reply = await self._stub.Verify(request, timeout=self.timeout)
+            reply = await self._stub.Verify(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return _verification(reply)
@@ -353,7 +412,7 @@ class BrokerClient:
                 )
                 await asyncio.sleep(0)  # let replies flow while a long input is being read
 
-        call = self._stub.VerifyBulk(requests(), timeout=timeout)
+        call = self._stub.VerifyBulk(requests(), timeout=timeout, metadata=self._metadata)
         try:
             async for result in call:
                 if result.WhichOneof("result") == "response":
@@ -382,14 +441,18 @@ class BrokerClient:
     async def catalog(self) -> broker_pb2.Catalog:
         """The broker's catalog of certificate types and providers."""
         try:
-            return await self._stub.GetCatalog(broker_pb2.GetCatalogRequest(), timeout=self.timeout)
+            return await self._stub.GetCatalog(
+                broker_pb2.GetCatalogRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
 
     async def jwks(self) -> dict[str, Any]:
         """The broker's public keys (RFC 7517 JWKS)."""
         try:
-            reply = await self._stub.GetJwks(broker_pb2.GetJwksRequest(), timeout=self.timeout)
+            reply = await self._stub.GetJwks(
+                broker_pb2.GetJwksRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return dict(json.loads(reply.json))

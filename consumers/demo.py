@@ -1,9 +1,13 @@
 """``make demo``: the whole platform on loopback and a housing-office scenario.
 
-Starts three reference providers and the broker as separate processes (``onceonly serve``)
-with an embedded SQLite database under ``var/demo``, assesses rent-subsidy applications
-for a few residents, verifies every attestation offline against the broker's JWKS, and
-stops everything with SIGTERM. Exits 0 only if every step did what it should.
+Creates a throwaway CA and certificates under ``var/demo/pki`` (``onceonly pki init``) and a
+throwaway identity provider for the housing office under ``var/demo/idp``, starts three
+reference providers and the broker as separate processes (``onceonly serve``, mutual TLS
+everywhere) with an embedded SQLite database under ``var/demo``, assesses rent-subsidy
+applications for a few residents as the housing office (client certificate), runs one
+verification with an officer's bearer token instead, shows a spoofed consumer being refused,
+verifies every attestation offline against the broker's JWKS, and stops everything with
+SIGTERM. Exits 0 only if every step did what it should.
 """
 
 from __future__ import annotations
@@ -21,15 +25,31 @@ from importlib import resources
 from pathlib import Path
 
 import grpc
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from onceonly.pki import DEMO_CONSUMER, ClientTls, init_pki
 from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
 from .caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
 from .cli import table
-from .client import BrokerClient, Subject, verify_attestation
+from .client import (
+    BrokerClient,
+    Check,
+    Consumer,
+    Denied,
+    LegalBasis,
+    Purpose,
+    Subject,
+    verify_attestation,
+)
 
 PROVIDERS = ("registry", "tax", "employment")
+IDP_ISSUER = "https://idp.housing.l01280796.demo"
+BROKER_AUDIENCE = "onceonly-broker"
+JWT_OFFICER = "officer-0042"
 
 
 def free_port() -> int:
@@ -64,10 +84,19 @@ def spawn(name: str, args: list[str], log_dir: Path, target: str, env: dict[str,
     return Process(name, popen, log_path, target)
 
 
-async def wait_serving(process: Process, timeout: float = 30.0) -> None:
-    """Poll the gRPC health service until SERVING; fail if the process dies or time runs out."""
+async def wait_serving(process: Process, timeout: float = 30.0, *, tls: ClientTls | None = None) -> None:
+    """Poll the gRPC health service until SERVING; fail if the process dies or time runs out.
+
+    Health checking needs no more than a TLS handshake: with ``tls`` (a client certificate from
+    the servers' CA) against a TLS server, plaintext without.
+    """
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(process.target) as channel:
+    channel_factory = (
+        grpc.aio.insecure_channel(process.target)
+        if tls is None
+        else grpc.aio.secure_channel(process.target, tls.channel_credentials())
+    )
+    async with channel_factory as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
@@ -152,11 +181,77 @@ def _latency(a: Assessment, r: object) -> int:
     return a.verification.outcome(r.rule.certificate_type_id).latency_ms  # type: ignore[attr-defined]
 
 
-async def scenario(broker_target: str) -> list[str]:
+@dataclass(frozen=True)
+class DemoIdp:
+    """A throwaway identity provider of the housing office: its signing key and the broker's issuers file."""
+
+    key: ec.EllipticCurvePrivateKey
+    issuers_toml: Path
+
+    def mint(self, officer_id: str, organization_id: str, ttl_s: int = 300) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": IDP_ISSUER,
+            "aud": BROKER_AUDIENCE,
+            "sub": officer_id,
+            "org": organization_id,
+            "iat": now,
+            "exp": now + ttl_s,
+        }
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "demo-idp-1"})
+
+
+def make_idp(directory: Path) -> DemoIdp:
+    """Generate the IdP key pair (kept between runs) and write the broker's issuers TOML."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_file, public_file = directory / "idp-key.pem", directory / "idp.pem"
+    if key_file.exists():
+        loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        key = loaded
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+    public_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    issuers = directory / "issuers.toml"
+    issuers.write_text(
+        "# Identity providers whose bearer tokens the demo broker accepts.\n"
+        "[[issuer]]\n"
+        f'issuer = "{IDP_ISSUER}"\n'
+        f'audience = "{BROKER_AUDIENCE}"\n'
+        'public_keys = ["idp.pem"]\n'
+        f'organizations = ["{DEMO_CONSUMER[0]}"]\n'
+    )
+    return DemoIdp(key, issuers)
+
+
+async def scenario(
+    broker_target: str, pki_dir: Path, idp: DemoIdp | None = None, token_target: str | None = None
+) -> list[str]:
     """Play the housing office's day; return what went other than expected."""
     problems: list[str] = []
     office = HousingOffice()
-    async with BrokerClient(broker_target) as client:
+    org, name = DEMO_CONSUMER
+    tls = ClientTls.from_dir(pki_dir, name)
+    identity = tls.identity()
+    assert identity is not None
+    print(
+        f"caller: {identity.name} of {identity.organization_id} ({identity.role}), "
+        "authenticated by mutual TLS with a client certificate from the platform CA"
+    )
+    async with BrokerClient(broker_target, tls=tls) as client:
         catalog = await client.catalog()
         types, providers = len(catalog.certificate_types), len(catalog.providers)
         print(f"catalog: {types} certificate types from {providers} providers")
@@ -175,7 +270,28 @@ async def scenario(broker_target: str) -> list[str]:
             assessments.append(a)
             if a.eligibility is not expected:
                 problems.append(f"{label}: expected {expected.value}, got {a.eligibility.value}")
+        problems += await spoofing_is_refused(client, personas()[0][1])
         jwks = await client.jwks()
+    if idp is not None and token_target is not None:
+        label, resident, expected, procedure = personas()[0]
+        print(
+            f"\n{label} again, by {JWT_OFFICER} of {org} with a bearer token from the office's "
+            f"identity provider ({IDP_ISSUER}), over TLS without a client certificate:"
+        )
+        token = idp.mint(JWT_OFFICER, org)
+        async with BrokerClient(token_target, tls=ClientTls(pki_dir / "ca.pem"), token=token) as by_token:
+            a = await assess(
+                by_token,
+                office,
+                Subject(resident.document_type, resident.document_number),
+                officer_id=JWT_OFFICER,
+                case_file_id="EXP-2026-0099",
+                procedure=procedure,
+            )
+            print_assessment(f"{label} (JWT)", a)
+            assessments.append(a)
+            if a.eligibility is not expected:
+                problems.append(f"{label} (JWT): expected {expected.value}, got {a.eligibility.value}")
     tokens = [r.attestation for a in assessments for r in a.results if r.attestation]
     verified = 0
     for token in tokens:
@@ -190,22 +306,55 @@ async def scenario(broker_target: str) -> list[str]:
     return problems
 
 
+async def spoofing_is_refused(client: BrokerClient, resident: Resident) -> list[str]:
+    """The housing office's certificate asking as another city council is refused, untraced."""
+    print("\nthe housing office's certificate asking as another organisation (L08019030):")
+    try:
+        await client.verify(
+            consumer=Consumer("L08019030", "Housing", "officer-0042"),
+            purpose=Purpose("HOUSING-RENT-SUBSIDY", "Rent subsidy application", "EXP-2026-0666"),
+            legal_basis=LegalBasis.law("Ley 12/2023 art. 17"),
+            subject=Subject(resident.document_type, resident.document_number),
+            checks=[Check("tax.compliance/v1")],
+        )
+    except Denied as denied:
+        print(f"  refused: {denied.code} {denied.reason}")
+        if denied.reason != "CONSUMER_MISMATCH":
+            return [f"spoofed consumer refused with {denied.reason}, expected CONSUMER_MISMATCH"]
+        return []
+    return ["a spoofed consumer was answered"]
+
+
 async def run_demo(var_dir: Path | None = None) -> int:
     var_dir = var_dir or Path(os.environ.get("ONCEONLY_VAR_DIR", "var")) / "demo"
     log_dir = var_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ONCEONLY_LOG_FORMAT": "json"}
     env.pop("ONCEONLY_DATABASE_URL", None)  # the demo always runs on its own embedded SQLite file
+    for name in (
+        "ONCEONLY_INSECURE",
+        "ONCEONLY_TLS_DIR",
+        "ONCEONLY_JWT_ISSUERS",
+        "ONCEONLY_BROKER_TOKEN_LISTEN",
+    ):
+        env.pop(name, None)  # the demo always runs with its own certificates
     seed = resources.files("broker").joinpath("data/agreements.toml")
     processes: list[Process] = []
     problems: list[str] = []
     try:
+        pki_dir = var_dir / "pki"
+        init_pki(pki_dir, providers=PROVIDERS)
+        idp = make_idp(var_dir / "idp")
+        print(f"certificates (throwaway demo CA) in {pki_dir}; identity provider in {var_dir / 'idp'}")
+        as_broker = ClientTls.from_dir(pki_dir, "broker")
         targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
         for name, target in targets.items():
-            processes.append(spawn(name, ["provider", name, "--listen", target], log_dir, target, env))
+            args = ["provider", name, "--listen", target, "--tls-dir", str(pki_dir)]
+            processes.append(spawn(name, args, log_dir, target, env))
         for process in processes:
-            await wait_serving(process)
+            await wait_serving(process, tls=as_broker)
         broker_target = f"127.0.0.1:{free_port()}"
+        token_target = f"127.0.0.1:{free_port()}"
         broker_args = [
             "broker",
             "--listen",
@@ -214,16 +363,24 @@ async def run_demo(var_dir: Path | None = None) -> int:
             str(var_dir),
             "--seed-agreements",
             str(seed),
+            "--tls-dir",
+            str(pki_dir),
+            "--jwt-issuers",
+            str(idp.issuers_toml),
+            "--token-listen",
+            token_target,
         ]
         for name, target in targets.items():
             broker_args += ["--provider", f"{name}={target}"]
         broker_process = spawn("broker", broker_args, log_dir, broker_target, env)
         processes.insert(0, broker_process)
-        await wait_serving(broker_process)
+        await wait_serving(broker_process, tls=as_broker)
         print(
-            f"broker on {broker_target}; providers: " + ", ".join(f"{n} on {t}" for n, t in targets.items())
+            f"broker on {broker_target} (mutual TLS; bearer tokens on {token_target}); providers: "
+            + ", ".join(f"{n} on {t}" for n, t in targets.items())
+            + " (mutual TLS, the broker's certificate only)"
         )
-        problems += await scenario(broker_target)
+        problems += await scenario(broker_target, pki_dir, idp, token_target)
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:

@@ -1,12 +1,16 @@
-"""Serving a grpc.aio server the same way everywhere: health, reflection, graceful stop.
+"""Serving a grpc.aio server the same way everywhere: TLS, health, reflection, graceful stop.
 
 Every onceonly server (the broker and each provider adapter) is started with
-:func:`start_server` and run with :func:`run_until_signal`.
+:func:`start_server` and run with :func:`run_until_signal`. A server speaks TLS with the
+certificate given in a :class:`~onceonly.pki.TlsConfig` (by default requiring a client
+certificate from the same CA). Plaintext exists for local development only and is refused
+for any address beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from .pki import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +45,19 @@ class RunningServer:
     host: str
     service_names: tuple[str, ...]
     health: health.aio.HealthServicer
+    extra_ports: tuple[int, ...] = ()
+    """Ports of the listeners added with ``also`` (same order)."""
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: bool = False
 
     @property
     def target(self) -> str:
+        return self.target_of(self.port)
+
+    def target_of(self, port: int) -> str:
+        """``host:port`` of one of this server's ports."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     async def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
@@ -66,16 +78,75 @@ def split_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+class InsecureBindError(ValueError):
+    """Plaintext was asked for on an address beyond loopback."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP literal or ``localhost``) only reaches this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_loopback(bind: str, what: str = "a plaintext (insecure) server") -> None:
+    """Raise :class:`InsecureBindError` unless ``bind`` is a loopback address."""
+    host, _ = split_bind(bind)
+    if not is_loopback(host):
+        raise InsecureBindError(
+            f"refusing to run {what} on {bind}: insecure mode is for local development and only "
+            "binds to loopback (127.0.0.1, ::1, localhost); use TLS (`onceonly pki init`) for any "
+            "other address"
+        )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One more address for the same server, with its own TLS settings (``None``: plaintext)."""
+
+    bind: str
+    tls: TlsConfig | None
+
+
+def _add_port(server: grpc.aio.Server, bind: str, tls: TlsConfig | None) -> int:
+    host, port = split_bind(bind)
+    host_part = f"[{host}]" if ":" in host else host
+    if tls is None:
+        require_loopback(bind)
+        bound = server.add_insecure_port(f"{host_part}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host_part}:{port}", tls.server_credentials())
+    if bound == 0:
+        raise OSError(f"cannot listen on {bind}")
+    return bound
+
+
 async def start_server(
     bind: str,
     registrars: Sequence[Registrar],
     service_names: Sequence[str],
     *,
+    tls: TlsConfig | None = None,
+    also: Sequence[Listener] = (),
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     options: Sequence[tuple[str, int]] = SERVER_OPTIONS,
 ) -> RunningServer:
-    """Start a grpc.aio server on ``bind`` (port 0 picks a free one) with health and reflection."""
-    host, port = split_bind(bind)
+    """Start a grpc.aio server on ``bind`` (port 0 picks a free one) with health and reflection.
+
+    With ``tls`` the server speaks TLS (mutual by default); without it, plaintext, which is
+    refused (:class:`InsecureBindError`) unless ``bind`` is a loopback address. ``also`` adds
+    listeners to the same server (e.g. a TLS port that does not ask for client certificates).
+    """
+    host, _ = split_bind(bind)
+    for listener in (Listener(bind, tls), *also):
+        if listener.tls is None:
+            require_loopback(listener.bind)
+        else:
+            listener.tls.check()
     server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
     for register in registrars:
         register(server)
@@ -83,14 +154,12 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
-    host_part = f"[{host}]" if ":" in host else host
-    bound = server.add_insecure_port(f"{host_part}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot listen on {bind}")
+    bound = _add_port(server, bind, tls)
+    extra_ports = tuple(_add_port(server, extra.bind, extra.tls) for extra in also)
     await server.start()
     for name in (*service_names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, bound, host, tuple(service_names), health_servicer)
+    return RunningServer(server, bound, host, tuple(service_names), health_servicer, extra_ports)
 
 
 async def run_until_signal(running: RunningServer, grace: float = 5.0) -> None:

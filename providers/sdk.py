@@ -36,7 +36,13 @@ Example — an adapter over a (hypothetical) legacy licence register::
                 raise SubjectNotFound(query.document_number)
             return {"valid": record.status == "VIGENTE"}
 
-    asyncio.run(serve_provider(DrivingLicences(client), "0.0.0.0:50061"))
+    tls = TlsConfig.from_dir(Path("var/pki"), "traffic")  # onceonly pki issue --role provider --server ...
+    asyncio.run(serve_provider(DrivingLicences(client), "0.0.0.0:50061", tls=tls))
+
+Only the broker may call an adapter: the server speaks mutual TLS and answers only a caller
+whose client certificate (from the platform CA) carries the role ``broker``; anyone else gets
+``PERMISSION_DENIED`` (another role) or ``UNAUTHENTICATED``. ``insecure=True`` serves plaintext
+on loopback only, for local development.
 
 Answer with the least data that settles the question (a boolean, not the figure behind
 it): the broker signs exactly what the adapter returns, and it may not return anything
@@ -46,8 +52,9 @@ the certificate type does not declare.
 from __future__ import annotations
 
 import abc
+import contextvars
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +63,16 @@ from google.protobuf import struct_pb2
 
 from onceonly import identity
 from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
-from onceonly.serving import RunningServer, run_until_signal, start_server
+from onceonly.guard import (
+    INSECURE_ROLE_HEADER,
+    GuardInterceptor,
+    metadata_value,
+    peer_certificate,
+    permission_denied,
+    unauthenticated,
+)
+from onceonly.pki import CertIdentity, TlsConfig, identity_from_pem
+from onceonly.serving import RunningServer, require_loopback, run_until_signal, start_server
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -311,22 +327,82 @@ def parse_parameters(specs: tuple[FieldSpec, ...], given: Mapping[str, str]) -> 
     return parsed
 
 
-async def start_provider(adapter: ProviderAdapter, bind: str = "127.0.0.1:0") -> RunningServer:
-    """Start a provider server for ``adapter`` on ``bind`` (port 0 picks a free port)."""
+_caller: contextvars.ContextVar[CertIdentity | None] = contextvars.ContextVar(
+    "onceonly_provider_caller", default=None
+)
+_INSECURE_BROKER = CertIdentity("", "broker", "insecure")
+
+
+def _broker_only(insecure: bool) -> Callable[[grpc.aio.ServicerContext, str], CertIdentity]:
+    """Authenticate a call to a provider: the broker, and only the broker."""
+
+    def authenticate(context: grpc.aio.ServicerContext, method: str) -> CertIdentity:
+        pem = peer_certificate(context)
+        if pem is not None:
+            try:
+                identity = identity_from_pem(pem)
+            except ValueError as exc:
+                raise unauthenticated("CERTIFICATE_IDENTITY", str(exc)) from None
+            if identity.role != "broker":
+                raise permission_denied(
+                    "CALLER_NOT_BROKER",
+                    f"rule CALLER_NOT_BROKER: only the broker may call a provider, not a {identity.role}",
+                )
+            return identity
+        if insecure:
+            if metadata_value(context, INSECURE_ROLE_HEADER) == "broker":
+                return _INSECURE_BROKER
+            raise permission_denied("CALLER_NOT_BROKER", "rule CALLER_NOT_BROKER: only the broker may call")
+        raise unauthenticated("UNAUTHENTICATED", "only the broker, with its client certificate, may call")
+
+    return authenticate
+
+
+async def start_provider(
+    adapter: ProviderAdapter,
+    bind: str = "127.0.0.1:0",
+    *,
+    tls: TlsConfig | None = None,
+    insecure: bool = False,
+) -> RunningServer:
+    """Start a provider server for ``adapter`` on ``bind`` (port 0 picks a free port).
+
+    ``tls`` is the provider's server certificate and the platform CA; only the broker's client
+    certificate is answered. ``insecure=True`` (and no ``tls``) serves plaintext on loopback
+    only; one of the two must be given.
+    """
+    if tls is None and not insecure:
+        raise ValueError(
+            "a provider needs tls=TlsConfig(...) (run `onceonly pki init`) or, "
+            "for local development on loopback, insecure=True"
+        )
+    if tls is not None and insecure:
+        raise ValueError("tls and insecure are exclusive")
+    if insecure:
+        require_loopback(bind, f"provider {adapter.provider_id!r} in insecure mode")
+        log.warning("INSECURE MODE: plaintext, for local development only", extra={"listen": bind})
     servicer = ProviderServicer(adapter)
     running = await start_server(
         bind,
         [lambda server: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, server)],
         [SERVICE_NAME],
+        tls=tls,
+        interceptors=[GuardInterceptor(_broker_only(insecure), _caller)],
     )
     log.info(
         "provider serving",
-        extra={"provider_id": adapter.provider_id, "target": running.target},
+        extra={
+            "provider_id": adapter.provider_id,
+            "target": running.target,
+            "security": "insecure" if insecure else "mtls",
+        },
     )
     return running
 
 
-async def serve_provider(adapter: ProviderAdapter, bind: str) -> None:
+async def serve_provider(
+    adapter: ProviderAdapter, bind: str, *, tls: TlsConfig | None = None, insecure: bool = False
+) -> None:
     """Serve ``adapter`` on ``bind`` until SIGTERM or SIGINT, then stop gracefully."""
-    running = await start_provider(adapter, bind)
+    running = await start_provider(adapter, bind, tls=tls, insecure=insecure)
     await run_until_signal(running)

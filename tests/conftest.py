@@ -1,17 +1,23 @@
 """Shared fixtures: reference providers, a broker on loopback and a client, all on port 0.
 
 Everything is function-scoped: each test gets its own providers, its own broker with its
-own SQLite file under ``tmp_path``, and everything is stopped at teardown.
+own SQLite file under ``tmp_path``, and everything is stopped at teardown — except the
+certificates: one CA per test session (:func:`session_pki`), from which every server and
+caller gets its certificate. Servers speak mutual TLS as in production; a client calls as
+the housing office (``ORG``) unless a test says otherwise, and :meth:`Platform.stub` calls as
+whichever organisation each request names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import socket
 import sqlite3
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from grpc_status import rpc_status
 from broker.app import BrokerApp, start_broker
 from broker.config import BrokerConfig
 from consumers.client import BrokerClient, BrokerError, Check, Consumer, LegalBasis, Purpose, Subject
+from onceonly.pki import CertificateAuthority, ClientTls, TlsConfig, cert_path, init_pki
 from onceonly.serving import RunningServer
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from providers import synthetic
@@ -185,6 +192,113 @@ class GatedAdapter(WrappedAdapter):
         return await super().attest(query)
 
 
+# --- certificates ---------------------------------------------------------------------------
+
+
+class SessionPki:
+    """The test session's CA and the certificates issued from it, issued on first use."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        init_pki(directory)  # ca, broker, registry/tax/employment, housing-office, oversight
+        self.ca = CertificateAuthority.load_or_create(directory)
+
+    def issue(self, name: str, *, role: str, org: str, server: bool = False) -> ClientTls:
+        """Client credentials of ``name`` (issued once per session)."""
+        if not cert_path(self.dir, name).exists():
+            self.ca.issue(name, role=role, organization_id=org, server=server)
+        return ClientTls.from_dir(self.dir, name)
+
+    def consumer(self, org: str = ORG) -> ClientTls:
+        """A consumer certificate of organisation ``org``."""
+        return self.issue(f"consumer-{org}", role="consumer", org=org)
+
+    @property
+    def broker(self) -> ClientTls:
+        """The broker's client credentials (the only ones a provider answers)."""
+        return ClientTls.from_dir(self.dir, "broker")
+
+    @property
+    def ca_only(self) -> ClientTls:
+        """Server-authenticating TLS without a client certificate."""
+        return ClientTls(self.dir / "ca.pem")
+
+    def server_tls(self, name: str) -> TlsConfig:
+        """A provider server certificate for ``name`` (mutual TLS)."""
+        self.issue(name, role="provider", org=name, server=True)
+        return TlsConfig.from_dir(self.dir, name)
+
+
+_session_pki: SessionPki | None = None
+
+
+def session_pki() -> SessionPki:
+    """The session's certificates; plain helpers (not only fixtures) may call this."""
+    global _session_pki
+    if _session_pki is None:
+        _session_pki = SessionPki(Path(tempfile.mkdtemp(prefix="onceonly-test-pki-")))
+    return _session_pki
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pki() -> Iterator[SessionPki]:
+    yield session_pki()
+    global _session_pki
+    if _session_pki is not None:
+        shutil.rmtree(_session_pki.dir, ignore_errors=True)
+        _session_pki = None
+
+
+def cli_credentials_env(org: str = ORG) -> dict[str, str]:
+    """Environment giving the ``onceonly`` client commands a consumer certificate of ``org``."""
+    tls = session_pki().consumer(org)
+    return {
+        "ONCEONLY_TLS_CA": str(tls.ca),
+        "ONCEONLY_TLS_CERT": str(tls.cert),
+        "ONCEONLY_TLS_KEY": str(tls.key),
+    }
+
+
+def broker_channel(target: str) -> grpc.aio.Channel:
+    """A channel to a provider, authenticated as the broker (the only caller a provider answers)."""
+    return grpc.aio.secure_channel(target, session_pki().broker.channel_credentials())
+
+
+def provider_tls(adapter: ProviderAdapter) -> TlsConfig:
+    """Server credentials for ``adapter``'s provider server."""
+    return session_pki().server_tls(adapter.provider_id)
+
+
+def provider_tls_args() -> list[str]:
+    """``onceonly serve provider`` arguments using the session's certificates."""
+    return ["--tls-dir", str(session_pki().dir)]
+
+
+class ConsumerStub:
+    """A Broker stub calling as the organisation each request names (one certificate per organisation).
+
+    Most tests are about policy, not authentication: asking as another organisation means
+    authenticating as it. Methods other than ``Verify`` call as ``ORG``.
+    """
+
+    def __init__(self, platform: Platform, target: str):
+        self._platform = platform
+        self._target = target
+        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+
+    def as_org(self, org: str) -> broker_pb2_grpc.BrokerStub:
+        if org not in self._stubs:
+            channel = self._platform.channel(self._target, tls=self._platform.pki.consumer(org))
+            self._stubs[org] = broker_pb2_grpc.BrokerStub(channel)
+        return self._stubs[org]
+
+    def Verify(self, request: broker_pb2.VerifyRequest, **kwargs: Any) -> Any:
+        return self.as_org(request.consumer.organization_id or ORG).Verify(request, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.as_org(ORG), name)
+
+
 # --- the platform -------------------------------------------------------------------------
 
 
@@ -193,6 +307,7 @@ class Platform:
 
     def __init__(self, tmp_path: Path):
         self.var_dir = tmp_path / "var"
+        self.pki = session_pki()
         self.providers: dict[str, RunningServer] = {}
         self.adapters: dict[str, ProviderAdapter] = {}
         self._servers: list[RunningServer] = []
@@ -205,7 +320,7 @@ class Platform:
         return self.var_dir / "onceonly.db"
 
     async def start_provider(self, adapter: ProviderAdapter) -> RunningServer:
-        running = await start_provider(adapter, "127.0.0.1:0")
+        running = await start_provider(adapter, "127.0.0.1:0", tls=self.pki.server_tls(adapter.provider_id))
         self._servers.append(running)
         self.providers[adapter.provider_id] = running
         self.adapters[adapter.provider_id] = adapter
@@ -228,6 +343,7 @@ class Platform:
             "agreements_seed": SEED,
             "providers": {pid: p.target for pid, p in self.providers.items()},
             "shutdown_grace_s": 1.0,
+            "tls_dir": self.pki.dir,
         }
         values.update(changes)
         return BrokerConfig(**values)
@@ -237,17 +353,29 @@ class Platform:
         self._brokers.append(app)
         return app
 
-    def client(self, app: BrokerApp, timeout: float = 10.0) -> BrokerClient:
-        client = BrokerClient(app.target, timeout=timeout)
+    def client(
+        self, app: BrokerApp, timeout: float = 10.0, *, target: str | None = None, **credentials: Any
+    ) -> BrokerClient:
+        """A client of ``app`` (at ``target`` if given); by default with the housing office's
+        (``ORG``) client certificate, otherwise with ``BrokerClient``'s credential arguments."""
+        if not credentials:
+            credentials = {"tls": self.pki.consumer(ORG)}
+        client = BrokerClient(target or app.target, timeout=timeout, **credentials)
         self._clients.append(client)
         return client
 
     def stub(self, app: BrokerApp) -> broker_pb2_grpc.BrokerStub:
-        channel = grpc.aio.insecure_channel(app.target)
-        self._channels.append(channel)
-        return broker_pb2_grpc.BrokerStub(channel)
+        """A raw stub of ``app`` that calls as the organisation each request names."""
+        return ConsumerStub(self, app.target)  # type: ignore[return-value]
 
-    def channel(self, target: str) -> grpc.aio.Channel:
+    def channel(self, target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
+        """A mutual-TLS channel to ``target`` (as ``ORG`` unless ``tls`` says otherwise)."""
+        credentials = (tls or self.pki.consumer(ORG)).channel_credentials()
+        channel = grpc.aio.secure_channel(target, credentials)
+        self._channels.append(channel)
+        return channel
+
+    def insecure_channel(self, target: str) -> grpc.aio.Channel:
         channel = grpc.aio.insecure_channel(target)
         self._channels.append(channel)
         return channel

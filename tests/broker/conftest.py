@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from broker.storage import TABLE_NAMES, create_engine, normalise_url
+from broker.storage import TABLE_NAMES, create_engine, init_schema, normalise_url
 
 POSTGRES_URL_ENV = "ONCEONLY_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")
@@ -195,3 +195,12 @@ class TcpProxy:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine on a migrated database of each backend."""
+    engine = create_engine(database_url)
+    init_schema(engine)
+    yield engine
+    engine.dispose()

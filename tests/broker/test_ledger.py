@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -50,14 +50,6 @@ def cipher(tmp_path: Path) -> ReplyCipher:
 @pytest.fixture
 def pseudonymiser(tmp_path: Path) -> SubjectPseudonymiser:
     return SubjectPseudonymiser.from_key_file(tmp_path / "var/keys/ledger.key")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(database_url)
-    init_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -56,20 +56,6 @@ def test_migrations_build_exactly_the_models(database_url: str) -> None:
         engine.dispose()
 
 
-def test_database_made_before_migrations_is_adopted(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        SQLModel.metadata.create_all(engine)  # what brokers did before migrations
-        with engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO organisations (id, name) VALUES ('ORG1', 'Somewhere')"))
-        init_schema(engine)
-        assert current_revision(engine) == head_revision()
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT name FROM organisations")).scalar_one() == "Somewhere"
-    finally:
-        engine.dispose()
-
-
 def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     engines = [create_engine(postgres_url) for _ in range(4)]
     errors: list[BaseException] = []

@@ -144,6 +144,7 @@ async def test_malformed_claims_on_the_wire_are_an_error_without_attestation(pla
         "127.0.0.1:0",
         [lambda s: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, s)],
         [PROVIDER_SERVICE],
+        tls=platform.pki.server_tls("tax"),
     )
     platform.adopt_provider("tax", tax)
     app = await platform.start_broker()

@@ -24,8 +24,11 @@ from tests.conftest import (
     ORG,
     PROCEDURE,
     Platform,
+    broker_channel,
+    cli_credentials_env,
     expected_housing_claims,
     free_port,
+    provider_tls_args,
     resident,
 )
 
@@ -35,6 +38,7 @@ EXIT_OK, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 2, 3, 4
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
     env["ONCEONLY_LOG_FORMAT"] = "text"
+    env.update(cli_credentials_env())  # the housing office's client certificate
     return env
 
 
@@ -180,6 +184,7 @@ async def test_serve_provider_runs_until_sigterm() -> None:
         "tax",
         "--listen",
         target,
+        *provider_tls_args(),
         "--log-format",
         "text",
         stdout=asyncio.subprocess.PIPE,
@@ -189,7 +194,7 @@ async def test_serve_provider_runs_until_sigterm() -> None:
     try:
         status = None
         deadline = time.monotonic() + 20
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with broker_channel(target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline and proc.returncode is None:
                 with contextlib.suppress(grpc.aio.AioRpcError):

@@ -17,6 +17,7 @@ from providers import synthetic
 from providers.reference import REFERENCE_ADAPTERS, reference_adapter
 from providers.sdk import ProviderAdapter, start_provider
 from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
+from tests.conftest import broker_channel, provider_tls
 
 CATALOG = Path(__file__).resolve().parents[2] / "broker" / "data" / "catalog.toml"
 FOUND = provider_pb2.AttestResponse.RESULT_FOUND
@@ -41,8 +42,8 @@ def specs(entries: list[dict[str, Any]], *, claims: bool) -> tuple[FieldSpec, ..
 
 @asynccontextmanager
 async def stub_for(adapter: ProviderAdapter) -> AsyncIterator[provider_pb2_grpc.ProviderStub]:
-    running = await start_provider(adapter)
-    channel = grpc.aio.insecure_channel(running.target)
+    running = await start_provider(adapter, tls=provider_tls(adapter))
+    channel = broker_channel(running.target)
     try:
         yield provider_pb2_grpc.ProviderStub(channel)
     finally:

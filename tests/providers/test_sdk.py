@@ -27,6 +27,7 @@ from providers.sdk import (
     SubjectNotFound,
     start_provider,
 )
+from tests.conftest import broker_channel, provider_tls
 
 KNOWN = make_dni(12345678)
 UNKNOWN = make_dni(87654321)
@@ -79,8 +80,8 @@ class ToyAdapter(ProviderAdapter):
 
 @asynccontextmanager
 async def serving(adapter: ProviderAdapter) -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
-    running = await start_provider(adapter)
-    channel = grpc.aio.insecure_channel(running.target)
+    running = await start_provider(adapter, tls=provider_tls(adapter))
+    channel = broker_channel(running.target)
     try:
         yield running, channel
     finally:
@@ -223,8 +224,8 @@ async def test_adapter_crash_is_internal_and_logged_not_sent(caplog: pytest.LogC
 
 
 async def test_health_serving_then_not_serving_when_stop_begins() -> None:
-    running = await start_provider(ToyAdapter())
-    async with grpc.aio.insecure_channel(running.target) as channel:
+    running = await start_provider(ToyAdapter(), tls=provider_tls(ToyAdapter()))
+    async with broker_channel(running.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICE_NAME):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

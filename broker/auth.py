@@ -1,0 +1,418 @@
+"""Who is calling the broker: mutual TLS or an agency's bearer JWT, checked on every call.
+
+* **Mutual TLS.** The caller presents a client certificate issued by the platform's CA; its
+  subject names the organisation (``O``), the role (``OU``: consumer, oversight, provider,
+  broker) and a readable name (``CN``). See :mod:`onceonly.pki`.
+* **Bearer JWT.** ``authorization: Bearer <token>`` from an agency's identity provider,
+  verified against that issuer's configured public keys (``ONCEONLY_JWT_ISSUERS``, a TOML
+  file): signature, issuer, audience and expiry. The token names the organisation (claim
+  ``org``) and the officer (claim ``sub``). An issuer vouches only for the organisations it
+  is configured for. With a client certificate as well, both must name the same organisation.
+* **Insecure** (local development only, loopback only, never a default): the caller is taken
+  from ``x-onceonly-org`` / ``x-onceonly-officer`` / ``x-onceonly-role`` metadata.
+
+Every call except health checking and reflection is authenticated by :class:`AuthInterceptor`
+before the servicer runs; the servicer reads :func:`current_principal`. A call without valid
+credentials ends ``UNAUTHENTICATED`` with an ``ErrorInfo`` reason (``UNAUTHENTICATED``,
+``TOKEN_EXPIRED``, ``TOKEN_AUDIENCE``, ``TOKEN_ISSUER``, ``TOKEN_SIGNATURE``, …).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import json
+import logging
+import threading
+import time
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from onceonly.guard import (
+    INSECURE_OFFICER_HEADER,
+    INSECURE_ORG_HEADER,
+    INSECURE_ROLE_HEADER,
+    GuardInterceptor,
+    Rejected,
+    metadata_value,
+    peer_certificate,
+    permission_denied,
+    unauthenticated,
+)
+from onceonly.pki import ROLES, identity_from_pem
+
+log = logging.getLogger(__name__)
+
+KINDS = ROLES
+VIA = ("mtls", "jwt", "insecure")
+DEFAULT_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+"""Asymmetric algorithms only: a shared-secret (HS*) token could be minted by the broker itself."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of one call."""
+
+    kind: str
+    """``consumer`` | ``oversight`` | ``provider`` | ``broker``"""
+    organization_id: str
+    officer_id: str | None
+    """The officer named by a JWT (``None`` for a certificate, which names an application)."""
+    via: str
+    """``mtls`` | ``jwt`` | ``insecure``"""
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "onceonly_principal", default=None
+)
+
+
+def current_principal() -> Principal | None:
+    """The caller of the call being served (``None`` outside an authenticated call)."""
+    return _principal.get()
+
+
+# --- JWT issuers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JwtIssuer:
+    """An agency identity provider whose tokens the broker accepts."""
+
+    issuer: str
+    audience: str
+    keys: tuple[tuple[str | None, Any], ...]
+    """``(kid, public key)`` pairs; ``kid`` ``None`` for keys given as PEM files."""
+    organizations: tuple[str, ...]
+    """The organisations this issuer may vouch for; a token naming another is refused."""
+    org_claim: str = "org"
+    officer_claim: str = "sub"
+    kind_claim: str = "role"
+    kinds: tuple[str, ...] = ("consumer",)
+    """Roles a token of this issuer may carry; absent claim means the first one."""
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    leeway_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.issuer or not self.audience:
+            raise ValueError("a JWT issuer needs 'issuer' and 'audience'")
+        if not self.keys:
+            raise ValueError(f"JWT issuer {self.issuer!r} has no keys")
+        if not self.organizations:
+            raise ValueError(f"JWT issuer {self.issuer!r} must list the 'organizations' it vouches for")
+        if not self.kinds or any(k not in KINDS for k in self.kinds):
+            raise ValueError(f"JWT issuer {self.issuer!r}: 'roles' must be among {', '.join(KINDS)}")
+        if any(a.upper().startswith("HS") or a.lower() == "none" for a in self.algorithms):
+            raise ValueError(f"JWT issuer {self.issuer!r}: only asymmetric algorithms are accepted")
+
+    def candidate_keys(self, kid: str | None) -> list[Any]:
+        named = [key for key_id, key in self.keys if kid is not None and key_id == kid]
+        return named or [key for key_id, key in self.keys if key_id is None or kid is None]
+
+
+def keys_from_jwks(data: Mapping[str, Any]) -> tuple[tuple[str | None, Any], ...]:
+    return tuple((k.key_id, k.key) for k in jwt.PyJWKSet.from_dict(dict(data)).keys)
+
+
+def keys_from_pem(pem: bytes) -> tuple[tuple[str | None, Any], ...]:
+    return ((None, serialization.load_pem_public_key(pem)),)
+
+
+_ISSUER_FIELDS = {
+    "issuer",
+    "audience",
+    "jwks",
+    "public_keys",
+    "organizations",
+    "org_claim",
+    "officer_claim",
+    "role_claim",
+    "roles",
+    "algorithms",
+    "leeway_s",
+}
+
+
+def load_jwt_issuers(path: Path) -> list[JwtIssuer]:
+    """Read the issuers TOML file; ``ValueError`` names the bad entry.
+
+    ::
+
+        [[issuer]]
+        issuer = "https://idp.madrid.example"
+        audience = "onceonly-broker"
+        jwks = "madrid-jwks.json"         # or: public_keys = ["madrid.pem"] (paths relative to this file)
+        organizations = ["L01280796"]     # whom this issuer may vouch for
+        # org_claim = "org", officer_claim = "sub", role_claim = "role", roles = ["consumer"]
+        # algorithms = ["ES256", "RS256", "PS256", "EdDSA"], leeway_s = 30
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    unknown_top = set(data) - {"issuer"}
+    if unknown_top:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown_top)} (expected [[issuer]] tables)")
+    issuers: list[JwtIssuer] = []
+    for i, entry in enumerate(data.get("issuer", [])):
+        where = f"{path}: issuer[{i}]"
+        unknown = set(entry) - _ISSUER_FIELDS
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        keys: list[tuple[str | None, Any]] = []
+        try:
+            if "jwks" in entry:
+                keys += keys_from_jwks(json.loads((path.parent / entry["jwks"]).read_text()))
+            for pem in entry.get("public_keys", []):
+                keys += keys_from_pem((path.parent / pem).read_bytes())
+            issuers.append(
+                JwtIssuer(
+                    issuer=str(entry.get("issuer", "")),
+                    audience=str(entry.get("audience", "")),
+                    keys=tuple(keys),
+                    organizations=tuple(entry.get("organizations", ())),
+                    org_claim=entry.get("org_claim", "org"),
+                    officer_claim=entry.get("officer_claim", "sub"),
+                    kind_claim=entry.get("role_claim", "role"),
+                    kinds=tuple(entry.get("roles", ("consumer",))),
+                    algorithms=tuple(entry.get("algorithms", DEFAULT_ALGORITHMS)),
+                    leeway_s=float(entry.get("leeway_s", 30.0)),
+                )
+            )
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    names = [i.issuer for i in issuers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: an issuer is listed twice")
+    return issuers
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against the configured issuers; remembers good ones until they expire."""
+
+    def __init__(self, issuers: Iterable[JwtIssuer], *, cache_size: int = 4096) -> None:
+        self._issuers = {i.issuer: i for i in issuers}
+        self._cache: collections.OrderedDict[str, tuple[Principal, float]] = collections.OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @property
+    def issuers(self) -> Sequence[str]:
+        return tuple(self._issuers)
+
+    def verify(self, token: str) -> Principal:
+        """The principal a token names; :class:`Rejected` (``UNAUTHENTICATED``) with the reason otherwise."""
+        now = time.time()
+        with self._lock:
+            hit = self._cache.get(token)
+            if hit is not None and now < hit[1]:
+                self._cache.move_to_end(token)
+                return hit[0]
+        principal, expires = self._verify(token)
+        with self._lock:
+            self._cache[token] = (principal, expires)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise unauthenticated("TOKEN_INVALID", "the bearer token is not a well-formed JWT") from None
+        claimed_issuer = unverified.get("iss")
+        issuer = self._issuers.get(claimed_issuer) if isinstance(claimed_issuer, str) else None
+        if issuer is None:
+            raise unauthenticated(
+                "TOKEN_ISSUER", "the token's issuer (iss) is not an identity provider this broker trusts"
+            )
+        alg = header.get("alg")
+        if alg not in issuer.algorithms:
+            raise unauthenticated("TOKEN_ALGORITHM", f"algorithm {alg!r} is not accepted for this issuer")
+        claims = self._decode(token, issuer, header.get("kid"))
+        org = claims.get(issuer.org_claim)
+        if org is None and len(issuer.organizations) == 1:
+            org = issuer.organizations[0]
+        if not isinstance(org, str) or not org:
+            raise unauthenticated(
+                "TOKEN_CLAIMS", f"the token has no {issuer.org_claim!r} (organisation) claim"
+            )
+        if org not in issuer.organizations:
+            raise unauthenticated(
+                "TOKEN_ORGANISATION", f"issuer {issuer.issuer!r} may not vouch for organisation {org!r}"
+            )
+        kind = claims.get(issuer.kind_claim, issuer.kinds[0])
+        if kind not in issuer.kinds:
+            raise unauthenticated(
+                "TOKEN_ROLE", f"role {kind!r} may not be asserted by issuer {issuer.issuer!r}"
+            )
+        officer = claims.get(issuer.officer_claim)
+        if not isinstance(officer, str) or not officer:
+            raise unauthenticated(
+                "TOKEN_CLAIMS", f"the token has no {issuer.officer_claim!r} (officer) claim"
+            )
+        return Principal(str(kind), org, officer, "jwt"), float(claims["exp"]) + issuer.leeway_s
+
+    @staticmethod
+    def _decode(token: str, issuer: JwtIssuer, kid: str | None) -> dict[str, Any]:
+        candidates = issuer.candidate_keys(kid)
+        if not candidates:
+            raise unauthenticated("TOKEN_SIGNATURE", f"no key {kid!r} for issuer {issuer.issuer!r}")
+        for key in candidates:
+            try:
+                return dict(
+                    jwt.decode(
+                        token,
+                        key,
+                        algorithms=list(issuer.algorithms),
+                        audience=issuer.audience,
+                        issuer=issuer.issuer,
+                        leeway=issuer.leeway_s,
+                        options={"require": ["exp", "iss", "aud"]},
+                    )
+                )
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError:
+                raise unauthenticated("TOKEN_EXPIRED", "the bearer token has expired") from None
+            except jwt.InvalidAudienceError:
+                raise unauthenticated(
+                    "TOKEN_AUDIENCE", "the bearer token is not meant for this broker (aud)"
+                ) from None
+            except jwt.InvalidIssuerError:
+                raise unauthenticated("TOKEN_ISSUER", "the token's issuer does not match") from None
+            except jwt.ImmatureSignatureError:
+                raise unauthenticated("TOKEN_NOT_YET_VALID", "the bearer token is not valid yet") from None
+            except jwt.MissingRequiredClaimError as exc:
+                raise unauthenticated("TOKEN_CLAIMS", f"the token has no {exc.claim!r} claim") from None
+            except (jwt.PyJWTError, ValueError, TypeError):
+                raise unauthenticated("TOKEN_INVALID", "the bearer token could not be verified") from None
+        raise unauthenticated("TOKEN_SIGNATURE", "the bearer token's signature does not verify")
+
+
+# --- the interceptor ------------------------------------------------------------------------
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    """The token of an ``authorization: Bearer …`` header; :class:`Rejected` for another scheme."""
+    value = metadata_value(context, "authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthenticated("UNAUTHENTICATED", "the authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+@dataclass
+class BrokerAuthenticator:
+    """Establishes the :class:`Principal` of a call, or refuses it."""
+
+    tokens: TokenVerifier | None = None
+    insecure: bool = False
+
+    def __call__(self, context: grpc.aio.ServicerContext, method: str) -> Principal:
+        token = bearer_token(context)
+        pem = peer_certificate(context)
+        from_cert: Principal | None = None
+        if pem is not None:
+            try:
+                identity = identity_from_pem(pem)
+            except ValueError as exc:
+                raise unauthenticated("CERTIFICATE_IDENTITY", str(exc)) from None
+            from_cert = Principal(identity.role, identity.organization_id, None, "mtls")
+        if token is not None:
+            if self.tokens is None:
+                raise unauthenticated("TOKEN_ISSUER", "this broker is configured to accept no bearer tokens")
+            from_token = self.tokens.verify(token)
+            if from_cert is not None and (
+                from_cert.organization_id != from_token.organization_id or from_cert.kind != from_token.kind
+            ):
+                raise unauthenticated(
+                    "IDENTITY_CONFLICT",
+                    "the client certificate and the bearer token name different organisations or roles",
+                )
+            return from_token
+        if from_cert is not None:
+            return from_cert
+        if self.insecure:
+            org = metadata_value(context, INSECURE_ORG_HEADER)
+            if not org:
+                raise unauthenticated(
+                    "UNAUTHENTICATED", f"insecure mode: name the caller in {INSECURE_ORG_HEADER} metadata"
+                )
+            kind = metadata_value(context, INSECURE_ROLE_HEADER) or "consumer"
+            if kind not in KINDS:
+                raise unauthenticated("UNAUTHENTICATED", f"{INSECURE_ROLE_HEADER} must be one of {KINDS}")
+            return Principal(kind, org, metadata_value(context, INSECURE_OFFICER_HEADER), "insecure")
+        raise unauthenticated(
+            "UNAUTHENTICATED", "no credentials: present a client certificate or a bearer token"
+        )
+
+
+def AuthInterceptor(
+    tokens: TokenVerifier | None = None, *, insecure: bool = False
+) -> GuardInterceptor[Principal]:
+    """The broker's interceptor: every call but health and reflection needs a :class:`Principal`."""
+    return GuardInterceptor(BrokerAuthenticator(tokens, insecure), _principal)
+
+
+# --- rules of the Broker service ------------------------------------------------------------
+
+
+def authorise_consumer(organization_id: str, officer_id: str, rpc: str) -> Rejected | None:
+    """Refusal (or ``None``) for a call that verifies on behalf of ``organization_id``/``officer_id``.
+
+    Only consumer principals verify; the organisation they authenticated as must be the one the
+    request names, and an officer named by a token must be the officer the request names. A
+    mismatch is a security event: it is logged (structured) and refused before anything else.
+    """
+    principal = current_principal()
+    if principal is None:
+        return unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+    claimed_org = organization_id.strip()
+    claimed_officer = officer_id.strip()
+    refusal: Rejected | None = None
+    if principal.kind != "consumer":
+        refusal = permission_denied(
+            "ROLE_NOT_PERMITTED",
+            f"rule ROLE_NOT_PERMITTED: a {principal.kind} may not call {rpc}; only consumers verify",
+            role=principal.kind,
+        )
+    elif principal.organization_id != claimed_org:
+        refusal = permission_denied(
+            "CONSUMER_MISMATCH",
+            "rule CONSUMER_MISMATCH: consumer.organization_id must be the organisation the caller "
+            f"authenticated as ({principal.organization_id})",
+            field="consumer.organization_id",
+        )
+    elif principal.officer_id is not None and principal.officer_id != claimed_officer:
+        refusal = permission_denied(
+            "OFFICER_MISMATCH",
+            "rule OFFICER_MISMATCH: consumer.officer_id must be the officer named by the bearer token",
+            field="consumer.officer_id",
+        )
+    if refusal is not None:
+        log.warning(
+            "spoofing attempt refused",
+            extra={
+                "event": "security",
+                "rule": refusal.reason,
+                "rpc": rpc,
+                "org": principal.organization_id,
+                "claimed_org": claimed_org[:64],
+                "officer": principal.officer_id or "",
+                "claimed_officer": claimed_officer[:64],
+                "role": principal.kind,
+                "via": principal.via,
+            },
+        )
+    return refusal

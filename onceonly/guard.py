@@ -1,0 +1,191 @@
+"""Authenticating every call of a grpc.aio server in one place.
+
+A :class:`GuardInterceptor` wraps each method handler of a server so that, before the
+servicer runs, an ``authenticate(context, method)`` function establishes who is calling —
+from the peer's client certificate (``context.auth_context()``) or from call metadata — and
+stores the answer in a context variable the servicer reads. A refusal is a
+:class:`Rejected`: the call ends with its status code and a ``google.rpc.ErrorInfo`` naming
+the reason; nothing else (no stack trace) reaches the caller.
+
+Health checking and server reflection stay open to any caller that completed the TLS
+handshake: load balancers and ``grpcurl`` need them, and they reveal nothing about residents.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "onceonly.v1"
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+"""Methods every TLS peer may call without further authentication."""
+
+INSECURE_ORG_HEADER = "x-onceonly-org"
+INSECURE_OFFICER_HEADER = "x-onceonly-officer"
+INSECURE_ROLE_HEADER = "x-onceonly-role"
+"""Metadata naming the caller in explicitly insecure (local development) mode only."""
+
+T = TypeVar("T")
+
+
+class Rejected(Exception):
+    """A call refused before (or instead of) reaching the servicer."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = metadata
+
+    def status(self) -> status_pb2.Status:
+        info = any_pb2.Any()
+        info.Pack(
+            error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        )
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[info])
+
+
+def unauthenticated(reason: str, message: str, **metadata: str) -> Rejected:
+    return Rejected(grpc.StatusCode.UNAUTHENTICATED, reason, message, **metadata)
+
+
+def permission_denied(reason: str, message: str, **metadata: str) -> Rejected:
+    return Rejected(grpc.StatusCode.PERMISSION_DENIED, reason, message, **metadata)
+
+
+def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
+    """The PEM of the peer's verified client certificate, or ``None`` (no TLS, or no client certificate)."""
+    values = context.auth_context().get("x509_pem_cert")
+    return bytes(values[0]) if values else None
+
+
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """The first value of ``key`` in the call's metadata."""
+    for item in context.invocation_metadata() or ():
+        if item.key == key:
+            value = item.value
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+Authenticate = Callable[[grpc.aio.ServicerContext, str], T]
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
+    """Run ``authenticate`` before every non-open method; store its result in ``var``."""
+
+    def __init__(
+        self,
+        authenticate: Authenticate[T],
+        var: contextvars.ContextVar[T | None],
+        *,
+        open_prefixes: Sequence[str] = OPEN_METHOD_PREFIXES,
+    ) -> None:
+        self._authenticate = authenticate
+        self._var = var
+        self._open = tuple(open_prefixes)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(self._open):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> contextvars.Token[T | None]:
+        try:
+            principal = self._authenticate(context, method)
+        except Rejected as refusal:
+            log.warning(
+                "call refused",
+                extra={
+                    "rpc": method,
+                    "code": refusal.code.name,
+                    "reason": refusal.reason,
+                    "detail": refusal.message,
+                    "peer": context.peer(),
+                },
+            )
+            await context.abort_with_status(rpc_status.to_status(refusal.status()))
+            raise AssertionError("unreachable") from None  # pragma: no cover - abort raises
+        except Exception:  # a bug in authentication: fail closed, say nothing revealing
+            log.exception("authentication failed unexpectedly", extra={"rpc": method})
+            internal = Rejected(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+            await context.abort_with_status(rpc_status.to_status(internal.status()))
+            raise AssertionError("unreachable") from None  # pragma: no cover - abort raises
+        return self._var.set(principal)
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        enter, var = self._enter, self._var
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = await enter(context, method)
+                try:
+                    return await _maybe_await(inner_uu(request, context))
+                finally:
+                    var.reset(token)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = await enter(context, method)
+                try:
+                    return await _maybe_await(inner_su(requests, context))
+                finally:
+                    var.reset(token)
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
+        inner_stream = handler.unary_stream if handler.unary_stream is not None else handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            token = await enter(context, method)
+            try:
+                result = inner_stream(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                elif hasattr(result, "__iter__"):  # a synchronous generator
+                    for item in result:
+                        yield item
+                else:  # a servicer that writes with context.write and returns nothing
+                    await _maybe_await(result)
+            finally:
+                var.reset(token)
+
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(streaming, **options)
+        return grpc.stream_stream_rpc_method_handler(streaming, **options)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if hasattr(value, "__await__"):
+        return await value
+    return value
