@@ -55,6 +55,17 @@ class PolicyHolder:
                 log.warning("policy refresh failed", extra={"error": str(exc)})
 
 
+async def _watch_keys(keys: KeyRing, every_s: float) -> None:
+    """Pick up keys added by ``onceonly keys rotate`` without a restart."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            if await asyncio.to_thread(keys.refresh):
+                log.info("signing key rotated", extra={"kid": keys.active.kid})
+        except Exception as exc:  # keep signing with the keys already loaded
+            log.warning("cannot re-read signing keys", extra={"error": str(exc)})
+
+
 @dataclass
 class BrokerApp:
     """A running broker and what it owns, so that it can be stopped in order."""
@@ -189,6 +200,7 @@ async def start_broker(
         raise
     app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients)
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
+    app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     log.info(
         "broker serving",
         extra={

@@ -50,10 +50,24 @@ class SigningKey:
 class KeyRing:
     """The broker's signing keys: one active, all published."""
 
-    def __init__(self, keys: list[SigningKey]):
+    def __init__(self, keys: list[SigningKey], directory: Path | None = None):
         if not keys:
             raise ValueError("a key ring needs at least one key")
         self._keys = keys
+        self._directory = directory
+        self._listing = _listing(directory) if directory else ()
+
+    def refresh(self) -> bool:
+        """Re-read the key directory if keys were added (``onceonly keys rotate``); return whether it changed.
+
+        Keys are only ever added: every public key stays in the JWKS, so attestations signed
+        before a rotation keep verifying for as long as the directory keeps their key.
+        """
+        if self._directory is None or _listing(self._directory) == self._listing:
+            return False
+        fresh = KeyRing.from_directory(self._directory)
+        self._keys, self._listing = fresh._keys, fresh._listing
+        return True
 
     @property
     def active(self) -> SigningKey:
@@ -93,7 +107,7 @@ class KeyRing:
             if not isinstance(key, Ed25519PrivateKey):
                 raise ValueError(f"{path} is not an Ed25519 private key")
             keys.append(SigningKey(key, public_jwk(key.public_key())))
-        return cls(keys)
+        return cls(keys, directory)
 
     @staticmethod
     def add_key(directory: Path) -> Path:
@@ -111,13 +125,16 @@ class KeyRing:
         return path
 
 
+def _listing(directory: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in directory.glob("*.pem")))
+
+
 class AttestationSigner:
     """Signs attestation payloads with the key ring's active key."""
 
     def __init__(self, keys: KeyRing, issuer: str):
         self.keys = keys
         self.issuer = issuer
-        self._headers = {"kid": keys.active.kid, "typ": ATTESTATION_TYPE}
 
     def sign(self, payload: Mapping[str, Any]) -> str:
         """Compact JWS over ``payload`` with ``iss`` added."""
@@ -125,5 +142,5 @@ class AttestationSigner:
             {"iss": self.issuer, **payload},
             self.keys.active.private_key,
             algorithm="EdDSA",
-            headers=self._headers,
+            headers={"kid": self.keys.active.kid, "typ": ATTESTATION_TYPE},
         )

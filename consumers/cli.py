@@ -537,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(
         handler=cmd_demo
     )
+    from broker.admin import add_admin_commands
+
+    add_admin_commands(sub)
     return parser
 
 

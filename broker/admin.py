@@ -1,0 +1,124 @@
+"""Operator commands that work on the broker's database and keys directly.
+
+    onceonly ledger verify            exit 0 on an intact ledger, 1 naming the first bad record
+    onceonly ledger purge --older-than-days N
+    onceonly keys rotate              add a signing key; the running broker switches to it
+
+They read the same configuration as the broker (``ONCEONLY_DATABASE_URL``, ``ONCEONLY_VAR_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import BrokerConfig
+
+# The database and crypto modules are imported by the commands themselves, so that merely
+# building the ``onceonly`` parser stays quick for every other command.
+
+
+def add_admin_commands(sub: Any) -> None:
+    """Register ``ledger`` and ``keys`` on the ``onceonly`` parser's subcommands."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="database URL (ONCEONLY_DATABASE_URL)")
+        p.add_argument(
+            "--var-dir", type=Path, help="state directory with keys/ (ONCEONLY_VAR_DIR; default var)"
+        )
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    ledger = sub.add_parser("ledger", help="verify or purge the trace ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="recompute every hash chain and check every checkpoint")
+    common(verify)
+    verify.set_defaults(handler=cmd_ledger_verify)
+    purge = ledger_sub.add_parser("purge", help="remove records older than the retention period")
+    common(purge)
+    purge.add_argument("--older-than-days", type=int, required=True, help="retention period in days")
+    purge.set_defaults(handler=cmd_ledger_purge)
+
+    keys = sub.add_parser("keys", help="manage the broker's signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a new signing key; older keys stay published")
+    common(rotate)
+    rotate.set_defaults(handler=cmd_keys_rotate)
+
+
+def _config(args: argparse.Namespace) -> BrokerConfig:
+    return BrokerConfig.from_env(database_url=args.database_url, var_dir=args.var_dir)
+
+
+async def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from .attestation import KeyRing
+    from .chain import verify_ledger
+    from .storage import create_engine
+
+    config = _config(args)
+    keys_dir = config.keys_dir / "signing"
+    if not keys_dir.is_dir():
+        print(f"error: no signing keys in {keys_dir}; set ONCEONLY_VAR_DIR or --var-dir", file=sys.stderr)
+        return 2
+    engine = create_engine(config.effective_database_url)
+    try:
+        reports = verify_ledger(engine, KeyRing.from_directory(keys_dir).public_keys())
+    finally:
+        engine.dispose()
+    intact = all(r.intact for r in reports)
+    if args.json:
+        print(json.dumps({"intact": intact, "chains": [r.__dict__ for r in reports]}, indent=2))
+    else:
+        for r in reports:
+            state = "intact" if r.intact else "BROKEN"
+            print(
+                f"chain {r.chain_id}: {r.records} records (seq {r.first_seq}..{r.last_seq}), "
+                f"{r.checkpoints} checkpoints: {state}"
+            )
+            for problem in r.problems:
+                print(f"  {problem}")
+        total = sum(r.records for r in reports)
+        print(f"ledger {'intact' if intact else 'BROKEN'}: {total} records in {len(reports)} chain(s)")
+    return 0 if intact else 1
+
+
+async def cmd_ledger_purge(args: argparse.Namespace) -> int:
+    if args.older_than_days < 1:
+        print("error: --older-than-days must be at least 1", file=sys.stderr)
+        return 2
+    from .chain import purge_before
+    from .storage import create_engine, init_schema
+
+    config = _config(args)
+    engine = create_engine(config.effective_database_url)
+    try:
+        init_schema(engine)
+        result = purge_before(engine, datetime.now(UTC) - timedelta(days=args.older_than_days))
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"records": result.records, "replies": result.replies, "anchors": result.anchors}))
+    else:
+        print(f"purged {result.records} records and {result.replies} stored replies")
+        for chain_id, seq in result.anchors.items():
+            print(f"  chain {chain_id}: now starts after the checkpoint at seq {seq}")
+    return 0
+
+
+async def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from .attestation import KeyRing
+
+    config = _config(args)
+    directory = config.keys_dir / "signing"
+    KeyRing.from_directory(directory)  # make sure a first key exists before adding the next
+    path = KeyRing.add_key(directory)
+    ring = KeyRing.from_directory(directory)
+    if args.json:
+        print(json.dumps({"active_kid": ring.active.kid, "kids": [k["kid"] for k in ring.jwks()["keys"]]}))
+    else:
+        print(f"new signing key {ring.active.kid} ({path.name}); {len(ring.jwks()['keys'])} keys published")
+        print("a running broker switches to it within its refresh interval (ONCEONLY_POLICY_REFRESH_S)")
+    return 0
