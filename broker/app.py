@@ -11,9 +11,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from onceonly import telemetry
+from onceonly.evidence import EvidenceVerifier
 from onceonly.pki import ClientTls, TlsConfig
 from onceonly.serving import Listener, RunningServer, require_loopback, run_until_signal, start_server
-from onceonly.v1 import broker_pb2_grpc
+from onceonly.v1 import broker_pb2_grpc, oversight_pb2_grpc
 
 from .agreements import PolicyStore
 from .attestation import AttestationSigner, KeyRing
@@ -23,6 +24,9 @@ from .chain import CHECKPOINT_TYPE, chain_id_for
 from .config import BrokerConfig
 from .grpc_api import SERVICE_NAME, BrokerServicer
 from .ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from .oversight import OversightService
+from .oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
+from .oversight_api import OversightServicer
 from .policy import Policy
 from .providers import GrpcProviderClient, ProviderClient
 from .service import ServiceSettings, VerificationService
@@ -170,24 +174,32 @@ async def start_broker(
             for pid, target in config.providers.items()
             if pid in catalog.providers
         }
+    pseudonymiser = SubjectPseudonymiser.from_key_file(config.keys_dir / "ledger.key")
     service = VerificationService(
         catalog=catalog,
         policy=policy,
         providers=provider_clients,
         signer=AttestationSigner(keys, config.issuer),
         ledger=ledger,
-        pseudonymiser=SubjectPseudonymiser.from_key_file(config.keys_dir / "ledger.key"),
+        pseudonymiser=pseudonymiser,
         settings=ServiceSettings(
             provider_timeout_s=config.provider_timeout_ms / 1000,
             attestation_ttl=timedelta(seconds=config.attestation_ttl_s),
         ),
+        # With the platform PKI, every provider answer must carry the provider's signature.
+        evidence=None if secured.tls is None else EvidenceVerifier.from_ca_file(secured.tls.ca),
     )
     try:
         states = await service.check_providers()
         server = await start_server(
             config.listen,
-            [lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s)],
-            [SERVICE_NAME],
+            [
+                lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
+                lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
+                    OversightServicer(OversightService(engine, ledger, pseudonymiser)), s
+                ),
+            ],
+            [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],
             tls=secured.tls,
             also=secured.listeners,
             interceptors=[AuthInterceptor(secured.tokens, insecure=config.insecure)],

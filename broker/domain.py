@@ -108,6 +108,7 @@ class CheckOutcome:
     attestation: str | None = None
     detail: str = ""
     latency_ms: int = 0
+    evidence: str = ""  # the provider's signed evidence, checked before attesting
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class TracedOutcome:
     provider_id: str
     status: CheckStatus
     latency_ms: int
+    evidence_digest: str = ""  # SHA-256 of the provider's evidence: binds the trace to it
 
 
 @dataclass(frozen=True, slots=True)

@@ -478,6 +478,7 @@ def _trace_values(r: TraceRecord) -> dict[str, Any]:
                     "provider_id": o.provider_id,
                     "status": o.status.value,
                     "latency_ms": o.latency_ms,
+                    **({"evidence_sha256": o.evidence_digest} if o.evidence_digest else {}),
                 }
                 for o in r.outcomes
             ]
@@ -508,7 +509,11 @@ def _trace_from_row(m: Any) -> TraceRecord:
         denial_detail=m["denial_detail"],
         outcomes=tuple(
             TracedOutcome(
-                o["certificate_type_id"], o["provider_id"], CheckStatus(o["status"]), o["latency_ms"]
+                o["certificate_type_id"],
+                o["provider_id"],
+                CheckStatus(o["status"]),
+                o["latency_ms"],
+                o.get("evidence_sha256", ""),
             )
             for o in json.loads(m["outcomes"])
         ),

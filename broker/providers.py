@@ -54,6 +54,7 @@ class ProviderQuery:
 class ProviderAnswer:
     found: bool
     claims: Mapping[str, Any]
+    evidence: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,10 +180,10 @@ class GrpcProviderClient(ProviderClient):
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
         if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:
-            return ProviderAnswer(False, {})
+            return ProviderAnswer(False, {}, reply.evidence)
         if reply.result != provider_pb2.AttestResponse.RESULT_FOUND:
             raise ProviderError("provider answered without a result")
-        return ProviderAnswer(True, {k: _plain(v) for k, v in reply.claims.fields.items()})
+        return ProviderAnswer(True, {k: _plain(v) for k, v in reply.claims.fields.items()}, reply.evidence)
 
     async def close(self) -> None:
         await self._channel.close()

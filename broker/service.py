@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from onceonly import telemetry
+from onceonly.evidence import EvidenceError, evidence_claims, evidence_digest
 from onceonly.fields import normalise_claims
 
 from .attestation import AttestationSigner
@@ -40,7 +41,7 @@ from .domain import (
     Violation,
 )
 from .errors import CatalogError, DuplicateRequest, LedgerUnavailable, PolicyDenied
-from .providers import ProviderClient, ProviderDescription, ProviderError, ProviderQuery
+from .providers import ProviderAnswer, ProviderClient, ProviderDescription, ProviderError, ProviderQuery
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ class Ledger(Protocol):
 
 class Pseudonymiser(Protocol):
     def pseudonym(self, subject_key: str) -> str: ...
+
+
+class EvidenceCheck(Protocol):
+    """Checks a provider's signed evidence (see ``onceonly.evidence.EvidenceVerifier``)."""
+
+    def verify(self, token: str, provider_id: str, expected: Mapping[str, Any]) -> None: ...
 
 
 class PolicyCheck(Protocol):
@@ -127,6 +134,7 @@ class VerificationService:
         ledger: Ledger,
         pseudonymiser: Pseudonymiser,
         settings: ServiceSettings | None = None,
+        evidence: EvidenceCheck | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.catalog = catalog
@@ -136,6 +144,7 @@ class VerificationService:
         self._ledger = ledger
         self._pseudonymiser = pseudonymiser
         self.settings = settings or ServiceSettings()
+        self._evidence = evidence
         self._clock = clock
         self._recent: OrderedDict[tuple[str, str], StoredReply] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -331,6 +340,16 @@ class VerificationService:
                 latency_ms=_ms(started),
             )
         latency = _ms(started)
+        if self._evidence is not None:
+            problem = self._evidence_problem(answer, check, request, trace_id, provider_id)
+            if problem:
+                return CheckOutcome(
+                    check.certificate_type_id,
+                    provider_id,
+                    CheckStatus.ERROR,
+                    detail=f"provider evidence rejected: {problem}",
+                    latency_ms=latency,
+                )
         if not answer.found:
             return CheckOutcome(
                 check.certificate_type_id,
@@ -338,6 +357,7 @@ class VerificationService:
                 CheckStatus.SUBJECT_NOT_FOUND,
                 detail="the provider holds no record of the subject",
                 latency_ms=latency,
+                evidence=answer.evidence,
             )
         try:
             claims = normalise_claims(definition.claims, answer.claims)
@@ -349,15 +369,44 @@ class VerificationService:
                 detail=f"provider answered malformed claims: {exc}",
                 latency_ms=latency,
             )
-        attestation = self._signer.sign(self._payload(request, trace_id, now, check, provider_id, claims))
+        payload = self._payload(request, trace_id, now, check, provider_id, claims)
+        if answer.evidence:
+            payload["provider_evidence_sha256"] = evidence_digest(answer.evidence)
         return CheckOutcome(
             check.certificate_type_id,
             provider_id,
             CheckStatus.VERIFIED,
             claims=claims,
-            attestation=attestation,
+            attestation=self._signer.sign(payload),
             latency_ms=latency,
+            evidence=answer.evidence,
         )
+
+    def _evidence_problem(
+        self,
+        answer: ProviderAnswer,
+        check: CheckRequest,
+        request: VerificationRequest,
+        trace_id: str,
+        provider_id: str,
+    ) -> str:
+        """Why the provider's signed evidence is not acceptable ("" when it is)."""
+        assert self._evidence is not None
+        expected = evidence_claims(
+            request_id=request.request_id,
+            trace_id=trace_id,
+            certificate_type_id=check.certificate_type_id,
+            subject=request.subject.key(),
+            parameters=check.parameters,
+            found=answer.found,
+            claims=answer.claims,
+        )
+        try:
+            self._evidence.verify(answer.evidence, provider_id, expected)
+        except EvidenceError as exc:
+            log.warning("provider evidence rejected", extra={"provider": provider_id, "error": str(exc)})
+            return str(exc)
+        return ""
 
     def _payload(
         self,
@@ -420,7 +469,14 @@ class VerificationService:
             denial_reason=violations[0].reason if violations else None,
             denial_detail="; ".join(v.description for v in violations),
             outcomes=tuple(
-                TracedOutcome(o.certificate_type_id, o.provider_id, o.status, o.latency_ms) for o in outcomes
+                TracedOutcome(
+                    o.certificate_type_id,
+                    o.provider_id,
+                    o.status,
+                    o.latency_ms,
+                    evidence_digest(o.evidence) if o.evidence else "",
+                )
+                for o in outcomes
             ),
             duration_ms=_ms(started),
         )
@@ -471,6 +527,7 @@ def _encode_result(result: VerifyResult) -> bytes:
                     o.status.value,
                     o.claims,
                     o.attestation,
+                    o.evidence,
                     o.detail,
                     o.latency_ms,
                 ]
@@ -483,8 +540,8 @@ def _encode_result(result: VerifyResult) -> bytes:
 
 def _decode_result(data: Mapping[str, Any]) -> VerifyResult:
     outcomes = tuple(
-        CheckOutcome(cid, pid, CheckStatus(status), claims, attestation, detail, latency)
-        for cid, pid, status, claims, attestation, detail, latency in data["outcomes"]
+        CheckOutcome(cid, pid, CheckStatus(status), claims, attestation, detail, latency, evidence)
+        for cid, pid, status, claims, attestation, evidence, detail, latency in data["outcomes"]
     )
     return VerifyResult(
         data["request_id"], data["trace_id"], outcomes, datetime.fromisoformat(data["decided_at"])

@@ -62,6 +62,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from onceonly import identity
+from onceonly.evidence import EvidenceSigner, evidence_claims
 from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
 from onceonly.guard import (
     INSECURE_ROLE_HEADER,
@@ -197,10 +198,11 @@ def field_spec_to_proto(spec: FieldSpec) -> common_pb2.FieldSpec:
 class ProviderServicer(provider_pb2_grpc.ProviderServicer):
     """The gRPC ``Provider`` service around one :class:`ProviderAdapter`."""
 
-    def __init__(self, adapter: ProviderAdapter) -> None:
+    def __init__(self, adapter: ProviderAdapter, evidence: EvidenceSigner | None = None) -> None:
         if not getattr(adapter, "provider_id", "") or not getattr(adapter, "name", ""):
             raise ValueError("a provider adapter needs a non-empty provider_id and name")
         self._adapter = adapter
+        self._evidence = evidence
         supported: dict[str, CertificateTypeSupport] = {}
         for support in adapter.certificate_types():
             if support.certificate_type_id in supported:
@@ -261,7 +263,10 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         try:
             claims = await self._adapter.attest(query)
         except SubjectNotFound:
-            return provider_pb2.AttestResponse(result=provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND)
+            return provider_pb2.AttestResponse(
+                result=provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND,
+                evidence=self._sign(request, query, False, {}),
+            )
         except InvalidQuery as exc:
             raise _Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT, f"parameter {exc.field}: {exc.message}"
@@ -280,7 +285,29 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
             raise _Refusal(grpc.StatusCode.INTERNAL, f"adapter returned invalid claims: {exc}") from None
         struct = struct_pb2.Struct()
         struct.update(checked)
-        return provider_pb2.AttestResponse(result=provider_pb2.AttestResponse.RESULT_FOUND, claims=struct)
+        return provider_pb2.AttestResponse(
+            result=provider_pb2.AttestResponse.RESULT_FOUND,
+            claims=struct,
+            evidence=self._sign(request, query, True, checked),
+        )
+
+    def _sign(
+        self, request: provider_pb2.AttestRequest, query: AttestQuery, found: bool, claims: Mapping[str, Any]
+    ) -> str:
+        """This provider's signature over the question and its answer (empty in insecure mode)."""
+        if self._evidence is None:
+            return ""
+        return self._evidence.sign(
+            evidence_claims(
+                request_id=request.request_id,
+                trace_id=request.trace_id,
+                certificate_type_id=request.certificate_type_id,
+                subject=f"{query.document_type}:{query.document_number}",
+                parameters=dict(request.parameters),
+                found=found,
+                claims=claims,
+            )
+        )
 
     def _query(self, request: provider_pb2.AttestRequest, support: CertificateTypeSupport) -> AttestQuery:
         kind = _DOCUMENT_TYPES.get(request.subject.document_type)
@@ -381,7 +408,7 @@ async def start_provider(
     if insecure:
         require_loopback(bind, f"provider {adapter.provider_id!r} in insecure mode")
         log.warning("INSECURE MODE: plaintext, for local development only", extra={"listen": bind})
-    servicer = ProviderServicer(adapter)
+    servicer = ProviderServicer(adapter, EvidenceSigner.from_tls(tls) if tls is not None else None)
     running = await start_server(
         bind,
         [lambda server: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, server)],

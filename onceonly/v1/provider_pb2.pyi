@@ -61,7 +61,7 @@ class AttestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., certificate_type_id: _Optional[str] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., consumer_organization_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
-    __slots__ = ("result", "claims")
+    __slots__ = ("result", "claims", "evidence")
     class Result(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RESULT_UNSPECIFIED: _ClassVar[AttestResponse.Result]
@@ -72,6 +72,8 @@ class AttestResponse(_message.Message):
     RESULT_SUBJECT_NOT_FOUND: AttestResponse.Result
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     result: AttestResponse.Result
     claims: _struct_pb2.Struct
-    def __init__(self, result: _Optional[_Union[AttestResponse.Result, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    evidence: str
+    def __init__(self, result: _Optional[_Union[AttestResponse.Result, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., evidence: _Optional[str] = ...) -> None: ...

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 
 from broker.app import BrokerApp
 from consumers.client import AlreadyExists, BrokerClient
+from onceonly.evidence import EvidenceSigner, evidence_claims
 from onceonly.serving import start_server
 from onceonly.v1 import broker_pb2, provider_pb2, provider_pb2_grpc
 from providers import synthetic
@@ -116,12 +117,29 @@ class _WrongClaimsAdapter(WrappedAdapter):
 
 
 class _WireMalformedServicer(ProviderServicer):
-    """A provider that puts malformed claims on the wire, bypassing the SDK's own checks."""
+    """A provider that puts malformed claims on the wire, bypassing the SDK's own checks
+    (and signing them, so that it is the claims the broker refuses, not the evidence)."""
 
     async def Attest(self, request, context):
+        values = {"compliant": "yes", "secret_income": 12345}
         claims = struct_pb2.Struct()
-        claims.update({"compliant": "yes", "secret_income": 12345})
-        return provider_pb2.AttestResponse(result=provider_pb2.AttestResponse.RESULT_FOUND, claims=claims)
+        claims.update(values)
+        evidence = self.signer.sign(
+            evidence_claims(
+                request_id=request.request_id,
+                trace_id=request.trace_id,
+                certificate_type_id=request.certificate_type_id,
+                subject=f"DNI:{request.subject.document_number}"
+                if request.subject.document_type == 1
+                else f"NIE:{request.subject.document_number}",
+                parameters=dict(request.parameters),
+                found=True,
+                claims=values,
+            )
+        )
+        return provider_pb2.AttestResponse(
+            result=provider_pb2.AttestResponse.RESULT_FOUND, claims=claims, evidence=evidence
+        )
 
 
 async def test_malformed_claims_from_the_adapter_are_an_error_without_attestation(platform: Platform) -> None:
@@ -140,6 +158,7 @@ async def test_malformed_claims_on_the_wire_are_an_error_without_attestation(pla
     await platform.start_provider(reference_adapter("registry"))
     await platform.start_provider(reference_adapter("employment"))
     servicer = _WireMalformedServicer(reference_adapter("tax"))
+    servicer.signer = EvidenceSigner.from_tls(platform.pki.server_tls("tax"))
     tax = await start_server(
         "127.0.0.1:0",
         [lambda s: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, s)],

@@ -1,0 +1,292 @@
+"""The Oversight gRPC service: protobuf ⇄ :mod:`broker.oversight`, errors through ``status_for``.
+
+Who may call what is decided from :func:`broker.auth.current_principal` (see
+:func:`broker.oversight.scope_for`); every refusal and failure leaves through
+:func:`broker.grpc_api.abort`, like the Broker service's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
+from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
+
+from .auth import current_principal
+from .domain import CheckStatus, Decision, DocumentType, LegalBasis, LegalBasisKind, SubjectId, TraceRecord
+from .errors import FieldViolation, InvalidRequest
+from .grpc_api import abort
+from .oversight import Grouping, OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = oversight_pb2.DESCRIPTOR.services_by_name["Oversight"].full_name
+
+_DOC_TYPES = {
+    common_pb2.DOCUMENT_TYPE_DNI: (DocumentType.DNI, validate_dni),
+    common_pb2.DOCUMENT_TYPE_NIE: (DocumentType.NIE, validate_nie),
+    common_pb2.DOCUMENT_TYPE_PASSPORT: (DocumentType.PASSPORT, validate_passport),
+}
+_DOC_TO_PROTO = {kind: number for number, (kind, _) in _DOC_TYPES.items()}
+_BASES = {
+    common_pb2.LEGAL_BASIS_KIND_LAW: LegalBasisKind.LAW,
+    common_pb2.LEGAL_BASIS_KIND_CONSENT: LegalBasisKind.CONSENT,
+}
+_BASES_TO_PROTO = {v: k for k, v in _BASES.items()}
+_DECISIONS = {
+    Decision.GRANTED: oversight_pb2.DECISION_GRANTED,
+    Decision.DENIED: oversight_pb2.DECISION_DENIED,
+}
+_GROUPINGS = {
+    oversight_pb2.USAGE_GROUPING_PROVIDER: Grouping.PROVIDER,
+    oversight_pb2.USAGE_GROUPING_CONSUMER: Grouping.CONSUMER,
+    oversight_pb2.USAGE_GROUPING_PROCEDURE: Grouping.PROCEDURE,
+}
+_GROUPINGS_TO_PROTO = {v: k for k, v in _GROUPINGS.items()}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --- protobuf → domain ----------------------------------------------------------------------
+
+
+def _time(
+    msg: oversight_pb2.TraceFilter | oversight_pb2.GetUsageRequest | oversight_pb2.GetResidentReportRequest,
+    name: str,
+) -> dt.datetime | None:
+    if not msg.HasField(name):  # type: ignore[arg-type]
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(msg, name)
+    return stamp.ToDatetime(tzinfo=dt.UTC)
+
+
+def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:
+    kind = None
+    if msg.legal_basis_kind != common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED:
+        kind = _BASES.get(msg.legal_basis_kind)
+        if kind is None:
+            raise InvalidRequest([FieldViolation("filter.legal_basis_kind", "must be LAW or CONSENT")])
+    return TraceFilter(
+        since=_time(msg, "since"),
+        until=_time(msg, "until"),
+        consumer_organization_id=msg.consumer_organization_id.strip(),
+        officer_id=msg.officer_id.strip(),
+        procedure_code=msg.procedure_code.strip(),
+        legal_basis_kind=kind,
+        provider_id=msg.provider_id.strip(),
+        certificate_type_id=msg.certificate_type_id.strip(),
+        outcome=msg.outcome.strip().upper(),
+    )
+
+
+def _text(bad: list[FieldViolation], field: str, value: str, max_len: int) -> str:
+    if not value.strip():
+        bad.append(FieldViolation(field, "is required"))
+    elif len(value) > max_len:
+        bad.append(FieldViolation(field, f"is longer than {max_len} characters"))
+    elif _CONTROL.search(value):
+        bad.append(FieldViolation(field, "contains control characters"))
+    return value.strip()
+
+
+def report_arguments(
+    msg: oversight_pb2.GetResidentReportRequest,
+) -> tuple[SubjectId, str, LegalBasis, str]:
+    """Subject, purpose, legal basis and case file; ``InvalidRequest`` names each bad field."""
+    bad: list[FieldViolation] = []
+    subject = None
+    if not msg.HasField("subject"):
+        bad.append(FieldViolation("subject", "is required"))
+    elif msg.subject.document_type not in _DOC_TYPES:
+        bad.append(FieldViolation("subject.document_type", "must be DNI, NIE or PASSPORT"))
+    elif len(msg.subject.document_number) > 32:
+        bad.append(FieldViolation("subject.document_number", "is longer than 32 characters"))
+    else:
+        kind, validate = _DOC_TYPES[msg.subject.document_type]
+        try:
+            subject = SubjectId(kind, validate(msg.subject.document_number))
+        except InvalidDocument as exc:
+            bad.append(FieldViolation("subject.document_number", str(exc)))
+    purpose = _text(bad, "purpose", msg.purpose, 500)
+    basis_kind = _BASES.get(msg.legal_basis.kind)
+    if basis_kind is None:
+        bad.append(FieldViolation("legal_basis.kind", "must be LAW or CONSENT"))
+    reference = _text(bad, "legal_basis.reference", msg.legal_basis.reference, 200)
+    case_file = msg.case_file_id.strip()
+    if len(case_file) > 64 or _CONTROL.search(case_file):
+        bad.append(FieldViolation("case_file_id", "must be at most 64 printable characters"))
+    since, until = _time(msg, "since"), _time(msg, "until")
+    if since is not None and until is not None and since >= until:
+        bad.append(FieldViolation("until", "must be later than since"))
+    if bad:
+        raise InvalidRequest(bad)
+    assert subject is not None and basis_kind is not None
+    return subject, purpose, LegalBasis(basis_kind, reference), case_file
+
+
+# --- domain → protobuf ----------------------------------------------------------------------
+
+
+def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _denial(record: TraceRecord) -> common_pb2.DenialReason:
+    if record.denial_reason is None:
+        return common_pb2.DENIAL_REASON_UNSPECIFIED
+    return getattr(common_pb2, f"DENIAL_REASON_{record.denial_reason.value}")  # type: ignore[no-any-return]
+
+
+def _status(status: CheckStatus) -> broker_pb2.CheckStatus:
+    return getattr(broker_pb2, f"CHECK_STATUS_{status.value}")  # type: ignore[no-any-return]
+
+
+def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
+    r = entry.record
+    return oversight_pb2.TraceEntry(
+        trace_id=r.trace_id,
+        request_id=r.request_id,
+        created_at=_stamp(r.created_at),
+        consumer=common_pb2.Consumer(
+            organization_id=r.consumer_organization_id, unit=r.consumer_unit, officer_id=r.officer_id
+        ),
+        purpose=common_pb2.Purpose(
+            procedure_code=r.procedure_code, purpose_text=r.purpose_text, case_file_id=r.case_file_id
+        ),
+        legal_basis=common_pb2.LegalBasis(
+            kind=_BASES_TO_PROTO[r.legal_basis_kind], reference=r.legal_basis_reference
+        ),
+        subject_document_type=_DOC_TO_PROTO[r.subject_document_type],
+        certificate_type_ids=list(r.certificate_type_ids),
+        decision=_DECISIONS[r.decision],
+        denial_reason=_denial(r),
+        denial_detail=r.denial_detail,
+        checks=[
+            oversight_pb2.TracedCheck(
+                certificate_type_id=o.certificate_type_id,
+                provider_id=o.provider_id,
+                status=_status(o.status),
+                latency_ms=o.latency_ms,
+            )
+            for o in r.outcomes
+        ],
+        duration_ms=r.duration_ms,
+        chain_id=entry.chain_id,
+        seq=entry.seq,
+    )
+
+
+def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
+    r = access.record
+    return oversight_pb2.ResidentAccess(
+        trace_id=r.trace_id,
+        created_at=_stamp(r.created_at),
+        consumer_organization_id=r.consumer_organization_id,
+        consumer_organization_name=access.organisation_name,
+        consumer_unit=r.consumer_unit,
+        procedure_code=r.procedure_code,
+        purpose_text=r.purpose_text,
+        legal_basis=common_pb2.LegalBasis(
+            kind=_BASES_TO_PROTO[r.legal_basis_kind], reference=r.legal_basis_reference
+        ),
+        certificate_type_ids=list(r.certificate_type_ids),
+        decision=_DECISIONS[r.decision],
+        denial_reason=_denial(r),
+    )
+
+
+# --- the servicer ---------------------------------------------------------------------------
+
+
+class OversightServicer(oversight_pb2_grpc.OversightServicer):
+    """gRPC face of :class:`OversightService`."""
+
+    def __init__(self, service: OversightService):
+        self._service = service
+
+    async def ListTraces(
+        self, request: oversight_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
+    ) -> oversight_pb2.ListTracesResponse:
+        try:
+            scope = scope_for(current_principal(), "ListTraces", provider_allowed=True)
+            page = await self._service.list_traces(
+                trace_filter(request.filter),
+                scope,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return oversight_pb2.ListTracesResponse(
+                traces=[trace_message(e) for e in page.entries], next_page_token=page.next_page_token
+            )
+        except Exception as exc:  # every failure leaves through the one table
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def GetUsage(
+        self, request: oversight_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> oversight_pb2.Usage:
+        try:
+            scope = scope_for(current_principal(), "GetUsage", provider_allowed=True)
+            grouping = _GROUPINGS.get(request.group_by)
+            if grouping is None:
+                raise InvalidRequest([FieldViolation("group_by", "must be PROVIDER, CONSUMER or PROCEDURE")])
+            table = await self._service.usage(
+                grouping, scope, since=_time(request, "since"), until=_time(request, "until")
+            )
+            return oversight_pb2.Usage(
+                group_by=_GROUPINGS_TO_PROTO[table.grouping],
+                rows=[
+                    oversight_pb2.UsageRow(
+                        key=row.key,
+                        total=row.total,
+                        counts=dict(row.counts),
+                        latency_p50_ms=row.latency_p50_ms,
+                        latency_p90_ms=row.latency_p90_ms,
+                        latency_p99_ms=row.latency_p99_ms,
+                    )
+                    for row in table.rows
+                ],
+                traces_scanned=table.traces_scanned,
+            )
+        except Exception as exc:
+            await abort(context, exc)
+            raise
+
+    async def GetResidentReport(
+        self, request: oversight_pb2.GetResidentReportRequest, context: grpc.aio.ServicerContext
+    ) -> oversight_pb2.ResidentReport:
+        try:
+            principal = current_principal()
+            scope_for(principal, "GetResidentReport", provider_allowed=False)
+            assert principal is not None
+            subject, purpose, basis, case_file = report_arguments(request)
+            report = await self._service.resident_report(
+                principal,
+                subject,
+                purpose,
+                basis,
+                case_file_id=case_file,
+                since=_time(request, "since"),
+                until=_time(request, "until"),
+            )
+            log.info(
+                "resident report consulted",
+                extra={
+                    "event": "oversight",
+                    "org": principal.organization_id,
+                    "trace_id": report.report_trace_id,
+                    "accesses": len(report.accesses),
+                },
+            )
+            return oversight_pb2.ResidentReport(
+                accesses=[access_message(a) for a in report.accesses], report_trace_id=report.report_trace_id
+            )
+        except Exception as exc:
+            await abort(context, exc)
+            raise

@@ -1,0 +1,212 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from onceonly.v1 import broker_pb2 as _broker_pb2
+from onceonly.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_GRANTED: _ClassVar[Decision]
+    DECISION_DENIED: _ClassVar[Decision]
+
+class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUPING_UNSPECIFIED: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_PROVIDER: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_CONSUMER: _ClassVar[UsageGrouping]
+    USAGE_GROUPING_PROCEDURE: _ClassVar[UsageGrouping]
+DECISION_UNSPECIFIED: Decision
+DECISION_GRANTED: Decision
+DECISION_DENIED: Decision
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping
+USAGE_GROUPING_PROVIDER: UsageGrouping
+USAGE_GROUPING_CONSUMER: UsageGrouping
+USAGE_GROUPING_PROCEDURE: UsageGrouping
+
+class TraceFilter(_message.Message):
+    __slots__ = ("since", "until", "consumer_organization_id", "officer_id", "procedure_code", "legal_basis_kind", "provider_id", "certificate_type_id", "outcome")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_KIND_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    consumer_organization_id: str
+    officer_id: str
+    procedure_code: str
+    legal_basis_kind: _common_pb2.LegalBasisKind
+    provider_id: str
+    certificate_type_id: str
+    outcome: str
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., officer_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ..., provider_id: _Optional[str] = ..., certificate_type_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ListTracesRequest(_message.Message):
+    __slots__ = ("filter", "page_size", "page_token")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    filter: TraceFilter
+    page_size: int
+    page_token: str
+    def __init__(self, filter: _Optional[_Union[TraceFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class TracedCheck(_message.Message):
+    __slots__ = ("certificate_type_id", "provider_id", "status", "latency_ms")
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    certificate_type_id: str
+    provider_id: str
+    status: _broker_pb2.CheckStatus
+    latency_ms: int
+    def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[_broker_pb2.CheckStatus, str]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+
+class TraceEntry(_message.Message):
+    __slots__ = ("trace_id", "request_id", "created_at", "consumer", "purpose", "legal_basis", "subject_document_type", "certificate_type_ids", "decision", "denial_reason", "denial_detail", "checks", "duration_ms", "chain_id", "seq")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_DOCUMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    request_id: str
+    created_at: _timestamp_pb2.Timestamp
+    consumer: _common_pb2.Consumer
+    purpose: _common_pb2.Purpose
+    legal_basis: _common_pb2.LegalBasis
+    subject_document_type: _common_pb2.DocumentType
+    certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
+    decision: Decision
+    denial_reason: _common_pb2.DenialReason
+    denial_detail: str
+    checks: _containers.RepeatedCompositeFieldContainer[TracedCheck]
+    duration_ms: int
+    chain_id: str
+    seq: int
+    def __init__(self, trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject_document_type: _Optional[_Union[_common_pb2.DocumentType, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., denial_detail: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[TracedCheck, _Mapping]]] = ..., duration_ms: _Optional[int] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class ListTracesResponse(_message.Message):
+    __slots__ = ("traces", "next_page_token")
+    TRACES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    traces: _containers.RepeatedCompositeFieldContainer[TraceEntry]
+    next_page_token: str
+    def __init__(self, traces: _Optional[_Iterable[_Union[TraceEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("since", "until", "group_by")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    group_by: UsageGrouping
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("key", "total", "counts", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    total: int
+    counts: _containers.ScalarMap[str, int]
+    latency_p50_ms: int
+    latency_p90_ms: int
+    latency_p99_ms: int
+    def __init__(self, key: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., latency_p50_ms: _Optional[int] = ..., latency_p90_ms: _Optional[int] = ..., latency_p99_ms: _Optional[int] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("group_by", "rows", "traces_scanned")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRACES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    group_by: UsageGrouping
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    traces_scanned: int
+    def __init__(self, group_by: _Optional[_Union[UsageGrouping, str]] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., traces_scanned: _Optional[int] = ...) -> None: ...
+
+class GetResidentReportRequest(_message.Message):
+    __slots__ = ("subject", "purpose", "legal_basis", "case_file_id", "since", "until")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    CASE_FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    subject: _common_pb2.Subject
+    purpose: str
+    legal_basis: _common_pb2.LegalBasis
+    case_file_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., case_file_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ResidentAccess(_message.Message):
+    __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_UNIT_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    created_at: _timestamp_pb2.Timestamp
+    consumer_organization_id: str
+    consumer_organization_name: str
+    consumer_unit: str
+    procedure_code: str
+    purpose_text: str
+    legal_basis: _common_pb2.LegalBasis
+    certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
+    decision: Decision
+    denial_reason: _common_pb2.DenialReason
+    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., consumer_unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ...) -> None: ...
+
+class ResidentReport(_message.Message):
+    __slots__ = ("accesses", "report_trace_id")
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    accesses: _containers.RepeatedCompositeFieldContainer[ResidentAccess]
+    report_trace_id: str
+    def __init__(self, accesses: _Optional[_Iterable[_Union[ResidentAccess, _Mapping]]] = ..., report_trace_id: _Optional[str] = ...) -> None: ...
