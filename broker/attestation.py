@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from onceonly.jose import CompactSigner
 
 ATTESTATION_TYPE = "onceonly-attestation+jwt"
 
@@ -76,9 +77,7 @@ class KeyRing:
     def sign(self, payload: Mapping[str, Any], typ: str) -> str:
         """Compact JWS over ``payload`` with the active key (``kid`` set, ``typ`` as given)."""
         key = self.active
-        return jwt.encode(
-            dict(payload), key.private_key, algorithm="EdDSA", headers={"kid": key.kid, "typ": typ}
-        )
+        return CompactSigner(key.private_key, {"kid": key.kid, "typ": typ}).sign(payload)
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every key's public half by ``kid``, to verify what this ring signed."""
@@ -135,12 +134,14 @@ class AttestationSigner:
     def __init__(self, keys: KeyRing, issuer: str):
         self.keys = keys
         self.issuer = issuer
+        self._signer: tuple[str, CompactSigner] | None = None
 
     def sign(self, payload: Mapping[str, Any]) -> str:
         """Compact JWS over ``payload`` with ``iss`` added."""
-        return jwt.encode(
-            {"iss": self.issuer, **payload},
-            self.keys.active.private_key,
-            algorithm="EdDSA",
-            headers={"kid": self.keys.active.kid, "typ": ATTESTATION_TYPE},
-        )
+        active = self.keys.active
+        if self._signer is None or self._signer[0] != active.kid:  # first use, or after a rotation
+            self._signer = (
+                active.kid,
+                CompactSigner(active.private_key, {"kid": active.kid, "typ": ATTESTATION_TYPE}),
+            )
+        return self._signer[1].sign({"iss": self.issuer, **payload})

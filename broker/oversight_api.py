@@ -21,7 +21,8 @@ from .auth import current_principal
 from .domain import CheckStatus, Decision, DocumentType, LegalBasis, LegalBasisKind, SubjectId, TraceRecord
 from .errors import FieldViolation, InvalidRequest
 from .grpc_api import abort
-from .oversight import Grouping, OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+from .oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+from .usage import Grouping
 
 log = logging.getLogger(__name__)
 

@@ -71,6 +71,7 @@ class ProviderDescription:
     provider_id: str
     name: str
     certificate_types: tuple[ProvidedType, ...]
+    evidence_certificate: str = ""
 
 
 class ProviderClient(abc.ABC):
@@ -159,6 +160,7 @@ class GrpcProviderClient(ProviderClient):
                 ProvidedType(t.certificate_type_id, _fields(t.parameters), _fields(t.claims))
                 for t in reply.certificate_types
             ),
+            reply.evidence_certificate,
         )
 
     async def attest(self, query: ProviderQuery, timeout: float) -> ProviderAnswer:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from onceonly import telemetry
-from onceonly.evidence import EvidenceError, evidence_claims, evidence_digest
+from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims, evidence_digest
 from onceonly.fields import normalise_claims
 
 from .attestation import AttestationSigner
@@ -69,6 +69,8 @@ class Pseudonymiser(Protocol):
 
 class EvidenceCheck(Protocol):
     """Checks a provider's signed evidence (see ``onceonly.evidence.EvidenceVerifier``)."""
+
+    def register(self, provider_id: str, certificate_b64: str) -> None: ...
 
     def verify(self, token: str, provider_id: str, expected: Mapping[str, Any]) -> None: ...
 
@@ -165,7 +167,9 @@ class VerificationService:
             f"{pid}: {state}" for pid, state in zip(self.catalog.providers, states, strict=True) if state
         ]
         if mismatches:
-            raise CatalogError("providers disagree with the catalog: " + "; ".join(mismatches))
+            raise CatalogError(
+                "providers failed the start-up check against the catalog: " + "; ".join(mismatches)
+            )
         return {
             pid: "ok" if self._contract[pid] == "" else "unreachable; compared on first use"
             for pid in self.catalog.providers
@@ -181,6 +185,11 @@ class VerificationService:
             log.warning("provider unreachable", extra={"provider": provider_id, "error": str(exc)})
             return ""
         problems = describe_mismatches(self.catalog, provider_id, description)
+        if self._evidence is not None:
+            try:
+                self._evidence.register(provider_id, description.evidence_certificate)
+            except EvidenceError as exc:
+                problems.append(f"evidence certificate refused: {exc}")
         self._contract[provider_id] = "; ".join(problems)
         return self._contract[provider_id] or ""
 
@@ -403,6 +412,9 @@ class VerificationService:
         )
         try:
             self._evidence.verify(answer.evidence, provider_id, expected)
+        except UnknownEvidenceCertificate as exc:
+            self._contract[provider_id] = None  # it may have a new certificate: describe it again
+            return str(exc)
         except EvidenceError as exc:
             log.warning("provider evidence rejected", extra={"provider": provider_id, "error": str(exc)})
             return str(exc)

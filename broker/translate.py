@@ -252,7 +252,6 @@ def outcome_message(outcome: CheckOutcome) -> broker_pb2.CheckOutcome:
         attestation=outcome.attestation or "",
         detail=outcome.detail,
         latency_ms=outcome.latency_ms,
-        provider_evidence=outcome.evidence,
     )
     if outcome.claims is not None:
         msg.claims.CopyFrom(_struct(outcome.claims))

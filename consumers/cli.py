@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_parser("catalog", "list certificate types").set_defaults(handler=cmd_catalog)
     client_parser("jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
-    from .oversight import add_oversight_commands
+    from .oversight_cli import add_oversight_commands
 
     add_oversight_commands(sub, client_parser)  # onceonly oversight traces|usage|resident
     sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(

@@ -129,7 +129,6 @@ class Outcome:
     attestation: str
     detail: str
     latency_ms: int
-    provider_evidence: str = ""  # the provider's own signature over its answer (JWS, x5c)
 
     @property
     def verified(self) -> bool:
@@ -264,7 +263,6 @@ def _verification(reply: broker_pb2.VerifyResponse) -> Verification:
                 o.attestation,
                 o.detail,
                 o.latency_ms,
-                o.provider_evidence,
             )
             for o in reply.outcomes
         ),

@@ -1,4 +1,4 @@
-"""The Oversight client and the ``onceonly oversight`` commands.
+"""The Oversight client: trace search, usage statistics and residents' access reports.
 
     tls = ClientTls.from_dir(Path("var/pki"), "oversight")   # an oversight body's certificate
     async with OversightClient("127.0.0.1:50051", tls=tls) as oversight:
@@ -9,25 +9,14 @@
             Subject.dni("12345678Z"), purpose="Complaint 2026/17", legal_basis=LegalBasis.law("RGPD art. 58")
         )
 
-Command line (credentials as for the other client commands; without ``--cert``, ``--token``
-or ``--insecure`` the certificate ``oversight`` in ``--tls-dir`` is used)::
-
-    onceonly oversight traces [--since ISO] [--until ISO] [--consumer ORG] [--officer ID]
-                              [--procedure CODE] [--legal-basis LAW|CONSENT] [--provider ID]
-                              [--certificate-type ID] [--outcome OUTCOME] [--limit N] [--json]
-    onceonly oversight usage --by provider|consumer|procedure [--since ISO] [--until ISO] [--json]
-    onceonly oversight resident DNI:12345678Z --purpose TEXT (--law REF | --consent REF) [--json]
+The ``onceonly oversight`` commands are in :mod:`consumers.oversight_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import datetime as dt
-import json
-import sys
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -37,7 +26,6 @@ from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grp
 
 from .client import BrokerClient, LegalBasis, Subject, broker_error
 
-DEFAULT_CERT = "oversight"
 _DOC_TYPES = {
     "DNI": common_pb2.DOCUMENT_TYPE_DNI,
     "NIE": common_pb2.DOCUMENT_TYPE_NIE,
@@ -334,258 +322,3 @@ class OversightClient(BrokerClient):
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return ResidentReport(tuple(_access(a) for a in reply.accesses), reply.report_trace_id)
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-def parse_time(text: str) -> dt.datetime:
-    """ISO 8601 date or date-time; without an offset it is UTC."""
-    try:
-        value = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def _dump(value: object) -> str:
-    return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
-
-
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def connect(args: argparse.Namespace) -> OversightClient:
-    """An Oversight client with the flags' credentials; the ``oversight`` certificate by default."""
-    from .cli import client_credentials
-
-    if not (args.cert or args.token or args.insecure):
-        args.cert = DEFAULT_CERT
-    credentials = client_credentials(args)
-    if "insecure_identity" in credentials:
-        identity = credentials["insecure_identity"]
-        credentials["insecure_identity"] = type(identity)(identity.organization_id, None, "oversight")
-    return OversightClient(args.broker, timeout=args.timeout, **credentials)
-
-
-async def _run(args: argparse.Namespace, body: Callable[[OversightClient], Any]) -> int:
-    from .cli import EXIT_INVALID, EXIT_OK, error_json, exit_code, print_error
-    from .client import BrokerError
-
-    try:
-        client = connect(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    async with client:
-        try:
-            await body(client)
-        except BrokerError as err:
-            if args.json:
-                print(_dump(error_json(err)))
-            else:
-                print_error(err)
-            return exit_code(err)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-    return EXIT_OK
-
-
-async def cmd_traces(args: argparse.Namespace) -> int:
-    from .cli import table
-
-    query = TraceQuery(
-        since=args.since,
-        until=args.until,
-        consumer_organization_id=args.consumer or "",
-        officer_id=args.officer or "",
-        procedure_code=args.procedure or "",
-        legal_basis_kind=args.legal_basis or "",
-        provider_id=args.provider or "",
-        certificate_type_id=args.certificate_type or "",
-        outcome=(args.outcome or "").upper(),
-    )
-
-    async def body(client: OversightClient) -> None:
-        found = [t async for t in client.traces(query, limit=args.limit)]
-        if args.json:
-            print(_dump([asdict(t) for t in found]))
-            return
-        rows = [
-            (
-                _when(t.created_at),
-                t.consumer_organization_id,
-                t.officer_id,
-                t.procedure_code,
-                f"{t.legal_basis_kind} {t.legal_basis_reference}",
-                t.decision + (f" ({t.denial_reason})" if t.denial_reason else ""),
-                ", ".join(f"{c.certificate_type_id}={c.status}" for c in t.checks) or "-",
-                t.trace_id,
-            )
-            for t in found
-        ]
-        print(
-            table(
-                [
-                    "time (UTC)",
-                    "consumer",
-                    "officer",
-                    "procedure",
-                    "legal basis",
-                    "decision",
-                    "checks",
-                    "trace",
-                ],
-                rows,
-            )
-        )
-        print(f"{len(found)} trace(s)")
-
-    return await _run(args, body)
-
-
-async def cmd_usage(args: argparse.Namespace) -> int:
-    from .cli import table
-
-    async def body(client: OversightClient) -> None:
-        usage = await client.usage(args.by, since=args.since, until=args.until)
-        if args.json:
-            print(_dump(asdict(usage)))
-            return
-        rows = [
-            (
-                r.key,
-                r.total,
-                ", ".join(f"{k}={v}" for k, v in r.counts.items()),
-                r.latency_p50_ms,
-                r.latency_p90_ms,
-                r.latency_p99_ms,
-            )
-            for r in usage.rows
-        ]
-        print(table([args.by, "total", "counts", "p50 ms", "p90 ms", "p99 ms"], rows))
-        print(f"{usage.traces_scanned} trace(s) scanned")
-
-    return await _run(args, body)
-
-
-async def cmd_resident(args: argparse.Namespace) -> int:
-    from .cli import table
-
-    basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
-
-    async def body(client: OversightClient) -> None:
-        report = await client.resident_report(
-            Subject.parse(args.subject),
-            purpose=args.purpose,
-            legal_basis=basis,
-            case_file_id=args.case_file or "",
-            since=args.since,
-            until=args.until,
-        )
-        if args.json:
-            print(_dump(asdict(report)))
-            return
-        rows = [
-            (
-                _when(a.created_at),
-                a.consumer_organization_name or a.consumer_organization_id,
-                a.consumer_unit,
-                a.procedure_code,
-                a.purpose_text,
-                f"{a.legal_basis_kind} {a.legal_basis_reference}",
-                ", ".join(a.certificate_type_ids) or "-",
-                a.decision + (f" ({a.denial_reason})" if a.denial_reason else ""),
-            )
-            for a in report.accesses
-        ]
-        headers = [
-            "time (UTC)",
-            "who",
-            "unit",
-            "procedure",
-            "purpose",
-            "legal basis",
-            "certificates",
-            "decision",
-        ]
-        print(table(headers, rows))
-        print(f"{len(report.accesses)} access(es); this lookup is recorded as trace {report.report_trace_id}")
-
-    return await _run(args, body)
-
-
-def _inherit(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
-    """Give ``child`` the options of ``parent`` (broker, credentials, --json…) without overriding
-    values given before the subcommand: the copies set nothing unless used."""
-    for action in parent._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
-            continue
-        clone = copy.copy(action)
-        clone.default = argparse.SUPPRESS
-        if clone.help:  # the parent's default still applies: say which
-            clone.help = clone.help.replace("%(default)s", str(action.default))
-        child._add_action(clone)
-
-
-def add_oversight_commands(
-    sub: Any, client_parser: Callable[[str, str], argparse.ArgumentParser]
-) -> argparse.ArgumentParser:
-    """Add ``onceonly oversight traces|usage|resident`` (``client_parser`` gives the shared options)."""
-    parent = client_parser(
-        "oversight", "review traces, usage and residents' access reports (oversight bodies)"
-    )
-    commands = parent.add_subparsers(
-        dest="oversight_command", required=True, metavar="{traces,usage,resident}"
-    )
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text, description=help_text)
-        _inherit(p, parent)
-        return p
-
-    def time_range(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--since", type=parse_time, help="from this time (ISO 8601; UTC unless an offset is given)"
-        )
-        p.add_argument("--until", type=parse_time, help="before this time (ISO 8601)")
-
-    traces = command("traces", "list traces, newest first")
-    time_range(traces)
-    traces.add_argument("--consumer", help="consumer organisation id")
-    traces.add_argument("--officer", help="officer id")
-    traces.add_argument("--procedure", help="procedure code")
-    traces.add_argument(
-        "--legal-basis", choices=["LAW", "CONSENT"], type=str.upper, help="kind of legal basis"
-    )
-    traces.add_argument("--provider", help="provider id (traces with a check it served)")
-    traces.add_argument("--certificate-type", help="certificate type id")
-    traces.add_argument("--outcome", help="GRANTED, DENIED or a check status (VERIFIED, TIMEOUT, …)")
-    traces.add_argument(
-        "--limit", type=int, default=50, help="at most this many traces (default %(default)s)"
-    )
-    traces.set_defaults(handler=cmd_traces)
-
-    usage = command("usage", "usage statistics: counts by outcome and latency percentiles")
-    usage.add_argument("--by", required=True, choices=sorted(GROUPINGS), type=str.lower, help="grouping")
-    time_range(usage)
-    usage.set_defaults(handler=cmd_usage)
-
-    resident = command("resident", "who consulted a resident's data (this lookup is traced)")
-    resident.add_argument("subject", help="TYPE:NUMBER, e.g. DNI:12345678Z")
-    resident.add_argument("--purpose", required=True, help="why the report is consulted")
-    basis = resident.add_mutually_exclusive_group(required=True)
-    basis.add_argument("--law", help="legal basis: the law cited")
-    basis.add_argument("--consent", help="legal basis: the resident's consent reference")
-    resident.add_argument("--case-file", help="the oversight case file")
-    time_range(resident)
-    resident.set_defaults(handler=cmd_resident)
-    return parent

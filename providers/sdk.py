@@ -213,6 +213,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         self._description = provider_pb2.ProviderDescription(
             provider_id=adapter.provider_id,
             name=adapter.name,
+            evidence_certificate=evidence.certificate_b64 if evidence is not None else "",
             certificate_types=[
                 provider_pb2.SupportedCertificateType(
                     certificate_type_id=s.certificate_type_id,

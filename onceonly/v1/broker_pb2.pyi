@@ -60,7 +60,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ...) -> None: ...
 
 class CheckOutcome(_message.Message):
-    __slots__ = ("certificate_type_id", "provider_id", "status", "claims", "attestation", "detail", "latency_ms", "provider_evidence")
+    __slots__ = ("certificate_type_id", "provider_id", "status", "claims", "attestation", "detail", "latency_ms")
     CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -68,7 +68,6 @@ class CheckOutcome(_message.Message):
     ATTESTATION_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
-    PROVIDER_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     certificate_type_id: str
     provider_id: str
     status: CheckStatus
@@ -76,8 +75,7 @@ class CheckOutcome(_message.Message):
     attestation: str
     detail: str
     latency_ms: int
-    provider_evidence: str
-    def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attestation: _Optional[str] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[int] = ..., provider_evidence: _Optional[str] = ...) -> None: ...
+    def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[CheckStatus, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., attestation: _Optional[str] = ..., detail: _Optional[str] = ..., latency_ms: _Optional[int] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("request_id", "trace_id", "outcomes", "decided_at")

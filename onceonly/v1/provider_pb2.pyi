@@ -24,14 +24,16 @@ class SupportedCertificateType(_message.Message):
     def __init__(self, certificate_type_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ...) -> None: ...
 
 class ProviderDescription(_message.Message):
-    __slots__ = ("provider_id", "name", "certificate_types")
+    __slots__ = ("provider_id", "name", "certificate_types", "evidence_certificate")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     provider_id: str
     name: str
     certificate_types: _containers.RepeatedCompositeFieldContainer[SupportedCertificateType]
-    def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_types: _Optional[_Iterable[_Union[SupportedCertificateType, _Mapping]]] = ...) -> None: ...
+    evidence_certificate: str
+    def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_types: _Optional[_Iterable[_Union[SupportedCertificateType, _Mapping]]] = ..., evidence_certificate: _Optional[str] = ...) -> None: ...
 
 class AttestRequest(_message.Message):
     __slots__ = ("request_id", "trace_id", "certificate_type_id", "subject", "parameters", "consumer_organization_id", "procedure_code", "legal_basis_kind")

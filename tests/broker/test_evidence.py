@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import sqlite3
@@ -12,16 +11,18 @@ import grpc
 import jwt
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from broker.app import BrokerApp
+from broker.errors import CatalogError
 from consumers.client import BrokerClient
-from onceonly.evidence import EVIDENCE_TYPE, EvidenceSigner
+from onceonly.evidence import EVIDENCE_TYPE, EvidenceSigner, thumbprint
 from onceonly.serving import start_server
 from onceonly.v1 import provider_pb2, provider_pb2_grpc
 from providers.reference import reference_adapter
 from providers.sdk import SERVICE_NAME as PROVIDER_SERVICE
 from providers.sdk import ProviderServicer
-from tests.conftest import HOUSING_CHECKS, RESIDENCE, TAX_COMPLIANCE, Platform, verify_kwargs
+from tests.conftest import HOUSING_CHECKS, ORG, RESIDENCE, TAX_COMPLIANCE, Platform, verify_kwargs
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -37,12 +38,19 @@ class _Tampering(ProviderServicer):
         return reply
 
 
-async def start_tampering_tax(platform: Platform, tamper: Any, signer_name: str = "tax") -> None:
+async def start_tampering_tax(
+    platform: Platform, tamper: Any, signer_name: str = "tax", published: str | None = None
+) -> None:
+    """Registry and employment as usual; a tax server whose answers go through ``tamper``,
+    signed with ``signer_name``'s key, publishing ``published``'s certificate (default: the signer's)."""
     await platform.start_provider(reference_adapter("registry"))
     await platform.start_provider(reference_adapter("employment"))
     servicer = _Tampering(
         reference_adapter("tax"), EvidenceSigner.from_tls(platform.pki.server_tls(signer_name))
     )
+    if published is not None:
+        published_cert = EvidenceSigner.from_tls(platform.pki.server_tls(published)).certificate_b64
+        servicer._description.evidence_certificate = published_cert
     servicer.tamper = tamper
     server = await start_server(
         "127.0.0.1:0",
@@ -53,30 +61,37 @@ async def start_tampering_tax(platform: Platform, tamper: Any, signer_name: str 
     platform.adopt_provider("tax", server)
 
 
-async def test_verified_checks_carry_provider_evidence_bound_into_attestation_and_trace(
+async def test_verified_checks_are_backed_by_provider_evidence_kept_by_the_broker(
     platform: Platform, broker: BrokerApp, client: BrokerClient
 ) -> None:
     result = await client.verify(**verify_kwargs(checks=HOUSING_CHECKS[:2]))
     tax = result.outcome(TAX_COMPLIANCE)
-    header = jwt.get_unverified_header(tax.provider_evidence)
+
+    # The broker keeps the evidence with its (encrypted) stored reply.
+    stored = await broker.ledger.find_reply(ORG, result.request_id)
+    assert stored is not None
+    kept = {o[0]: o[5] for o in json.loads(stored.payload)["outcomes"]}
+    evidence = kept[TAX_COMPLIANCE]
+    header = jwt.get_unverified_header(evidence)
     assert header["alg"] == "ES256" and header["typ"] == EVIDENCE_TYPE
-    # Anyone with the platform CA can check it: the certificate in x5c names the tax agency.
-    cert = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+    # Anyone with the platform CA and the tax agency's certificate can check it.
+    cert = x509.load_pem_x509_certificate((platform.pki.dir / "tax.pem").read_bytes())
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate((platform.pki.dir / "ca.pem").read_bytes()))
-    evidence = jwt.decode(tax.provider_evidence, cert.public_key(), algorithms=["ES256"])
-    assert evidence["request_id"] == result.request_id and evidence["trace_id"] == result.trace_id
-    assert evidence["claims"] == dict(tax.claims) and evidence["result"] == "FOUND"
-    digest = hashlib.sha256(tax.provider_evidence.encode()).hexdigest()
+    assert header["x5t#S256"] == thumbprint(cert.public_bytes(serialization.Encoding.DER))
+    claims = jwt.decode(evidence, cert.public_key(), algorithms=["ES256"])
+    assert claims["request_id"] == result.request_id and claims["trace_id"] == result.trace_id
+    assert claims["claims"] == dict(tax.claims) and claims["result"] == "FOUND"
+
+    # The attestation and the trace are bound to it by its digest.
+    digest = hashlib.sha256(evidence.encode()).hexdigest()
     payload = jwt.decode(tax.attestation, options={"verify_signature": False})
     assert payload["provider_evidence_sha256"] == digest
     conn = sqlite3.connect(platform.db_path)
-    (outcomes,) = conn.execute(
-        "SELECT outcomes FROM trace_records WHERE trace_id = ?", (result.trace_id,)
-    ).fetchone()
+    sql = "SELECT outcomes FROM trace_records WHERE trace_id = ?"
+    (outcomes,) = conn.execute(sql, (result.trace_id,)).fetchone()
     conn.close()
-    assert {o["certificate_type_id"]: o.get("evidence_sha256") for o in json.loads(outcomes)}[
-        TAX_COMPLIANCE
-    ] == digest
+    traced = {o["certificate_type_id"]: o.get("evidence_sha256") for o in json.loads(outcomes)}
+    assert traced[TAX_COMPLIANCE] == digest
 
 
 def _flip_claim(reply: provider_pb2.AttestResponse) -> None:
@@ -113,12 +128,20 @@ async def test_bad_evidence_gives_an_error_outcome_and_no_attestation(
     assert result.outcome(RESIDENCE).status == "VERIFIED"
 
 
-async def test_evidence_signed_by_another_provider_is_refused(platform: Platform) -> None:
-    # The tax server answers, but signs with the population register's certificate.
-    await start_tampering_tax(platform, lambda reply: None, signer_name="registry")
+async def test_evidence_signed_with_another_key_is_refused(platform: Platform) -> None:
+    # The tax server publishes its own certificate but signs with the population register's key.
+    await start_tampering_tax(platform, lambda reply: None, signer_name="registry", published="tax")
     app = await platform.start_broker()
     result = await platform.client(app).verify(**verify_kwargs(checks=HOUSING_CHECKS[:2]))
 
     tax = result.outcome(TAX_COMPLIANCE)
     assert tax.status == "ERROR" and tax.attestation == ""
-    assert "not provider 'tax'" in tax.detail
+    assert "not signed by a certificate provider 'tax' published" in tax.detail
+
+
+async def test_a_provider_publishing_another_providers_certificate_stops_the_broker(
+    platform: Platform,
+) -> None:
+    await start_tampering_tax(platform, lambda reply: None, signer_name="registry")
+    with pytest.raises(CatalogError, match=r"evidence certificate refused.*not provider 'tax'"):
+        await platform.start_broker()

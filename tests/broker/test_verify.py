@@ -124,7 +124,7 @@ class _WireMalformedServicer(ProviderServicer):
         values = {"compliant": "yes", "secret_income": 12345}
         claims = struct_pb2.Struct()
         claims.update(values)
-        evidence = self.signer.sign(
+        evidence = self._evidence.sign(
             evidence_claims(
                 request_id=request.request_id,
                 trace_id=request.trace_id,
@@ -157,8 +157,9 @@ async def test_malformed_claims_from_the_adapter_are_an_error_without_attestatio
 async def test_malformed_claims_on_the_wire_are_an_error_without_attestation(platform: Platform) -> None:
     await platform.start_provider(reference_adapter("registry"))
     await platform.start_provider(reference_adapter("employment"))
-    servicer = _WireMalformedServicer(reference_adapter("tax"))
-    servicer.signer = EvidenceSigner.from_tls(platform.pki.server_tls("tax"))
+    servicer = _WireMalformedServicer(
+        reference_adapter("tax"), EvidenceSigner.from_tls(platform.pki.server_tls("tax"))
+    )
     tax = await start_server(
         "127.0.0.1:0",
         [lambda s: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, s)],
