@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import sqlalchemy as sa
 
 from .storage import CheckpointRow, ReplyRow, TraceRow
@@ -47,8 +47,7 @@ def _canonical(value: Any) -> Any:
 def record_hash(values: Mapping[str, Any]) -> str:
     """SHA-256 over the canonical JSON of a record's hashed columns."""
     body = {name: _canonical(values[name]) for name in HASHED_COLUMNS}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass

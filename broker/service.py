@@ -10,7 +10,6 @@ before anything is returned. Idempotency rides on the ledger's unique
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -21,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+import orjson
 
 from onceonly import telemetry
 from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims, evidence_digest
@@ -292,7 +293,7 @@ class VerificationService:
     def _replay(self, stored: StoredReply, request: VerificationRequest) -> VerifyResult:
         if stored.request_digest != request.digest:
             raise DuplicateRequest(request.request_id)
-        data = json.loads(stored.payload)
+        data = orjson.loads(stored.payload)
         if stored.kind == "denied":
             violations = [Violation(DenialReason(v[0]), v[1], v[2]) for v in data["violations"]]
             raise PolicyDenied(violations, data["trace_id"])
@@ -506,7 +507,7 @@ class VerificationService:
             request.request_id,
             request.digest,
             "denied",
-            json.dumps(payload).encode("utf-8"),
+            orjson.dumps(payload),
         )
 
 
@@ -527,7 +528,7 @@ def _ms(started: float) -> int:
 
 
 def _encode_result(result: VerifyResult) -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "request_id": result.request_id,
             "trace_id": result.trace_id,
@@ -545,9 +546,8 @@ def _encode_result(result: VerifyResult) -> bytes:
                 ]
                 for o in result.outcomes
             ],
-        },
-        separators=(",", ":"),
-    ).encode("utf-8")
+        }
+    )
 
 
 def _decode_result(data: Mapping[str, Any]) -> VerifyResult:

@@ -6,12 +6,12 @@ Validation collects every bad field before answering, so a caller fixes them all
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
 from google.protobuf import struct_pb2
 
 from onceonly.fields import FieldType, parse_parameter
@@ -225,8 +225,7 @@ def _with_digest(request: VerificationRequest) -> VerificationRequest:
         "subject": request.subject.key(),
         "checks": [[ch.certificate_type_id, sorted(ch.parameters.items())] for ch in request.checks],
     }
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return VerificationRequest(
         request.request_id,
         request.consumer,

@@ -30,6 +30,9 @@ class FieldSpec:
     description: str = ""
 
 
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer every JSON reader keeps exactly; larger integer claims are refused."""
+
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
@@ -62,7 +65,12 @@ def claim_matches(spec: FieldSpec, value: Any) -> bool:
         return isinstance(value, bool)
     if spec.type is FieldType.INTEGER:
         # protobuf Struct carries numbers as doubles: accept whole numbers only.
-        return not isinstance(value, bool) and isinstance(value, (int, float)) and float(value).is_integer()
+        return (
+            not isinstance(value, bool)
+            and isinstance(value, (int, float))
+            and float(value).is_integer()
+            and abs(value) <= MAX_SAFE_INTEGER
+        )
     if spec.type is FieldType.STRING:
         return isinstance(value, str)
     if isinstance(value, str):

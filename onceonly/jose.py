@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,7 +41,7 @@ def b64url_decode(data: str | bytes) -> bytes:
 
 
 def _json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return orjson.dumps(value)
 
 
 class CompactSigner:
@@ -74,7 +74,7 @@ def parse(token: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
     if len(parts) != 3:
         raise JwsError("a compact JWS has three parts")
     try:
-        header = json.loads(b64url_decode(parts[0]))
+        header = orjson.loads(b64url_decode(parts[0]))
     except (ValueError, UnicodeDecodeError):
         raise JwsError("the JWS header is not JSON") from None
     if not isinstance(header, dict):
@@ -103,7 +103,7 @@ def verify(
     except InvalidSignature:
         raise JwsError("signature does not verify") from None
     try:
-        claims = json.loads(payload)
+        claims = orjson.loads(payload)
     except (ValueError, UnicodeDecodeError):
         raise JwsError("the JWS payload is not JSON") from None
     if not isinstance(claims, dict):
