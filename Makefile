@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint format protos clean bench
+.PHONY: install demo test fuzz lint format protos clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP) ## start the platform on loopback, run a caseworker scenario, sto
 # passes its URL in ONCEONLY_TEST_POSTGRES_URL, and stops it afterwards, pass or fail.
 test: $(STAMP) ## run the whole test suite (SQLite and a throwaway PostgreSQL on loopback)
 	PYTHON=$(PY) scripts/pg.sh run $(PY) -m pytest $(PYTEST_ARGS)
+
+# The hostile-input tests (tests/hostile) with twenty times the default number of cases, random seeds.
+fuzz: $(STAMP) ## property-based hostile input at depth (HYPOTHESIS_PROFILE=deep): every RPC, raw bytes, parsers
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest tests/hostile --hypothesis-show-statistics $(PYTEST_ARGS)
 
 bench: $(STAMP) ## measure the broker against a bare relay and a direct call (var/bench/latest.json)
 	$(PY) -m bench $(BENCH_ARGS)

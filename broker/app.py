@@ -13,12 +13,22 @@ import sqlalchemy as sa
 from onceonly import telemetry
 from onceonly.evidence import EvidenceVerifier
 from onceonly.pki import ClientTls, TlsConfig
-from onceonly.serving import Listener, RunningServer, require_loopback, run_until_signal, start_server
+from onceonly.serving import (
+    REUSE_PORT_OPTIONS,
+    SERVER_OPTIONS,
+    Listener,
+    RunningServer,
+    require_loopback,
+    run_until_signal,
+    start_server,
+)
 from onceonly.v1 import broker_pb2_grpc, oversight_pb2_grpc
 
+from .admission import AdmissionControl, AdmissionInterceptor
 from .agreements import PolicyStore
 from .attestation import AttestationSigner, KeyRing
 from .auth import AuthInterceptor, TokenVerifier, load_jwt_issuers
+from .breaker import BreakerSettings, CircuitBreaker
 from .catalog import Catalog
 from .chain import CHECKPOINT_TYPE, chain_id_for
 from .config import BrokerConfig
@@ -81,7 +91,14 @@ class BrokerApp:
     engine: sa.Engine
     policy: PolicyHolder
     providers: dict[str, ProviderClient]
+    admission: AdmissionControl | None = None
+    """The in-flight bound (``ONCEONLY_MAX_IN_FLIGHT``), if any."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The circuit breaker of each provider the broker reaches itself."""
+        return {pid: c for pid, c in self.providers.items() if isinstance(c, CircuitBreaker)}
 
     @property
     def target(self) -> str:
@@ -169,8 +186,9 @@ async def start_broker(
         unknown = sorted(set(config.providers) - set(catalog.providers))
         if unknown:
             log.warning("addresses given for providers not in the catalog", extra={"providers": unknown})
+        breaker = breaker_settings(config)
         provider_clients = {
-            pid: GrpcProviderClient(pid, target, tls=secured.provider_tls)
+            pid: CircuitBreaker(GrpcProviderClient(pid, target, tls=secured.provider_tls), pid, breaker)
             for pid, target in config.providers.items()
             if pid in catalog.providers
         }
@@ -189,6 +207,15 @@ async def start_broker(
         # With the platform PKI, every provider answer must carry the provider's signature.
         evidence=None if secured.tls is None else EvidenceVerifier.from_ca_file(secured.tls.ca),
     )
+    admission = (
+        AdmissionControl(
+            config.max_in_flight,
+            retry_after_s=config.overload_retry_ms / 1000,
+            bulk_wait_s=config.bulk_admission_wait_ms / 1000,
+        )
+        if config.max_in_flight > 0
+        else None
+    )
     try:
         states = await service.check_providers()
         server = await start_server(
@@ -202,7 +229,12 @@ async def start_broker(
             [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],
             tls=secured.tls,
             also=secured.listeners,
-            interceptors=[AuthInterceptor(secured.tokens, insecure=config.insecure)],
+            # Admission first: an overloaded broker refuses before doing any other work.
+            interceptors=[
+                *([AdmissionInterceptor(admission)] if admission is not None else []),
+                AuthInterceptor(secured.tokens, insecure=config.insecure),
+            ],
+            options=REUSE_PORT_OPTIONS if config.reuse_port else SERVER_OPTIONS,
         )
     except BaseException:
         await ledger.close()
@@ -210,7 +242,7 @@ async def start_broker(
             await client.close()
         engine.dispose()
         raise
-    app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients)
+    app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients, admission)
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     log.info(
@@ -225,6 +257,16 @@ async def start_broker(
         },
     )
     return app
+
+
+def breaker_settings(config: BrokerConfig) -> BreakerSettings:
+    """The circuit-breaker and retry settings of every provider client."""
+    return BreakerSettings(
+        failures=config.breaker_failures,
+        failure_rate=config.breaker_failure_rate,
+        cooldown_s=config.breaker_cooldown_ms / 1000,
+        retries=config.provider_retries,
+    )
 
 
 async def serve_broker(config: BrokerConfig) -> None:

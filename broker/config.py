@@ -75,6 +75,33 @@ class BrokerConfig:
     token_listen: str = ""
     """Optional second address: TLS without client certificates, for callers with a bearer token
     only. ``ONCEONLY_BROKER_TOKEN_LISTEN``."""
+    breaker_failures: int = 5
+    """Consecutive provider failures (unavailable, timeout, error) that open the provider's
+    circuit: its checks then fail fast as ``UNAVAILABLE``; 0 disables this rule.
+    ``ONCEONLY_BREAKER_FAILURES``."""
+    breaker_failure_rate: float = 0.5
+    """...or this share of failures over a provider's last 20 calls; 0 disables this rule.
+    ``ONCEONLY_BREAKER_FAILURE_RATE``."""
+    breaker_cooldown_ms: int = 5000
+    """How long an open circuit fails fast before one probe call may try the provider again.
+    ``ONCEONLY_BREAKER_COOLDOWN_MS``."""
+    provider_retries: int = 1
+    """Retries of a provider call that found no connection (transport ``UNAVAILABLE``), within
+    the check's deadline; timeouts are never retried. ``ONCEONLY_PROVIDER_RETRIES``."""
+    max_in_flight: int = 256
+    """Verifications decided at once (each ``Verify`` call and each subject of a ``VerifyBulk``
+    stream); beyond, calls are refused at once with ``RESOURCE_EXHAUSTED`` (``OVERLOADED``);
+    0 means no limit. ``ONCEONLY_MAX_IN_FLIGHT``."""
+    overload_retry_ms: int = 200
+    """The retry delay a refused caller is told (``google.rpc.RetryInfo``).
+    ``ONCEONLY_OVERLOAD_RETRY_MS``."""
+    bulk_admission_wait_ms: int = 5000
+    """How long a ``VerifyBulk`` stream waits for capacity for its next subject before it is
+    ended with ``RESOURCE_EXHAUSTED`` (resumable by request id). ``ONCEONLY_BULK_ADMISSION_WAIT_MS``."""
+    reuse_port: bool = False
+    """Bind with ``SO_REUSEPORT``, so that several broker processes on one host share one listen
+    address (the kernel spreads connections over them); each needs its own ``chain_id``.
+    ``ONCEONLY_REUSE_PORT=1``."""
 
     @property
     def effective_database_url(self) -> str:
@@ -121,6 +148,14 @@ _ENV_NAMES = {
     "insecure": "ONCEONLY_INSECURE",
     "jwt_issuers": "ONCEONLY_JWT_ISSUERS",
     "token_listen": "ONCEONLY_BROKER_TOKEN_LISTEN",
+    "reuse_port": "ONCEONLY_REUSE_PORT",
+    "breaker_failures": "ONCEONLY_BREAKER_FAILURES",
+    "breaker_failure_rate": "ONCEONLY_BREAKER_FAILURE_RATE",
+    "breaker_cooldown_ms": "ONCEONLY_BREAKER_COOLDOWN_MS",
+    "provider_retries": "ONCEONLY_PROVIDER_RETRIES",
+    "max_in_flight": "ONCEONLY_MAX_IN_FLIGHT",
+    "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
+    "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",
 }
 
 
@@ -135,17 +170,22 @@ def parse_bool(text: str) -> bool:
 
 
 def _convert(name: str, text: str, env_name: str) -> Any:
+    """Parse an environment value by the type its field declares."""
+    kind = _FIELD_TYPES[name]
     try:
-        if name in ("var_dir", "catalog_path", "agreements_seed", "tls_dir", "jwt_issuers"):
-            return Path(text)
-        if name == "insecure":
-            return parse_bool(text)
         if name == "providers":
             return parse_targets(text)
-        if name in ("provider_timeout_ms", "attestation_ttl_s", "db_busy_timeout_ms", "checkpoint_every"):
+        if "Path" in kind:
+            return Path(text)
+        if kind == "bool":
+            return parse_bool(text)
+        if kind == "int":
             return int(text)
-        if name in ("policy_refresh_s", "shutdown_grace_s", "checkpoint_interval_s"):
+        if kind == "float":
             return float(text)
     except ValueError as exc:
         raise ValueError(f"{env_name}: {exc}") from None
     return text
+
+
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(BrokerConfig)}

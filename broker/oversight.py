@@ -199,15 +199,20 @@ def encode_page_token(created_at: dt.datetime, row_id: int, filter_: TraceFilter
     return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
 
 
+_MAX_PAGE_TOKEN = 1024
+
+
 def decode_page_token(token: str, filter_: TraceFilter) -> tuple[dt.datetime, int]:
     """The keyset ``(created_at, id)`` of a token; :class:`InvalidRequest` if it is not one of ours."""
     try:
+        if len(token) > _MAX_PAGE_TOKEN:  # ours are ~150 characters; a huge one is not ours
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, row_id, fingerprint = json.loads(raw)
         when = dt.datetime.fromisoformat(created)
         if not isinstance(row_id, int) or when.tzinfo is None:
             raise ValueError("malformed")
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidRequest([FieldViolation("page_token", "is not a page token of this service")]) from None
     if fingerprint != filter_.fingerprint():
         raise InvalidRequest([FieldViolation("page_token", "was made for another filter")])

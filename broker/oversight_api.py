@@ -58,11 +58,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _time(
     msg: oversight_pb2.TraceFilter | oversight_pb2.GetUsageRequest | oversight_pb2.GetResidentReportRequest,
     name: str,
+    prefix: str = "",
 ) -> dt.datetime | None:
     if not msg.HasField(name):  # type: ignore[arg-type]
         return None
     stamp: timestamp_pb2.Timestamp = getattr(msg, name)
-    return stamp.ToDatetime(tzinfo=dt.UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # seconds outside years 1-9999, or nanos outside [0, 1e9)
+        raise InvalidRequest(
+            [FieldViolation(f"{prefix}{name}", "is not a valid timestamp (years 0001 to 9999)")]
+        ) from None
 
 
 def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:
@@ -72,8 +78,8 @@ def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:
         if kind is None:
             raise InvalidRequest([FieldViolation("filter.legal_basis_kind", "must be LAW or CONSENT")])
     return TraceFilter(
-        since=_time(msg, "since"),
-        until=_time(msg, "until"),
+        since=_time(msg, "since", "filter."),
+        until=_time(msg, "until", "filter."),
         consumer_organization_id=msg.consumer_organization_id.strip(),
         officer_id=msg.officer_id.strip(),
         procedure_code=msg.procedure_code.strip(),

@@ -25,9 +25,21 @@ from .domain import LegalBasisKind, SubjectId
 
 
 class ProviderError(Exception):
-    """A provider call failed; ``status`` is the check outcome it leads to."""
+    """A provider call failed; ``status`` is the check outcome it leads to.
+
+    ``retryable`` is true only for a transport ``UNAVAILABLE`` (as a rule: no connection, the
+    question never reached the adapter). ``Attest`` is a read-only question, so asking again
+    at worst has the provider answer it twice; a ``DEADLINE_EXCEEDED`` is never retryable.
+    ``provider_fault`` is false when the provider refused this one question as malformed
+    (``INVALID_ARGUMENT``): the provider itself is healthy, so a circuit breaker ignores it.
+    """
 
     status = "ERROR"
+
+    def __init__(self, *args: object, retryable: bool = False, provider_fault: bool = True) -> None:
+        super().__init__(*args)
+        self.retryable = retryable
+        self.provider_fault = provider_fault
 
 
 class ProviderTimeout(ProviderError):
@@ -197,7 +209,9 @@ def _map_rpc_error(exc: grpc.aio.AioRpcError) -> ProviderError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ProviderTimeout("provider did not answer within its deadline")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):
-        return ProviderUnavailable(detail)
+        return ProviderUnavailable(detail, retryable=code == grpc.StatusCode.UNAVAILABLE)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return ProviderError(detail, provider_fault=False)
     return ProviderError(detail)
 
 

@@ -25,7 +25,7 @@ import orjson
 
 from onceonly import telemetry
 from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims, evidence_digest
-from onceonly.fields import normalise_claims
+from onceonly.fields import FieldSpec, normalise_claims
 
 from .attestation import AttestationSigner
 from .catalog import Catalog
@@ -78,6 +78,17 @@ class EvidenceCheck(Protocol):
 
 class PolicyCheck(Protocol):
     def evaluate(self, request: VerificationRequest, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A provider's answer to one check, not yet checked or attested."""
+
+    check: CheckRequest
+    claim_specs: tuple[FieldSpec, ...]
+    provider_id: str
+    answer: ProviderAnswer
+    latency_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,11 +260,10 @@ class VerificationService:
         if deadline_s is not None:
             # Leave time to sign and record before the caller's own deadline.
             timeout = max(0.05, min(timeout, deadline_s - 0.1))
-        outcomes = tuple(
-            await asyncio.gather(
-                *(self._check(check, request, trace_id, now, timeout) for check in request.checks)
-            )
+        asked = await asyncio.gather(
+            *(self._ask(check, request, trace_id, timeout) for check in request.checks)
         )
+        outcomes = self._conclude_all(list(asked), request, trace_id, now)
         result = VerifyResult(request.request_id, trace_id, outcomes, now)
         reply = StoredReply(
             request.consumer.organization_id,
@@ -299,9 +309,10 @@ class VerificationService:
             raise PolicyDenied(violations, data["trace_id"])
         return _decode_result(data)
 
-    async def _check(
-        self, check: CheckRequest, request: VerificationRequest, trace_id: str, now: datetime, timeout: float
-    ) -> CheckOutcome:
+    async def _ask(
+        self, check: CheckRequest, request: VerificationRequest, trace_id: str, timeout: float
+    ) -> CheckOutcome | _Answered:
+        """Ask the provider; a failure is already the check's outcome, an answer still needs checking."""
         definition = self.catalog.certificate_types[check.certificate_type_id]
         provider_id = definition.provider_id
         client = self._providers.get(provider_id)
@@ -349,7 +360,24 @@ class VerificationService:
                 detail=str(exc),
                 latency_ms=_ms(started),
             )
-        latency = _ms(started)
+        return _Answered(check, definition.claims, provider_id, answer, _ms(started))
+
+    def _conclude_all(
+        self,
+        asked: list[CheckOutcome | _Answered],
+        request: VerificationRequest,
+        trace_id: str,
+        now: datetime,
+    ) -> tuple[CheckOutcome, ...]:
+        """Check evidence and claims, and sign, for every check a provider answered."""
+        return tuple(
+            a if isinstance(a, CheckOutcome) else self._conclude(a, request, trace_id, now) for a in asked
+        )
+
+    def _conclude(
+        self, a: _Answered, request: VerificationRequest, trace_id: str, now: datetime
+    ) -> CheckOutcome:
+        check, provider_id, answer, latency = a.check, a.provider_id, a.answer, a.latency_ms
         if self._evidence is not None:
             problem = self._evidence_problem(answer, check, request, trace_id, provider_id)
             if problem:
@@ -370,7 +398,7 @@ class VerificationService:
                 evidence=answer.evidence,
             )
         try:
-            claims = normalise_claims(definition.claims, answer.claims)
+            claims = normalise_claims(a.claim_specs, answer.claims)
         except ValueError as exc:
             return CheckOutcome(
                 check.certificate_type_id,

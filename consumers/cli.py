@@ -10,6 +10,7 @@
     onceonly catalog
     onceonly jwks
     onceonly demo
+    onceonly health --target HOST:PORT [--cert NAME] [--tls-dir DIR]
 
 Client commands talk to ``--broker`` (``ONCEONLY_BROKER_TARGET``, default 127.0.0.1:50051) with
 explicit credentials: a client certificate (``--cert NAME`` from ``--tls-dir``, or ``--cert`` /
@@ -354,6 +355,10 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     try:
         adapter = reference_adapter(args.name)
+        if args.delay_ms:
+            from providers.reference import DelayedAdapter
+
+            adapter = DelayedAdapter(adapter, args.delay_ms / 1000)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_INVALID
@@ -514,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="second broker address, TLS without client certificates, bearer tokens only "
         "(ONCEONLY_BROKER_TOKEN_LISTEN)",
     )
+    serve.add_argument(
+        "--delay-ms",
+        type=int,
+        default=0,
+        help="testing aid: a provider answers every check this much later (default 0)",
+    )
     serve.add_argument("--log-level", help="debug, info, warning (ONCEONLY_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", choices=["json", "text"], help="ONCEONLY_LOG_FORMAT; default json")
     serve.set_defaults(handler=cmd_serve)
@@ -543,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     from broker.admin import add_admin_commands
 
     add_admin_commands(sub)
+    from .health import add_health_command
+
+    add_health_command(sub)  # onceonly health --target HOST:PORT: for container health checks
     return parser
 
 

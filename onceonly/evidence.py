@@ -155,4 +155,5 @@ def _header(segment: str) -> dict[str, Any]:
 
 def evidence_digest(token: str) -> str:
     """A short reference to a piece of evidence, safe to keep where claims may not go."""
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+    # UTF-8, not ASCII: a compact JWS is ASCII, but an unverified token (insecure mode) may be anything.
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

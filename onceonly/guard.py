@@ -189,3 +189,120 @@ async def _maybe_await(value: Any) -> Any:
     if hasattr(value, "__await__"):
         return await value
     return value
+
+
+# --- undecodable requests -------------------------------------------------------------------
+
+
+class _Undecodable:
+    """What a guarded deserializer returns for bytes that are not a valid request message."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _malformed(type_name: str) -> Rejected:
+    return Rejected(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_MESSAGE",
+        f"the request is not a valid {type_name} message",
+        message_type=type_name,
+    )
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):
+    """End a call whose request bytes do not parse with ``INVALID_ARGUMENT`` (``MALFORMED_MESSAGE``).
+
+    Left to itself, grpcio answers a request it cannot deserialize with ``UNKNOWN`` and the
+    parser's exception text. Every server installs this guard first (:func:`onceonly.serving.start_server`):
+    the deserializer never raises, and the handler aborts with a deliberate status before the
+    servicer sees anything (for a request stream, when the bad message is read).
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _guard_decoding(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    parse = handler.request_deserializer
+    owner = getattr(parse, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    status = rpc_status.to_status(_malformed(getattr(descriptor, "full_name", "request")).status())
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, bad UTF-8, recursion limit: the caller's bytes, not our bug
+            return _UNDECODABLE
+
+    options = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
+
+    async def requests(iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for request in iterator:
+            if request is _UNDECODABLE:
+                await context.abort_with_status(status)
+            yield request
+
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is _UNDECODABLE:
+                await context.abort_with_status(status)
+            return await _maybe_await(inner_uu(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
+    if handler.stream_unary is not None:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await _maybe_await(inner_su(requests(iterator, context), context))
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if request is _UNDECODABLE:
+                await context.abort_with_status(status)
+            async for item in _responses(inner_us(request, context)):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **options)
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for item in _responses(inner_ss(requests(iterator, context), context)):
+            yield item
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **options)
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """The responses of a streaming handler, however it produces them."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    elif hasattr(result, "__iter__"):  # a synchronous generator
+        for item in result:
+            yield item
+    else:  # a servicer that writes with context.write and returns nothing
+        await _maybe_await(result)

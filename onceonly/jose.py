@@ -32,9 +32,9 @@ def b64url(data: bytes) -> bytes:
 
 
 def b64url_decode(data: str | bytes) -> bytes:
-    if isinstance(data, str):
-        data = data.encode("ascii")
     try:
+        if isinstance(data, str):
+            data = data.encode("ascii")  # UnicodeEncodeError (a ValueError) for anything else
         return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
     except (binascii.Error, ValueError):
         raise JwsError("not base64url") from None

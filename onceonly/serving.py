@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .guard import DecodeGuard
 from .pki import TlsConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,12 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 )
+
+REUSE_PORT_OPTIONS: tuple[tuple[str, int], ...] = (
+    *(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"),
+    ("grpc.so_reuseport", 1),
+)
+"""``SERVER_OPTIONS`` with ``SO_REUSEPORT`` on: several processes share one listen address."""
 
 Registrar = Callable[[grpc.aio.Server], None]
 
@@ -147,7 +154,8 @@ async def start_server(
             require_loopback(listener.bind)
         else:
             listener.tls.check()
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(options))
+    # DecodeGuard first: a request whose bytes do not parse ends INVALID_ARGUMENT, not UNKNOWN.
+    server = grpc.aio.server(interceptors=[DecodeGuard(), *interceptors], options=list(options))
     for register in registrars:
         register(server)
     health_servicer = health.aio.HealthServicer()

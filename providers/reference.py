@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from providers.employment import EmploymentService
 from providers.registry import PopulationRegister
-from providers.sdk import ProviderAdapter
+from providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter
 from providers.tax import TaxAgency
 
 REFERENCE_ADAPTERS: dict[str, Callable[[], ProviderAdapter]] = {
@@ -25,3 +27,21 @@ def reference_adapter(name: str) -> ProviderAdapter:
         known = ", ".join(sorted(REFERENCE_ADAPTERS))
         raise KeyError(f"no reference adapter {name!r}; known: {known}") from None
     return factory()
+
+
+class DelayedAdapter(ProviderAdapter):
+    """A testing aid (``onceonly serve provider NAME --delay-ms N``): ``inner`` answering every
+    check ``delay_s`` late, to rehearse a slow agency (deadlines, circuit breaker, soak)."""
+
+    def __init__(self, inner: ProviderAdapter, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.provider_id = inner.provider_id
+        self.name = inner.name
+
+    def certificate_types(self) -> Sequence[CertificateTypeSupport]:
+        return self.inner.certificate_types()
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.attest(query)
