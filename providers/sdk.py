@@ -61,7 +61,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from onceonly import identity
+from onceonly import identity, telemetry
 from onceonly.evidence import EvidenceSigner, evidence_claims
 from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
 from onceonly.guard import (
@@ -235,7 +235,21 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
     ) -> provider_pb2.AttestResponse:
         """Answer one check, mapping adapter outcomes to results and status codes."""
         try:
-            return await self._attest(request)
+            # Continue the broker's trace (W3C trace context in the call's metadata), if tracing is on.
+            with (
+                telemetry.extracted(context.invocation_metadata()),
+                telemetry.span(
+                    "onceonly.provider.serve",
+                    lambda: {
+                        "onceonly.provider": self._adapter.provider_id,
+                        "onceonly.certificate_type": request.certificate_type_id,
+                        "onceonly.procedure_code": request.procedure_code,
+                        "onceonly.consumer": request.consumer_organization_id,
+                    },
+                    kind=telemetry.trace.SpanKind.SERVER,
+                ),
+            ):
+                return await self._attest(request)
         except _Refusal as refusal:
             error = refusal
         except Exception:
@@ -432,5 +446,6 @@ async def serve_provider(
     adapter: ProviderAdapter, bind: str, *, tls: TlsConfig | None = None, insecure: bool = False
 ) -> None:
     """Serve ``adapter`` on ``bind`` until SIGTERM or SIGINT, then stop gracefully."""
+    telemetry.configure_tracing(f"onceonly-provider-{adapter.provider_id}")
     running = await start_provider(adapter, bind, tls=tls, insecure=insecure)
     await run_until_signal(running)

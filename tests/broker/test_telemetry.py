@@ -78,3 +78,22 @@ def test_tracing_is_off_unless_an_exporter_is_named() -> None:
     assert telemetry.enabled() is False
     with pytest.raises(ValueError, match="unknown exporter 'carrier-pigeon'"):
         telemetry.configure_tracing("onceonly-test", env={"OTEL_TRACES_EXPORTER": "carrier-pigeon"})
+
+
+async def test_trace_context_reaches_the_providers(
+    spans: InMemorySpanExporter, broker: BrokerApp, client: BrokerClient
+) -> None:
+    await client.verify(**verify_kwargs())
+
+    finished = spans.get_finished_spans()
+    calls = {s.context.span_id: s for s in finished if s.name == "onceonly.provider.attest"}
+    served = [s for s in finished if s.name == "onceonly.provider.serve"]
+    assert len(served) == 4
+    for span in served:
+        # Each provider-side span is a child of the broker's call to that provider, in the same trace.
+        assert span.parent is not None and span.parent.span_id in calls
+        parent = calls[span.parent.span_id]
+        assert span.context.trace_id == parent.context.trace_id
+        assert span.attributes is not None and parent.attributes is not None
+        assert span.attributes["onceonly.provider"] == parent.attributes["onceonly.provider"]
+        assert span.attributes["onceonly.procedure_code"] == PROCEDURE
