@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from onceonly.pki import DEMO_CONSUMER, ClientTls, init_pki
+from onceonly.pki import DEMO_CONSUMER, DEMO_OVERSIGHT, ClientTls, init_pki
 from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
 from .caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
@@ -45,6 +45,7 @@ from .client import (
     Subject,
     verify_attestation,
 )
+from .oversight import OversightClient
 
 PROVIDERS = ("registry", "tax", "employment")
 IDP_ISSUER = "https://idp.housing.l01280796.demo"
@@ -306,6 +307,57 @@ async def scenario(
     return problems
 
 
+async def resident_report(broker_target: str, pki_dir: Path, resident: Resident) -> list[str]:
+    """An oversight body looks at who consulted applicant A's data (and is traced doing so)."""
+    subject = Subject(resident.document_type, resident.document_number)
+    print(f"\nresident's access report for applicant A, asked by the oversight body ({DEMO_OVERSIGHT[0]}):")
+    async with OversightClient(
+        broker_target, tls=ClientTls.from_dir(pki_dir, DEMO_OVERSIGHT[1])
+    ) as oversight:
+        report = await oversight.resident_report(
+            subject,
+            purpose="Resident's request to see who consulted their data",
+            legal_basis=LegalBasis.law("Reglamento (UE) 2016/679 art. 15"),
+        )
+    rows = [
+        (
+            a.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            a.consumer_organization_name or a.consumer_organization_id,
+            a.procedure_code,
+            a.purpose_text,
+            f"{a.legal_basis_kind} {a.legal_basis_reference}",
+            ", ".join(a.certificate_type_ids),
+            a.decision,
+        )
+        for a in report.accesses
+    ]
+    print(
+        table(
+            ["when (UTC)", "who", "procedure", "purpose", "legal basis", "certificate types", "decision"],
+            rows,
+        )
+    )
+    print(f"  this lookup is itself traced: {report.report_trace_id}")
+    consulted = [a for a in report.accesses if a.procedure_code == "HOUSING-RENT-SUBSIDY"]
+    if len(consulted) != 2:
+        return [f"resident report lists {len(consulted)} housing-office accesses, expected 2"]
+    return []
+
+
+def verify_ledger_after(var_dir: Path, env: dict[str, str]) -> list[str]:
+    """``onceonly ledger verify`` on the demo's database, as an auditor would run it."""
+    print("\nonceonly ledger verify:")
+    done = subprocess.run(
+        [sys.executable, "-m", "consumers.cli", "ledger", "verify", "--var-dir", str(var_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print("\n".join(f"  {line}" for line in done.stdout.splitlines()))
+    return [] if done.returncode == 0 else [f"ledger verify exited {done.returncode}: {done.stderr.strip()}"]
+
+
 async def spoofing_is_refused(client: BrokerClient, resident: Resident) -> list[str]:
     """The housing office's certificate asking as another city council is refused, untraced."""
     print("\nthe housing office's certificate asking as another organisation (L08019030):")
@@ -339,6 +391,9 @@ async def run_demo(var_dir: Path | None = None) -> int:
     ):
         env.pop(name, None)  # the demo always runs with its own certificates
     seed = resources.files("broker").joinpath("data/agreements.toml")
+    # Each demo starts from an empty database, so the ledger it verifies at the end is its own.
+    for stale in var_dir.glob("onceonly.db*"):
+        stale.unlink()
     processes: list[Process] = []
     problems: list[str] = []
     try:
@@ -381,10 +436,13 @@ async def run_demo(var_dir: Path | None = None) -> int:
             + " (mutual TLS, the broker's certificate only)"
         )
         problems += await scenario(broker_target, pki_dir, idp, token_target)
+        problems += await resident_report(broker_target, pki_dir, personas()[0][1])
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
         problems += stop_all(processes)
+    if processes:
+        problems += verify_ledger_after(var_dir, env)
     if problems:
         print("\ndemo FAILED:", file=sys.stderr)
         for p in problems:
