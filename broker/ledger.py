@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,12 @@ class SqlTraceLedger:
         self._head: ChainHead | None = None  # loaded by the writer; None after a failed write
         self._traces_insert = _BulkInsert(_TRACES, engine.dialect)
         self._replies_insert = _BulkInsert(_REPLIES, engine.dialect)
+        dbapi = engine.dialect.dbapi
+        # Errors that concern one row (a reused request id), not the database as a whole.
+        self._row_errors: tuple[type[Exception], ...] = (sa.exc.IntegrityError, sa.exc.DataError)
+        if dbapi is not None:
+            self._row_errors += (dbapi.IntegrityError, dbapi.DataError)
+        self._raw: Any = None  # the writer's own connection, kept open between batches
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -267,6 +273,7 @@ class SqlTraceLedger:
             if stop:
                 break
         self._checkpoint_if_due(force=True)
+        self._drop_connection()
 
     def _chain_head(self) -> ChainHead:
         if self._head is None:
@@ -285,12 +292,12 @@ class SqlTraceLedger:
         for p in batch:
             head.link(p.trace, self.chain_id)
         try:
-            with self._engine.begin() as conn:
-                self._traces_insert.execute(conn, [p.trace for p in batch])
+            with self._transaction() as cursor:
+                self._traces_insert.execute(cursor, [p.trace for p in batch])
                 replies = [p.reply for p in batch if p.reply is not None]
                 if replies:
-                    self._replies_insert.execute(conn, replies)
-        except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+                    self._replies_insert.execute(cursor, replies)
+        except self._row_errors as exc:
             self._head = before
             # One bad row (usually a reused request id) must not fail its batch-mates.
             if len(batch) == 1:
@@ -312,11 +319,11 @@ class SqlTraceLedger:
                 before = ChainHead(head.seq, head.hash)
                 head.link(p.trace, self.chain_id)
                 # A fresh transaction per record: on PostgreSQL a failed statement spoils its transaction.
-                with self._engine.begin() as conn:
-                    self._traces_insert.execute(conn, [p.trace])
+                with self._transaction() as cursor:
+                    self._traces_insert.execute(cursor, [p.trace])
                     if p.reply is not None:
-                        self._replies_insert.execute(conn, [p.reply])
-            except (sa.exc.IntegrityError, sa.exc.DataError) as exc:
+                        self._replies_insert.execute(cursor, [p.reply])
+            except self._row_errors as exc:
                 self._head = before
                 _settle([p], self._integrity_failure(p, exc))
             except Exception as exc:
@@ -328,6 +335,35 @@ class SqlTraceLedger:
             else:
                 self._since_checkpoint += 1
                 _settle([p], None)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """One transaction on the writer's own DB-API connection (no pool round trip per batch).
+
+        After any failure the connection is dropped, so a database that went away and came
+        back is reached through a fresh connection.
+        """
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()
+        raw = self._raw
+        cursor = raw.cursor()
+        try:
+            yield cursor
+            raw.commit()
+        except BaseException:
+            self._drop_connection()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+
+    def _drop_connection(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            with contextlib.suppress(Exception):
+                raw.invalidate()  # never hand a connection in an unknown state back to the pool
 
     def _checkpoint_if_due(self, *, force: bool = False) -> None:
         """Sign the chain head if N records or T seconds passed since the last checkpoint."""
@@ -434,14 +470,14 @@ class _BulkInsert:
         processors = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
         self._processors = [(name, proc) for name, proc in processors.items() if proc is not None]
 
-    def execute(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    def execute(self, cursor: Any, rows: list[dict[str, Any]]) -> None:
         prepared = []
         for row in rows:
             values = dict(row)
             for name, proc in self._processors:
                 values[name] = proc(values[name])
             prepared.append(tuple(values[n] for n in self._positional) if self._positional else values)
-        conn.exec_driver_sql(self._sql, prepared if len(prepared) > 1 else prepared[0])
+        cursor.executemany(self._sql, prepared)
 
 
 def _settle(batch: list[_Pending], exc: BaseException | None) -> None:
