@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test fuzz lint format protos clean bench
+.PHONY: install demo test fuzz lint format protos clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ fuzz: $(STAMP) ## property-based hostile input at depth (HYPOTHESIS_PROFILE=deep
 
 bench: $(STAMP) ## measure the broker against a bare relay and a direct call (var/bench/latest.json)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# A bounded soak (default 180 s; e.g. SOAK_ARGS="--duration 60"): mixed workload while providers
+# are restarted and one is slowed; writes var/soak/latest.json; fails if any answer was untraced.
+soak: $(STAMP) ## soak the platform under faults (var/soak/latest.json; lost must be 0)
+	$(PY) -m soak $(SOAK_ARGS)
 
 lint: $(STAMP) ## ruff, mypy, and the generated-code staleness check
 	$(VENV)/bin/ruff check .

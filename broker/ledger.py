@@ -292,11 +292,7 @@ class SqlTraceLedger:
         for p in batch:
             head.link(p.trace, self.chain_id)
         try:
-            with self._transaction() as cursor:
-                self._traces_insert.execute(cursor, [p.trace for p in batch])
-                replies = [p.reply for p in batch if p.reply is not None]
-                if replies:
-                    self._replies_insert.execute(cursor, replies)
+            self._insert(batch)
         except self._row_errors as exc:
             self._head = before
             # One bad row (usually a reused request id) must not fail its batch-mates.
@@ -319,10 +315,7 @@ class SqlTraceLedger:
                 before = ChainHead(head.seq, head.hash)
                 head.link(p.trace, self.chain_id)
                 # A fresh transaction per record: on PostgreSQL a failed statement spoils its transaction.
-                with self._transaction() as cursor:
-                    self._traces_insert.execute(cursor, [p.trace])
-                    if p.reply is not None:
-                        self._replies_insert.execute(cursor, [p.reply])
+                self._insert([p])
             except self._row_errors as exc:
                 self._head = before
                 _settle([p], self._integrity_failure(p, exc))
@@ -335,6 +328,27 @@ class SqlTraceLedger:
             else:
                 self._since_checkpoint += 1
                 _settle([p], None)
+
+    def _insert(self, batch: list[_Pending]) -> None:
+        """Insert the batch's records and replies in one transaction."""
+        reused = self._raw is not None
+        try:
+            self._insert_once(batch)
+        except self._row_errors:
+            raise
+        except Exception:
+            if not reused:
+                raise
+            # A kept connection may have died while idle (a server restart, a cut network):
+            # nothing was committed on it, so try once more on a fresh one.
+            self._insert_once(batch)
+
+    def _insert_once(self, batch: list[_Pending]) -> None:
+        with self._transaction() as cursor:
+            self._traces_insert.execute(cursor, [p.trace for p in batch])
+            replies = [p.reply for p in batch if p.reply is not None]
+            if replies:
+                self._replies_insert.execute(cursor, replies)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:

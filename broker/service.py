@@ -164,7 +164,8 @@ class VerificationService:
         self._inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         # Provider contract state: None = not yet compared, "" = agrees, text = mismatch.
         self._contract: dict[str, str | None] = dict.fromkeys(catalog.providers)
-        self._contract_lock = asyncio.Lock()
+        # One lock per provider: an unreachable provider does not hold up the others' first contact.
+        self._contract_locks = {pid: asyncio.Lock() for pid in catalog.providers}
 
     # -- provider contracts -------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class VerificationService:
 
     async def _contract_problem(self, provider_id: str, timeout: float) -> str:
         if self._contract.get(provider_id) is None:
-            async with self._contract_lock:
+            async with self._contract_locks[provider_id]:
                 if self._contract.get(provider_id) is None:
                     await self._compare(provider_id, timeout)
         return self._contract.get(provider_id) or ""
@@ -381,6 +382,7 @@ class VerificationService:
         if self._evidence is not None:
             problem = self._evidence_problem(answer, check, request, trace_id, provider_id)
             if problem:
+                self._count_fault(provider_id, f"evidence rejected: {problem}")
                 return CheckOutcome(
                     check.certificate_type_id,
                     provider_id,
@@ -400,6 +402,7 @@ class VerificationService:
         try:
             claims = normalise_claims(a.claim_specs, answer.claims)
         except ValueError as exc:
+            self._count_fault(provider_id, f"malformed claims: {exc}")
             return CheckOutcome(
                 check.certificate_type_id,
                 provider_id,
@@ -419,6 +422,12 @@ class VerificationService:
             latency_ms=latency,
             evidence=answer.evidence,
         )
+
+    def _count_fault(self, provider_id: str, why: str) -> None:
+        """A bad answer found after the call returned counts against the provider (circuit breaker)."""
+        record = getattr(self._providers.get(provider_id), "record_failure", None)
+        if record is not None:
+            record(why)
 
     def _evidence_problem(
         self,

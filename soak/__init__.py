@@ -1,0 +1,1 @@
+"""``make soak``: a bounded soak of the platform under a mixed workload and provider faults."""
