@@ -205,7 +205,7 @@ _MAX_PAGE_TOKEN = 1024
 def decode_page_token(token: str, filter_: TraceFilter) -> tuple[dt.datetime, int]:
     """The keyset ``(created_at, id)`` of a token; :class:`InvalidRequest` if it is not one of ours."""
     try:
-        if len(token) > _MAX_PAGE_TOKEN:  # ours are ~150 characters; a huge one is not ours
+        if len(token) > _MAX_PAGE_TOKEN:  # ours are about 100 characters; a huge one is not ours
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, row_id, fingerprint = json.loads(raw)
