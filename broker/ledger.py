@@ -462,7 +462,7 @@ class SqlTraceLedger:
                 row = conn.execute(sa.select(_TRACES).where(_TRACES.c.trace_id == trace_id)).first()
         except sa.exc.SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
-        return None if row is None else _trace_from_row(row._mapping)
+        return None if row is None else trace_from_row(row._mapping)
 
 
 class _BulkInsert:
@@ -569,7 +569,8 @@ def _trace_values(r: TraceRecord) -> dict[str, Any]:
     }
 
 
-def _trace_from_row(m: Any) -> TraceRecord:
+def trace_from_row(m: Any) -> TraceRecord:
+    """A ``trace_records`` row (a mapping of its columns) as a domain ``TraceRecord``."""
     return TraceRecord(
         trace_id=m["trace_id"],
         request_id=m["request_id"],
@@ -594,10 +595,10 @@ def _trace_from_row(m: Any) -> TraceRecord:
                 o["certificate_type_id"],
                 o["provider_id"],
                 CheckStatus(o["status"]),
-                o["latency_ms"],
+                int(o["latency_ms"]),
                 o.get("evidence_sha256", ""),
             )
             for o in json.loads(m["outcomes"])
         ),
-        duration_ms=m["duration_ms"],
+        duration_ms=int(m["duration_ms"]),
     )

@@ -41,8 +41,6 @@ from .auth import Principal
 from .domain import (
     CheckStatus,
     Decision,
-    DenialReason,
-    DocumentType,
     LegalBasis,
     LegalBasisKind,
     SubjectId,
@@ -50,6 +48,7 @@ from .domain import (
     TraceRecord,
 )
 from .errors import FieldViolation, InvalidRequest
+from .ledger import trace_from_row
 from .service import new_trace_id
 from .storage import OrganisationRow, TraceRow
 from .usage import Grouping, UsageTable, sample_from_columns, tally
@@ -249,36 +248,6 @@ def _where(filter_: TraceFilter) -> list[sa.ColumnElement[bool]]:
     return clauses
 
 
-def _record(m: sa.RowMapping) -> TraceRecord:
-    return TraceRecord(
-        trace_id=m["trace_id"],
-        request_id=m["request_id"],
-        request_digest=m["request_digest"],
-        created_at=m["created_at"],
-        consumer_organization_id=m["consumer_organization_id"],
-        consumer_unit=m["consumer_unit"],
-        officer_id=m["officer_id"],
-        procedure_code=m["procedure_code"],
-        purpose_text=m["purpose_text"],
-        case_file_id=m["case_file_id"],
-        legal_basis_kind=LegalBasisKind(m["legal_basis_kind"]),
-        legal_basis_reference=m["legal_basis_reference"],
-        subject_document_type=DocumentType(m["subject_document_type"]),
-        subject_ref=m["subject_ref"],
-        certificate_type_ids=tuple(json.loads(m["certificate_type_ids"])),
-        decision=Decision(m["decision"]),
-        denial_reason=None if m["denial_reason"] is None else DenialReason(m["denial_reason"]),
-        denial_detail=m["denial_detail"],
-        outcomes=tuple(
-            TracedOutcome(
-                o["certificate_type_id"], o["provider_id"], CheckStatus(o["status"]), int(o["latency_ms"])
-            )
-            for o in json.loads(m["outcomes"])
-        ),
-        duration_ms=int(m["duration_ms"]),
-    )
-
-
 def _only_provider(record: TraceRecord, provider_id: str) -> TraceRecord:
     """What a provider sees of a trace: its own checks, not the other providers'."""
     own = tuple(o for o in record.outcomes if o.provider_id == provider_id)
@@ -359,7 +328,7 @@ class OversightService:
         more = False
         with self._stream(query) as rows:
             for m in rows:
-                record = _record(m)
+                record = trace_from_row(m)
                 if not filter_.matches_checks(record.outcomes, record.certificate_type_ids):
                     continue
                 if len(found) == size:
@@ -472,7 +441,7 @@ class OversightService:
             clauses.append(t.created_at < until)
         query = sa.select(_TRACES).where(*clauses).order_by(t.created_at.desc(), t.id.desc())
         with self._stream(query) as rows:
-            records = [_record(m) for m in rows]
+            records = [trace_from_row(m) for m in rows]
         names: dict[str, str] = {}
         orgs = sorted({r.consumer_organization_id for r in records})
         if orgs:
