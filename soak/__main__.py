@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import random
 import signal
 import subprocess
@@ -342,6 +343,8 @@ def log_counts(platform: Platform) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for old in sorted(args.out.glob("run-*"))[:-2]:  # keep the two latest runs' state and logs
+        shutil.rmtree(old, ignore_errors=True)
     run_dir = (args.out / f"run-{stamp}").resolve()
     pki_dir = run_dir / "pki"
     init_pki(pki_dir, providers=PROVIDERS)
