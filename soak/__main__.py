@@ -34,8 +34,8 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import random
+import shutil
 import signal
 import subprocess
 import sys
