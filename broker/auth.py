@@ -51,7 +51,6 @@ from onceonly.pki import ROLES, identity_from_pem
 log = logging.getLogger(__name__)
 
 KINDS = ROLES
-VIA = ("mtls", "jwt", "insecure")
 DEFAULT_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
 """Asymmetric algorithms only: a shared-secret (HS*) token could be minted by the broker itself."""
 
