@@ -46,11 +46,10 @@ from onceonly.guard import (
     permission_denied,
     unauthenticated,
 )
-from onceonly.pki import ROLES, identity_from_pem
+from onceonly.pki import identity_from_pem
 
 log = logging.getLogger(__name__)
 
-KINDS = ROLES
 DEFAULT_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
 """Asymmetric algorithms only: a shared-secret (HS*) token could be minted by the broker itself."""
 
