@@ -46,7 +46,7 @@ from onceonly.guard import (
     permission_denied,
     unauthenticated,
 )
-from onceonly.pki import identity_from_pem
+from onceonly.pki import ROLES, identity_from_pem
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ class JwtIssuer:
             raise ValueError(f"JWT issuer {self.issuer!r} has no keys")
         if not self.organizations:
             raise ValueError(f"JWT issuer {self.issuer!r} must list the 'organizations' it vouches for")
-        if not self.kinds or any(k not in KINDS for k in self.kinds):
-            raise ValueError(f"JWT issuer {self.issuer!r}: 'roles' must be among {', '.join(KINDS)}")
+        if not self.kinds or any(k not in ROLES for k in self.kinds):
+            raise ValueError(f"JWT issuer {self.issuer!r}: 'roles' must be among {', '.join(ROLES)}")
         if any(a.upper().startswith("HS") or a.lower() == "none" for a in self.algorithms):
             raise ValueError(f"JWT issuer {self.issuer!r}: only asymmetric algorithms are accepted")
 
@@ -348,8 +348,8 @@ class BrokerAuthenticator:
                     "UNAUTHENTICATED", f"insecure mode: name the caller in {INSECURE_ORG_HEADER} metadata"
                 )
             kind = metadata_value(context, INSECURE_ROLE_HEADER) or "consumer"
-            if kind not in KINDS:
-                raise unauthenticated("UNAUTHENTICATED", f"{INSECURE_ROLE_HEADER} must be one of {KINDS}")
+            if kind not in ROLES:
+                raise unauthenticated("UNAUTHENTICATED", f"{INSECURE_ROLE_HEADER} must be one of {ROLES}")
             return Principal(kind, org, metadata_value(context, INSECURE_OFFICER_HEADER), "insecure")
         raise unauthenticated(
             "UNAUTHENTICATED", "no credentials: present a client certificate or a bearer token"
