@@ -355,11 +355,7 @@ class BrokerClient:
         request = broker_pb2.VerifyRequest(
             request_id=request_id or uuid.uuid4().hex,
             consumer=self._consumer(consumer),
-            purpose=common_pb2.Purpose(
-                procedure_code=purpose.procedure_code,
-                purpose_text=purpose.purpose_text,
-                case_file_id=purpose.case_file_id,
-            ),
+            purpose=self._purpose(purpose),
             legal_basis=self._basis(legal_basis),
             subject=_subject(subject),
             checks=[
@@ -391,11 +387,7 @@ class BrokerClient:
         """
         header = broker_pb2.BulkHeader(
             consumer=self._consumer(consumer),
-            purpose=common_pb2.Purpose(
-                procedure_code=purpose.procedure_code,
-                purpose_text=purpose.purpose_text,
-                case_file_id=purpose.case_file_id,
-            ),
+            purpose=self._purpose(purpose),
             legal_basis=self._basis(legal_basis),
             checks=[
                 broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
@@ -429,6 +421,14 @@ class BrokerClient:
             unit=consumer.unit,
             officer_id=consumer.officer_id,
             officer_document=_subject(consumer.officer_document) if consumer.officer_document else None,
+        )
+
+    @staticmethod
+    def _purpose(purpose: Purpose) -> common_pb2.Purpose:
+        return common_pb2.Purpose(
+            procedure_code=purpose.procedure_code,
+            purpose_text=purpose.purpose_text,
+            case_file_id=purpose.case_file_id,
         )
 
     @staticmethod
