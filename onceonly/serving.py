@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .guard import DecodeGuard
 from .pki import TlsConfig
+from .reflection import enable_server_reflection
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ async def start_server(
         register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    enable_server_reflection((*service_names, health.SERVICE_NAME), server)
     bound = _add_port(server, bind, tls)
     extra_ports = tuple(_add_port(server, extra.bind, extra.tls) for extra in also)
     await server.start()

@@ -23,21 +23,16 @@ INIT_TEXT = '"""Generated from protos/onceonly/v1 by scripts/gen_protos.py. Do n
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc into ``out_root``; return the generated files relative to it."""
-    import grpc_tools
     from grpc_tools import protoc  # imported here: a dev dependency only
 
     protos = sorted(PROTO_ROOT.glob("onceonly/v1/*.proto"))
     if not protos:
         raise SystemExit(f"no .proto files under {PROTO_ROOT}")
-    import google.rpc  # googleapis-common-protos: google/rpc/status.proto
-
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    googleapis = Path(next(iter(google.rpc.__path__))).parent.parent
+    # Only protos/: the contract ships every file it imports (google/rpc, google/protobuf), so
+    # what compiles here compiles for a client in any language with nothing else.
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
-        f"-I{well_known}",
-        f"-I{googleapis}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
