@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install onceonly with its dev tools
 
 demo: $(STAMP) ## start the platform on loopback, run a caseworker scenario, stop
-	$(PY) -m consumers.demo
+	$(PY) -m onceonly demo
 
 # The storage, ledger and policy-store tests also run on PostgreSQL: scripts/pg.sh starts a
 # throwaway server on loopback (installing Debian's postgresql package if there is none),

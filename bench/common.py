@@ -32,7 +32,7 @@ _DOC_TYPES = {"DNI": common_pb2.DOCUMENT_TYPE_DNI, "NIE": common_pb2.DOCUMENT_TY
 
 def subjects(limit: int = 256) -> list[common_pb2.Subject]:
     """Residents of the synthetic population known to all three agencies."""
-    from providers.synthetic import population
+    from onceonly.providers.synthetic import population
 
     out = []
     for r in population():

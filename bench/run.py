@@ -39,7 +39,7 @@ from typing import Any
 
 from bench import common
 from bench.load import open_channel, run_load
-from consumers.demo import Process, free_port, stop_all, wait_serving
+from onceonly.processes import Process, free_port, stop_all, wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
 PROVIDERS = ("registry", "tax", "employment")
@@ -242,15 +242,15 @@ async def start_broker(
     targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
     try:
         for name, target in targets.items():
-            argv = ["-m", "consumers.cli", "serve", "provider", name, "--listen", target]
+            argv = ["-m", "onceonly", "serve", "provider", name, "--listen", target]
             processes.append(spawn(name, argv + security.server_args(), log_dir, target, env))
         for p in processes:
             await wait_serving(p, tls=security.as_broker())
         broker_target = f"127.0.0.1:{free_port()}"
-        seed = resources.files("broker").joinpath("data/agreements.toml")
+        seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
         argv = [
             "-m",
-            "consumers.cli",
+            "onceonly",
             "serve",
             "broker",
             "--listen",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .config import BrokerConfig
+from onceonly.broker.config import BrokerConfig
 
 # The database and crypto modules are imported by the commands themselves, so that merely
 # building the ``onceonly`` parser stays quick for every other command.
@@ -54,9 +54,9 @@ def _config(args: argparse.Namespace) -> BrokerConfig:
 
 
 async def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from .attestation import KeyRing
-    from .chain import verify_ledger
-    from .storage import create_engine
+    from onceonly.broker.attestation import KeyRing
+    from onceonly.broker.chain import verify_ledger
+    from onceonly.broker.storage import create_engine
 
     config = _config(args)
     keys_dir = config.keys_dir / "signing"
@@ -89,8 +89,8 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
     if args.older_than_days < 1:
         print("error: --older-than-days must be at least 1", file=sys.stderr)
         return 2
-    from .chain import purge_before
-    from .storage import create_engine, init_schema
+    from onceonly.broker.chain import purge_before
+    from onceonly.broker.storage import create_engine, init_schema
 
     config = _config(args)
     engine = create_engine(config.effective_database_url)
@@ -109,7 +109,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
 
 
 async def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from .attestation import KeyRing
+    from onceonly.broker.attestation import KeyRing
 
     config = _config(args)
     directory = config.keys_dir / "signing"

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from .catalog import Catalog
-from .domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
-from .storage import AgreementRow, OrganisationRow, VetoRow
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
+from onceonly.broker.storage import AgreementRow, OrganisationRow, VetoRow
 
 __all__ = ["PolicyStore", "parse_seed"]
 

@@ -11,6 +11,23 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from onceonly import telemetry
+from onceonly.broker.admission import AdmissionControl, AdmissionInterceptor
+from onceonly.broker.agreements import PolicyStore
+from onceonly.broker.attestation import AttestationSigner, KeyRing
+from onceonly.broker.auth import AuthInterceptor, TokenVerifier, load_jwt_issuers
+from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
+from onceonly.broker.config import BrokerConfig
+from onceonly.broker.grpc_api import SERVICE_NAME, BrokerServicer
+from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from onceonly.broker.oversight import OversightService
+from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
+from onceonly.broker.oversight_api import OversightServicer
+from onceonly.broker.policy import Policy
+from onceonly.broker.providers import GrpcProviderClient, ProviderClient
+from onceonly.broker.service import ServiceSettings, VerificationService
+from onceonly.broker.storage import create_engine, init_schema
 from onceonly.evidence import EvidenceVerifier
 from onceonly.pki import ClientTls, TlsConfig
 from onceonly.serving import (
@@ -23,24 +40,6 @@ from onceonly.serving import (
     start_server,
 )
 from onceonly.v1 import broker_pb2_grpc, oversight_pb2_grpc
-
-from .admission import AdmissionControl, AdmissionInterceptor
-from .agreements import PolicyStore
-from .attestation import AttestationSigner, KeyRing
-from .auth import AuthInterceptor, TokenVerifier, load_jwt_issuers
-from .breaker import BreakerSettings, CircuitBreaker
-from .catalog import Catalog
-from .chain import CHECKPOINT_TYPE, chain_id_for
-from .config import BrokerConfig
-from .grpc_api import SERVICE_NAME, BrokerServicer
-from .ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
-from .oversight import OversightService
-from .oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
-from .oversight_api import OversightServicer
-from .policy import Policy
-from .providers import GrpcProviderClient, ProviderClient
-from .service import ServiceSettings, VerificationService
-from .storage import create_engine, init_schema
 
 log = logging.getLogger(__name__)
 

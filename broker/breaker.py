@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from .providers import (
+from onceonly.broker.providers import (
     ProviderAnswer,
     ProviderClient,
     ProviderDescription,

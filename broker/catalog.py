@@ -9,10 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from onceonly.broker.domain import LegalBasisKind
+from onceonly.broker.errors import CatalogError
 from onceonly.fields import FieldSpec, FieldType
-
-from .domain import LegalBasisKind
-from .errors import CatalogError
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +52,7 @@ class Catalog:
     def load(cls, path: str | Path | None = None) -> Catalog:
         """Load a catalog file; without a path, the one shipped with the broker."""
         if path is None:
-            text = resources.files("broker").joinpath("data/catalog.toml").read_text("utf-8")
+            text = resources.files("onceonly.broker").joinpath("data/catalog.toml").read_text("utf-8")
             source = "broker/data/catalog.toml"
         else:
             try:

@@ -24,7 +24,7 @@ import jwt
 import orjson
 import sqlalchemy as sa
 
-from .storage import CheckpointRow, ReplyRow, TraceRow
+from onceonly.broker.storage import CheckpointRow, ReplyRow, TraceRow
 
 GENESIS = "0" * 64
 CHECKPOINT_TYPE = "onceonly-checkpoint+jwt"

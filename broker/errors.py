@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .domain import Violation
+from onceonly.broker.domain import Violation
 
 
 class OnceOnlyError(Exception):

@@ -17,13 +17,10 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from onceonly.guard import Rejected
-from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
-
-from . import translate
-from .attestation import KeyRing
-from .auth import authorise_consumer
-from .errors import (
+from onceonly.broker import translate
+from onceonly.broker.attestation import KeyRing
+from onceonly.broker.auth import authorise_consumer
+from onceonly.broker.errors import (
     DuplicateRequest,
     FieldViolation,
     InvalidRequest,
@@ -31,7 +28,9 @@ from .errors import (
     PolicyDenied,
     UnknownCertificateType,
 )
-from .service import VerificationService
+from onceonly.broker.service import VerificationService
+from onceonly.guard import Rejected
+from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .chain import ChainHead, checkpoint_values, load_head
-from .domain import (
+from onceonly.broker.chain import ChainHead, checkpoint_values, load_head
+from onceonly.broker.domain import (
     CheckStatus,
     Decision,
     DenialReason,
@@ -44,8 +44,8 @@ from .domain import (
     TracedOutcome,
     TraceRecord,
 )
-from .errors import DuplicateRequest, LedgerUnavailable
-from .storage import CheckpointRow, ReplyRow, TraceRow
+from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable
+from onceonly.broker.storage import CheckpointRow, ReplyRow, TraceRow
 
 __all__ = ["ReplyCipher", "SqlTraceLedger", "SubjectPseudonymiser", "load_or_create_key"]
 

@@ -35,10 +35,8 @@ from typing import Any, NoReturn, Protocol
 
 import sqlalchemy as sa
 
-from onceonly.guard import Rejected, permission_denied
-
-from .auth import Principal
-from .domain import (
+from onceonly.broker.auth import Principal
+from onceonly.broker.domain import (
     CheckStatus,
     Decision,
     LegalBasis,
@@ -47,11 +45,12 @@ from .domain import (
     TracedOutcome,
     TraceRecord,
 )
-from .errors import FieldViolation, InvalidRequest
-from .ledger import trace_from_row
-from .service import new_trace_id
-from .storage import OrganisationRow, TraceRow
-from .usage import Grouping, UsageTable, sample_from_columns, tally
+from onceonly.broker.errors import FieldViolation, InvalidRequest
+from onceonly.broker.ledger import trace_from_row
+from onceonly.broker.service import new_trace_id
+from onceonly.broker.storage import OrganisationRow, TraceRow
+from onceonly.broker.usage import Grouping, UsageTable, sample_from_columns, tally
+from onceonly.guard import Rejected, permission_denied
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

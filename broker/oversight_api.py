@@ -14,15 +14,22 @@ import re
 import grpc
 from google.protobuf import timestamp_pb2
 
+from onceonly.broker.auth import current_principal
+from onceonly.broker.domain import (
+    CheckStatus,
+    Decision,
+    DocumentType,
+    LegalBasis,
+    LegalBasisKind,
+    SubjectId,
+    TraceRecord,
+)
+from onceonly.broker.errors import FieldViolation, InvalidRequest
+from onceonly.broker.grpc_api import abort
+from onceonly.broker.oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+from onceonly.broker.usage import Grouping
 from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
-
-from .auth import current_principal
-from .domain import CheckStatus, Decision, DocumentType, LegalBasis, LegalBasisKind, SubjectId, TraceRecord
-from .errors import FieldViolation, InvalidRequest
-from .grpc_api import abort
-from .oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
-from .usage import Grouping
 
 log = logging.getLogger(__name__)
 

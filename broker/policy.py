@@ -10,9 +10,16 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .catalog import Catalog, CertificateTypeDef
-from .domain import Agreement, DenialReason, LegalBasisKind, PolicySnapshot, VerificationRequest, Violation
-from .errors import PolicyDenied
+from onceonly.broker.catalog import Catalog, CertificateTypeDef
+from onceonly.broker.domain import (
+    Agreement,
+    DenialReason,
+    LegalBasisKind,
+    PolicySnapshot,
+    VerificationRequest,
+    Violation,
+)
+from onceonly.broker.errors import PolicyDenied
 
 __all__ = ["Policy", "normalise_reference"]
 

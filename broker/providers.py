@@ -15,13 +15,12 @@ import grpc
 from google.protobuf import struct_pb2
 
 from onceonly import telemetry
+from onceonly.broker.domain import LegalBasisKind, SubjectId
 from onceonly.fields import FieldSpec, FieldType
 from onceonly.guard import INSECURE_ROLE_HEADER
 from onceonly.pki import ClientTls
 from onceonly.serving import MAX_MESSAGE_BYTES
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-
-from .domain import LegalBasisKind, SubjectId
 
 
 class ProviderError(Exception):

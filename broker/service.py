@@ -24,12 +24,9 @@ from typing import Any, Protocol
 import orjson
 
 from onceonly import telemetry
-from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims, evidence_digest
-from onceonly.fields import FieldSpec, normalise_claims
-
-from .attestation import AttestationSigner
-from .catalog import Catalog
-from .domain import (
+from onceonly.broker.attestation import AttestationSigner
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import (
     CheckOutcome,
     CheckRequest,
     CheckStatus,
@@ -41,8 +38,16 @@ from .domain import (
     VerificationRequest,
     Violation,
 )
-from .errors import CatalogError, DuplicateRequest, LedgerUnavailable, PolicyDenied
-from .providers import ProviderAnswer, ProviderClient, ProviderDescription, ProviderError, ProviderQuery
+from onceonly.broker.errors import CatalogError, DuplicateRequest, LedgerUnavailable, PolicyDenied
+from onceonly.broker.providers import (
+    ProviderAnswer,
+    ProviderClient,
+    ProviderDescription,
+    ProviderError,
+    ProviderQuery,
+)
+from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims, evidence_digest
+from onceonly.fields import FieldSpec, normalise_claims
 
 log = logging.getLogger(__name__)
 

@@ -181,7 +181,7 @@ _TABLES = [
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
 """The broker's tables; migrations leave any other table of a shared database alone."""
 
-MIGRATIONS = "broker:migrations"
+MIGRATIONS = "onceonly.broker:migrations"
 """alembic's ``script_location``, as a package resource so that it works when installed."""
 """The revision whose schema ``SQLModel.metadata.create_all`` made before migrations existed."""
 _MIGRATION_LOCK = 0x6F6E63656F6E6C79  # "onceonly": the PostgreSQL advisory lock key of migrations

@@ -14,12 +14,8 @@ from typing import Any
 import orjson
 from google.protobuf import struct_pb2
 
-from onceonly.fields import FieldType, parse_parameter
-from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
-from onceonly.v1 import broker_pb2, common_pb2
-
-from .catalog import Catalog
-from .domain import (
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import (
     CheckOutcome,
     CheckRequest,
     CheckStatus,
@@ -31,7 +27,10 @@ from .domain import (
     SubjectId,
     VerificationRequest,
 )
-from .errors import FieldViolation, InvalidRequest, UnknownCertificateType
+from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
+from onceonly.fields import FieldType, parse_parameter
+from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
+from onceonly.v1 import broker_pb2, common_pb2
 
 MAX_CHECKS = 10
 MAX_PARAMETERS = 16

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .domain import TraceRecord
+from onceonly.broker.domain import TraceRecord
 
 
 class Grouping(enum.StrEnum):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .client import (
+from onceonly.consumers.client import (
     BrokerClient,
     BrokerError,
     BulkItem,

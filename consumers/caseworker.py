@@ -11,7 +11,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .client import BrokerClient, Check, Consumer, Denied, LegalBasis, Purpose, Subject, Verification
+from onceonly.consumers.client import (
+    BrokerClient,
+    Check,
+    Consumer,
+    Denied,
+    LegalBasis,
+    Purpose,
+    Subject,
+    Verification,
+)
 
 PROCEDURE = "HOUSING-RENT-SUBSIDY"
 LAW = "Ley 12/2023 art. 17"

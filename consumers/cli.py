@@ -33,7 +33,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from .client import (
+from onceonly.consumers.client import (
     DEFAULT_TARGET,
     BrokerClient,
     BrokerError,
@@ -213,7 +213,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 async def cmd_verify_bulk(args: argparse.Namespace) -> int:
     import time
 
-    from .bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
+    from onceonly.consumers.bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
 
     try:
         consumer, purpose, basis, checks = request_parts(args)
@@ -322,9 +322,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         args.log_format or os.environ.get("ONCEONLY_LOG_FORMAT", "json"),
     )
     if args.role == "broker":
-        from broker.app import serve_broker
-        from broker.config import BrokerConfig, parse_targets
-        from broker.errors import CatalogError
+        from onceonly.broker.app import serve_broker
+        from onceonly.broker.config import BrokerConfig, parse_targets
+        from onceonly.broker.errors import CatalogError
 
         try:
             config = BrokerConfig.from_env(
@@ -345,10 +345,10 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
-    from broker.config import DEFAULT_PROVIDER_TARGETS, parse_bool
+    from onceonly.broker.config import DEFAULT_PROVIDER_TARGETS, parse_bool
     from onceonly.pki import TlsConfig
-    from providers.reference import reference_adapter
-    from providers.sdk import serve_provider
+    from onceonly.providers.reference import reference_adapter
+    from onceonly.providers.sdk import serve_provider
 
     if not args.name:
         print("error: serve provider needs a NAME (registry, tax or employment)", file=sys.stderr)
@@ -356,7 +356,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     try:
         adapter = reference_adapter(args.name)
         if args.delay_ms:
-            from providers.reference import DelayedAdapter
+            from onceonly.providers.reference import DelayedAdapter
 
             adapter = DelayedAdapter(adapter, args.delay_ms / 1000)
     except KeyError as exc:
@@ -388,7 +388,7 @@ async def cmd_pki(args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from onceonly.consumers.demo import run_demo
 
     return await run_demo()
 
@@ -545,16 +545,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_parser("catalog", "list certificate types").set_defaults(handler=cmd_catalog)
     client_parser("jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
-    from .oversight_cli import add_oversight_commands
+    from onceonly.consumers.oversight_cli import add_oversight_commands
 
     add_oversight_commands(sub, client_parser)  # onceonly oversight traces|usage|resident
     sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(
         handler=cmd_demo
     )
-    from broker.admin import add_admin_commands
+    from onceonly.broker.admin import add_admin_commands
 
     add_admin_commands(sub)
-    from .health import add_health_command
+    from onceonly.consumers.health import add_health_command
 
     add_health_command(sub)  # onceonly health --target HOST:PORT: for container health checks
     return parser

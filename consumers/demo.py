@@ -13,10 +13,7 @@ SIGTERM. Exits 0 only if every step did what it should.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +21,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from onceonly.pki import DEMO_CONSUMER, DEMO_OVERSIGHT, ClientTls, init_pki
-from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
-
-from .caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
-from .cli import table
-from .client import (
+from onceonly.consumers.caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
+from onceonly.consumers.cli import table
+from onceonly.consumers.client import (
     BrokerClient,
     Check,
     Consumer,
@@ -45,90 +37,15 @@ from .client import (
     Subject,
     verify_attestation,
 )
-from .oversight import OversightClient
+from onceonly.consumers.oversight import OversightClient
+from onceonly.pki import DEMO_CONSUMER, DEMO_OVERSIGHT, ClientTls, init_pki
+from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
+from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
 PROVIDERS = ("registry", "tax", "employment")
 IDP_ISSUER = "https://idp.housing.l01280796.demo"
 BROKER_AUDIENCE = "onceonly-broker"
 JWT_OFFICER = "officer-0042"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    target: str
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def spawn(name: str, args: list[str], log_dir: Path, target: str, env: dict[str, str]) -> Process:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "serve", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    return Process(name, popen, log_path, target)
-
-
-async def wait_serving(process: Process, timeout: float = 30.0, *, tls: ClientTls | None = None) -> None:
-    """Poll the gRPC health service until SERVING; fail if the process dies or time runs out.
-
-    Health checking needs no more than a TLS handshake: with ``tls`` (a client certificate from
-    the servers' CA) against a TLS server, plaintext without.
-    """
-    deadline = time.monotonic() + timeout
-    channel_factory = (
-        grpc.aio.insecure_channel(process.target)
-        if tls is None
-        else grpc.aio.secure_channel(process.target, tls.channel_credentials())
-    )
-    async with channel_factory as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}"
-                )
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{process.name} did not become healthy within {timeout:.0f}s:\n{process.tail()}")
-
-
-def stop_all(processes: list[Process], timeout: float = 15.0) -> list[str]:
-    """SIGTERM every process (broker first), wait, and report any that did not exit cleanly."""
-    problems = []
-    for p in processes:
-        if p.popen.poll() is None:
-            p.popen.send_signal(signal.SIGTERM)
-    for p in processes:
-        try:
-            code = p.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            p.popen.wait()
-            problems.append(f"{p.name} did not stop within {timeout:.0f}s and was killed")
-            continue
-        if code != 0:
-            problems.append(f"{p.name} exited with {code}:\n{p.tail()}")
-    return problems
 
 
 def _known(r: Resident) -> bool:
@@ -348,7 +265,7 @@ def verify_ledger_after(var_dir: Path, env: dict[str, str]) -> list[str]:
     """``onceonly ledger verify`` on the demo's database, as an auditor would run it."""
     print("\nonceonly ledger verify:")
     done = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "ledger", "verify", "--var-dir", str(var_dir)],
+        onceonly_argv("ledger", "verify", "--var-dir", str(var_dir)),
         env=env,
         capture_output=True,
         text=True,
@@ -390,7 +307,7 @@ async def run_demo(var_dir: Path | None = None) -> int:
         "ONCEONLY_BROKER_TOKEN_LISTEN",
     ):
         env.pop(name, None)  # the demo always runs with its own certificates
-    seed = resources.files("broker").joinpath("data/agreements.toml")
+    seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
     # Each demo starts from an empty database, so the ledger it verifies at the end is its own.
     for stale in var_dir.glob("onceonly.db*"):
         stale.unlink()
@@ -404,13 +321,14 @@ async def run_demo(var_dir: Path | None = None) -> int:
         as_broker = ClientTls.from_dir(pki_dir, "broker")
         targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
         for name, target in targets.items():
-            args = ["provider", name, "--listen", target, "--tls-dir", str(pki_dir)]
+            args = ["serve", "provider", name, "--listen", target, "--tls-dir", str(pki_dir)]
             processes.append(spawn(name, args, log_dir, target, env))
         for process in processes:
             await wait_serving(process, tls=as_broker)
         broker_target = f"127.0.0.1:{free_port()}"
         token_target = f"127.0.0.1:{free_port()}"
         broker_args = [
+            "serve",
             "broker",
             "--listen",
             broker_target,

@@ -22,9 +22,8 @@ from typing import Any
 import grpc
 from google.protobuf import timestamp_pb2
 
+from onceonly.consumers.client import BrokerClient, LegalBasis, Subject, broker_error
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
-
-from .client import BrokerClient, LegalBasis, Subject, broker_error
 
 _DOC_TYPES = {
     "DNI": common_pb2.DOCUMENT_TYPE_DNI,

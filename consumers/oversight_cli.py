@@ -25,9 +25,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from .cli import EXIT_INVALID, EXIT_OK, client_credentials, error_json, exit_code, print_error, table
-from .client import BrokerError, LegalBasis, Subject
-from .oversight import GROUPINGS, OversightClient, TraceQuery
+from onceonly.consumers.cli import (
+    EXIT_INVALID,
+    EXIT_OK,
+    client_credentials,
+    error_json,
+    exit_code,
+    print_error,
+    table,
+)
+from onceonly.consumers.client import BrokerError, LegalBasis, Subject
+from onceonly.consumers.oversight import GROUPINGS, OversightClient, TraceQuery
 
 DEFAULT_CERT = "oversight"
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from onceonly.fields import FieldSpec, FieldType
-from providers import synthetic
-from providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter, SubjectNotFound
+from onceonly.providers import synthetic
+from onceonly.providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter, SubjectNotFound
 
 UNEMPLOYMENT_STATUS = "employment.unemployment-status/v1"
 SOCIAL_SECURITY_COMPLIANCE = "employment.social-security-compliance/v1"

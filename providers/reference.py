@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from providers.employment import EmploymentService
-from providers.registry import PopulationRegister
-from providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter
-from providers.tax import TaxAgency
+from onceonly.providers.employment import EmploymentService
+from onceonly.providers.registry import PopulationRegister
+from onceonly.providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter
+from onceonly.providers.tax import TaxAgency
 
 REFERENCE_ADAPTERS: dict[str, Callable[[], ProviderAdapter]] = {
     "registry": PopulationRegister,

@@ -7,8 +7,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from onceonly.fields import FieldSpec, FieldType
-from providers import synthetic
-from providers.sdk import AttestQuery, CertificateTypeSupport, InvalidQuery, ProviderAdapter, SubjectNotFound
+from onceonly.providers import synthetic
+from onceonly.providers.sdk import (
+    AttestQuery,
+    CertificateTypeSupport,
+    InvalidQuery,
+    ProviderAdapter,
+    SubjectNotFound,
+)
 
 RESIDENCE = "registry.residence/v1"
 HOUSEHOLD = "registry.household/v1"

@@ -9,7 +9,7 @@ reflection and graceful stop.
 
 Example — an adapter over a (hypothetical) legacy licence register::
 
-    from providers.sdk import (
+    from onceonly.providers.sdk import (
         AttestQuery, CertificateTypeSupport, ProviderAdapter, SubjectNotFound, serve_provider,
     )
     from onceonly.fields import FieldSpec, FieldType

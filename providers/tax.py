@@ -10,8 +10,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from onceonly.fields import FieldSpec, FieldType
-from providers import synthetic
-from providers.sdk import AttestQuery, CertificateTypeSupport, InvalidQuery, ProviderAdapter, SubjectNotFound
+from onceonly.providers import synthetic
+from onceonly.providers.sdk import (
+    AttestQuery,
+    CertificateTypeSupport,
+    InvalidQuery,
+    ProviderAdapter,
+    SubjectNotFound,
+)
 
 COMPLIANCE = "tax.compliance/v1"
 INCOME_BELOW_THRESHOLD = "tax.income-below-threshold/v1"

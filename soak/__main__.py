@@ -50,8 +50,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from consumers.demo import Process, free_port, spawn, stop_all, wait_serving
 from onceonly.pki import DEMO_CONSUMER, ClientTls, init_pki
+from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def _trace_id_of_status(status: Any) -> str:
 
 class Workload:
     def __init__(self, stub: broker_pb2_grpc.BrokerStub, tally: Tally, seed: int) -> None:
-        from providers.synthetic import population
+        from onceonly.providers.synthetic import population
 
         self.stub = stub
         self.tally = tally
@@ -240,7 +240,7 @@ class Platform:
         print(f"  [{self.events[-1]['t_s']:7.1f}s] {what} {details or ''}", flush=True)
 
     def provider_args(self, name: str, target: str) -> list[str]:
-        argv = ["provider", name, "--listen", target, "--tls-dir", str(self.pki)]
+        argv = ["serve", "provider", name, "--listen", target, "--tls-dir", str(self.pki)]
         if name == self.args.slow and self.args.slow_ms:
             argv += ["--delay-ms", str(self.args.slow_ms)]
         return argv
@@ -257,8 +257,9 @@ class Platform:
         for name in PROVIDERS:
             await self.start_provider(name, f"127.0.0.1:{free_port()}")
         target = f"127.0.0.1:{free_port()}"
-        seed = resources.files("broker").joinpath("data/agreements.toml")
+        seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
         argv = [
+            "serve",
             "broker",
             "--listen",
             target,
@@ -302,7 +303,7 @@ class Platform:
 def traced_among(run_dir: Path, trace_ids: set[str]) -> set[str]:
     import sqlalchemy as sa
 
-    from broker.storage import create_engine
+    from onceonly.broker.storage import create_engine
 
     engine = create_engine(f"sqlite:///{run_dir / 'onceonly.db'}")
     found: set[str] = set()
@@ -385,7 +386,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     received = set(tally.answered.values())
     traced = traced_among(run_dir, received) if (run_dir / "onceonly.db").exists() else set()
     verify = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "ledger", "verify", "--var-dir", str(run_dir), "--json"],
+        onceonly_argv("ledger", "verify", "--var-dir", str(run_dir), "--json"),
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -27,17 +27,17 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from broker.app import BrokerApp, start_broker
-from broker.config import BrokerConfig
-from consumers.client import BrokerClient, BrokerError, Check, Consumer, LegalBasis, Purpose, Subject
+from onceonly.broker.app import BrokerApp, start_broker
+from onceonly.broker.config import BrokerConfig
+from onceonly.consumers.client import BrokerClient, BrokerError, Check, Consumer, LegalBasis, Purpose, Subject
 from onceonly.pki import CertificateAuthority, ClientTls, TlsConfig, cert_path, init_pki
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter, start_provider
 from onceonly.serving import RunningServer
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
-from providers import synthetic
-from providers.reference import reference_adapter
-from providers.sdk import AttestQuery, CertificateTypeSupport, ProviderAdapter, start_provider
 
-SEED = Path(str(resources.files("broker").joinpath("data/agreements.toml")))
+SEED = Path(str(resources.files("onceonly.broker").joinpath("data/agreements.toml")))
 PROVIDER_IDS = ("registry", "tax", "employment")
 
 ORG = "L01280796"

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import shlex
-import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from broker.config import _ENV_NAMES, BrokerConfig
-from consumers.cli import build_parser
+from onceonly.broker.config import _ENV_NAMES, BrokerConfig
+from onceonly.consumers.cli import build_parser
+from onceonly.processes import onceonly_argv
 from onceonly.serving import split_bind
 from tests.conftest import Platform, free_port
 
@@ -302,9 +302,7 @@ async def onceonly_health(*args: str) -> tuple[int, str]:
     """``onceonly health ARGS`` as a container health check runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumers.cli",
+        *onceonly_argv(),
         "health",
         *args,
         stdout=asyncio.subprocess.PIPE,

@@ -87,7 +87,7 @@ def test_a_certificate_without_a_role_names_no_identity(tmp_path: Path) -> None:
 
 
 def test_the_onceonly_command_runs_pki(tmp_path: Path) -> None:
-    from consumers.cli import main
+    from onceonly.consumers.cli import main
 
     assert main(["pki", "init", "--dir", str(tmp_path / "pki")]) == 0
     assert (tmp_path / "pki/housing-office.pem").exists()

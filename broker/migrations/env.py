@@ -2,7 +2,7 @@
 
 The broker migrates itself at start; there is no ``alembic.ini``. A developer who wants the
 alembic CLI (e.g. ``alembic revision --autogenerate``) can point ``script_location`` at
-``broker:migrations`` and set ``sqlalchemy.url``.
+``onceonly.broker:migrations`` and set ``sqlalchemy.url``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-from broker import storage
+from onceonly.broker import storage
 
 config = context.config
 target_metadata = SQLModel.metadata

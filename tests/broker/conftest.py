@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from broker.storage import TABLE_NAMES, create_engine, init_schema, normalise_url
+from onceonly.broker.storage import TABLE_NAMES, create_engine, init_schema, normalise_url
 
 POSTGRES_URL_ENV = "ONCEONLY_TEST_POSTGRES_URL"
 BACKENDS = ("sqlite", "postgresql")

@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
 from onceonly.pki import ClientTls
+from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
-from providers import synthetic
 from tests.conftest import (
     HOUSING_CHECKS,
     INCOME,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
-from broker.admission import AdmissionControl, Overloaded, overloaded_status
+from onceonly.broker.admission import AdmissionControl, Overloaded, overloaded_status
 
 
 def test_units_are_taken_and_given_back() -> None:

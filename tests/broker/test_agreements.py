@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from broker.agreements import PolicyStore
-from broker.catalog import Catalog
-from broker.domain import Agreement, LegalBasisKind, Organisation, Veto
-from broker.storage import create_engine, init_schema
+from onceonly.broker.agreements import PolicyStore
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, Veto
+from onceonly.broker.storage import create_engine, init_schema
 
 LAW, CONSENT = LegalBasisKind.LAW, LegalBasisKind.CONSENT
-SEED = Path(str(resources.files("broker").joinpath("data/agreements.toml")))
+SEED = Path(str(resources.files("onceonly.broker").joinpath("data/agreements.toml")))
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet, OKPKey
 
-from broker.app import BrokerApp
-from consumers.client import BrokerClient
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.client import BrokerClient
 from tests.conftest import (
     HOUSING_CHECKS,
     INCOME,

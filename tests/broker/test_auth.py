@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -20,14 +19,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.app import BrokerApp
-from broker.auth import JwtIssuer, load_jwt_issuers
-from consumers.client import InsecureIdentity
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.auth import JwtIssuer, load_jwt_issuers
+from onceonly.consumers.client import InsecureIdentity
 from onceonly.pki import CertificateAuthority, ClientTls, PkiError
+from onceonly.processes import onceonly_argv
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import start_provider
 from onceonly.serving import InsecureBindError, start_server
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
-from providers.reference import reference_adapter
-from providers.sdk import start_provider
 from tests.conftest import (
     HOUSING_CHECKS,
     OFFICER,
@@ -168,7 +168,7 @@ async def test_spoofed_organisation_is_refused_naming_the_rule_and_not_traced(
     stub = broker_pb2_grpc.BrokerStub(platform.channel(token_broker.app.target))  # ORG's certificate
     request = verify_request(organization_id=OTHER_ORG)
 
-    with caplog.at_level(logging.WARNING, logger="broker.auth"):
+    with caplog.at_level(logging.WARNING, logger="onceonly.broker.auth"):
         failure = await failure_of(stub.Verify(request, timeout=10))
 
     assert failure.code == grpc.StatusCode.PERMISSION_DENIED
@@ -312,7 +312,7 @@ async def test_officer_named_by_the_token_must_be_the_officer_of_the_request(
     stub = token_stub(platform, token_broker.app)
     token = idp.mint(sub="officer-0099")
 
-    with caplog.at_level(logging.WARNING, logger="broker.auth"):
+    with caplog.at_level(logging.WARNING, logger="onceonly.broker.auth"):
         failure = await failure_of(stub.Verify(verify_request(), timeout=10, metadata=bearer(token)))
 
     assert failure.code == grpc.StatusCode.PERMISSION_DENIED
@@ -499,7 +499,7 @@ async def test_insecure_mode_on_loopback_names_the_caller_in_metadata(platform: 
 async def _cli(*args: str, **env: str) -> tuple[int, str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers.cli", *args,
+        *onceonly_argv(), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**base, **env},
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)

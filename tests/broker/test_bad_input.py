@@ -7,7 +7,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from tests.conftest import (
     HOUSING_CHECKS,

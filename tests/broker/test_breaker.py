@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.breaker import BreakerSettings, BreakerState, CircuitBreaker
-from broker.domain import DocumentType, LegalBasisKind, SubjectId
-from broker.providers import (
+from onceonly.broker.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from onceonly.broker.domain import DocumentType, LegalBasisKind, SubjectId
+from onceonly.broker.providers import (
     ProviderAnswer,
     ProviderClient,
     ProviderDescription,
@@ -240,7 +240,7 @@ async def test_state_changes_are_logged(caplog: pytest.LogCaptureFixture) -> Non
     clock = Clock()
     inner = Scripted(lambda n: down() if n <= 3 else FOUND)
     cb = breaker(inner, clock)
-    with caplog.at_level(logging.INFO, logger="broker.breaker"):
+    with caplog.at_level(logging.INFO, logger="onceonly.broker.breaker"):
         for _ in range(3):
             with pytest.raises(ProviderUnavailable):
                 await cb.attest(QUERY, 1.0)

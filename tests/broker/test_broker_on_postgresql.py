@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from broker.storage import create_engine
-from consumers.client import AlreadyExists, Denied, Purpose
+from onceonly.broker.storage import create_engine
+from onceonly.consumers.client import AlreadyExists, Denied, Purpose
 from tests.conftest import INCOME, ORG, Platform, resident, verify_kwargs
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from broker.app import BrokerApp
-from consumers.client import (
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.client import (
     BrokerClient,
     Check,
     Consumer,
@@ -16,8 +16,8 @@ from consumers.client import (
     Purpose,
     Subject,
 )
+from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
-from providers import synthetic
 from tests.conftest import (
     LAW,
     ORG,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from broker.attestation import KeyRing
-from broker.chain import CHECKPOINT_TYPE, GENESIS, purge_before, record_hash, verify_ledger
-from broker.ledger import ReplyCipher, SqlTraceLedger
-from broker.storage import TraceRow
+from onceonly.broker.attestation import KeyRing
+from onceonly.broker.chain import CHECKPOINT_TYPE, GENESIS, purge_before, record_hash, verify_ledger
+from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger
+from onceonly.broker.storage import TraceRow
 from tests.broker.test_ledger import record
 
 

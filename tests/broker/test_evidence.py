@@ -13,15 +13,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.app import BrokerApp
-from broker.errors import CatalogError
-from consumers.client import BrokerClient
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.errors import CatalogError
+from onceonly.consumers.client import BrokerClient
 from onceonly.evidence import EVIDENCE_TYPE, EvidenceSigner, thumbprint
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import SERVICE_NAME as PROVIDER_SERVICE
+from onceonly.providers.sdk import ProviderServicer
 from onceonly.serving import start_server
 from onceonly.v1 import provider_pb2, provider_pb2_grpc
-from providers.reference import reference_adapter
-from providers.sdk import SERVICE_NAME as PROVIDER_SERVICE
-from providers.sdk import ProviderServicer
 from tests.conftest import HOUSING_CHECKS, ORG, RESIDENCE, TAX_COMPLIANCE, Platform, verify_kwargs
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")

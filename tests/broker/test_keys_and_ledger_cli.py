@@ -11,7 +11,7 @@ from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OKPKey
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
 from tests.broker.test_attestation import ALGORITHMS, _b64decode, _b64encode, _verify
 from tests.conftest import Platform, verify_kwargs
 from tests.consumers.test_cli import cli

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from broker.domain import (
+from onceonly.broker.domain import (
     CheckStatus,
     Decision,
     DenialReason,
@@ -33,9 +33,9 @@ from broker.domain import (
     TracedOutcome,
     TraceRecord,
 )
-from broker.errors import DuplicateRequest, LedgerUnavailable
-from broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
-from broker.storage import create_engine, init_schema
+from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable
+from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from onceonly.broker.storage import create_engine, init_schema
 from tests.broker.conftest import TcpProxy, stored_bytes
 
 ORG = "L01280796"

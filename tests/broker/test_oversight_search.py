@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 
-from broker.auth import Principal
-from broker.domain import (
+from onceonly.broker.auth import Principal
+from onceonly.broker.domain import (
     CheckStatus,
     Decision,
     DocumentType,
@@ -24,9 +24,9 @@ from broker.domain import (
     TracedOutcome,
     TraceRecord,
 )
-from broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
-from broker.oversight import OversightService, Scope, TraceFilter
-from broker.usage import Grouping, percentile, sample_of, tally
+from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from onceonly.broker.oversight import OversightService, Scope, TraceFilter
+from onceonly.broker.usage import Grouping, percentile, sample_of, tally
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2
 from tests.broker.oversight_workload import (
     BARCELONA,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.agreements import PolicyStore, parse_seed
-from broker.catalog import Catalog
-from broker.domain import (
+from onceonly.broker.agreements import PolicyStore, parse_seed
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import (
     Agreement,
     CheckRequest,
     ConsumerRef,
@@ -31,9 +31,9 @@ from broker.domain import (
     VerificationRequest,
     Veto,
 )
-from broker.errors import PolicyDenied
-from broker.policy import Policy, normalise_reference
-from broker.storage import create_engine, init_schema
+from onceonly.broker.errors import PolicyDenied
+from onceonly.broker.policy import Policy, normalise_reference
+from onceonly.broker.storage import create_engine, init_schema
 
 LAW, CONSENT = LegalBasisKind.LAW, LegalBasisKind.CONSENT
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -282,7 +282,7 @@ def test_naive_times_are_refused(catalog: Catalog) -> None:
 # --- the shipped demo agreements -------------------------------------------------------
 
 
-SEED = resources.files("broker").joinpath("data/agreements.toml")
+SEED = resources.files("onceonly.broker").joinpath("data/agreements.toml")
 
 
 def parsed_demo_snapshot(catalog: Catalog) -> PolicySnapshot:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from broker.agreements import PolicyStore
-from broker.app import BrokerApp
-from broker.domain import Agreement, LegalBasisKind, Veto
+from onceonly.broker.agreements import PolicyStore
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.domain import Agreement, LegalBasisKind, Veto
+from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2, common_pb2
-from providers.reference import reference_adapter
 from tests.conftest import (
     HOUSING_CHECKS,
     INCOME,

@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import json
 import os
-import sys
 import uuid
 from collections import Counter
 
@@ -22,15 +21,16 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from broker.app import BrokerApp
-from broker.attestation import KeyRing
-from broker.chain import verify_ledger
-from broker.storage import create_engine
-from consumers.client import BrokerClient, Denied, Purpose, Verification
-from consumers.oversight import OversightClient, TraceQuery
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.attestation import KeyRing
+from onceonly.broker.chain import verify_ledger
+from onceonly.broker.storage import create_engine
+from onceonly.consumers.client import BrokerClient, Denied, Purpose, Verification
+from onceonly.consumers.oversight import OversightClient, TraceQuery
 from onceonly.pki import ClientTls
+from onceonly.processes import onceonly_argv
+from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2_grpc
-from providers import synthetic
 from tests.conftest import ORG, Platform, free_port, known_everywhere, verify_kwargs, verify_request
 
 REQUESTS = 200  # alternating between the two replicas, all in flight together (bounded)
@@ -58,9 +58,7 @@ async def ledger_cli(*args: str, database_url: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONCEONLY_")}
     env["ONCEONLY_DATABASE_URL"] = database_url
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumers.cli",
+        *onceonly_argv(),
         "ledger",
         *args,
         stdout=asyncio.subprocess.PIPE,

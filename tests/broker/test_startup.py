@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from broker.app import BrokerApp
-from broker.errors import CatalogError
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.errors import CatalogError
 from onceonly.fields import FieldSpec, FieldType
+from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
-from providers.reference import reference_adapter
 from tests.conftest import (
     HOUSING_CHECKS,
     TAX_COMPLIANCE,

@@ -15,7 +15,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
-from broker.storage import (
+from onceonly.broker.storage import (
     TABLE_NAMES,
     UTCDateTime,
     create_engine,

@@ -9,9 +9,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from broker.app import BrokerApp
-from consumers.client import BrokerClient, Denied, Purpose
 from onceonly import telemetry
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.client import BrokerClient, Denied, Purpose
 from tests.conftest import LAW, ORG, PROCEDURE, resident, verify_kwargs
 
 

@@ -7,8 +7,8 @@ import sqlite3
 
 import grpc
 
+from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2, common_pb2
-from providers import synthetic
 from tests.conftest import (
     HOUSEHOLD,
     HOUSING_CHECKS,

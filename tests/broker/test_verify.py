@@ -8,15 +8,15 @@ import time
 import grpc
 from google.protobuf import struct_pb2
 
-from broker.app import BrokerApp
-from consumers.client import AlreadyExists, BrokerClient
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.client import AlreadyExists, BrokerClient
 from onceonly.evidence import EvidenceSigner, evidence_claims
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import SERVICE_NAME as PROVIDER_SERVICE
+from onceonly.providers.sdk import ProviderServicer
 from onceonly.serving import start_server
 from onceonly.v1 import broker_pb2, provider_pb2, provider_pb2_grpc
-from providers import synthetic
-from providers.reference import reference_adapter
-from providers.sdk import SERVICE_NAME as PROVIDER_SERVICE
-from providers.sdk import ProviderServicer
 from tests.conftest import (
     HOUSEHOLD,
     HOUSING_CHECKS,

@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from broker.app import BrokerApp
-from providers import synthetic
+from onceonly.broker.app import BrokerApp
+from onceonly.providers import synthetic
 from tests.conftest import LAW, ORG, PROCEDURE, TAX_COMPLIANCE, UNEMPLOYMENT, Platform, known_everywhere
 from tests.consumers.test_cli import EXIT_INVALID, EXIT_OK, cli
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from broker.app import BrokerApp
-from consumers.caseworker import INCOME_THRESHOLD_EUR, Eligibility, HousingOffice, assess
-from consumers.client import BrokerClient, Subject
-from providers import synthetic
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.caseworker import INCOME_THRESHOLD_EUR, Eligibility, HousingOffice, assess
+from onceonly.consumers.client import BrokerClient, Subject
+from onceonly.providers import synthetic
 from tests.conftest import Platform, resident
 
 OFFICE = HousingOffice()

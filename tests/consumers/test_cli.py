@@ -11,13 +11,13 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
+from onceonly.processes import onceonly_argv
 from tests.conftest import (
     HOUSING_CHECKS,
     LAW,
@@ -43,11 +43,9 @@ def _env() -> dict[str, str]:
 
 
 async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    """Run ``python -m consumers.cli ARGS``; return (exit code, stdout, stderr)."""
+    """Run ``onceonly ARGS``; return (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumers.cli",
+        *onceonly_argv(),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -176,9 +174,7 @@ async def test_verify_denied_invalid_and_broker_down(platform: Platform, broker:
 async def test_serve_provider_runs_until_sigterm() -> None:
     target = f"127.0.0.1:{free_port()}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumers.cli",
+        *onceonly_argv(),
         "serve",
         "provider",
         "tax",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 
-from broker.app import BrokerApp
-from consumers.cli import build_parser
-from consumers.oversight_cli import connect
+from onceonly.broker.app import BrokerApp
+from onceonly.consumers.cli import build_parser
+from onceonly.consumers.oversight_cli import connect
+from onceonly.processes import onceonly_argv
 from tests.broker.oversight_workload import MADRID, SEPE, SEPE_OFFICER, Workload, run_workload
 from tests.conftest import Platform, cli_credentials_env, session_pki
 
@@ -29,11 +29,9 @@ def _env(platform: Platform, *, consumer: bool = False) -> dict[str, str]:
 async def oversight(
     platform: Platform, app: BrokerApp, *args: str, consumer: bool = False
 ) -> tuple[int, str, str]:
-    """Run ``python -m consumers.cli oversight ARGS --broker TARGET``; (exit code, stdout, stderr)."""
+    """Run ``onceonly oversight ARGS --broker TARGET``; (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumers.cli",
+        *onceonly_argv(),
         "oversight",
         *args,
         "--broker",

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import grpc
 import pytest
 
-from consumers.demo import Process, wait_serving
+from onceonly.processes import Process, onceonly_argv, wait_serving
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
 from tests.conftest import SEED, Platform, free_port, session_pki
 
@@ -96,10 +95,7 @@ class BrokerProcess:
         self.starts += 1
         target = f"127.0.0.1:{free_port()}"
         argv = [
-            sys.executable,
-            "-m",
-            "consumers.cli",
-            "serve",
+            *onceonly_argv("serve"),
             "broker",
             "--listen",
             target,

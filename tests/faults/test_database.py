@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from broker.storage import create_engine
+from onceonly.broker.storage import create_engine
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
 from tests.broker.conftest import TcpProxy
 from tests.conftest import Platform, resident, verify_failure, verify_request

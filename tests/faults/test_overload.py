@@ -19,10 +19,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
-from providers import synthetic
-from providers.reference import reference_adapter
 from tests.conftest import (
     GatedAdapter,
     Platform,

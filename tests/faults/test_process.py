@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
 
+from onceonly.processes import onceonly_argv
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
-from providers import synthetic
-from providers.reference import reference_adapter
 from tests.conftest import Platform, SlowAdapter, known_everywhere, query, verify_request
 from tests.faults.conftest import REPO, BrokerProcess, answer_trace_id
 
@@ -88,7 +88,7 @@ def traced_ids(platform: Platform) -> set[str]:
 
 def ledger_verify(var_dir: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "ledger", "verify", "--var-dir", str(var_dir)],
+        onceonly_argv("ledger", "verify", "--var-dir", str(var_dir)),
         cwd=REPO,
         capture_output=True,
         text=True,

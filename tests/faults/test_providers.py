@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2
 
-from broker.app import BrokerApp
-from broker.breaker import BreakerState
-from consumers.client import BrokerClient, Verification
+from onceonly.broker.app import BrokerApp
+from onceonly.broker.breaker import BreakerState
+from onceonly.consumers.client import BrokerClient, Verification
 from onceonly.evidence import EvidenceSigner
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import SERVICE_NAME, AttestQuery, ProviderServicer, start_provider
 from onceonly.serving import RunningServer, start_server
 from onceonly.v1 import provider_pb2, provider_pb2_grpc
-from providers.reference import reference_adapter
-from providers.sdk import SERVICE_NAME, AttestQuery, ProviderServicer, start_provider
 from tests.conftest import (
     INCOME,
     RESIDENCE,

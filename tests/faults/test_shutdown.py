@@ -11,10 +11,10 @@ import time
 import grpc
 import pytest
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2
-from providers import synthetic
-from providers.reference import reference_adapter
 from tests.conftest import GatedAdapter, Platform, known_everywhere, verify_request
 
 pytestmark = pytest.mark.faults

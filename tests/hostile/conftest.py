@@ -34,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, settings
 from hypothesis.control import currently_in_test_context
 
-from broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp
 from onceonly.pki import ClientTls
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, oversight_pb2_grpc, provider_pb2_grpc
 from tests.conftest import ORG, PROVIDER_IDS, Platform, session_pki, verify_request

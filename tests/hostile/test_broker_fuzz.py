@@ -19,8 +19,8 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2, common_pb2
-from providers import synthetic
 from tests.conftest import HOUSING_CHECKS, resident, verify_request
 
 from .conftest import (

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onceonly.providers import synthetic
 from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
-from providers import synthetic
 from tests.conftest import LAW
 
 from .conftest import HostilePlatform, assert_deliberate, call, examples, record

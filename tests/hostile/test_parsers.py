@@ -20,8 +20,8 @@ from google.protobuf import struct_pb2
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from broker.providers import _plain
 from onceonly import identity, jose
+from onceonly.broker.providers import _plain
 from onceonly.evidence import EVIDENCE_TYPE, EvidenceError, EvidenceSigner, EvidenceVerifier, evidence_digest
 from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
 from onceonly.pki import CertificateAuthority

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onceonly.providers import synthetic
 from onceonly.v1 import common_pb2, provider_pb2
-from providers import synthetic
 from tests.conftest import PROVIDER_IDS
 
 from .conftest import HostilePlatform, assert_deliberate, call, examples, record

@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from onceonly.pki import CertificateAuthority, ClientTls
+from onceonly.providers import synthetic
+from onceonly.providers.reference import reference_adapter
+from onceonly.providers.sdk import start_provider
 from onceonly.serving import RunningServer
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from providers import synthetic
-from providers.reference import reference_adapter
-from providers.sdk import start_provider
 from tests.conftest import CountingAdapter, known_everywhere, provider_tls, session_pki
 
 

@@ -12,11 +12,11 @@ import grpc
 import pytest
 
 from onceonly.fields import FieldSpec, FieldType
+from onceonly.providers import synthetic
+from onceonly.providers.reference import REFERENCE_ADAPTERS, reference_adapter
+from onceonly.providers.sdk import ProviderAdapter, start_provider
+from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from providers import synthetic
-from providers.reference import REFERENCE_ADAPTERS, reference_adapter
-from providers.sdk import ProviderAdapter, start_provider
-from providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 from tests.conftest import broker_channel, provider_tls
 
 CATALOG = Path(__file__).resolve().parents[2] / "broker" / "data" / "catalog.toml"

@@ -15,9 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from onceonly.fields import FieldSpec, FieldType
 from onceonly.identity import make_dni, make_nie
-from onceonly.serving import RunningServer
-from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from providers.sdk import (
+from onceonly.providers.sdk import (
     SERVICE_NAME,
     AttestQuery,
     CertificateTypeSupport,
@@ -27,6 +25,8 @@ from providers.sdk import (
     SubjectNotFound,
     start_provider,
 )
+from onceonly.serving import RunningServer
+from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from tests.conftest import broker_channel, provider_tls
 
 KNOWN = make_dni(12345678)
@@ -202,7 +202,7 @@ async def test_adapter_invalid_query_is_invalid_argument_naming_field() -> None:
 async def test_bad_claims_are_internal_without_traceback(
     behaviour: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="providers.sdk"):
+    with caplog.at_level(logging.ERROR, logger="onceonly.providers.sdk"):
         error = await attest_error(behaviour)
     assert error.code() is grpc.StatusCode.INTERNAL
     details = error.details() or ""
@@ -213,7 +213,7 @@ async def test_bad_claims_are_internal_without_traceback(
 
 
 async def test_adapter_crash_is_internal_and_logged_not_sent(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="providers.sdk"):
+    with caplog.at_level(logging.ERROR, logger="onceonly.providers.sdk"):
         error = await attest_error("crash")
     assert error.code() is grpc.StatusCode.INTERNAL
     assert error.details() == "adapter failed"

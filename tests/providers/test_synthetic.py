@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from onceonly.identity import validate_dni, validate_nie
-from providers import synthetic
-from providers.synthetic import FISCAL_YEARS, LATEST_FISCAL_YEAR, find, population
+from onceonly.providers import synthetic
+from onceonly.providers.synthetic import FISCAL_YEARS, LATEST_FISCAL_YEAR, find, population
 
 
 def digest(size: int = 3000, seed: int = 20260101) -> str:
