@@ -28,43 +28,36 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import status_pb2
+
+from onceonly.errors import ResourceExhausted
+from onceonly.status import abort, grpc_status, status_for
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "onceonly.v1"
-OVERLOADED = "OVERLOADED"
 UNARY_METHODS = ("/onceonly.v1.Broker/Verify",)
 BULK_METHODS = ("/onceonly.v1.Broker/VerifyBulk",)
 _WARN_EVERY_S = 1.0
 
 
-class Overloaded(Exception):
-    """No capacity is free (raised inside a bulk stream when its wait budget runs out)."""
+class Overloaded(ResourceExhausted):
+    """No capacity is free: a call refused at once, or a bulk stream whose wait ran out."""
+
+    reason = "OVERLOADED"
+
+    def __init__(self, limit: int, retry_after_s: float) -> None:
+        ms = max(1, round(retry_after_s * 1000))
+        super().__init__(
+            f"the broker is at capacity ({limit} verifications in flight); "
+            f"nothing was decided or traced, retry in {ms} ms",
+            retry_after_s=retry_after_s,
+            metadata={"max_in_flight": str(limit)},
+        )
 
 
 def overloaded_status(limit: int, retry_after_s: float) -> status_pb2.Status:
     """The status a refused call ends with."""
-    ms = max(1, round(retry_after_s * 1000))
-    delay = duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-    details = []
-    for detail in (
-        error_details_pb2.ErrorInfo(
-            reason=OVERLOADED, domain=ERROR_DOMAIN, metadata={"max_in_flight": str(limit)}
-        ),
-        error_details_pb2.RetryInfo(retry_delay=delay),
-    ):
-        holder = any_pb2.Any()
-        holder.Pack(detail)
-        details.append(holder)
-    return status_pb2.Status(
-        code=code_pb2.RESOURCE_EXHAUSTED,
-        message=f"the broker is at capacity ({limit} verifications in flight); "
-        f"nothing was decided or traced, retry in {ms} ms",
-        details=details,
-    )
+    return status_for(Overloaded(limit, retry_after_s))
 
 
 class AdmissionControl:
@@ -92,7 +85,7 @@ class AdmissionControl:
         self._clock = clock
         self._warned_at = -_WARN_EVERY_S
         self._rejected_at_warning = 0
-        self.status = rpc_status.to_status(overloaded_status(limit, retry_after_s))
+        self.status = grpc_status(Overloaded(limit, retry_after_s))
         """The (prebuilt) ``grpc.Status`` of a refusal."""
 
     def try_enter(self) -> bool:
@@ -130,7 +123,7 @@ class AdmissionControl:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
         self._refused()
-        raise Overloaded
+        raise Overloaded(self.limit, self.retry_after_s)
 
     def leave(self, units: int = 1) -> None:
         """Give back ``units``; hand them to waiting bulk readers first, in arrival order."""
@@ -202,7 +195,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if not control.try_enter():
-                await context.abort_with_status(control.status)
+                await abort(context, control.status)
             try:
                 return await inner(request, context)
             finally:
@@ -220,7 +213,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
             if not control.has_room():
                 control._refused()
-                await context.abort_with_status(control.status)
+                await abort(context, control.status)
             held = 0
             ended = False
 
@@ -253,7 +246,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                     control.leave(held)
                     held = 0
             if overloaded:
-                await context.abort_with_status(control.status)
+                await abort(context, control.status)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,

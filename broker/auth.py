@@ -35,16 +35,14 @@ import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from onceonly.errors import PermissionDenied, Unauthenticated, permission_denied, unauthenticated
 from onceonly.guard import (
     INSECURE_OFFICER_HEADER,
     INSECURE_ORG_HEADER,
     INSECURE_ROLE_HEADER,
     GuardInterceptor,
-    Rejected,
     metadata_value,
     peer_certificate,
-    permission_denied,
-    unauthenticated,
 )
 from onceonly.pki import ROLES, identity_from_pem
 
@@ -206,7 +204,7 @@ class TokenVerifier:
         return tuple(self._issuers)
 
     def verify(self, token: str) -> Principal:
-        """The principal a token names; :class:`Rejected` (``UNAUTHENTICATED``) with the reason otherwise."""
+        """The principal a token names; ``Unauthenticated`` with the reason otherwise."""
         now = time.time()
         with self._lock:
             hit = self._cache.get(token)
@@ -300,7 +298,7 @@ class TokenVerifier:
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
-    """The token of an ``authorization: Bearer …`` header; :class:`Rejected` for another scheme."""
+    """The token of an ``authorization: Bearer …`` header; ``Unauthenticated`` for another scheme."""
     value = metadata_value(context, "authorization")
     if value is None:
         return None
@@ -366,7 +364,9 @@ def AuthInterceptor(
 # --- rules of the Broker service ------------------------------------------------------------
 
 
-def authorise_consumer(organization_id: str, officer_id: str, rpc: str) -> Rejected | None:
+def authorise_consumer(
+    organization_id: str, officer_id: str, rpc: str
+) -> Unauthenticated | PermissionDenied | None:
     """Refusal (or ``None``) for a call that verifies on behalf of ``organization_id``/``officer_id``.
 
     Only consumer principals verify; the organisation they authenticated as must be the one the
@@ -378,7 +378,7 @@ def authorise_consumer(organization_id: str, officer_id: str, rpc: str) -> Rejec
         return unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
     claimed_org = organization_id.strip()
     claimed_officer = officer_id.strip()
-    refusal: Rejected | None = None
+    refusal: PermissionDenied | None = None
     if principal.kind != "consumer":
         refusal = permission_denied(
             "ROLE_NOT_PERMITTED",

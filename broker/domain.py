@@ -121,6 +121,29 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    """What policy decided: allowed (no violations) or denied (every broken rule; the first decides)."""
+
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not self.violations
+
+    @property
+    def reason(self) -> DenialReason | None:
+        """The deciding reason of a denial (``None`` when allowed)."""
+        return self.violations[0].reason if self.violations else None
+
+    def __str__(self) -> str:
+        return self.violations[0].description if self.violations else "allowed"
+
+
+ALLOWED = PolicyDecision()
+"""The decision that allows a request."""
+
+
+@dataclass(frozen=True, slots=True)
 class TracedOutcome:
     """What a trace keeps of a check outcome: never the claims."""
 

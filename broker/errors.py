@@ -1,66 +1,103 @@
-"""The broker's exceptions. One root; each subclass carries structured fields.
+"""The broker's errors: kinds of :class:`onceonly.errors.OnceOnlyError` with the broker's fields.
 
-The gRPC layer maps each class to a status code in one table (``broker.grpc_api``).
+The core raises these; :mod:`onceonly.status` maps each kind to its gRPC status at the edge.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from onceonly.broker.domain import DenialReason, Violation
+from onceonly.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OnceOnlyError,
+    PermissionDenied,
+    RuleViolation,
+    Unavailable,
+)
 
-from onceonly.broker.domain import Violation
-
-
-class OnceOnlyError(Exception):
-    """Root of the broker's errors."""
+__all__ = [
+    "CatalogError",
+    "DuplicateRequest",
+    "FieldViolation",
+    "InvalidRequest",
+    "LedgerUnavailable",
+    "OnceOnlyError",
+    "PolicyDenied",
+    "UnknownCertificateType",
+]
 
 
 class CatalogError(OnceOnlyError):
-    """The catalog file is invalid, or disagrees with a provider's description."""
+    """The catalog file is invalid, or disagrees with a provider's description (stops the broker)."""
+
+    reason = "CATALOG_INVALID"
 
 
-@dataclass(frozen=True, slots=True)
-class FieldViolation:
-    field: str
-    description: str
-
-
-class InvalidRequest(OnceOnlyError):
+class InvalidRequest(InvalidArgument):
     """The request is malformed; ``violations`` name each bad field."""
 
-    def __init__(self, violations: list[FieldViolation]):
-        self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
 
+class UnknownCertificateType(NotFound):
+    """A check names a certificate type that is not in the catalog."""
 
-class UnknownCertificateType(OnceOnlyError):
+    reason = "CERTIFICATE_TYPE_NOT_FOUND"
+
     def __init__(self, certificate_type_id: str, field: str):
         self.certificate_type_id = certificate_type_id
-        self.field = field
-        super().__init__(f"unknown certificate type {certificate_type_id!r}")
+        super().__init__(
+            f"unknown certificate type {certificate_type_id!r}; see GetCatalog",
+            resource_type="onceonly.v1.CertificateType",
+            resource_name=certificate_type_id,
+            field=field,
+            metadata={"certificate_type_id": certificate_type_id},
+        )
 
 
-class PolicyDenied(OnceOnlyError):
-    """Policy refused the request; ``violations`` name every broken rule, first one decides."""
+class PolicyDenied(PermissionDenied):
+    """Policy refused the request; ``denials`` name every broken rule, the first one decides."""
 
     def __init__(self, violations: list[Violation], trace_id: str = ""):
         if not violations:
             raise ValueError("a denial needs at least one violation")
-        self.violations = violations
+        self.denials = violations
         self.trace_id = trace_id
-        super().__init__(violations[0].description)
+        first = violations[0]
+        super().__init__(
+            f"denied by policy ({first.reason.value}): {first.description}",
+            reason=first.reason.value,
+            metadata={"trace_id": trace_id, "subject": first.subject},
+            violations=[RuleViolation(v.reason.value, v.subject, v.description) for v in violations],
+        )
 
     @property
-    def reason(self):
-        return self.violations[0].reason
+    def denial_reason(self) -> DenialReason:
+        return self.denials[0].reason
 
 
-class DuplicateRequest(OnceOnlyError):
+class DuplicateRequest(AlreadyExists):
     """The request id was used before with a different body (SCSP 0229)."""
+
+    reason = "DUPLICATE_REQUEST_ID"
 
     def __init__(self, request_id: str):
         self.request_id = request_id
-        super().__init__(f"request id {request_id!r} was already used with a different body")
+        super().__init__(
+            f"request id {request_id!r} was already used with a different body",
+            metadata={"field": "request_id", "request_id": request_id},
+        )
 
 
-class LedgerUnavailable(OnceOnlyError):
+class LedgerUnavailable(Unavailable):
     """The trace ledger cannot record; the broker fails closed."""
+
+    reason = "LEDGER_UNAVAILABLE"
+    _MESSAGE = "the trace ledger cannot record requests right now; nothing was answered, retry later"
+
+    def __init__(self, cause: str = "") -> None:
+        self.cause = cause
+        super().__init__(self._MESSAGE)
+
+    def __str__(self) -> str:
+        return self.cause or self.message

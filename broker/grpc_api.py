@@ -1,8 +1,9 @@
-"""The Broker gRPC service: translates protobuf ⇄ domain and maps errors to statuses.
+"""The Broker gRPC service: translates protobuf ⇄ domain; errors leave through :mod:`onceonly.status`.
 
-Exactly one place (:func:`status_for`) turns an exception into a gRPC status with
-``google.rpc.ErrorInfo`` and, where it helps, ``BadRequest``, ``PreconditionFailure`` or
-``ResourceInfo``. Nothing else reaches the caller: no stack trace, no internal message.
+Every failure ends the call through :func:`onceonly.status.abort` (a bulk subject's failure
+becomes that subject's result through :func:`onceonly.status.status_for`): a status with
+``google.rpc.ErrorInfo`` and the details of its kind. Nothing else reaches the caller: no stack
+trace, no internal message.
 """
 
 from __future__ import annotations
@@ -13,28 +14,18 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2
 
 from onceonly.broker import translate
 from onceonly.broker.attestation import KeyRing
 from onceonly.broker.auth import authorise_consumer
-from onceonly.broker.errors import (
-    DuplicateRequest,
-    FieldViolation,
-    InvalidRequest,
-    LedgerUnavailable,
-    PolicyDenied,
-    UnknownCertificateType,
-)
+from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
 from onceonly.broker.service import VerificationService
-from onceonly.guard import Rejected
+from onceonly.status import abort, status_for
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "onceonly.v1"
 BULK_DEFAULT_WINDOW = 64
 BULK_MAX_WINDOW = 256
 # A structurally valid stand-in subject, to validate a bulk header on its own.
@@ -42,107 +33,6 @@ _PLACEHOLDER_SUBJECT = common_pb2.Subject(
     document_type=common_pb2.DOCUMENT_TYPE_DNI, document_number="00000000T"
 )
 SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
-
-
-def _pack(*details: object) -> list[any_pb2.Any]:
-    packed = []
-    for detail in details:
-        holder = any_pb2.Any()
-        holder.Pack(detail)  # type: ignore[arg-type]
-        packed.append(holder)
-    return packed
-
-
-def _info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
-    return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
-
-
-def status_for(exc: BaseException) -> status_pb2.Status:
-    """The one table from exception to gRPC status and rich error details."""
-    if isinstance(exc, Rejected):  # authentication and authorisation of the caller (broker.auth)
-        return exc.status()
-    if isinstance(exc, InvalidRequest):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in exc.violations
-            ]
-        )
-        first = exc.violations[0]
-        return status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT,
-            message=f"invalid request: {first.field} {first.description}"
-            + (f" (and {len(exc.violations) - 1} more)" if len(exc.violations) > 1 else ""),
-            details=_pack(_info("INVALID_ARGUMENT", field=first.field), bad),
-        )
-    if isinstance(exc, UnknownCertificateType):
-        return status_pb2.Status(
-            code=code_pb2.NOT_FOUND,
-            message=f"unknown certificate type {exc.certificate_type_id!r}; see GetCatalog",
-            details=_pack(
-                _info(
-                    "CERTIFICATE_TYPE_NOT_FOUND", field=exc.field, certificate_type_id=exc.certificate_type_id
-                ),
-                error_details_pb2.ResourceInfo(
-                    resource_type="onceonly.v1.CertificateType",
-                    resource_name=exc.certificate_type_id,
-                    description="not in the catalog",
-                ),
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=exc.field, description="not in the catalog"
-                        )
-                    ]
-                ),
-            ),
-        )
-    if isinstance(exc, PolicyDenied):
-        reason = exc.reason.value
-        number = common_pb2.DenialReason.Value(f"DENIAL_REASON_{reason}")
-        return status_pb2.Status(
-            code=code_pb2.PERMISSION_DENIED,
-            message=f"denied by policy ({reason}): {exc.violations[0].description}",
-            details=_pack(
-                _info(
-                    reason,
-                    trace_id=exc.trace_id,
-                    denial_reason=str(number),
-                    subject=exc.violations[0].subject,
-                ),
-                error_details_pb2.PreconditionFailure(
-                    violations=[
-                        error_details_pb2.PreconditionFailure.Violation(
-                            type=v.reason.value, subject=v.subject, description=v.description
-                        )
-                        for v in exc.violations
-                    ]
-                ),
-            ),
-        )
-    if isinstance(exc, DuplicateRequest):
-        return status_pb2.Status(
-            code=code_pb2.ALREADY_EXISTS,
-            message=str(exc),
-            details=_pack(_info("DUPLICATE_REQUEST_ID", field="request_id", request_id=exc.request_id)),
-        )
-    if isinstance(exc, LedgerUnavailable):
-        return status_pb2.Status(
-            code=code_pb2.UNAVAILABLE,
-            message="the trace ledger cannot record requests right now; nothing was answered, retry later",
-            details=_pack(_info("LEDGER_UNAVAILABLE")),
-        )
-    return status_pb2.Status(
-        code=code_pb2.INTERNAL, message="internal error", details=_pack(_info("INTERNAL"))
-    )
-
-
-async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    """End the call with the status that ``exc`` maps to."""
-    status = status_for(exc)
-    if status.code == code_pb2.INTERNAL:
-        log.error("unexpected error", exc_info=exc)
-    await context.abort_with_status(rpc_status.to_status(status))
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
@@ -171,7 +61,6 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             )
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
-            raise  # unreachable: abort raises
 
     async def VerifyBulk(
         self, request_iterator: AsyncIterator[broker_pb2.BulkVerifyRequest], context: grpc.aio.ServicerContext

@@ -516,7 +516,7 @@ def _resolve(futures: list[asyncio.Future[None]], exc: BaseException | None) -> 
         else:
             # One exception object per caller: each await writes its own traceback into it.
             cause = exc.__cause__ if isinstance(exc, LedgerUnavailable) else exc
-            err = LedgerUnavailable(*exc.args) if isinstance(exc, LedgerUnavailable) else _unavailable(exc)
+            err = LedgerUnavailable(exc.cause) if isinstance(exc, LedgerUnavailable) else _unavailable(exc)
             err.__cause__ = cause
             f.set_exception(err)
 

@@ -50,7 +50,7 @@ from onceonly.broker.ledger import trace_from_row
 from onceonly.broker.service import new_trace_id
 from onceonly.broker.storage import OrganisationRow, TraceRow
 from onceonly.broker.usage import Grouping, UsageTable, sample_from_columns, tally
-from onceonly.guard import Rejected, permission_denied
+from onceonly.errors import PermissionDenied, permission_denied
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -73,7 +73,7 @@ class Scope:
 
 
 def scope_for(principal: Principal | None, rpc: str, *, provider_allowed: bool) -> Scope:
-    """The scope of ``principal`` for ``rpc``; :class:`Rejected` (``OVERSIGHT_ONLY``) if it has none."""
+    """The scope of ``principal`` for ``rpc``; ``PermissionDenied`` (``OVERSIGHT_ONLY``) if it has none."""
     if principal is not None and principal.kind == "oversight":
         return Scope()
     if principal is not None and principal.kind == "provider" and provider_allowed:
@@ -91,7 +91,7 @@ def _oversight_only(rpc: str, kind: str) -> NoReturn:
     )
 
 
-def own_data_only(scope: Scope, provider_id: str) -> Rejected | None:
+def own_data_only(scope: Scope, provider_id: str) -> PermissionDenied | None:
     """Refusal for a provider naming another provider's data; ``None`` if allowed."""
     if scope.provider_id is None or not provider_id or provider_id == scope.provider_id:
         return None

@@ -1,8 +1,8 @@
-"""The Oversight gRPC service: protobuf ⇄ :mod:`broker.oversight`, errors through ``status_for``.
+"""The Oversight gRPC service: protobuf ⇄ :mod:`broker.oversight`, errors through :mod:`onceonly.status`.
 
 Who may call what is decided from :func:`broker.auth.current_principal` (see
 :func:`broker.oversight.scope_for`); every refusal and failure leaves through
-:func:`broker.grpc_api.abort`, like the Broker service's.
+:func:`onceonly.status.abort`, like the Broker service's.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from onceonly.broker.domain import (
     TraceRecord,
 )
 from onceonly.broker.errors import FieldViolation, InvalidRequest
-from onceonly.broker.grpc_api import abort
 from onceonly.broker.oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
 from onceonly.broker.usage import Grouping
 from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
+from onceonly.status import abort
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,6 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             )
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
-            raise  # unreachable: abort raises
 
     async def GetUsage(
         self, request: oversight_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
@@ -270,7 +269,6 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             )
         except Exception as exc:
             await abort(context, exc)
-            raise
 
     async def GetResidentReport(
         self, request: oversight_pb2.GetResidentReportRequest, context: grpc.aio.ServicerContext
@@ -303,4 +301,3 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             )
         except Exception as exc:
             await abort(context, exc)
-            raise

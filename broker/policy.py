@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 from onceonly.broker.catalog import Catalog, CertificateTypeDef
 from onceonly.broker.domain import (
+    ALLOWED,
     Agreement,
     DenialReason,
     LegalBasisKind,
+    PolicyDecision,
     PolicySnapshot,
     VerificationRequest,
     Violation,
 )
-from onceonly.broker.errors import PolicyDenied
 
 __all__ = ["Policy", "normalise_reference"]
 
@@ -66,10 +67,10 @@ class Policy:
             index.setdefault((a.organization_id, a.procedure_code), []).append(prepared)
         self._index = {key: tuple(agreements) for key, agreements in index.items()}
 
-    def evaluate(self, request: VerificationRequest, now: dt.datetime) -> None:
-        """Return if every check is allowed; otherwise raise ``PolicyDenied``.
+    def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision:
+        """Decide: :data:`~onceonly.broker.domain.ALLOWED` if every check is allowed, or a denial.
 
-        The denial lists every broken rule (one per refused check); the first decides the
+        A denial lists every broken rule (one per refused check); the first decides the
         reason. An unknown consumer, a self-query or an unauthorised procedure stop early:
         nothing further could be allowed.
         """
@@ -79,14 +80,14 @@ class Policy:
         org = consumer.organization_id
         procedure = request.purpose.procedure_code
         if org not in self._organisations:
-            raise PolicyDenied(
-                [
+            return PolicyDecision(
+                (
                     Violation(
                         DenialReason.UNKNOWN_CONSUMER,
                         "consumer.organization_id",
                         f"Organisation {org!r} is not a known consumer of the broker.",
-                    )
-                ]
+                    ),
+                )
             )
         officer = consumer.officer_document
         if (
@@ -95,25 +96,25 @@ class Policy:
             and officer.document_number.strip().casefold()
             == request.subject.document_number.strip().casefold()
         ):
-            raise PolicyDenied(
-                [
+            return PolicyDecision(
+                (
                     Violation(
                         DenialReason.SELF_QUERY_FORBIDDEN,
                         "subject",
                         f"Officer {consumer.officer_id!r} may not verify facts about themselves.",
-                    )
-                ]
+                    ),
+                )
             )
         candidates = self._index.get((org, procedure))
         if not candidates:
-            raise PolicyDenied(
-                [
+            return PolicyDecision(
+                (
                     Violation(
                         DenialReason.PROCEDURE_NOT_AUTHORISED,
                         "purpose.procedure_code",
                         f"No agreement authorises organisation {org!r} for procedure {procedure!r}.",
-                    )
-                ]
+                    ),
+                )
             )
 
         basis = request.legal_basis
@@ -128,8 +129,7 @@ class Policy:
             violation = self._check(cid, candidates, org, procedure, basis.kind, reference, now)
             if violation is not None:
                 violations.append(violation)
-        if violations:
-            raise PolicyDenied(violations)
+        return PolicyDecision(tuple(violations)) if violations else ALLOWED
 
     def _check(
         self,

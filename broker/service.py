@@ -32,6 +32,7 @@ from onceonly.broker.domain import (
     CheckStatus,
     Decision,
     DenialReason,
+    PolicyDecision,
     StoredReply,
     TracedOutcome,
     TraceRecord,
@@ -82,7 +83,7 @@ class EvidenceCheck(Protocol):
 
 
 class PolicyCheck(Protocol):
-    def evaluate(self, request: VerificationRequest, now: datetime) -> None: ...
+    def evaluate(self, request: VerificationRequest, now: datetime) -> PolicyDecision: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,23 +244,23 @@ class VerificationService:
         started = time.perf_counter()
         trace_id = new_trace_id()
         now = self._clock()
-        try:
-            with telemetry.span("onceonly.policy"):
-                self._policy().evaluate(request, now)
-        except PolicyDenied as denied:
+        with telemetry.span("onceonly.policy"):
+            decision = self._policy().evaluate(request, now)
+        if not decision.allowed:
+            violations = list(decision.violations)
             telemetry.set_attributes(
                 {
                     "onceonly.trace_id": trace_id,
                     "onceonly.decision": "DENIED",
-                    "onceonly.denial_reason": denied.reason,
+                    "onceonly.denial_reason": violations[0].reason.value,
                 }
             )
-            reply = self._denial_reply(request, trace_id, denied.violations)
-            record = self._record(request, trace_id, now, started, (), denied.violations)
+            reply = self._denial_reply(request, trace_id, violations)
+            record = self._record(request, trace_id, now, started, (), violations)
             if await self._commit(record, reply, request) is not reply:
                 # An earlier life of the broker answered this id: that answer (and its trace) stands.
                 return self._replay(self._recent[(reply.organization_id, reply.request_id)], request)
-            raise PolicyDenied(denied.violations, trace_id) from None
+            raise PolicyDenied(violations, trace_id)
 
         telemetry.set_attributes({"onceonly.trace_id": trace_id, "onceonly.decision": "GRANTED"})
         timeout = self.settings.provider_timeout_s

@@ -4,8 +4,9 @@ A :class:`GuardInterceptor` wraps each method handler of a server so that, befor
 servicer runs, an ``authenticate(context, method)`` function establishes who is calling —
 from the peer's client certificate (``context.auth_context()``) or from call metadata — and
 stores the answer in a context variable the servicer reads. A refusal is a
-:class:`Rejected`: the call ends with its status code and a ``google.rpc.ErrorInfo`` naming
-the reason; nothing else (no stack trace) reaches the caller.
+:class:`~onceonly.errors.OnceOnlyError` (``Unauthenticated`` or ``PermissionDenied``): the call
+ends through :func:`onceonly.status.abort`, with a ``google.rpc.ErrorInfo`` naming the reason;
+nothing else (no stack trace) reaches the caller.
 
 Health checking and server reflection stay open to any caller that completed the TLS
 handshake: load balancers and ``grpcurl`` need them, and they reveal nothing about residents.
@@ -19,13 +20,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+from onceonly.errors import Internal, MalformedMessage, OnceOnlyError
+from onceonly.status import abort, code_name, grpc_status
 
 log = logging.getLogger(__name__)
 
-ERROR_DOMAIN = "onceonly.v1"
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 """Methods every TLS peer may call without further authentication."""
 
@@ -35,32 +35,6 @@ INSECURE_ROLE_HEADER = "x-onceonly-role"
 """Metadata naming the caller in explicitly insecure (local development) mode only."""
 
 T = TypeVar("T")
-
-
-class Rejected(Exception):
-    """A call refused before (or instead of) reaching the servicer."""
-
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str, **metadata: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.metadata = metadata
-
-    def status(self) -> status_pb2.Status:
-        info = any_pb2.Any()
-        info.Pack(
-            error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
-        )
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[info])
-
-
-def unauthenticated(reason: str, message: str, **metadata: str) -> Rejected:
-    return Rejected(grpc.StatusCode.UNAUTHENTICATED, reason, message, **metadata)
-
-
-def permission_denied(reason: str, message: str, **metadata: str) -> Rejected:
-    return Rejected(grpc.StatusCode.PERMISSION_DENIED, reason, message, **metadata)
 
 
 def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
@@ -115,24 +89,21 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
     async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> contextvars.Token[T | None]:
         try:
             principal = self._authenticate(context, method)
-        except Rejected as refusal:
+        except OnceOnlyError as refusal:
             log.warning(
                 "call refused",
                 extra={
                     "rpc": method,
-                    "code": refusal.code.name,
+                    "code": code_name(refusal),
                     "reason": refusal.reason,
                     "detail": refusal.message,
                     "peer": context.peer(),
                 },
             )
-            await context.abort_with_status(rpc_status.to_status(refusal.status()))
-            raise AssertionError("unreachable") from None  # pragma: no cover - abort raises
+            await abort(context, refusal)
         except Exception:  # a bug in authentication: fail closed, say nothing revealing
             log.exception("authentication failed unexpectedly", extra={"rpc": method})
-            internal = Rejected(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
-            await context.abort_with_status(rpc_status.to_status(internal.status()))
-            raise AssertionError("unreachable") from None  # pragma: no cover - abort raises
+            await abort(context, Internal("internal error"))
         return self._var.set(principal)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -203,15 +174,6 @@ class _Undecodable:
 _UNDECODABLE = _Undecodable()
 
 
-def _malformed(type_name: str) -> Rejected:
-    return Rejected(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "MALFORMED_MESSAGE",
-        f"the request is not a valid {type_name} message",
-        message_type=type_name,
-    )
-
-
 class DecodeGuard(grpc.aio.ServerInterceptor):
     """End a call whose request bytes do not parse with ``INVALID_ARGUMENT`` (``MALFORMED_MESSAGE``).
 
@@ -245,7 +207,7 @@ def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     parse = handler.request_deserializer
     owner = getattr(parse, "__self__", None)
     descriptor = getattr(owner, "DESCRIPTOR", None)
-    status = rpc_status.to_status(_malformed(getattr(descriptor, "full_name", "request")).status())
+    status = grpc_status(MalformedMessage(getattr(descriptor, "full_name", "request")))
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -258,7 +220,7 @@ def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def requests(iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for request in iterator:
             if request is _UNDECODABLE:
-                await context.abort_with_status(status)
+                await abort(context, status)
             yield request
 
     if handler.unary_unary is not None:
@@ -266,7 +228,7 @@ def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if request is _UNDECODABLE:
-                await context.abort_with_status(status)
+                await abort(context, status)
             return await _maybe_await(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
@@ -282,7 +244,7 @@ def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if request is _UNDECODABLE:
-                await context.abort_with_status(status)
+                await abort(context, status)
             async for item in _responses(inner_us(request, context)):
                 yield item
 

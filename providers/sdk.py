@@ -62,6 +62,15 @@ import grpc
 from google.protobuf import struct_pb2
 
 from onceonly import identity, telemetry
+from onceonly.errors import (
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OnceOnlyError,
+    permission_denied,
+    unauthenticated,
+)
 from onceonly.evidence import EvidenceSigner, evidence_claims
 from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
 from onceonly.guard import (
@@ -69,11 +78,10 @@ from onceonly.guard import (
     GuardInterceptor,
     metadata_value,
     peer_certificate,
-    permission_denied,
-    unauthenticated,
 )
 from onceonly.pki import CertIdentity, TlsConfig, identity_from_pem
 from onceonly.serving import RunningServer, require_loopback, run_until_signal, start_server
+from onceonly.status import abort
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -179,13 +187,9 @@ class ProviderAdapter(abc.ABC):
         """
 
 
-class _Refusal(Exception):
-    """An error status to send back; kept apart so ``context.abort`` runs outside ``try``."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
+def _bad(field: str, description: str, message: str) -> InvalidArgument:
+    """A refusal of one field, worded as the broker reports it to the caseworker."""
+    return InvalidArgument([FieldViolation(field, description)], message=message)
 
 
 def field_spec_to_proto(spec: FieldSpec) -> common_pb2.FieldSpec:
@@ -250,23 +254,26 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
                 ),
             ):
                 return await self._attest(request)
-        except _Refusal as refusal:
-            error = refusal
+        except OnceOnlyError as refusal:
+            error: OnceOnlyError = refusal
         except Exception:
             # A bug in the SDK path itself: same rule, log it here, send nothing revealing.
             log.exception("attest failed", extra={"request_id": request.request_id})
-            error = _Refusal(grpc.StatusCode.INTERNAL, "adapter failed")
+            error = Internal("adapter failed")
         # Aborting raises inside grpc; doing it here keeps it out of the handlers above.
-        await context.abort(error.code, error.details)
-        raise AssertionError("unreachable")  # pragma: no cover - abort always raises
+        await abort(context, error)
 
     async def _attest(self, request: provider_pb2.AttestRequest) -> provider_pb2.AttestResponse:
         support = self._supported.get(request.certificate_type_id)
         if support is None:
-            raise _Refusal(
-                grpc.StatusCode.NOT_FOUND,
+            raise NotFound(
                 f"certificate type {request.certificate_type_id!r} is not served by "
                 f"provider {self._adapter.provider_id!r}",
+                resource_type="onceonly.v1.CertificateType",
+                resource_name=request.certificate_type_id,
+                field="certificate_type_id",
+                description="not served by this provider",
+                reason="CERTIFICATE_TYPE_NOT_SERVED",
             )
         query = self._query(request, support)
         context_fields = {
@@ -283,21 +290,21 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
                 evidence=self._sign(request, query, False, {}),
             )
         except InvalidQuery as exc:
-            raise _Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT, f"parameter {exc.field}: {exc.message}"
+            raise _bad(
+                f"parameters.{exc.field}", exc.message, f"parameter {exc.field}: {exc.message}"
             ) from None
         except Exception:
             # The exception may carry internal detail (hosts, SQL, personal data): log it here,
             # send only a generic message.
             log.exception("adapter failed", extra=context_fields)
-            raise _Refusal(grpc.StatusCode.INTERNAL, "adapter failed") from None
+            raise Internal("adapter failed") from None
         try:
             if not isinstance(claims, Mapping):
                 raise ValueError(f"claims must be a mapping, got {type(claims).__name__}")
             checked = normalise_claims(support.claims, claims)
         except ValueError as exc:
             log.error("adapter returned invalid claims: %s", exc, extra=context_fields)
-            raise _Refusal(grpc.StatusCode.INTERNAL, f"adapter returned invalid claims: {exc}") from None
+            raise Internal(f"adapter returned invalid claims: {exc}") from None
         struct = struct_pb2.Struct()
         struct.update(checked)
         return provider_pb2.AttestResponse(
@@ -327,14 +334,16 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
     def _query(self, request: provider_pb2.AttestRequest, support: CertificateTypeSupport) -> AttestQuery:
         kind = _DOCUMENT_TYPES.get(request.subject.document_type)
         if kind is None:
-            raise _Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT, "subject.document_type must be DNI, NIE or PASSPORT"
+            raise _bad(
+                "subject.document_type",
+                "must be DNI, NIE or PASSPORT",
+                "subject.document_type must be DNI, NIE or PASSPORT",
             )
         document_type, validate = kind
         try:
             document_number = validate(request.subject.document_number)
         except identity.InvalidDocument as exc:
-            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"subject.document_number: {exc}") from None
+            raise _bad("subject.document_number", str(exc), f"subject.document_number: {exc}") from None
         return AttestQuery(
             request_id=request.request_id,
             trace_id=request.trace_id,
@@ -353,19 +362,21 @@ def parse_parameters(specs: tuple[FieldSpec, ...], given: Mapping[str, str]) -> 
     declared = {s.name: s for s in specs}
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        raise _Refusal(
-            grpc.StatusCode.INVALID_ARGUMENT, f"parameter {unknown[0]}: not a parameter of this type"
+        raise _bad(
+            f"parameters.{unknown[0]}",
+            "not a parameter of this type",
+            f"parameter {unknown[0]}: not a parameter of this type",
         )
     parsed: dict[str, Any] = {}
     for spec in specs:
         if spec.name not in given:
             if spec.required:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"parameter {spec.name}: required")
+                raise _bad(f"parameters.{spec.name}", "required", f"parameter {spec.name}: required")
             continue
         try:
             parsed[spec.name] = parse_parameter(spec, given[spec.name])
         except ValueError as exc:
-            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"parameter {spec.name}: {exc}") from None
+            raise _bad(f"parameters.{spec.name}", str(exc), f"parameter {spec.name}: {exc}") from None
     return parsed
 
 

@@ -25,13 +25,13 @@ from onceonly.broker.domain import (
     LegalBasis,
     LegalBasisKind,
     Organisation,
+    PolicyDecision,
     PolicySnapshot,
     PurposeRef,
     SubjectId,
     VerificationRequest,
     Veto,
 )
-from onceonly.broker.errors import PolicyDenied
 from onceonly.broker.policy import Policy, normalise_reference
 from onceonly.broker.storage import create_engine, init_schema
 
@@ -95,40 +95,42 @@ def request(
     )
 
 
-def denied(p: Policy, req: VerificationRequest, now: datetime = NOW) -> PolicyDenied:
-    with pytest.raises(PolicyDenied) as info:
-        p.evaluate(req, now)
-    return info.value
+def denied(p: Policy, req: VerificationRequest, now: datetime = NOW) -> PolicyDecision:
+    decision = p.evaluate(req, now)
+    assert not decision.allowed
+    return decision
 
 
 # --- allowed ---------------------------------------------------------------------------
 
 
 def test_law_with_cited_reference_is_allowed(catalog: Catalog) -> None:
-    policy(catalog).evaluate(request(RESIDENCE, TAX, SOCIAL_SECURITY), NOW)
+    assert policy(catalog).evaluate(request(RESIDENCE, TAX, SOCIAL_SECURITY), NOW).allowed
 
 
 def test_reference_is_compared_normalised(catalog: Catalog) -> None:
-    policy(catalog).evaluate(request(reference="  ley 39/2015\tART.   28 "), NOW)
+    assert policy(catalog).evaluate(request(reference="  ley 39/2015\tART.   28 "), NOW).allowed
     assert normalise_reference(" Ley  39/2015\nart. 28") == "ley 39/2015 art. 28"
 
 
 def test_consent_needs_no_cited_law(catalog: Catalog) -> None:
-    policy(catalog).evaluate(request(TAX, kind=CONSENT, reference="consent form CF-991"), NOW)
+    assert policy(catalog).evaluate(request(TAX, kind=CONSENT, reference="consent form CF-991"), NOW).allowed
 
 
 def test_now_in_another_timezone_is_the_same_instant(catalog: Catalog) -> None:
     p = policy(catalog, agreement(valid_until=datetime(2026, 6, 1, 12, 0, tzinfo=UTC)))
     one_minute_before = datetime(2026, 6, 1, 13, 59, tzinfo=timezone(timedelta(hours=2)))
-    p.evaluate(request(), one_minute_before)
+    assert p.evaluate(request(), one_minute_before).allowed
 
 
 def test_officer_may_query_someone_else(catalog: Catalog) -> None:
-    policy(catalog).evaluate(request(officer_document=SubjectId(DocumentType.DNI, "87654321X")), NOW)
+    officer = SubjectId(DocumentType.DNI, "87654321X")
+    assert policy(catalog).evaluate(request(officer_document=officer), NOW).allowed
 
 
 def test_open_ended_agreement_is_in_force_forever(catalog: Catalog) -> None:
-    policy(catalog, agreement(valid_until=None)).evaluate(request(), datetime(2099, 1, 1, tzinfo=UTC))
+    forever = policy(catalog, agreement(valid_until=None))
+    assert forever.evaluate(request(), datetime(2099, 1, 1, tzinfo=UTC)).allowed
 
 
 # --- early stops -----------------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_self_query_is_forbidden(catalog: Catalog) -> None:
 
 def test_same_number_other_document_type_is_not_self(catalog: Catalog) -> None:
     officer = SubjectId(DocumentType.PASSPORT, SUBJECT.document_number)
-    policy(catalog).evaluate(request(officer_document=officer), NOW)
+    assert policy(catalog).evaluate(request(officer_document=officer), NOW).allowed
 
 
 def test_procedure_not_authorised(catalog: Catalog) -> None:
@@ -190,12 +192,12 @@ def test_agreement_not_in_force(catalog: Catalog, now: datetime) -> None:
 
 
 def test_agreement_in_force_from_its_first_instant(catalog: Catalog) -> None:
-    policy(catalog).evaluate(request(), datetime(2025, 1, 1, tzinfo=UTC))
+    assert policy(catalog).evaluate(request(), datetime(2025, 1, 1, tzinfo=UTC)).allowed
 
 
 def test_provider_veto_refuses_only_that_providers_types(catalog: Catalog) -> None:
     p = policy(catalog, vetoes=(Veto("agr-1", "tax", "impact assessment pending"),))
-    p.evaluate(request(RESIDENCE), NOW)
+    assert p.evaluate(request(RESIDENCE), NOW).allowed
     err = denied(p, request(RESIDENCE, TAX))
     assert err.reason is DenialReason.PROVIDER_VETO
     assert [v.subject for v in err.violations] == [TAX]
@@ -205,7 +207,7 @@ def test_provider_veto_refuses_only_that_providers_types(catalog: Catalog) -> No
 def test_veto_over_one_agreement_leaves_another(catalog: Catalog) -> None:
     other = agreement(id="agr-2")
     p = policy(catalog, agreement(), other, vetoes=(Veto("agr-1", "tax", ""),))
-    p.evaluate(request(TAX), NOW)
+    assert p.evaluate(request(TAX), NOW).allowed
 
 
 def test_legal_basis_not_allowed_by_agreement(catalog: Catalog) -> None:
@@ -226,7 +228,7 @@ def test_consent_required(catalog: Catalog) -> None:
     p = policy(catalog, agreement(consent_required=True, legal_bases=frozenset({CONSENT})))
     err = denied(p, request(RESIDENCE))
     assert err.reason is DenialReason.CONSENT_REQUIRED
-    p.evaluate(request(RESIDENCE, kind=CONSENT, reference="consent CF-1"), NOW)
+    assert p.evaluate(request(RESIDENCE, kind=CONSENT, reference="consent CF-1"), NOW).allowed
 
 
 def test_legal_reference_not_in_agreement(catalog: Catalog) -> None:
@@ -268,13 +270,13 @@ def test_any_satisfying_agreement_allows(catalog: Catalog) -> None:
     law_only = agreement(id="agr-law", legal_bases=frozenset({LAW}))
     consent_only = agreement(id="agr-consent", legal_bases=frozenset({CONSENT}), legal_references=frozenset())
     p = policy(catalog, law_only, consent_only)
-    p.evaluate(request(kind=CONSENT, reference="CF-1"), NOW)
-    p.evaluate(request(kind=LAW), NOW)
+    assert p.evaluate(request(kind=CONSENT, reference="CF-1"), NOW).allowed
+    assert p.evaluate(request(kind=LAW), NOW).allowed
 
 
 def test_naive_times_are_refused(catalog: Catalog) -> None:
     with pytest.raises(ValueError):
-        policy(catalog).evaluate(request(), datetime(2026, 1, 1))
+        assert policy(catalog).evaluate(request(), datetime(2026, 1, 1)).allowed
     with pytest.raises(ValueError, match="agr-1"):
         policy(catalog, agreement(valid_from=datetime(2025, 1, 1)))
 
@@ -314,23 +316,23 @@ def test_demo_agreements_through_the_database(catalog: Catalog, database_url: st
 
 def assert_demo_decisions(p: Policy) -> None:
     # Madrid, rent subsidy: both laws of the agreement may be cited.
-    p.evaluate(request(RESIDENCE, TAX, INCOME, reference="Ley 12/2023 art. 17"), NOW)
+    assert p.evaluate(request(RESIDENCE, TAX, INCOME, reference="Ley 12/2023 art. 17"), NOW).allowed
     # valid_until = 2030-12-31 is inclusive: the agreement ends at the following midnight.
-    p.evaluate(request(), datetime(2030, 12, 31, 23, 59, tzinfo=UTC))
+    assert p.evaluate(request(), datetime(2030, 12, 31, 23, 59, tzinfo=UTC)).allowed
     late = denied(p, request(), datetime(2031, 1, 1, tzinfo=UTC))
     assert late.reason is DenialReason.AGREEMENT_NOT_IN_FORCE
     # Barcelona: the tax agency vetoed the agreement, the register did not.
-    p.evaluate(request(RESIDENCE, org="L08019030"), NOW)
+    assert p.evaluate(request(RESIDENCE, org="L08019030"), NOW).allowed
     assert denied(p, request(TAX, org="L08019030")).reason is DenialReason.PROVIDER_VETO
     # Emergency aid needs the resident's consent.
     emergency = "SOCIAL-EMERGENCY-AID"
     assert denied(p, request(procedure=emergency)).reason is DenialReason.CONSENT_REQUIRED
-    p.evaluate(request(INCOME, procedure=emergency, kind=CONSENT, reference="CF-7"), NOW)
+    assert p.evaluate(request(INCOME, procedure=emergency, kind=CONSENT, reference="CF-7"), NOW).allowed
     # The employment service, by law only, for its own types.
     unemployed = "employment.unemployment-status/v1"
     jobs = request(SOCIAL_SECURITY, unemployed, org="E04990101", procedure="JOB-SEEKER-SUPPORT")
     assert denied(p, jobs).reason is DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT
     jobs = dataclasses.replace(jobs, legal_basis=LegalBasis(LAW, "Ley 3/2023 art. 3"))
-    p.evaluate(jobs, NOW)
+    assert p.evaluate(jobs, NOW).allowed
     jobs = dataclasses.replace(jobs, checks=(CheckRequest(RESIDENCE),))
     assert denied(p, jobs).reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED

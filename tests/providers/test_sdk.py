@@ -10,8 +10,10 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from onceonly.fields import FieldSpec, FieldType
 from onceonly.identity import make_dni, make_nie
@@ -266,3 +268,39 @@ def test_servicer_rejects_duplicate_types_and_missing_identity() -> None:
 
     with pytest.raises(ValueError, match="provider_id"):
         ProviderServicer(Nameless())
+
+
+def _details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, list[str]]:
+    """The ``ErrorInfo`` of a refusal and the fields its ``BadRequest`` names."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "the refusal carries no google.rpc.Status"
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            detail.Unpack(info)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return info, fields
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "req", "reason", "fields"),
+    [
+        ("invalid", None, "INVALID_ARGUMENT", ["parameters.limit"]),
+        ("ok", request(colour="blue"), "INVALID_ARGUMENT", ["parameters.colour"]),
+        ("ok", request("12345678A"), "INVALID_ARGUMENT", ["subject.document_number"]),
+        ("ok", request(certificate_type_id="tax.compliance/v1"), "CERTIFICATE_TYPE_NOT_SERVED", [
+            "certificate_type_id"
+        ]),
+        ("crash", None, "INTERNAL", []),
+    ],
+)  # fmt: skip
+async def test_refusals_carry_error_info_as_the_brokers_do(
+    behaviour: str, req: provider_pb2.AttestRequest | None, reason: str, fields: list[str]
+) -> None:
+    error = await attest_error(behaviour, req)
+    info, named = _details(error)
+    assert (info.domain, info.reason) == ("onceonly.v1", reason)
+    assert named == fields
