@@ -7,6 +7,7 @@ import platform
 from importlib import metadata
 
 from onceonly.v1 import broker_pb2, common_pb2, provider_pb2
+from onceonly.wire import DOCUMENT_TYPE
 
 VERIFY_METHOD = "/onceonly.v1.Broker/Verify"
 VERIFY_BULK_METHOD = "/onceonly.v1.Broker/VerifyBulk"
@@ -27,8 +28,6 @@ CHECKS: tuple[tuple[str, dict[str, str]], ...] = (
 )
 DIRECT_CERTIFICATE_TYPE = "tax.compliance/v1"
 
-_DOC_TYPES = {"DNI": common_pb2.DOCUMENT_TYPE_DNI, "NIE": common_pb2.DOCUMENT_TYPE_NIE}
-
 
 def subjects(limit: int = 256) -> list[common_pb2.Subject]:
     """Residents of the synthetic population known to all three agencies."""
@@ -39,7 +38,7 @@ def subjects(limit: int = 256) -> list[common_pb2.Subject]:
         if r.known_to_registry and r.known_to_tax and r.known_to_employment:
             out.append(
                 common_pb2.Subject(
-                    document_type=_DOC_TYPES[r.document_type], document_number=r.document_number
+                    document_type=DOCUMENT_TYPE.number(r.document_type), document_number=r.document_number
                 )
             )
             if len(out) >= limit:

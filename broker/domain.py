@@ -2,61 +2,44 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from onceonly.vocabulary import (
+    CheckStatus,
+    Decision,
+    DenialReason,
+    DocumentType,
+    LegalBasisKind,
+    SubjectId,
+)
 
-class DocumentType(enum.StrEnum):
-    DNI = "DNI"
-    NIE = "NIE"
-    PASSPORT = "PASSPORT"
-
-
-class LegalBasisKind(enum.StrEnum):
-    LAW = "LAW"
-    CONSENT = "CONSENT"
-
-
-class CheckStatus(enum.StrEnum):
-    VERIFIED = "VERIFIED"
-    SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
-    UNAVAILABLE = "UNAVAILABLE"
-    TIMEOUT = "TIMEOUT"
-    ERROR = "ERROR"
-
-
-class DenialReason(enum.StrEnum):
-    """Stable reason codes of policy denials; names match the proto enum suffixes."""
-
-    UNKNOWN_CONSUMER = "UNKNOWN_CONSUMER"
-    PROCEDURE_NOT_AUTHORISED = "PROCEDURE_NOT_AUTHORISED"
-    CERTIFICATE_TYPE_NOT_COVERED = "CERTIFICATE_TYPE_NOT_COVERED"
-    LEGAL_BASIS_NOT_ALLOWED = "LEGAL_BASIS_NOT_ALLOWED"
-    LEGAL_REFERENCE_NOT_IN_AGREEMENT = "LEGAL_REFERENCE_NOT_IN_AGREEMENT"
-    CONSENT_REQUIRED = "CONSENT_REQUIRED"
-    AGREEMENT_NOT_IN_FORCE = "AGREEMENT_NOT_IN_FORCE"
-    PROVIDER_VETO = "PROVIDER_VETO"
-    SELF_QUERY_FORBIDDEN = "SELF_QUERY_FORBIDDEN"
-
-
-class Decision(enum.StrEnum):
-    GRANTED = "GRANTED"
-    DENIED = "DENIED"
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectId:
-    """A resident, named by an identity document (already validated)."""
-
-    document_type: DocumentType
-    document_number: str
-
-    def key(self) -> str:
-        """Canonical text form, e.g. ``DNI:12345678Z``; input to pseudonyms and digests."""
-        return f"{self.document_type.value}:{self.document_number}"
+__all__ = [
+    "ALLOWED",
+    "Agreement",
+    "CheckOutcome",
+    "CheckRequest",
+    "CheckStatus",
+    "ConsumerRef",
+    "Decision",
+    "DenialReason",
+    "DocumentType",
+    "LegalBasis",
+    "LegalBasisKind",
+    "Organisation",
+    "PolicyDecision",
+    "PolicySnapshot",
+    "PurposeRef",
+    "StoredReply",
+    "SubjectId",
+    "TraceRecord",
+    "TracedOutcome",
+    "VerificationRequest",
+    "Veto",
+    "Violation",
+]
 
 
 @dataclass(frozen=True, slots=True)

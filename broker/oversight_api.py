@@ -9,55 +9,33 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from onceonly.broker.auth import current_principal
 from onceonly.broker.domain import (
-    CheckStatus,
-    Decision,
-    DocumentType,
     LegalBasis,
-    LegalBasisKind,
     SubjectId,
     TraceRecord,
 )
 from onceonly.broker.errors import FieldViolation, InvalidRequest
 from onceonly.broker.oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
-from onceonly.broker.usage import Grouping
-from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
 from onceonly.status import abort
-from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
+from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
+from onceonly.validation import CONTROL, FieldErrors
+from onceonly.wire import (
+    CHECK_STATUS,
+    DECISION,
+    DENIAL_REASON,
+    DOCUMENT_TYPE,
+    LEGAL_BASIS_KIND,
+    USAGE_GROUPING,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = oversight_pb2.DESCRIPTOR.services_by_name["Oversight"].full_name
-
-_DOC_TYPES = {
-    common_pb2.DOCUMENT_TYPE_DNI: (DocumentType.DNI, validate_dni),
-    common_pb2.DOCUMENT_TYPE_NIE: (DocumentType.NIE, validate_nie),
-    common_pb2.DOCUMENT_TYPE_PASSPORT: (DocumentType.PASSPORT, validate_passport),
-}
-_DOC_TO_PROTO = {kind: number for number, (kind, _) in _DOC_TYPES.items()}
-_BASES = {
-    common_pb2.LEGAL_BASIS_KIND_LAW: LegalBasisKind.LAW,
-    common_pb2.LEGAL_BASIS_KIND_CONSENT: LegalBasisKind.CONSENT,
-}
-_BASES_TO_PROTO = {v: k for k, v in _BASES.items()}
-_DECISIONS = {
-    Decision.GRANTED: oversight_pb2.DECISION_GRANTED,
-    Decision.DENIED: oversight_pb2.DECISION_DENIED,
-}
-_GROUPINGS = {
-    oversight_pb2.USAGE_GROUPING_PROVIDER: Grouping.PROVIDER,
-    oversight_pb2.USAGE_GROUPING_CONSUMER: Grouping.CONSUMER,
-    oversight_pb2.USAGE_GROUPING_PROCEDURE: Grouping.PROCEDURE,
-}
-_GROUPINGS_TO_PROTO = {v: k for k, v in _GROUPINGS.items()}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 # --- protobuf → domain ----------------------------------------------------------------------
 
@@ -81,9 +59,11 @@ def _time(
 def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:
     kind = None
     if msg.legal_basis_kind != common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED:
-        kind = _BASES.get(msg.legal_basis_kind)
+        kind = LEGAL_BASIS_KIND.from_proto(msg.legal_basis_kind)
         if kind is None:
-            raise InvalidRequest([FieldViolation("filter.legal_basis_kind", "must be LAW or CONSENT")])
+            raise InvalidRequest(
+                [FieldViolation("filter.legal_basis_kind", f"must be {LEGAL_BASIS_KIND.choices()}")]
+            )
     return TraceFilter(
         since=_time(msg, "since", "filter."),
         until=_time(msg, "until", "filter."),
@@ -97,47 +77,28 @@ def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:
     )
 
 
-def _text(bad: list[FieldViolation], field: str, value: str, max_len: int) -> str:
-    if not value.strip():
-        bad.append(FieldViolation(field, "is required"))
-    elif len(value) > max_len:
-        bad.append(FieldViolation(field, f"is longer than {max_len} characters"))
-    elif _CONTROL.search(value):
-        bad.append(FieldViolation(field, "contains control characters"))
-    return value.strip()
-
-
 def report_arguments(
     msg: oversight_pb2.GetResidentReportRequest,
 ) -> tuple[SubjectId, str, LegalBasis, str]:
     """Subject, purpose, legal basis and case file; ``InvalidRequest`` names each bad field."""
-    bad: list[FieldViolation] = []
+    bad = FieldErrors()
     subject = None
     if not msg.HasField("subject"):
-        bad.append(FieldViolation("subject", "is required"))
-    elif msg.subject.document_type not in _DOC_TYPES:
-        bad.append(FieldViolation("subject.document_type", "must be DNI, NIE or PASSPORT"))
-    elif len(msg.subject.document_number) > 32:
-        bad.append(FieldViolation("subject.document_number", "is longer than 32 characters"))
+        bad.add("subject", "is required")
     else:
-        kind, validate = _DOC_TYPES[msg.subject.document_type]
-        try:
-            subject = SubjectId(kind, validate(msg.subject.document_number))
-        except InvalidDocument as exc:
-            bad.append(FieldViolation("subject.document_number", str(exc)))
-    purpose = _text(bad, "purpose", msg.purpose, 500)
-    basis_kind = _BASES.get(msg.legal_basis.kind)
+        subject = bad.subject("subject", msg.subject)
+    purpose = bad.text("purpose", msg.purpose, max_len=500)
+    basis_kind = LEGAL_BASIS_KIND.from_proto(msg.legal_basis.kind)
     if basis_kind is None:
-        bad.append(FieldViolation("legal_basis.kind", "must be LAW or CONSENT"))
-    reference = _text(bad, "legal_basis.reference", msg.legal_basis.reference, 200)
+        bad.add("legal_basis.kind", f"must be {LEGAL_BASIS_KIND.choices()}")
+    reference = bad.text("legal_basis.reference", msg.legal_basis.reference, max_len=200)
     case_file = msg.case_file_id.strip()
-    if len(case_file) > 64 or _CONTROL.search(case_file):
-        bad.append(FieldViolation("case_file_id", "must be at most 64 printable characters"))
+    if len(case_file) > 64 or CONTROL.search(case_file):
+        bad.add("case_file_id", "must be at most 64 printable characters")
     since, until = _time(msg, "since"), _time(msg, "until")
     if since is not None and until is not None and since >= until:
-        bad.append(FieldViolation("until", "must be later than since"))
-    if bad:
-        raise InvalidRequest(bad)
+        bad.add("until", "must be later than since")
+    bad.raise_if_any()
     assert subject is not None and basis_kind is not None
     return subject, purpose, LegalBasis(basis_kind, reference), case_file
 
@@ -154,11 +115,7 @@ def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
 def _denial(record: TraceRecord) -> common_pb2.DenialReason:
     if record.denial_reason is None:
         return common_pb2.DENIAL_REASON_UNSPECIFIED
-    return getattr(common_pb2, f"DENIAL_REASON_{record.denial_reason.value}")  # type: ignore[no-any-return]
-
-
-def _status(status: CheckStatus) -> broker_pb2.CheckStatus:
-    return getattr(broker_pb2, f"CHECK_STATUS_{status.value}")  # type: ignore[no-any-return]
+    return DENIAL_REASON.to_proto(record.denial_reason)
 
 
 def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
@@ -174,18 +131,18 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
             procedure_code=r.procedure_code, purpose_text=r.purpose_text, case_file_id=r.case_file_id
         ),
         legal_basis=common_pb2.LegalBasis(
-            kind=_BASES_TO_PROTO[r.legal_basis_kind], reference=r.legal_basis_reference
+            kind=LEGAL_BASIS_KIND.to_proto(r.legal_basis_kind), reference=r.legal_basis_reference
         ),
-        subject_document_type=_DOC_TO_PROTO[r.subject_document_type],
+        subject_document_type=DOCUMENT_TYPE.to_proto(r.subject_document_type),
         certificate_type_ids=list(r.certificate_type_ids),
-        decision=_DECISIONS[r.decision],
+        decision=DECISION.to_proto(r.decision),
         denial_reason=_denial(r),
         denial_detail=r.denial_detail,
         checks=[
             oversight_pb2.TracedCheck(
                 certificate_type_id=o.certificate_type_id,
                 provider_id=o.provider_id,
-                status=_status(o.status),
+                status=CHECK_STATUS.to_proto(o.status),
                 latency_ms=o.latency_ms,
             )
             for o in r.outcomes
@@ -207,10 +164,10 @@ def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
         procedure_code=r.procedure_code,
         purpose_text=r.purpose_text,
         legal_basis=common_pb2.LegalBasis(
-            kind=_BASES_TO_PROTO[r.legal_basis_kind], reference=r.legal_basis_reference
+            kind=LEGAL_BASIS_KIND.to_proto(r.legal_basis_kind), reference=r.legal_basis_reference
         ),
         certificate_type_ids=list(r.certificate_type_ids),
-        decision=_DECISIONS[r.decision],
+        decision=DECISION.to_proto(r.decision),
         denial_reason=_denial(r),
     )
 
@@ -246,14 +203,14 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
     ) -> oversight_pb2.Usage:
         try:
             scope = scope_for(current_principal(), "GetUsage", provider_allowed=True)
-            grouping = _GROUPINGS.get(request.group_by)
+            grouping = USAGE_GROUPING.from_proto(request.group_by)
             if grouping is None:
-                raise InvalidRequest([FieldViolation("group_by", "must be PROVIDER, CONSUMER or PROCEDURE")])
+                raise InvalidRequest([FieldViolation("group_by", f"must be {USAGE_GROUPING.choices()}")])
             table = await self._service.usage(
                 grouping, scope, since=_time(request, "since"), until=_time(request, "until")
             )
             return oversight_pb2.Usage(
-                group_by=_GROUPINGS_TO_PROTO[table.grouping],
+                group_by=USAGE_GROUPING.to_proto(table.grouping),
                 rows=[
                     oversight_pb2.UsageRow(
                         key=row.key,

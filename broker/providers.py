@@ -21,6 +21,7 @@ from onceonly.guard import INSECURE_ROLE_HEADER
 from onceonly.pki import ClientTls
 from onceonly.serving import MAX_MESSAGE_BYTES
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from onceonly.wire import DOCUMENT_TYPE, LEGAL_BASIS_KIND, PARAMETER_TYPE
 
 
 class ProviderError(Exception):
@@ -98,21 +99,6 @@ class ProviderClient(abc.ABC):
         """Release the connection."""
 
 
-_DOC_TYPES = {
-    "DNI": common_pb2.DOCUMENT_TYPE_DNI,
-    "NIE": common_pb2.DOCUMENT_TYPE_NIE,
-    "PASSPORT": common_pb2.DOCUMENT_TYPE_PASSPORT,
-}
-_BASES = {
-    LegalBasisKind.LAW: common_pb2.LEGAL_BASIS_KIND_LAW,
-    LegalBasisKind.CONSENT: common_pb2.LEGAL_BASIS_KIND_CONSENT,
-}
-_FIELD_TYPES = {
-    common_pb2.PARAMETER_TYPE_STRING: FieldType.STRING,
-    common_pb2.PARAMETER_TYPE_INTEGER: FieldType.INTEGER,
-    common_pb2.PARAMETER_TYPE_BOOLEAN: FieldType.BOOLEAN,
-    common_pb2.PARAMETER_TYPE_DATE: FieldType.DATE,
-}
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -124,7 +110,7 @@ CHANNEL_OPTIONS = (
 
 def _fields(specs: Any) -> tuple[FieldSpec, ...]:
     return tuple(
-        FieldSpec(s.name, _FIELD_TYPES.get(s.type, FieldType.STRING), s.required, s.description)
+        FieldSpec(s.name, PARAMETER_TYPE.from_proto(s.type) or FieldType.STRING, s.required, s.description)
         for s in specs
     )
 
@@ -180,13 +166,13 @@ class GrpcProviderClient(ProviderClient):
             trace_id=query.trace_id,
             certificate_type_id=query.certificate_type_id,
             subject=common_pb2.Subject(
-                document_type=_DOC_TYPES[query.subject.document_type.value],
+                document_type=DOCUMENT_TYPE.to_proto(query.subject.document_type),
                 document_number=query.subject.document_number,
             ),
             parameters=dict(query.parameters),
             consumer_organization_id=query.consumer_organization_id,
             procedure_code=query.procedure_code,
-            legal_basis_kind=_BASES[query.legal_basis_kind],
+            legal_basis_kind=LEGAL_BASIS_KIND.to_proto(query.legal_basis_kind),
         )
         try:
             reply = await self._stub.Attest(request, timeout=timeout, metadata=self._call_metadata())

@@ -6,7 +6,6 @@ Validation collects every bad field before answering, so a caller fixes them all
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -18,99 +17,19 @@ from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import (
     CheckOutcome,
     CheckRequest,
-    CheckStatus,
     ConsumerRef,
-    DocumentType,
     LegalBasis,
-    LegalBasisKind,
     PurposeRef,
-    SubjectId,
     VerificationRequest,
 )
-from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
-from onceonly.fields import FieldType, parse_parameter
-from onceonly.identity import InvalidDocument, validate_dni, validate_nie, validate_passport
+from onceonly.broker.errors import InvalidRequest, UnknownCertificateType
+from onceonly.fields import parse_parameter
 from onceonly.v1 import broker_pb2, common_pb2
+from onceonly.validation import CODE_PATTERN, CONTROL, ID_PATTERN, FieldErrors
+from onceonly.wire import CHECK_STATUS, LEGAL_BASIS_KIND, PARAMETER_TYPE
 
 MAX_CHECKS = 10
 MAX_PARAMETERS = 16
-# (field path, max length, pattern or None). Patterns keep ids printable and log-safe.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_.-]*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-_DOC_TYPES = {
-    common_pb2.DOCUMENT_TYPE_DNI: DocumentType.DNI,
-    common_pb2.DOCUMENT_TYPE_NIE: DocumentType.NIE,
-    common_pb2.DOCUMENT_TYPE_PASSPORT: DocumentType.PASSPORT,
-}
-_VALIDATORS = {
-    DocumentType.DNI: validate_dni,
-    DocumentType.NIE: validate_nie,
-    DocumentType.PASSPORT: validate_passport,
-}
-_BASES = {
-    common_pb2.LEGAL_BASIS_KIND_LAW: LegalBasisKind.LAW,
-    common_pb2.LEGAL_BASIS_KIND_CONSENT: LegalBasisKind.CONSENT,
-}
-_BASES_TO_PROTO = {v: k for k, v in _BASES.items()}
-_STATUS_TO_PROTO = {
-    CheckStatus.VERIFIED: broker_pb2.CHECK_STATUS_VERIFIED,
-    CheckStatus.SUBJECT_NOT_FOUND: broker_pb2.CHECK_STATUS_SUBJECT_NOT_FOUND,
-    CheckStatus.UNAVAILABLE: broker_pb2.CHECK_STATUS_UNAVAILABLE,
-    CheckStatus.TIMEOUT: broker_pb2.CHECK_STATUS_TIMEOUT,
-    CheckStatus.ERROR: broker_pb2.CHECK_STATUS_ERROR,
-}
-_FIELD_TYPES_TO_PROTO = {
-    FieldType.STRING: common_pb2.PARAMETER_TYPE_STRING,
-    FieldType.INTEGER: common_pb2.PARAMETER_TYPE_INTEGER,
-    FieldType.BOOLEAN: common_pb2.PARAMETER_TYPE_BOOLEAN,
-    FieldType.DATE: common_pb2.PARAMETER_TYPE_DATE,
-}
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.violations: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.violations.append(FieldViolation(field, description))
-
-    def text(
-        self,
-        field: str,
-        value: str,
-        *,
-        max_len: int,
-        required: bool = True,
-        pattern: re.Pattern[str] | None = None,
-    ) -> str:
-        if not value.strip():
-            if required:
-                self.add(field, "is required")
-            return value
-        if len(value) > max_len:
-            self.add(field, f"is longer than {max_len} characters")
-        elif _CONTROL.search(value):
-            self.add(field, "contains control characters")
-        elif pattern is not None and not pattern.match(value):
-            self.add(field, f"has characters outside {pattern.pattern}")
-        return value.strip()
-
-    def subject(self, field: str, msg: common_pb2.Subject) -> SubjectId | None:
-        doc_type = _DOC_TYPES.get(msg.document_type)
-        if doc_type is None:
-            self.add(f"{field}.document_type", "must be DNI, NIE or PASSPORT")
-            return None
-        if len(msg.document_number) > 32:
-            self.add(f"{field}.document_number", "is longer than 32 characters")
-            return None
-        try:
-            number = _VALIDATORS[doc_type](msg.document_number)
-        except InvalidDocument as exc:
-            self.add(f"{field}.document_number", str(exc))
-            return None
-        return SubjectId(doc_type, number)
 
 
 def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> VerificationRequest:
@@ -119,22 +38,22 @@ def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> Ver
     Raises ``InvalidRequest`` naming every bad field, or ``UnknownCertificateType`` when the
     request is otherwise well formed but asks for a certificate type the catalog lacks.
     """
-    c = _Collector()
-    request_id = c.text("request_id", msg.request_id, max_len=64, pattern=_ID)
+    c = FieldErrors()
+    request_id = c.text("request_id", msg.request_id, max_len=64, pattern=ID_PATTERN)
     consumer = msg.consumer
-    org = c.text("consumer.organization_id", consumer.organization_id, max_len=64, pattern=_ID)
+    org = c.text("consumer.organization_id", consumer.organization_id, max_len=64, pattern=ID_PATTERN)
     unit = c.text("consumer.unit", consumer.unit, max_len=128)
-    officer = c.text("consumer.officer_id", consumer.officer_id, max_len=64, pattern=_ID)
+    officer = c.text("consumer.officer_id", consumer.officer_id, max_len=64, pattern=ID_PATTERN)
     officer_doc = None
     if consumer.HasField("officer_document"):
         officer_doc = c.subject("consumer.officer_document", consumer.officer_document)
     purpose = msg.purpose
-    procedure = c.text("purpose.procedure_code", purpose.procedure_code, max_len=64, pattern=_CODE)
+    procedure = c.text("purpose.procedure_code", purpose.procedure_code, max_len=64, pattern=CODE_PATTERN)
     purpose_text = c.text("purpose.purpose_text", purpose.purpose_text, max_len=500)
-    case_file = c.text("purpose.case_file_id", purpose.case_file_id, max_len=64, pattern=_ID)
-    basis_kind = _BASES.get(msg.legal_basis.kind)
+    case_file = c.text("purpose.case_file_id", purpose.case_file_id, max_len=64, pattern=ID_PATTERN)
+    basis_kind = LEGAL_BASIS_KIND.from_proto(msg.legal_basis.kind)
     if basis_kind is None:
-        c.add("legal_basis.kind", "must be LAW or CONSENT")
+        c.add("legal_basis.kind", f"must be {LEGAL_BASIS_KIND.choices()}")
     reference = c.text("legal_basis.reference", msg.legal_basis.reference, max_len=200)
     subject = None
     if not msg.HasField("subject"):
@@ -161,7 +80,7 @@ def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> Ver
 
 
 def _checks(
-    c: _Collector, messages: Iterable[broker_pb2.Check], catalog: Catalog
+    c: FieldErrors, messages: Iterable[broker_pb2.Check], catalog: Catalog
 ) -> tuple[list[CheckRequest], tuple[str, str] | None]:
     msgs = list(messages)
     if not msgs:
@@ -174,7 +93,9 @@ def _checks(
     seen: set[str] = set()
     for i, check in enumerate(msgs):
         where = f"checks[{i}]"
-        cid = c.text(f"{where}.certificate_type_id", check.certificate_type_id, max_len=100, pattern=_ID)
+        cid = c.text(
+            f"{where}.certificate_type_id", check.certificate_type_id, max_len=100, pattern=ID_PATTERN
+        )
         if cid in seen:
             c.add(f"{where}.certificate_type_id", f"{cid} is asked for twice")
         seen.add(cid)
@@ -192,7 +113,7 @@ def _checks(
             if spec is None:
                 c.add(f"{where}.parameters[{name[:40]}]", f"{definition.id} declares no such parameter")
                 continue
-            if len(value) > 200 or _CONTROL.search(value):
+            if len(value) > 200 or CONTROL.search(value):
                 c.add(f"{where}.parameters[{name}]", "must be at most 200 printable characters")
                 continue
             try:
@@ -246,7 +167,7 @@ def outcome_message(outcome: CheckOutcome) -> broker_pb2.CheckOutcome:
     msg = broker_pb2.CheckOutcome(
         certificate_type_id=outcome.certificate_type_id,
         provider_id=outcome.provider_id,
-        status=_STATUS_TO_PROTO[outcome.status],
+        status=CHECK_STATUS.to_proto(outcome.status),
         attestation=outcome.attestation or "",
         detail=outcome.detail,
         latency_ms=outcome.latency_ms,
@@ -271,7 +192,7 @@ def catalog_message(catalog: Catalog) -> broker_pb2.Catalog:
         return [
             common_pb2.FieldSpec(
                 name=s.name,
-                type=_FIELD_TYPES_TO_PROTO[s.type],
+                type=PARAMETER_TYPE.to_proto(s.type),
                 required=s.required,
                 description=s.description,
             )
@@ -287,7 +208,7 @@ def catalog_message(catalog: Catalog) -> broker_pb2.Catalog:
                 provider_id=c.provider_id,
                 parameters=fields(c.parameters),
                 claims=fields(c.claims),
-                allowed_legal_bases=sorted(_BASES_TO_PROTO[b] for b in c.legal_bases),
+                allowed_legal_bases=sorted(LEGAL_BASIS_KIND.to_proto(b) for b in c.legal_bases),
                 attests_value=c.attests_value,
             )
             for c in catalog.certificate_types.values()

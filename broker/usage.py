@@ -8,7 +8,6 @@ request). Percentiles are nearest-rank.
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from collections import defaultdict
@@ -17,12 +16,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from onceonly.broker.domain import TraceRecord
+from onceonly.vocabulary import UsageGrouping
 
-
-class Grouping(enum.StrEnum):
-    PROVIDER = "PROVIDER"
-    CONSUMER = "CONSUMER"
-    PROCEDURE = "PROCEDURE"
+Grouping = UsageGrouping
+"""How usage is grouped (one name for :class:`onceonly.vocabulary.UsageGrouping`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from onceonly.consumers.client import (
     DEFAULT_TARGET,
     BrokerClient,
@@ -50,6 +48,7 @@ from onceonly.consumers.client import (
     Unavailable,
     Verification,
 )
+from onceonly.wire import LEGAL_BASIS_KIND, short_enum_names
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNAUTHENTICATED = 0, 1, 2, 3, 4, 5
 DEFAULT_TLS_DIR = Path("var/pki")
@@ -275,7 +274,7 @@ async def cmd_catalog(args: argparse.Namespace) -> int:
             print_error(err)
             return exit_code(err)
     if args.json:
-        print(json_format.MessageToJson(catalog, indent=2))
+        print(json.dumps(short_enum_names(catalog), indent=2))
         return EXIT_OK
     rows = [
         (
@@ -283,20 +282,12 @@ async def cmd_catalog(args: argparse.Namespace) -> int:
             c.provider_id,
             ", ".join(f"{p.name}{'' if p.required else '?'}" for p in c.parameters) or "-",
             ", ".join(p.name for p in c.claims),
-            "/".join(
-                sorted(n.removeprefix("LEGAL_BASIS_KIND_") for n in map(_basis_name, c.allowed_legal_bases))
-            ),
+            "/".join(sorted(LEGAL_BASIS_KIND.name(b) for b in c.allowed_legal_bases)),
         )
         for c in catalog.certificate_types
     ]
     print(table(["certificate type", "provider", "parameters", "claims", "legal bases"], rows))
     return EXIT_OK
-
-
-def _basis_name(value: int) -> str:
-    from onceonly.v1 import common_pb2
-
-    return common_pb2.LegalBasisKind.Name(value)
 
 
 async def cmd_jwks(args: argparse.Namespace) -> int:

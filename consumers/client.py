@@ -38,14 +38,9 @@ from grpc_status import rpc_status
 from onceonly.guard import INSECURE_OFFICER_HEADER, INSECURE_ORG_HEADER, INSECURE_ROLE_HEADER
 from onceonly.pki import ClientTls
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from onceonly.wire import CHECK_STATUS, DOCUMENT_TYPE, LEGAL_BASIS_KIND
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-_DOC_TYPES = {
-    "DNI": common_pb2.DOCUMENT_TYPE_DNI,
-    "NIE": common_pb2.DOCUMENT_TYPE_NIE,
-    "PASSPORT": common_pb2.DOCUMENT_TYPE_PASSPORT,
-}
-_BASES = {"LAW": common_pb2.LEGAL_BASIS_KIND_LAW, "CONSENT": common_pb2.LEGAL_BASIS_KIND_CONSENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +253,7 @@ def _verification(reply: broker_pb2.VerifyResponse) -> Verification:
             Outcome(
                 o.certificate_type_id,
                 o.provider_id,
-                broker_pb2.CheckStatus.Name(o.status).removeprefix("CHECK_STATUS_"),
+                CHECK_STATUS.name(o.status),
                 json_format.MessageToDict(o.claims) if o.HasField("claims") else {},
                 o.attestation,
                 o.detail,
@@ -272,7 +267,7 @@ def _verification(reply: broker_pb2.VerifyResponse) -> Verification:
 
 def _subject(subject: Subject) -> common_pb2.Subject:
     return common_pb2.Subject(
-        document_type=_DOC_TYPES.get(subject.document_type.upper(), common_pb2.DOCUMENT_TYPE_UNSPECIFIED),
+        document_type=DOCUMENT_TYPE.number(subject.document_type),
         document_number=subject.document_number,
     )
 
@@ -434,7 +429,7 @@ class BrokerClient:
     @staticmethod
     def _basis(legal_basis: LegalBasis) -> common_pb2.LegalBasis:
         return common_pb2.LegalBasis(
-            kind=_BASES.get(legal_basis.kind.upper(), common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED),
+            kind=LEGAL_BASIS_KIND.number(legal_basis.kind),
             reference=legal_basis.reference,
         )
 

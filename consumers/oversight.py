@@ -23,18 +23,18 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from onceonly.consumers.client import BrokerClient, LegalBasis, Subject, broker_error
-from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, oversight_pb2_grpc
+from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
+from onceonly.wire import (
+    CHECK_STATUS,
+    DECISION,
+    DENIAL_REASON,
+    DOCUMENT_TYPE,
+    LEGAL_BASIS_KIND,
+    USAGE_GROUPING,
+)
 
-_DOC_TYPES = {
-    "DNI": common_pb2.DOCUMENT_TYPE_DNI,
-    "NIE": common_pb2.DOCUMENT_TYPE_NIE,
-    "PASSPORT": common_pb2.DOCUMENT_TYPE_PASSPORT,
-}
-GROUPINGS = {
-    "provider": oversight_pb2.USAGE_GROUPING_PROVIDER,
-    "consumer": oversight_pb2.USAGE_GROUPING_CONSUMER,
-    "procedure": oversight_pb2.USAGE_GROUPING_PROCEDURE,
-}
+GROUPINGS = tuple(name.lower() for name in USAGE_GROUPING.names)
+"""The groupings of usage statistics, as the CLI spells them (``provider``, ``consumer``, ``procedure``)."""
 
 
 # --- client types -------------------------------------------------------------------------------
@@ -138,14 +138,6 @@ def _time(stamp: timestamp_pb2.Timestamp) -> dt.datetime:
     return stamp.ToDatetime(tzinfo=dt.UTC)
 
 
-def _name(enum: Any, value: int, prefix: str) -> str:
-    return "" if value == 0 else str(enum.Name(value)).removeprefix(prefix)
-
-
-def _basis_name(value: int) -> str:
-    return _name(common_pb2.LegalBasisKind, value, "LEGAL_BASIS_KIND_")
-
-
 def _trace(m: oversight_pb2.TraceEntry) -> Trace:
     return Trace(
         trace_id=m.trace_id,
@@ -157,18 +149,18 @@ def _trace(m: oversight_pb2.TraceEntry) -> Trace:
         procedure_code=m.purpose.procedure_code,
         purpose_text=m.purpose.purpose_text,
         case_file_id=m.purpose.case_file_id,
-        legal_basis_kind=_basis_name(m.legal_basis.kind),
+        legal_basis_kind=LEGAL_BASIS_KIND.name(m.legal_basis.kind),
         legal_basis_reference=m.legal_basis.reference,
-        subject_document_type=_name(common_pb2.DocumentType, m.subject_document_type, "DOCUMENT_TYPE_"),
+        subject_document_type=DOCUMENT_TYPE.name(m.subject_document_type),
         certificate_type_ids=tuple(m.certificate_type_ids),
-        decision=_name(oversight_pb2.Decision, m.decision, "DECISION_"),
-        denial_reason=_name(common_pb2.DenialReason, m.denial_reason, "DENIAL_REASON_"),
+        decision=DECISION.name(m.decision),
+        denial_reason=DENIAL_REASON.name(m.denial_reason),
         denial_detail=m.denial_detail,
         checks=tuple(
             TracedCheck(
                 c.certificate_type_id,
                 c.provider_id,
-                _name(broker_pb2.CheckStatus, c.status, "CHECK_STATUS_"),
+                CHECK_STATUS.name(c.status),
                 c.latency_ms,
             )
             for c in m.checks
@@ -188,11 +180,11 @@ def _access(m: oversight_pb2.ResidentAccess) -> Access:
         consumer_unit=m.consumer_unit,
         procedure_code=m.procedure_code,
         purpose_text=m.purpose_text,
-        legal_basis_kind=_basis_name(m.legal_basis.kind),
+        legal_basis_kind=LEGAL_BASIS_KIND.name(m.legal_basis.kind),
         legal_basis_reference=m.legal_basis.reference,
         certificate_type_ids=tuple(m.certificate_type_ids),
-        decision=_name(oversight_pb2.Decision, m.decision, "DECISION_"),
-        denial_reason=_name(common_pb2.DenialReason, m.denial_reason, "DENIAL_REASON_"),
+        decision=DECISION.name(m.decision),
+        denial_reason=DENIAL_REASON.name(m.denial_reason),
     )
 
 
@@ -213,16 +205,17 @@ class OversightClient(BrokerClient):
         self, query: TraceQuery = TraceQuery(), *, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Trace], str]:
         """One page of traces, newest first, and the token of the next page (empty on the last)."""
-        basis = {"LAW": common_pb2.LEGAL_BASIS_KIND_LAW, "CONSENT": common_pb2.LEGAL_BASIS_KIND_CONSENT}
-        kind = query.legal_basis_kind.upper()
-        if kind and kind not in basis:
-            raise ValueError(f"legal basis must be LAW or CONSENT, got {query.legal_basis_kind!r}")
+        kind = LEGAL_BASIS_KIND.number(query.legal_basis_kind)
+        if query.legal_basis_kind.strip() and not kind:
+            raise ValueError(
+                f"legal basis must be {LEGAL_BASIS_KIND.choices()}, got {query.legal_basis_kind!r}"
+            )
         request = oversight_pb2.ListTracesRequest(
             filter=oversight_pb2.TraceFilter(
                 consumer_organization_id=query.consumer_organization_id,
                 officer_id=query.officer_id,
                 procedure_code=query.procedure_code,
-                legal_basis_kind=basis.get(kind, common_pb2.LEGAL_BASIS_KIND_UNSPECIFIED),
+                legal_basis_kind=kind,
                 provider_id=query.provider_id,
                 certificate_type_id=query.certificate_type_id,
                 outcome=query.outcome,
@@ -260,8 +253,8 @@ class OversightClient(BrokerClient):
         self, group_by: str, *, since: dt.datetime | None = None, until: dt.datetime | None = None
     ) -> Usage:
         """Usage per ``provider``, ``consumer`` or ``procedure``."""
-        grouping = GROUPINGS.get(group_by.lower())
-        if grouping is None:
+        grouping = USAGE_GROUPING.number(group_by)
+        if not grouping:
             raise ValueError(f"group by provider, consumer or procedure, not {group_by!r}")
         request = oversight_pb2.GetUsageRequest(group_by=grouping)
         if since is not None:
@@ -273,7 +266,7 @@ class OversightClient(BrokerClient):
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return Usage(
-            _name(oversight_pb2.UsageGrouping, reply.group_by, "USAGE_GROUPING_"),
+            USAGE_GROUPING.name(reply.group_by),
             tuple(
                 UsageRow(
                     r.key,
@@ -301,9 +294,7 @@ class OversightClient(BrokerClient):
         """Who consulted ``subject``'s data. The lookup itself is traced by the broker."""
         request = oversight_pb2.GetResidentReportRequest(
             subject=common_pb2.Subject(
-                document_type=_DOC_TYPES.get(
-                    subject.document_type.upper(), common_pb2.DOCUMENT_TYPE_UNSPECIFIED
-                ),
+                document_type=DOCUMENT_TYPE.number(subject.document_type),
                 document_number=subject.document_number,
             ),
             purpose=purpose,

@@ -61,7 +61,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
-from onceonly import identity, telemetry
+from onceonly import telemetry
 from onceonly.errors import (
     FieldViolation,
     Internal,
@@ -72,7 +72,7 @@ from onceonly.errors import (
     unauthenticated,
 )
 from onceonly.evidence import EvidenceSigner, evidence_claims
-from onceonly.fields import FieldSpec, FieldType, normalise_claims, parse_parameter
+from onceonly.fields import FieldSpec, normalise_claims, parse_parameter
 from onceonly.guard import (
     INSECURE_ROLE_HEADER,
     GuardInterceptor,
@@ -83,30 +83,13 @@ from onceonly.pki import CertIdentity, TlsConfig, identity_from_pem
 from onceonly.serving import RunningServer, require_loopback, run_until_signal, start_server
 from onceonly.status import abort
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from onceonly.validation import validate_subject
+from onceonly.wire import LEGAL_BASIS_KIND, PARAMETER_TYPE
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name
 """The fully qualified gRPC service name, ``onceonly.v1.Provider``."""
-
-_PARAMETER_TYPES: dict[FieldType, common_pb2.ParameterType] = {
-    FieldType.STRING: common_pb2.PARAMETER_TYPE_STRING,
-    FieldType.INTEGER: common_pb2.PARAMETER_TYPE_INTEGER,
-    FieldType.BOOLEAN: common_pb2.PARAMETER_TYPE_BOOLEAN,
-    FieldType.DATE: common_pb2.PARAMETER_TYPE_DATE,
-}
-
-# Document kinds as adapters see them, with the validator that normalises each number.
-_DOCUMENT_TYPES = {
-    common_pb2.DOCUMENT_TYPE_DNI: ("DNI", identity.validate_dni),
-    common_pb2.DOCUMENT_TYPE_NIE: ("NIE", identity.validate_nie),
-    common_pb2.DOCUMENT_TYPE_PASSPORT: ("PASSPORT", identity.validate_passport),
-}
-
-_LEGAL_BASIS_KINDS = {
-    common_pb2.LEGAL_BASIS_KIND_LAW: "LAW",
-    common_pb2.LEGAL_BASIS_KIND_CONSENT: "CONSENT",
-}
 
 
 @dataclass(frozen=True)
@@ -195,7 +178,10 @@ def _bad(field: str, description: str, message: str) -> InvalidArgument:
 def field_spec_to_proto(spec: FieldSpec) -> common_pb2.FieldSpec:
     """The wire form of a :class:`~onceonly.fields.FieldSpec`."""
     return common_pb2.FieldSpec(
-        name=spec.name, type=_PARAMETER_TYPES[spec.type], required=spec.required, description=spec.description
+        name=spec.name,
+        type=PARAMETER_TYPE.to_proto(spec.type),
+        required=spec.required,
+        description=spec.description,
     )
 
 
@@ -332,28 +318,17 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         )
 
     def _query(self, request: provider_pb2.AttestRequest, support: CertificateTypeSupport) -> AttestQuery:
-        kind = _DOCUMENT_TYPES.get(request.subject.document_type)
-        if kind is None:
-            raise _bad(
-                "subject.document_type",
-                "must be DNI, NIE or PASSPORT",
-                "subject.document_type must be DNI, NIE or PASSPORT",
-            )
-        document_type, validate = kind
-        try:
-            document_number = validate(request.subject.document_number)
-        except identity.InvalidDocument as exc:
-            raise _bad("subject.document_number", str(exc), f"subject.document_number: {exc}") from None
+        subject = validate_subject("subject", request.subject)
         return AttestQuery(
             request_id=request.request_id,
             trace_id=request.trace_id,
             certificate_type_id=request.certificate_type_id,
-            document_type=document_type,
-            document_number=document_number,
+            document_type=subject.document_type.value,
+            document_number=subject.document_number,
             parameters=parse_parameters(support.parameters, request.parameters),
             consumer_organization_id=request.consumer_organization_id,
             procedure_code=request.procedure_code,
-            legal_basis_kind=_LEGAL_BASIS_KINDS.get(request.legal_basis_kind, "UNSPECIFIED"),
+            legal_basis_kind=LEGAL_BASIS_KIND.name(request.legal_basis_kind) or "UNSPECIFIED",
         )
 
 

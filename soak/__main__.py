@@ -53,6 +53,7 @@ from grpc_status import rpc_status
 from onceonly.pki import DEMO_CONSUMER, ClientTls, init_pki
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from onceonly.wire import CHECK_STATUS, DOCUMENT_TYPE
 
 REPO = Path(__file__).resolve().parent.parent
 PROVIDERS = ("registry", "tax", "employment")
@@ -65,7 +66,6 @@ CHECKS: tuple[tuple[str, dict[str, str]], ...] = (
 )
 MIX = (("valid", 60), ("denied", 15), ("malformed", 10), ("bulk", 15))
 BULK_SUBJECTS = 20
-_DOC = {"DNI": common_pb2.DOCUMENT_TYPE_DNI, "NIE": common_pb2.DOCUMENT_TYPE_NIE}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,7 +98,7 @@ class Tally:
     def response(self, response: broker_pb2.VerifyResponse) -> None:
         self.answered[response.request_id] = response.trace_id
         for o in response.outcomes:
-            self.outcomes[broker_pb2.CheckStatus.Name(o.status).removeprefix("CHECK_STATUS_")] += 1
+            self.outcomes[CHECK_STATUS.name(o.status)] += 1
 
     def error(self, request_id: str, code_name: str, trace_id: str) -> None:
         self.errors_by_code[code_name] += 1
@@ -143,7 +143,7 @@ class Workload:
                 kind=common_pb2.LEGAL_BASIS_KIND_LAW, reference="Ley 39/2015 art. 28"
             ),
             subject=common_pb2.Subject(
-                document_type=_DOC[r.document_type], document_number=r.document_number
+                document_type=DOCUMENT_TYPE.number(r.document_type), document_number=r.document_number
             ),
             checks=[broker_pb2.Check(certificate_type_id=c, parameters=p) for c, p in CHECKS],
         )

@@ -211,3 +211,14 @@ async def test_serve_provider_runs_until_sigterm() -> None:
             await proc.wait()
 
     assert proc.returncode == 0, output.decode(errors="replace")
+
+
+async def test_catalog_json_spells_each_value_once(broker: BrokerApp) -> None:
+    """``--json`` output uses the one spelling of each value (LAW), never the proto enum name."""
+    code, text, _ = await cli("catalog", "--broker", broker.target, "--json")
+    assert code == EXIT_OK
+    catalog = json.loads(text)
+    bases = {b for c in catalog["certificateTypes"] for b in c["allowedLegalBases"]}
+    assert bases == {"LAW", "CONSENT"}
+    kinds = {p["type"] for c in catalog["certificateTypes"] for p in c.get("parameters", [])}
+    assert kinds and all(not k.startswith("PARAMETER_TYPE_") for k in kinds)

@@ -1,0 +1,81 @@
+"""The values every part of onceonly shares: kinds of document, legal basis, outcome and denial.
+
+These are plain Python enums; their wire form is derived from the proto enums of the same names
+in :mod:`onceonly.wire`. A member's value is its one spelling everywhere outside protobuf — in
+``ErrorInfo`` reasons, stored traces, attestation payloads, usage keys, filters, the CLI and the
+client library: the proto value's name without the enum's prefix (``DOCUMENT_TYPE_DNI`` →
+``DNI``, ``DENIAL_REASON_PROVIDER_VETO`` → ``PROVIDER_VETO``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "CheckStatus",
+    "Decision",
+    "DenialReason",
+    "DocumentType",
+    "LegalBasisKind",
+    "SubjectId",
+    "UsageGrouping",
+]
+
+
+class DocumentType(enum.StrEnum):
+    DNI = "DNI"
+    NIE = "NIE"
+    PASSPORT = "PASSPORT"
+
+
+class LegalBasisKind(enum.StrEnum):
+    LAW = "LAW"
+    CONSENT = "CONSENT"
+
+
+class CheckStatus(enum.StrEnum):
+    VERIFIED = "VERIFIED"
+    SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
+    UNAVAILABLE = "UNAVAILABLE"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"
+
+
+class DenialReason(enum.StrEnum):
+    """Stable reason codes of policy denials (the ``ErrorInfo`` reason of a denial)."""
+
+    UNKNOWN_CONSUMER = "UNKNOWN_CONSUMER"
+    PROCEDURE_NOT_AUTHORISED = "PROCEDURE_NOT_AUTHORISED"
+    CERTIFICATE_TYPE_NOT_COVERED = "CERTIFICATE_TYPE_NOT_COVERED"
+    LEGAL_BASIS_NOT_ALLOWED = "LEGAL_BASIS_NOT_ALLOWED"
+    LEGAL_REFERENCE_NOT_IN_AGREEMENT = "LEGAL_REFERENCE_NOT_IN_AGREEMENT"
+    CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    AGREEMENT_NOT_IN_FORCE = "AGREEMENT_NOT_IN_FORCE"
+    PROVIDER_VETO = "PROVIDER_VETO"
+    SELF_QUERY_FORBIDDEN = "SELF_QUERY_FORBIDDEN"
+
+
+class Decision(enum.StrEnum):
+    GRANTED = "GRANTED"
+    DENIED = "DENIED"
+
+
+class UsageGrouping(enum.StrEnum):
+    """How oversight usage statistics are grouped."""
+
+    PROVIDER = "PROVIDER"
+    CONSUMER = "CONSUMER"
+    PROCEDURE = "PROCEDURE"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectId:
+    """A resident, named by an identity document (already validated)."""
+
+    document_type: DocumentType
+    document_number: str
+
+    def key(self) -> str:
+        """Canonical text form, e.g. ``DNI:12345678Z``; input to pseudonyms and digests."""
+        return f"{self.document_type.value}:{self.document_number}"
