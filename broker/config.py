@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-DEFAULT_PROVIDER_TARGETS = {
-    "registry": "127.0.0.1:50061",
-    "tax": "127.0.0.1:50062",
-    "employment": "127.0.0.1:50063",
-}
+from onceonly.settings import REFERENCE_PROVIDER_TARGETS, parse_bool
+
+__all__ = ["DEFAULT_PROVIDER_TARGETS", "BrokerConfig", "parse_bool", "parse_targets"]
+
+DEFAULT_PROVIDER_TARGETS = REFERENCE_PROVIDER_TARGETS
 
 
 def parse_targets(text: str) -> dict[str, str]:
@@ -157,16 +157,6 @@ _ENV_NAMES = {
     "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",
 }
-
-
-def parse_bool(text: str) -> bool:
-    """``1/true/yes/on`` or ``0/false/no/off`` (any case); ``ValueError`` otherwise."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
 
 
 def _convert(name: str, text: str, env_name: str) -> Any:

@@ -12,6 +12,7 @@ SIGTERM. Exits 0 only if every step did what it should.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import subprocess
@@ -20,13 +21,14 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from onceonly.consumers._console import table
 from onceonly.consumers.caseworker import INCOME_THRESHOLD_EUR, Assessment, Eligibility, HousingOffice, assess
-from onceonly.consumers.cli import table
 from onceonly.consumers.client import (
     BrokerClient,
     Check,
@@ -372,3 +374,14 @@ async def run_demo(var_dir: Path | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(run_demo()))
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``onceonly demo``."""
+    sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(
+        handler=cmd_demo
+    )
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    return await run_demo()

@@ -21,7 +21,7 @@ from typing import Any
 EXIT_SERVING, EXIT_NOT_SERVING, EXIT_UNREACHABLE = 0, 1, 4
 
 
-def add_health_command(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     """Register ``health`` on the ``onceonly`` parser's subcommands."""
     p = sub.add_parser("health", help="exit 0 if a broker or provider reports SERVING")
     p.add_argument(

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from onceonly.consumers.cli import (
+from onceonly.consumers._console import (
     EXIT_INVALID,
     EXIT_OK,
+    client_command,
     client_credentials,
     error_json,
     exit_code,
@@ -226,12 +227,10 @@ def _inherit(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) ->
         child._add_action(clone)
 
 
-def add_oversight_commands(
-    sub: Any, client_parser: Callable[[str, str], argparse.ArgumentParser]
-) -> argparse.ArgumentParser:
-    """Add ``onceonly oversight traces|usage|resident`` (``client_parser`` gives the shared options)."""
-    parent = client_parser(
-        "oversight", "review traces, usage and residents' access reports (oversight bodies)"
+def add_commands(sub: Any) -> argparse.ArgumentParser:
+    """Register ``onceonly oversight traces|usage|resident``."""
+    parent = client_command(
+        sub, "oversight", "review traces, usage and residents' access reports (oversight bodies)"
     )
     commands = parent.add_subparsers(
         dest="oversight_command", required=True, metavar="{traces,usage,resident}"

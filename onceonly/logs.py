@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -40,3 +42,17 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, for every command that runs a server."""
+    parser.add_argument("--log-level", help="debug, info, warning (ONCEONLY_LOG_LEVEL; default info)")
+    parser.add_argument("--log-format", choices=["json", "text"], help="ONCEONLY_LOG_FORMAT; default json")
+
+
+def configure_from_args(args: argparse.Namespace) -> None:
+    """Configure logging from the flags of :func:`add_logging_arguments`, then the environment."""
+    configure_logging(
+        args.log_level or os.environ.get("ONCEONLY_LOG_LEVEL", "info"),
+        args.log_format or os.environ.get("ONCEONLY_LOG_FORMAT", "json"),
+    )

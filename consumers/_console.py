@@ -1,0 +1,156 @@
+"""What every command of the ``onceonly`` tool shares: exit codes, tables, errors, credentials.
+
+Exit codes: 0 answered, 2 invalid input, 3 denied by policy, 4 broker unavailable,
+5 not authenticated, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onceonly.consumers.client import (
+    DEFAULT_TARGET,
+    BrokerClient,
+    BrokerError,
+    Denied,
+    InsecureIdentity,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNAUTHENTICATED = 0, 1, 2, 3, 4, 5
+DEFAULT_TLS_DIR = Path("var/pki")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_error(err: BrokerError) -> None:
+    print(f"error: {err.code} {err.reason}: {err.message}", file=sys.stderr)
+    for fld, description in err.field_violations:
+        print(f"  field {fld}: {description}", file=sys.stderr)
+    for rule, subject, description in err.rule_violations:
+        print(f"  rule {rule} ({subject}): {description}", file=sys.stderr)
+    if err.trace_id:
+        print(f"  trace {err.trace_id}", file=sys.stderr)
+
+
+def error_json(err: BrokerError) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": err.code,
+            "reason": err.reason,
+            "message": err.message,
+            "metadata": err.metadata,
+            "field_violations": [{"field": f, "description": d} for f, d in err.field_violations],
+            "rule_violations": [
+                {"rule": r, "subject": s, "description": d} for r, s, d in err.rule_violations
+            ],
+        }
+    }
+
+
+def exit_code(err: BrokerError) -> int:
+    if isinstance(err, (InvalidArgument, NotFound)):
+        return EXIT_INVALID
+    if isinstance(err, Denied):
+        return EXIT_DENIED
+    if isinstance(err, Unavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(err, Unauthenticated):
+        return EXIT_UNAUTHENTICATED
+    return EXIT_FAILED
+
+
+def client_credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """``BrokerClient`` keyword arguments from the credential flags; ``ValueError`` if there are none."""
+    from onceonly.pki import ClientTls, cert_path, key_path
+
+    if args.insecure:
+        if args.cert or args.token:
+            raise ValueError("--insecure does not go with --cert or --token")
+        org = getattr(args, "org", None) or "local-dev"
+        return {"insecure_identity": InsecureIdentity(org, getattr(args, "officer", None))}
+    tls_dir: Path = args.tls_dir
+    ca = args.ca or tls_dir / "ca.pem"
+    cert = key = None
+    if args.cert:
+        if "/" in args.cert or args.cert.endswith(".pem"):
+            cert = Path(args.cert)
+            key = args.key or cert.with_name(cert.stem + "-key.pem")
+        else:
+            cert, key = cert_path(tls_dir, args.cert), args.key or key_path(tls_dir, args.cert)
+    elif args.key:
+        raise ValueError("--key needs --cert")
+    if cert is None and not args.token:
+        raise ValueError(
+            "no credentials: give --cert NAME (a client certificate in --tls-dir, ONCEONLY_TLS_CERT), "
+            "--token (ONCEONLY_TOKEN), or --insecure for a broker in local-development mode"
+        )
+    return {"tls": ClientTls(Path(ca), cert, Path(key) if key else None), "token": args.token or None}
+
+
+def connect(args: argparse.Namespace, timeout: float) -> BrokerClient:
+    """A client of ``--broker`` with the credentials the flags name; ``ValueError`` if unusable."""
+    return BrokerClient(args.broker, timeout=timeout, **client_credentials(args))
+
+
+def credential_error(exc: ValueError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand with the options every client command shares: --broker, --timeout, --json, credentials."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("ONCEONLY_BROKER_TARGET", DEFAULT_TARGET),
+        help="broker address (ONCEONLY_BROKER_TARGET; default %(default)s)",
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="call deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    creds = p.add_argument_group("credentials")
+    creds.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=Path(os.environ.get("ONCEONLY_TLS_DIR") or DEFAULT_TLS_DIR),
+        help="certificate directory (ONCEONLY_TLS_DIR; default %(default)s)",
+    )
+    creds.add_argument(
+        "--cert",
+        default=os.environ.get("ONCEONLY_TLS_CERT") or None,
+        help="client certificate: a NAME in --tls-dir or a .pem path (ONCEONLY_TLS_CERT)",
+    )
+    creds.add_argument(
+        "--key", default=os.environ.get("ONCEONLY_TLS_KEY") or None, help="its key (ONCEONLY_TLS_KEY)"
+    )
+    creds.add_argument(
+        "--ca",
+        default=os.environ.get("ONCEONLY_TLS_CA") or None,
+        help="CA certificate checking the broker (ONCEONLY_TLS_CA; default TLS_DIR/ca.pem)",
+    )
+    creds.add_argument(
+        "--token",
+        default=os.environ.get("ONCEONLY_TOKEN") or None,
+        help="bearer JWT from your agency's identity provider (prefer ONCEONLY_TOKEN)",
+    )
+    creds.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, to a broker in insecure local-development mode",
+    )
+    return p

@@ -1,0 +1,254 @@
+"""``onceonly verify``, ``verify-bulk``, ``catalog`` and ``jwks``: the Broker service for people.
+
+    onceonly verify --org ORG --unit UNIT --officer ID --procedure CODE --purpose TEXT --case-file ID
+                    (--law REFERENCE | --consent REFERENCE) --subject DNI:12345678Z --check TYPE[:k=v,...] ...
+    onceonly verify-bulk FILE.csv (the same request options; one subject per row)
+    onceonly catalog
+    onceonly jwks
+
+Client commands talk to ``--broker`` (``ONCEONLY_BROKER_TARGET``, default 127.0.0.1:50051) with
+explicit credentials: a client certificate (``--cert NAME`` from ``--tls-dir``, or ``--cert`` /
+``--key`` paths), a bearer token (``--token`` / ``ONCEONLY_TOKEN``, over TLS checked with
+``--ca``), or ``--insecure`` against a broker in local-development mode. They print tables, or
+JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from onceonly.consumers._console import (
+    EXIT_INVALID,
+    EXIT_OK,
+    client_command,
+    connect,
+    credential_error,
+    error_json,
+    exit_code,
+    print_error,
+    table,
+)
+from onceonly.consumers.bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
+from onceonly.consumers.client import BrokerError, Check, Consumer, LegalBasis, Purpose, Subject, Verification
+from onceonly.wire import LEGAL_BASIS_KIND, short_enum_names
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``verify``, ``verify-bulk``, ``catalog`` and ``jwks``."""
+    verify = client_command(sub, "verify", "verify facts about a resident")
+    verify.add_argument("--request-id", help="idempotency key (default: a new random id)")
+    add_request_arguments(verify)
+    verify.add_argument("--subject", required=True, help="TYPE:NUMBER, e.g. DNI:12345678Z")
+    verify.set_defaults(handler=cmd_verify)
+
+    bulk = client_command(sub, "verify-bulk", "verify the same facts for every subject of a CSV file")
+    bulk.add_argument("file", type=Path, help="CSV with document_type,document_number[,request_id]")
+    add_request_arguments(bulk)
+    bulk.add_argument("--out", type=Path, help="results file, JSON lines (default FILE.results.jsonl)")
+    bulk.add_argument("--window", type=int, default=64, help="subjects decided at once (default %(default)s)")
+    bulk.add_argument("--retries", type=int, default=3, help="reconnections after a broken stream")
+    bulk.set_defaults(handler=cmd_verify_bulk, timeout=None)
+
+    client_command(sub, "catalog", "list certificate types").set_defaults(handler=cmd_catalog)
+    client_command(sub, "jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
+
+
+def claims_text(claims: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in claims.items())
+
+
+def print_verification(v: Verification) -> None:
+    print(f"request {v.request_id}  trace {v.trace_id}")
+    rows = [
+        (
+            o.certificate_type_id,
+            o.provider_id,
+            o.status,
+            claims_text(dict(o.claims)) or o.detail,
+            o.latency_ms,
+        )
+        for o in v.outcomes
+    ]
+    print(table(["certificate type", "provider", "status", "claims / detail", "ms"], rows))
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        consumer, purpose, basis, checks = request_parts(args)
+        subject = Subject.parse(args.subject)
+        client = connect(args, args.timeout)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    async with client:
+        try:
+            result = await client.verify(
+                consumer=consumer,
+                purpose=purpose,
+                legal_basis=basis,
+                subject=subject,
+                checks=checks,
+                request_id=args.request_id,
+            )
+        except BrokerError as err:
+            if args.json:
+                print(json.dumps(error_json(err), indent=2))
+            else:
+                print_error(err)
+            return exit_code(err)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "request_id": result.request_id,
+                    "trace_id": result.trace_id,
+                    "decided_at": result.decided_at.isoformat(),
+                    "outcomes": [
+                        {
+                            "certificate_type_id": o.certificate_type_id,
+                            "provider_id": o.provider_id,
+                            "status": o.status,
+                            "claims": dict(o.claims),
+                            "attestation": o.attestation,
+                            "detail": o.detail,
+                            "latency_ms": o.latency_ms,
+                        }
+                        for o in result.outcomes
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_verification(result)
+    return EXIT_OK
+
+
+async def cmd_verify_bulk(args: argparse.Namespace) -> int:
+    try:
+        consumer, purpose, basis, checks = request_parts(args)
+        batch = batch_id_for(
+            args.file,
+            [
+                consumer.organization_id,
+                purpose.procedure_code,
+                purpose.case_file_id,
+                basis.kind,
+                basis.reference,
+                *args.check,
+            ],
+        )
+        rows = read_rows(args.file, batch)
+        client = connect(args, args.timeout or 10.0)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    out = args.out or args.file.with_name(args.file.name + ".results.jsonl")
+    started = time.monotonic()
+    async with client:
+        try:
+            counts = await run_bulk(
+                client,
+                rows=rows,
+                out_path=out,
+                consumer=consumer,
+                purpose=purpose,
+                legal_basis=basis,
+                checks=checks,
+                window=args.window,
+                retries=args.retries,
+            )
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+        except BulkInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    summary = list(iter_summary(counts, time.monotonic() - started, len(rows)))
+    if args.json:
+        print(json.dumps({"results": str(out), "counts": dict(counts)}, indent=2))
+    else:
+        print("\n".join(summary))
+        print(f"results: {out}")
+    return EXIT_OK
+
+
+async def cmd_catalog(args: argparse.Namespace) -> int:
+    try:
+        client = connect(args, args.timeout)
+    except ValueError as exc:
+        return credential_error(exc)
+    async with client:
+        try:
+            catalog = await client.catalog()
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+    if args.json:
+        print(json.dumps(short_enum_names(catalog), indent=2))
+        return EXIT_OK
+    rows = [
+        (
+            c.id,
+            c.provider_id,
+            ", ".join(f"{p.name}{'' if p.required else '?'}" for p in c.parameters) or "-",
+            ", ".join(p.name for p in c.claims),
+            "/".join(sorted(LEGAL_BASIS_KIND.name(b) for b in c.allowed_legal_bases)),
+        )
+        for c in catalog.certificate_types
+    ]
+    print(table(["certificate type", "provider", "parameters", "claims", "legal bases"], rows))
+    return EXIT_OK
+
+
+async def cmd_jwks(args: argparse.Namespace) -> int:
+    try:
+        client = connect(args, args.timeout)
+    except ValueError as exc:
+        return credential_error(exc)
+    async with client:
+        try:
+            jwks = await client.jwks()
+        except BrokerError as err:
+            print_error(err)
+            return exit_code(err)
+    print(json.dumps(jwks, indent=2))
+    return EXIT_OK
+
+
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    """Who asks, why, under which basis, and which checks: shared by verify and verify-bulk."""
+    p.add_argument("--org", required=True, help="consumer organisation id")
+    p.add_argument("--unit", required=True, help="unit handling the case")
+    p.add_argument("--officer", required=True, help="officer staff id")
+    p.add_argument("--officer-document", help="the officer's own document, TYPE:NUMBER")
+    p.add_argument("--procedure", required=True, help="procedure code")
+    p.add_argument("--purpose", required=True, help="purpose of the query")
+    p.add_argument("--case-file", required=True, help="case file id")
+    basis = p.add_mutually_exclusive_group(required=True)
+    basis.add_argument("--law", help="legal basis: the law cited")
+    basis.add_argument("--consent", help="legal basis: the subject's consent reference")
+    p.add_argument(
+        "--check",
+        action="append",
+        required=True,
+        metavar="TYPE[:k=v,...]",
+        help="certificate type to verify, repeatable",
+    )
+
+
+def request_parts(args: argparse.Namespace) -> tuple[Consumer, Purpose, LegalBasis, list[Check]]:
+    """The shared request arguments as client types; ``ValueError`` names a malformed one."""
+    basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
+    officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
+    return (
+        Consumer(args.org, args.unit, args.officer, officer_doc),
+        Purpose(args.procedure, args.purpose, args.case_file),
+        basis,
+        [Check.parse(c) for c in args.check],
+    )
