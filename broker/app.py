@@ -28,6 +28,7 @@ from onceonly.broker.policy import Policy
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema
+from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.evidence import EvidenceVerifier
 from onceonly.pki import ClientTls, TlsConfig
 from onceonly.serving import (
@@ -222,7 +223,7 @@ async def start_broker(
             [
                 lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
-                    OversightServicer(OversightService(engine, ledger, pseudonymiser)), s
+                    OversightServicer(OversightService(SqlTraceQueries(engine), ledger, pseudonymiser)), s
                 ),
             ],
             [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],

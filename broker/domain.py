@@ -37,6 +37,7 @@ __all__ = [
     "TraceRecord",
     "TracedOutcome",
     "VerificationRequest",
+    "VerifyResult",
     "Veto",
     "Violation",
 ]
@@ -92,6 +93,16 @@ class CheckOutcome:
     detail: str = ""
     latency_ms: int = 0
     evidence: str = ""  # the provider's signed evidence, checked before attesting
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The answer to a granted request: one outcome per check."""
+
+    request_id: str
+    trace_id: str
+    outcomes: tuple[CheckOutcome, ...]
+    decided_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ async def test_verified_checks_are_backed_by_provider_evidence_kept_by_the_broke
     # The broker keeps the evidence with its (encrypted) stored reply.
     stored = await broker.ledger.find_reply(ORG, result.request_id)
     assert stored is not None
-    kept = {o[0]: o[5] for o in json.loads(stored.payload)["outcomes"]}
+    kept = {o["certificate_type_id"]: o["evidence"] for o in json.loads(stored.payload)["outcomes"]}
     evidence = kept[TAX_COMPLIANCE]
     header = jwt.get_unverified_header(evidence)
     assert header["alg"] == "ES256" and header["typ"] == EVIDENCE_TYPE

@@ -26,6 +26,7 @@ from onceonly.broker.domain import (
 )
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
 from onceonly.broker.oversight import OversightService, Scope, TraceFilter
+from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.broker.usage import Grouping, percentile, sample_of, tally
 from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2
 from tests.broker.oversight_workload import (
@@ -320,7 +321,7 @@ async def test_queries_on_each_database_backend(engine: sa.Engine) -> None:
     """The SQL of the queries (escaped LIKE, keyset paging, time range) on SQLite and PostgreSQL."""
     pseudonyms = SubjectPseudonymiser(b"k" * 32)
     ledger = SqlTraceLedger(engine, ReplyCipher(b"r" * 32))
-    service = OversightService(engine, ledger, pseudonyms)
+    service = OversightService(SqlTraceQueries(engine), ledger, pseudonyms)
     resident_ref = pseudonyms.pseudonym("DNI:12345678Z")
     traces = [
         _record(1, "A", "P1", Decision.GRANTED, 10, ("tax", "VERIFIED", 4)),

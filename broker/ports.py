@@ -1,0 +1,71 @@
+"""The broker core's ports: what the verification and oversight services need from the outside.
+
+Each port is a small protocol with a production implementation beside it (the SQL ledger and
+trace queries in :mod:`onceonly.broker.ledger` and :mod:`onceonly.broker.trace_queries`, the
+keyed pseudonymiser in :mod:`onceonly.broker.ledger`, the evidence verifier in
+:mod:`onceonly.evidence`, the policy in :mod:`onceonly.broker.policy`) and in-memory fakes in
+the tests, so that the services run without sockets or a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from onceonly.broker.domain import PolicyDecision, StoredReply, TraceRecord, VerificationRequest
+from onceonly.broker.traces import TraceFilter, TracePage
+from onceonly.broker.usage import Grouping, UsageTable
+
+__all__ = ["EvidenceCheck", "Ledger", "PolicyCheck", "Pseudonymiser", "TraceQueries"]
+
+
+class Ledger(Protocol):
+    """The durable trace store: a record (and the reply that stands for its request id) is durable
+    when :meth:`append` returns; ``DuplicateRequest`` if the request id was recorded before."""
+
+    async def append(self, record: TraceRecord, reply: StoredReply | None = None) -> None: ...
+
+    async def find_reply(self, organization_id: str, request_id: str) -> StoredReply | None: ...
+
+
+class TraceQueries(Protocol):
+    """Reads over the recorded traces, for oversight. Blocking: callers run them in a thread."""
+
+    def page(self, filter_: TraceFilter, size: int, after: tuple[dt.datetime, int] | None) -> TracePage:
+        """Up to ``size`` traces matching ``filter_``, newest first, after the keyset ``after``."""
+        ...
+
+    def usage(self, filter_: TraceFilter, grouping: Grouping, provider_id: str | None) -> UsageTable:
+        """Usage statistics over the traces matching ``filter_``."""
+        ...
+
+    def of_subject(
+        self, subject_ref: str, exclude_trace_id: str, since: dt.datetime | None, until: dt.datetime | None
+    ) -> list[TraceRecord]:
+        """Every trace about the subject with pseudonym ``subject_ref``, newest first."""
+        ...
+
+    def organisation_names(self, ids: Iterable[str]) -> dict[str, str]:
+        """Registered names of the organisations ``ids`` (those without one are left out)."""
+        ...
+
+
+class Pseudonymiser(Protocol):
+    """Keyed pseudonyms of subjects: the key is kept apart from the database."""
+
+    def pseudonym(self, subject_key: str) -> str: ...
+
+
+class EvidenceCheck(Protocol):
+    """Checks a provider's signed evidence (see ``onceonly.evidence.EvidenceVerifier``)."""
+
+    def register(self, provider_id: str, certificate_b64: str) -> None: ...
+
+    def verify(self, token: str, provider_id: str, expected: Mapping[str, Any]) -> None: ...
+
+
+class PolicyCheck(Protocol):
+    """Decides a request against the agreements in force (see ``onceonly.broker.policy.Policy``)."""
+
+    def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision: ...
