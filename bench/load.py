@@ -93,7 +93,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     templates = verify_templates() if kind == "verify" else attest_templates()
     method_name = VERIFY_METHOD if kind == "verify" else ATTEST_METHOD
     channels = [open_channel(args.target, args.tls_dir, args.cert) for _ in range(args.channels)]
-    methods = [ch.unary_unary(method_name) for ch in channels]
+    methods: list[Any] = [ch.unary_unary(method_name) for ch in channels]
     metadata = tuple(tuple(item.split("=", 1)) for item in args.metadata) or None
     await asyncio.wait_for(asyncio.gather(*(ch.channel_ready() for ch in channels)), 10)
     late_start_s = 0.0

@@ -293,7 +293,7 @@ async def measure_bulk(
         window=window,
     )
 
-    def requests():  # type: ignore[no-untyped-def]
+    def requests():
         yield broker_pb2.BulkVerifyRequest(header=header)
         for i in range(subjects):
             yield broker_pb2.BulkVerifyRequest(

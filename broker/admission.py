@@ -25,12 +25,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.rpc import status_pb2
 
 from onceonly.errors import ResourceExhausted
+from onceonly.grpc_types import Context, Handler
 from onceonly.status import abort, grpc_status, status_for
 
 log = logging.getLogger(__name__)
@@ -167,15 +168,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self.control = control
         self._unary = frozenset(unary)
         self._bulk = frozenset(bulk)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+    ) -> Handler:
+        handler: Handler = await continuation(handler_call_details)
+        method = handler_call_details.method
         if handler is None or (method not in self._unary and method not in self._bulk):
             return handler
         cached = self._wrapped.get(method)
@@ -190,10 +191,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap_unary(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        control, inner = self.control, handler.unary_unary
+    def _wrap_unary(self, handler: Handler) -> Handler:
+        control, inner = self.control, cast(Any, handler.unary_unary)
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(request: Any, context: Context) -> Any:
             if not control.try_enter():
                 await abort(context, control.status)
             try:
@@ -207,10 +208,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap_bulk(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        control, inner = self.control, handler.stream_stream
+    def _wrap_bulk(self, handler: Handler) -> Handler:
+        control, inner = self.control, cast(Any, handler.stream_stream)
 
-        async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async def stream_stream(requests: AsyncIterator[Any], context: Context) -> Any:
             if not control.has_room():
                 control._refused()
                 await abort(context, control.status)

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 
 from onceonly.errors import PermissionDenied, Unauthenticated, permission_denied, unauthenticated
+from onceonly.grpc_types import Context
 from onceonly.guard import (
     INSECURE_OFFICER_HEADER,
     INSECURE_ORG_HEADER,
@@ -297,7 +297,7 @@ class TokenVerifier:
 # --- the interceptor ------------------------------------------------------------------------
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+def bearer_token(context: Context) -> str | None:
     """The token of an ``authorization: Bearer …`` header; ``Unauthenticated`` for another scheme."""
     value = metadata_value(context, "authorization")
     if value is None:
@@ -315,7 +315,7 @@ class BrokerAuthenticator:
     tokens: TokenVerifier | None = None
     insecure: bool = False
 
-    def __call__(self, context: grpc.aio.ServicerContext, method: str) -> Principal:
+    def __call__(self, context: Context, method: str) -> Principal:
         token = bearer_token(context)
         pem = peer_certificate(context)
         from_cert: Principal | None = None

@@ -13,7 +13,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-import grpc
 from google.rpc import code_pb2
 
 from onceonly.broker import translate
@@ -21,6 +20,7 @@ from onceonly.broker.attestation import KeyRing
 from onceonly.broker.auth import authorise_consumer
 from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
 from onceonly.broker.service import VerificationService
+from onceonly.grpc_types import Context
 from onceonly.status import abort, status_for
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
@@ -43,9 +43,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self._catalog = translate.catalog_message(service.catalog)
         self._keys = keys
 
-    async def Verify(
-        self, request: broker_pb2.VerifyRequest, context: grpc.aio.ServicerContext
-    ) -> broker_pb2.VerifyResponse:
+    async def Verify(self, request: broker_pb2.VerifyRequest, context: Context) -> broker_pb2.VerifyResponse:
         try:
             domain_request = translate.verification_request(request, self._service.catalog)
             # The caller must be the consumer it names: checked after the (pure) field validation
@@ -63,7 +61,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await abort(context, exc)
 
     async def VerifyBulk(
-        self, request_iterator: AsyncIterator[broker_pb2.BulkVerifyRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[broker_pb2.BulkVerifyRequest], context: Context
     ) -> AsyncIterator[broker_pb2.BulkVerifyResult]:
         """Decide many subjects under one header, at most ``window`` at a time.
 
@@ -159,12 +157,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         )
         return broker_pb2.BulkVerifyResult(request_id=item.request_id, response=response)
 
-    async def GetCatalog(
-        self, request: broker_pb2.GetCatalogRequest, context: grpc.aio.ServicerContext
-    ) -> broker_pb2.Catalog:
+    async def GetCatalog(self, request: broker_pb2.GetCatalogRequest, context: Context) -> broker_pb2.Catalog:
         return self._catalog
 
-    async def GetJwks(
-        self, request: broker_pb2.GetJwksRequest, context: grpc.aio.ServicerContext
-    ) -> broker_pb2.Jwks:
+    async def GetJwks(self, request: broker_pb2.GetJwksRequest, context: Context) -> broker_pb2.Jwks:
         return broker_pb2.Jwks(json=json.dumps(self._keys.jwks()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from onceonly.broker.auth import current_principal
@@ -21,6 +20,7 @@ from onceonly.broker.domain import (
 )
 from onceonly.broker.errors import FieldViolation, InvalidRequest
 from onceonly.broker.oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+from onceonly.grpc_types import Context
 from onceonly.status import abort
 from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
 from onceonly.validation import CONTROL, FieldErrors
@@ -45,7 +45,7 @@ def _time(
     name: str,
     prefix: str = "",
 ) -> dt.datetime | None:
-    if not msg.HasField(name):  # type: ignore[arg-type]
+    if not msg.HasField(name):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(msg, name)
     try:
@@ -182,7 +182,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
         self._service = service
 
     async def ListTraces(
-        self, request: oversight_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
+        self, request: oversight_pb2.ListTracesRequest, context: Context
     ) -> oversight_pb2.ListTracesResponse:
         try:
             scope = scope_for(current_principal(), "ListTraces", provider_allowed=True)
@@ -198,9 +198,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
 
-    async def GetUsage(
-        self, request: oversight_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
-    ) -> oversight_pb2.Usage:
+    async def GetUsage(self, request: oversight_pb2.GetUsageRequest, context: Context) -> oversight_pb2.Usage:
         try:
             scope = scope_for(current_principal(), "GetUsage", provider_allowed=True)
             grouping = USAGE_GROUPING.from_proto(request.group_by)
@@ -228,7 +226,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             await abort(context, exc)
 
     async def GetResidentReport(
-        self, request: oversight_pb2.GetResidentReportRequest, context: grpc.aio.ServicerContext
+        self, request: oversight_pb2.GetResidentReportRequest, context: Context
     ) -> oversight_pb2.ResidentReport:
         try:
             principal = current_principal()

@@ -61,9 +61,10 @@ async def cmd_health(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         channel = grpc.aio.secure_channel(args.target, credentials)
+    stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs do not declare its methods
     async with channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
+            reply = await stub.Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
         except grpc.aio.AioRpcError as exc:

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from onceonly.errors import Internal, MalformedMessage, OnceOnlyError
+from onceonly.grpc_types import Context, Handler
 from onceonly.status import abort, code_name, grpc_status
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,21 @@ INSECURE_ROLE_HEADER = "x-onceonly-role"
 T = TypeVar("T")
 
 
-def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
+def peer_certificate(context: Context) -> bytes | None:
     """The PEM of the peer's verified client certificate, or ``None`` (no TLS, or no client certificate)."""
     values = context.auth_context().get("x509_pem_cert")
-    return bytes(values[0]) if values else None
+    return bytes(next(iter(values))) if values else None
 
 
-def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+def metadata_value(context: Context, key: str) -> str | None:
     """The first value of ``key`` in the call's metadata."""
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
 
 
-Authenticate = Callable[[grpc.aio.ServicerContext, str], T]
+Authenticate = Callable[[Context, str], T]
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
@@ -68,15 +68,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
         self._authenticate = authenticate
         self._var = var
         self._open = tuple(open_prefixes)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+    ) -> Handler:
+        handler: Handler = await continuation(handler_call_details)
+        method = handler_call_details.method
         if handler is None or method.startswith(self._open):
             return handler
         cached = self._wrapped.get(method)
@@ -86,7 +86,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    async def _enter(self, context: grpc.aio.ServicerContext, method: str) -> contextvars.Token[T | None]:
+    async def _enter(self, context: Context, method: str) -> contextvars.Token[T | None]:
         try:
             principal = self._authenticate(context, method)
         except OnceOnlyError as refusal:
@@ -106,16 +106,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
             await abort(context, Internal("internal error"))
         return self._var.set(principal)
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: Handler, method: str) -> Handler:
         enter, var = self._enter, self._var
         options = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            inner_uu: Any = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: Context) -> Any:
                 token = await enter(context, method)
                 try:
                     return await _maybe_await(inner_uu(request, context))
@@ -124,9 +124,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
         if handler.stream_unary is not None:
-            inner_su = handler.stream_unary
+            inner_su: Any = handler.stream_unary
 
-            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream_unary(requests: Any, context: Context) -> Any:
                 token = await enter(context, method)
                 try:
                     return await _maybe_await(inner_su(requests, context))
@@ -134,9 +134,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
                     var.reset(token)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
-        inner_stream = handler.unary_stream if handler.unary_stream is not None else handler.stream_stream
+        inner_stream: Any = (
+            handler.unary_stream if handler.unary_stream is not None else handler.stream_stream
+        )
 
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
             token = await enter(context, method)
             try:
                 result = inner_stream(request, context)
@@ -184,17 +186,17 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    ) -> Handler:
+        handler: Handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -203,8 +205,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    parse = handler.request_deserializer
+def _guard_decoding(handler: Handler) -> Handler:
+    parse: Any = handler.request_deserializer
     owner = getattr(parse, "__self__", None)
     descriptor = getattr(owner, "DESCRIPTOR", None)
     status = grpc_status(MalformedMessage(getattr(descriptor, "full_name", "request")))
@@ -217,41 +219,41 @@ def _guard_decoding(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
     options = {"request_deserializer": deserialize, "response_serializer": handler.response_serializer}
 
-    async def requests(iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def requests(iterator: Any, context: Context) -> AsyncIterator[Any]:
         async for request in iterator:
             if request is _UNDECODABLE:
                 await abort(context, status)
             yield request
 
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
+        inner_uu: Any = handler.unary_unary
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(request: Any, context: Context) -> Any:
             if request is _UNDECODABLE:
                 await abort(context, status)
             return await _maybe_await(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
+        inner_su: Any = handler.stream_unary
 
-        async def stream_unary(iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def stream_unary(iterator: Any, context: Context) -> Any:
             return await _maybe_await(inner_su(requests(iterator, context), context))
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
+        inner_us: Any = handler.unary_stream
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
             if request is _UNDECODABLE:
                 await abort(context, status)
             async for item in _responses(inner_us(request, context)):
                 yield item
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **options)
-    inner_ss = handler.stream_stream
+    inner_ss: Any = handler.stream_stream
 
-    async def stream_stream(iterator: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def stream_stream(iterator: Any, context: Context) -> AsyncIterator[Any]:
         async for item in _responses(inner_ss(requests(iterator, context), context)):
             yield item
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,7 +87,7 @@ async def wait_serving(process: Process, timeout: float = 30.0, *, tls: ClientTl
         else grpc.aio.secure_channel(process.target, tls.channel_credentials())
     )
     async with channel_factory as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs do not declare its methods
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
                 raise RuntimeError(

@@ -31,6 +31,7 @@ from onceonly.errors import (
     Unauthenticated,
     Unavailable,
 )
+from onceonly.grpc_types import Context
 from onceonly.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ _INTERNAL = Internal("internal error")
 
 def _entry(exc: OnceOnlyError) -> tuple[int, DetailsBuilder]:
     for kind in type(exc).__mro__:
-        entry = ERROR_TABLE.get(kind)  # type: ignore[call-overload]
+        entry = ERROR_TABLE.get(kind)
         if entry is not None:
             return entry
     return ERROR_TABLE[Internal]
@@ -136,7 +137,7 @@ def status_for(exc: BaseException) -> status_pb2.Status:
 def code_name(exc: BaseException) -> str:
     """The name of the gRPC code that ``exc`` maps to (``PERMISSION_DENIED``), for logs."""
     code = _entry(exc)[0] if isinstance(exc, OnceOnlyError) else code_pb2.INTERNAL
-    return code_pb2.Code.Name(code)
+    return str(code_pb2.Code.Name(code))
 
 
 def grpc_status(exc: BaseException) -> grpc.Status:
@@ -145,7 +146,7 @@ def grpc_status(exc: BaseException) -> grpc.Status:
     return rpc_status.to_status(status_for(exc))
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BaseException | grpc.Status) -> NoReturn:
+async def abort(context: Context, error: BaseException | grpc.Status) -> NoReturn:
     """End the call with the status that ``error`` maps to (or with a status prebuilt by
     :func:`grpc_status`, for a refusal that repeats on a hot path); log it if it was not planned."""
     if isinstance(error, BaseException):

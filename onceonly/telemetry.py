@@ -22,6 +22,18 @@ from opentelemetry import context, propagate, trace
 log = logging.getLogger(__name__)
 
 _enabled = False
+__all__ = [
+    "configure_tracing",
+    "disable",
+    "enabled",
+    "extracted",
+    "inject_metadata",
+    "set_attributes",
+    "span",
+    "trace",  # re-exported: callers name span kinds as telemetry.trace.SpanKind
+    "use_tracer_provider",
+]
+
 _tracer: trace.Tracer = trace.get_tracer("onceonly")
 _NULL = contextlib.nullcontext()
 

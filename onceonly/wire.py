@@ -13,7 +13,7 @@ import re
 from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from onceonly.fields import FieldType
@@ -99,7 +99,8 @@ def short_enum_names(message: Message) -> dict[str, Any]:
     return _shorten(message.DESCRIPTOR, data)
 
 
-def _shorten(descriptor: Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+def _shorten(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the enum values of ``descriptor``'s fields (and nested messages') shortened."""
     for name, value in data.items():
         field = descriptor.fields_by_camelcase_name.get(name)
         if field is None:

@@ -58,7 +58,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2
 
 from onceonly import telemetry
@@ -73,6 +72,7 @@ from onceonly.errors import (
 )
 from onceonly.evidence import EvidenceSigner, evidence_claims
 from onceonly.fields import FieldSpec, normalise_claims, parse_parameter
+from onceonly.grpc_types import Context
 from onceonly.guard import (
     INSECURE_ROLE_HEADER,
     GuardInterceptor,
@@ -215,13 +215,13 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         )
 
     async def Describe(
-        self, request: provider_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+        self, request: provider_pb2.DescribeRequest, context: Context
     ) -> provider_pb2.ProviderDescription:
         """What this provider serves."""
         return self._description
 
     async def Attest(
-        self, request: provider_pb2.AttestRequest, context: grpc.aio.ServicerContext
+        self, request: provider_pb2.AttestRequest, context: Context
     ) -> provider_pb2.AttestResponse:
         """Answer one check, mapping adapter outcomes to results and status codes."""
         try:
@@ -361,10 +361,10 @@ _caller: contextvars.ContextVar[CertIdentity | None] = contextvars.ContextVar(
 _INSECURE_BROKER = CertIdentity("", "broker", "insecure")
 
 
-def _broker_only(insecure: bool) -> Callable[[grpc.aio.ServicerContext, str], CertIdentity]:
+def _broker_only(insecure: bool) -> Callable[[Context, str], CertIdentity]:
     """Authenticate a call to a provider: the broker, and only the broker."""
 
-    def authenticate(context: grpc.aio.ServicerContext, method: str) -> CertIdentity:
+    def authenticate(context: Context, method: str) -> CertIdentity:
         pem = peer_certificate(context)
         if pem is not None:
             try:

@@ -30,12 +30,18 @@ def generate(out_root: Path) -> list[Path]:
         raise SystemExit(f"no .proto files under {PROTO_ROOT}")
     # Only protos/: the contract ships every file it imports (google/rpc, google/protobuf), so
     # what compiles here compiles for a client in any language with nothing else.
+    # Typed gRPC stubs (servicers and client stubs, sync and asyncio) from mypy-protobuf's plugin.
+    grpc_stubs = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    if not grpc_stubs.exists():
+        raise SystemExit(f"{grpc_stubs} not found: install the dev dependencies (mypy-protobuf)")
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
+        f"--plugin=protoc-gen-mypy_grpc={grpc_stubs}",
         f"--python_out={out_root}",
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
+        f"--mypy_grpc_out=quiet:{out_root}",
         *[str(p.relative_to(PROTO_ROOT)) for p in protos],
     ]
     if protoc.main(args) != 0:

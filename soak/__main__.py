@@ -116,7 +116,7 @@ def _trace_id_of_status(status: Any) -> str:
 
 
 class Workload:
-    def __init__(self, stub: broker_pb2_grpc.BrokerStub, tally: Tally, seed: int) -> None:
+    def __init__(self, stub: broker_pb2_grpc.BrokerAsyncStub, tally: Tally, seed: int) -> None:
         from onceonly.providers.synthetic import population
 
         self.stub = stub

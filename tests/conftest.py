@@ -20,11 +20,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from onceonly.broker.app import BrokerApp, start_broker
@@ -284,9 +286,9 @@ class ConsumerStub:
     def __init__(self, platform: Platform, target: str):
         self._platform = platform
         self._target = target
-        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+        self._stubs: dict[str, broker_pb2_grpc.BrokerAsyncStub] = {}
 
-    def as_org(self, org: str) -> broker_pb2_grpc.BrokerStub:
+    def as_org(self, org: str) -> broker_pb2_grpc.BrokerAsyncStub:
         if org not in self._stubs:
             channel = self._platform.channel(self._target, tls=self._platform.pki.consumer(org))
             self._stubs[org] = broker_pb2_grpc.BrokerStub(channel)
@@ -364,7 +366,7 @@ class Platform:
         self._clients.append(client)
         return client
 
-    def stub(self, app: BrokerApp) -> broker_pb2_grpc.BrokerStub:
+    def stub(self, app: BrokerApp) -> broker_pb2_grpc.BrokerAsyncStub:
         """A raw stub of ``app`` that calls as the organisation each request names."""
         return ConsumerStub(self, app.target)  # type: ignore[return-value]
 
@@ -434,7 +436,7 @@ def client(platform: Platform, broker: BrokerApp) -> BrokerClient:
 
 
 @pytest.fixture
-def stub(platform: Platform, broker: BrokerApp) -> broker_pb2_grpc.BrokerStub:
+def stub(platform: Platform, broker: BrokerApp) -> broker_pb2_grpc.BrokerAsyncStub:
     return platform.stub(broker)
 
 
@@ -476,7 +478,9 @@ def rpc_failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
     return RpcFailure(exc.code(), exc.details() or "", info, bad, pre, raw)
 
 
-async def verify_failure(stub: broker_pb2_grpc.BrokerStub, request: broker_pb2.VerifyRequest) -> RpcFailure:
+async def verify_failure(
+    stub: broker_pb2_grpc.BrokerAsyncStub, request: broker_pb2.VerifyRequest
+) -> RpcFailure:
     """Call Verify, expecting it to fail; return the failure."""
     try:
         reply = await stub.Verify(request, timeout=10)
@@ -497,3 +501,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def health_stub(channel: grpc.aio.Channel) -> Any:
+    """``grpc.health.v1.Health`` on ``channel`` (its published stubs declare no methods)."""
+    return health_pb2_grpc.HealthStub(channel)
+
+
+def reflection_stub(channel: grpc.aio.Channel) -> Any:
+    """Server reflection (``v1alpha``) on ``channel`` (its published stubs expect a sync channel)."""
+    return reflection_pb2_grpc.ServerReflectionStub(cast(Any, channel))

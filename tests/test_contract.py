@@ -37,10 +37,12 @@ async def _reflect(
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
     )(timeout=10)
-    replies = []
+    replies: list[reflection_pb2.ServerReflectionResponse] = []
     for request in requests:
         await call.write(request)
-        replies.append(await call.read())
+        reply = await call.read()
+        assert isinstance(reply, reflection_pb2.ServerReflectionResponse)
+        replies.append(reply)
     await call.done_writing()
     return replies
 

@@ -94,6 +94,8 @@ def test_wheel_installs_one_top_level_package(wheel: Path) -> None:
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"onceonly"}
     for expected in (
         "onceonly/py.typed",
+        "onceonly/v1/broker_pb2.pyi",
+        "onceonly/v1/broker_pb2_grpc.pyi",  # typed gRPC stubs for the client's users
         "onceonly/broker/service.py",
         "onceonly/broker/data/agreements.toml",
         "onceonly/broker/migrations/versions/0001_initial.py",

@@ -121,7 +121,7 @@ async def run_workload(platform: Platform, **broker_changes: Any) -> tuple[Broke
 
 def oversight_stub(
     platform: Platform, app: BrokerApp, cert: str = "oversight"
-) -> oversight_pb2_grpc.OversightStub:
+) -> oversight_pb2_grpc.OversightAsyncStub:
     return oversight_pb2_grpc.OversightStub(
         platform.channel(app.target, tls=ClientTls.from_dir(platform.pki.dir, cert))
     )
@@ -152,7 +152,7 @@ async def failure_of(call: Any) -> RpcFailure:
     raise AssertionError(f"the call succeeded but should have failed: {reply}")
 
 
-async def list_names(stub: oversight_pb2_grpc.OversightStub, w: Workload, **filter_: Any) -> list[str]:
+async def list_names(stub: oversight_pb2_grpc.OversightAsyncStub, w: Workload, **filter_: Any) -> list[str]:
     reply = await stub.ListTraces(
         oversight_pb2.ListTracesRequest(filter=oversight_pb2.TraceFilter(**filter_), page_size=500),
         timeout=10,

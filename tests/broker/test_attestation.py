@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from joserfc import jws
@@ -53,7 +53,7 @@ async def _jwks(client: BrokerClient) -> dict[str, Any]:
 
 def _verify(token: str, jwks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify with joserfc; return (header, payload)."""
-    signature = jws.deserialize_compact(token, KeySet.import_key_set(jwks), algorithms=ALGORITHMS)
+    signature = jws.deserialize_compact(token, KeySet.import_key_set(cast(Any, jwks)), algorithms=ALGORITHMS)
     return dict(signature.protected), json.loads(signature.payload)
 
 

@@ -17,7 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
 from onceonly.broker.auth import JwtIssuer, load_jwt_issuers
@@ -36,6 +36,7 @@ from tests.conftest import (
     CountingAdapter,
     Platform,
     RpcFailure,
+    health_stub,
     rpc_failure,
     verify_kwargs,
     verify_request,
@@ -141,7 +142,7 @@ async def token_broker(platform: Platform, idp: Idp) -> TokenBroker:
     return TokenBroker(app, counted)
 
 
-def token_stub(platform: Platform, app: BrokerApp) -> broker_pb2_grpc.BrokerStub:
+def token_stub(platform: Platform, app: BrokerApp) -> broker_pb2_grpc.BrokerAsyncStub:
     """TLS checking the broker's certificate, no client certificate: the bearer-token listener."""
     assert app.token_target is not None
     return broker_pb2_grpc.BrokerStub(platform.channel(app.token_target, tls=platform.pki.ca_only))
@@ -405,7 +406,7 @@ async def test_no_credentials_at_all_is_unauthenticated_but_health_stays_open(
     assert failure.code == grpc.StatusCode.UNAUTHENTICATED
 
     assert app.token_target is not None
-    health = health_pb2_grpc.HealthStub(platform.channel(app.token_target, tls=platform.pki.ca_only))
+    health = health_stub(platform.channel(app.token_target, tls=platform.pki.ca_only))
     reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     assert platform.trace_rows() == []

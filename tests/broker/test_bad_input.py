@@ -123,7 +123,7 @@ def _no_internals(text: str) -> None:
 
 @pytest.mark.parametrize("mutation, field", CASES.values(), ids=CASES.keys())
 async def test_invalid_request_names_the_field_and_is_not_traced(
-    platform: Platform, stub: broker_pb2_grpc.BrokerStub, mutation: Mutation, field: str
+    platform: Platform, stub: broker_pb2_grpc.BrokerAsyncStub, mutation: Mutation, field: str
 ) -> None:
     request = verify_request()
     mutation(request)
@@ -141,7 +141,9 @@ async def test_invalid_request_names_the_field_and_is_not_traced(
     assert platform.reply_rows() == []
 
 
-async def test_every_bad_field_is_named_at_once(platform: Platform, stub: broker_pb2_grpc.BrokerStub) -> None:
+async def test_every_bad_field_is_named_at_once(
+    platform: Platform, stub: broker_pb2_grpc.BrokerAsyncStub
+) -> None:
     request = verify_request()
     request.request_id = ""
     request.legal_basis.reference = ""
@@ -156,7 +158,7 @@ async def test_every_bad_field_is_named_at_once(platform: Platform, stub: broker
 
 @pytest.mark.parametrize("certificate_type_id", ["tax.unknown/v1", "registry.residence/v2"])
 async def test_unknown_certificate_type_is_not_found(
-    platform: Platform, stub: broker_pb2_grpc.BrokerStub, certificate_type_id: str
+    platform: Platform, stub: broker_pb2_grpc.BrokerAsyncStub, certificate_type_id: str
 ) -> None:
     request = verify_request(checks=(HOUSING_CHECKS[0], (certificate_type_id, {})))
 
@@ -172,7 +174,7 @@ async def test_unknown_certificate_type_is_not_found(
 
 
 async def test_unknown_consumer_is_denied_and_traced(
-    platform: Platform, broker: BrokerApp, stub: broker_pb2_grpc.BrokerStub
+    platform: Platform, broker: BrokerApp, stub: broker_pb2_grpc.BrokerAsyncStub
 ) -> None:
     request = verify_request(organization_id="X99999999")
 

@@ -252,7 +252,7 @@ async def test_state_changes_are_logged(caplog: pytest.LogCaptureFixture) -> Non
         if r.getMessage() == "provider circuit state changed"
     ]
     assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
-    assert all(r.provider == "tax" for r in caplog.records if hasattr(r, "provider"))  # type: ignore[attr-defined]
+    assert all(r.provider == "tax" for r in caplog.records if hasattr(r, "provider"))
 
 
 async def test_record_failure_counts_faults_found_after_the_call() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -30,7 +32,7 @@ from tests.conftest import (
     rpc_failure,
 )
 
-HEADER = {
+HEADER: dict[str, Any] = {
     "consumer": Consumer(ORG, UNIT, "officer-17"),
     "purpose": Purpose(PROCEDURE, "Yearly re-check of benefit recipients", "REVIEW-2026"),
     "legal_basis": LegalBasis.law(LAW),
@@ -112,10 +114,13 @@ async def test_resending_the_same_ids_answers_from_the_ledger_without_new_traces
 async def test_a_stream_without_a_header_is_refused(platform: Platform, broker: BrokerApp) -> None:
     stub = broker_pb2_grpc.BrokerStub(platform.channel(broker.target))
 
-    async def only_subjects():  # type: ignore[no-untyped-def]
+    async def only_subjects():
         yield broker_pb2.BulkVerifyRequest(
             subject=broker_pb2.BulkSubject(
-                request_id="x", subject=common_pb2.Subject(document_type=1, document_number="12345678Z")
+                request_id="x",
+                subject=common_pb2.Subject(
+                    document_type=common_pb2.DOCUMENT_TYPE_DNI, document_number="12345678Z"
+                ),
             )
         )
 
@@ -136,7 +141,7 @@ async def test_a_bad_header_is_refused_before_any_subject(platform: Platform, br
         checks=[broker_pb2.Check(certificate_type_id=TAX_COMPLIANCE)],
     )
 
-    async def requests():  # type: ignore[no-untyped-def]
+    async def requests():
         yield broker_pb2.BulkVerifyRequest(header=header)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:

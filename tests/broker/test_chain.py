@@ -16,6 +16,8 @@ from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger
 from onceonly.broker.storage import TraceRow
 from tests.broker.test_ledger import record
 
+TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
+
 
 @pytest.fixture
 def keys() -> KeyRing:
@@ -107,13 +109,11 @@ async def test_an_inserted_record_is_detected(filled: sa.Engine, keys: KeyRing) 
     with filled.begin() as conn:
         conn.execute(sa.text("UPDATE trace_records SET seq = -seq WHERE seq >= 5"))
         conn.execute(sa.text("UPDATE trace_records SET seq = 1 - seq WHERE seq < 0"))
-        row = dict(
-            conn.execute(sa.select(TraceRow.__table__).where(TraceRow.__table__.c.seq == 4)).one()._mapping
-        )
+        row = dict(conn.execute(sa.select(TRACES).where(TRACES.c.seq == 4)).one()._mapping)
         row.pop("id")
         row.update(trace_id="forged", request_id="forged", seq=5, prev_hash=row["record_hash"])
         row["record_hash"] = record_hash(row)
-        conn.execute(sa.insert(TraceRow.__table__), row)
+        conn.execute(sa.insert(TRACES), row)
     problem = first_problem(filled, keys)
     assert "seq 6 " in problem and "does not link" in problem
 

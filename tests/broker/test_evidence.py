@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import jwt
@@ -78,7 +78,7 @@ async def test_verified_checks_are_backed_by_provider_evidence_kept_by_the_broke
     cert = x509.load_pem_x509_certificate((platform.pki.dir / "tax.pem").read_bytes())
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate((platform.pki.dir / "ca.pem").read_bytes()))
     assert header["x5t#S256"] == thumbprint(cert.public_bytes(serialization.Encoding.DER))
-    claims = jwt.decode(evidence, cert.public_key(), algorithms=["ES256"])
+    claims = jwt.decode(evidence, cast(Any, cert.public_key()), algorithms=["ES256"])
     assert claims["request_id"] == result.request_id and claims["trace_id"] == result.trace_id
     assert claims["claims"] == dict(tax.claims) and claims["result"] == "FOUND"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from onceonly.v1 import common_pb2, oversight_pb2
 from tests.broker.oversight_workload import (
@@ -22,7 +22,15 @@ from tests.broker.oversight_workload import (
     report_request,
     run_workload,
 )
-from tests.conftest import LAW, SOCIAL_SECURITY, TAX_COMPLIANCE, UNEMPLOYMENT, Platform, resident
+from tests.conftest import (
+    LAW,
+    SOCIAL_SECURITY,
+    TAX_COMPLIANCE,
+    UNEMPLOYMENT,
+    Platform,
+    reflection_stub,
+    resident,
+)
 
 # --- the resident's access report -------------------------------------------------------------------
 
@@ -214,13 +222,13 @@ async def test_non_oversight_principals_are_refused(platform: Platform) -> None:
             assert b"purpose of" not in failure.raw_details
     # A provider may not read residents' reports, nor usage beyond its own.
     tax = oversight_stub(platform, app, "tax")
-    for call in (
+    for pending in (
         tax.GetResidentReport(report_request(w.a), timeout=10),
         tax.GetUsage(
             oversight_pb2.GetUsageRequest(group_by=oversight_pb2.USAGE_GROUPING_CONSUMER), timeout=10
         ),
     ):
-        failure = await failure_of(call)
+        failure = await failure_of(pending)
         assert failure.code == grpc.StatusCode.PERMISSION_DENIED
         assert failure.info is not None and failure.info.reason == "OVERSIGHT_ONLY"
     assert len(platform.trace_rows()) == before  # refused lookups are not reports
@@ -266,7 +274,7 @@ async def test_provider_lists_only_traces_that_reached_its_data(platform: Platfo
 async def test_reflection_lists_the_oversight_service(platform: Platform) -> None:
     await platform.start_reference_providers()
     app = await platform.start_broker()
-    stub = reflection_pb2_grpc.ServerReflectionStub(platform.channel(app.target))
+    stub = reflection_stub(platform.channel(app.target))
     call = stub.ServerReflectionInfo(timeout=5)
     await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
     reply = await call.read()

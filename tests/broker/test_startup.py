@@ -7,8 +7,8 @@ import dataclasses
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from onceonly.broker.app import BrokerApp
 from onceonly.broker.errors import CatalogError
@@ -21,6 +21,8 @@ from tests.conftest import (
     GatedAdapter,
     Platform,
     WrappedAdapter,
+    health_stub,
+    reflection_stub,
     verify_request,
 )
 
@@ -57,12 +59,12 @@ async def test_health_is_serving_and_reflection_lists_the_broker(
     platform: Platform, broker: BrokerApp
 ) -> None:
     channel = platform.channel(broker.target)
-    health = health_pb2_grpc.HealthStub(channel)
+    health = health_stub(channel)
     for service in ("", BROKER_SERVICE):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reflection = reflection_stub(channel)
     call = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     response = await call.read()
     call.cancel()
@@ -81,7 +83,7 @@ async def test_graceful_stop_reports_not_serving_and_finishes_in_flight_calls(pl
 
     in_flight = asyncio.ensure_future(stub.Verify(request, timeout=10))
     await asyncio.wait_for(gated.entered.wait(), timeout=5)
-    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=BROKER_SERVICE))
+    watch = health_stub(channel).Watch(health_pb2.HealthCheckRequest(service=BROKER_SERVICE))
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
 
     stopping = asyncio.ensure_future(app.stop(grace=5))

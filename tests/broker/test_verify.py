@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
@@ -121,9 +122,10 @@ class _WireMalformedServicer(ProviderServicer):
     (and signing them, so that it is the claims the broker refuses, not the evidence)."""
 
     async def Attest(self, request, context):
-        values = {"compliant": "yes", "secret_income": 12345}
+        values: dict[str, Any] = {"compliant": "yes", "secret_income": 12345}
         claims = struct_pb2.Struct()
         claims.update(values)
+        assert self._evidence is not None
         evidence = self._evidence.sign(
             evidence_claims(
                 request_id=request.request_id,

@@ -14,7 +14,7 @@ import signal
 import time
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
 from onceonly.processes import onceonly_argv
@@ -28,6 +28,7 @@ from tests.conftest import (
     cli_credentials_env,
     expected_housing_claims,
     free_port,
+    health_stub,
     provider_tls_args,
     resident,
 )
@@ -191,7 +192,7 @@ async def test_serve_provider_runs_until_sigterm() -> None:
         status = None
         deadline = time.monotonic() + 20
         async with broker_channel(target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_stub(channel)
             while time.monotonic() < deadline and proc.returncode is None:
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await health.Check(

@@ -142,7 +142,7 @@ class BrokerProcess:
     def log(self) -> str:
         return self.process.tail(60) if self.process is not None else ""
 
-    def stub(self) -> broker_pb2_grpc.BrokerStub:
+    def stub(self) -> broker_pb2_grpc.BrokerAsyncStub:
         channel = self.platform.channel(self.target)
         return broker_pb2_grpc.BrokerStub(channel)
 

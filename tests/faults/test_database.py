@@ -35,7 +35,7 @@ pytestmark = pytest.mark.faults
 
 
 async def answered_once_back(
-    stub: broker_pb2_grpc.BrokerStub, request: broker_pb2.VerifyRequest, timeout: float
+    stub: broker_pb2_grpc.BrokerAsyncStub, request: broker_pb2.VerifyRequest, timeout: float
 ) -> broker_pb2.VerifyResponse:
     """Retry ``request`` (same id) until the broker answers it; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -48,7 +48,9 @@ async def answered_once_back(
         await asyncio.sleep(0.2)
 
 
-async def assert_fails_closed(stub: broker_pb2_grpc.BrokerStub, request: broker_pb2.VerifyRequest) -> None:
+async def assert_fails_closed(
+    stub: broker_pb2_grpc.BrokerAsyncStub, request: broker_pb2.VerifyRequest
+) -> None:
     started = time.perf_counter()
     failure = await verify_failure(stub, request)
     assert failure.code == grpc.StatusCode.UNAVAILABLE, failure

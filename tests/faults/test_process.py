@@ -33,7 +33,7 @@ PEOPLE = [r for r in synthetic.population() if known_everywhere(r)][:64]
 class Load:
     """Concurrent Verify calls (one in four refused by policy) until ``stop`` is set."""
 
-    stub: broker_pb2_grpc.BrokerStub
+    stub: broker_pb2_grpc.BrokerAsyncStub
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     received: dict[str, str] = field(default_factory=dict)
     """request id → trace id of every answer received (granted or denied by policy)."""

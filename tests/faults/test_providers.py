@@ -251,7 +251,7 @@ async def test_provider_answering_wrongly_costs_only_its_checks(
     assert all(detail in v.outcome(c).detail for c in TAX_CHECKS), [o.detail for o in v.outcomes]
     # A malformed reply, malformed claims and forged evidence are all provider faults: whether the
     # transport sees them or the broker finds them after the call, they count toward the breaker.
-    one_tax_check = [(TAX_COMPLIANCE, {})]
+    one_tax_check: list[tuple[str, dict[str, str]]] = [(TAX_COMPLIANCE, {})]
     for _ in range(3):
         await client.verify(**verify_kwargs(resident(), checks=one_tax_check))
     assert app.breakers["tax"].state is BreakerState.OPEN

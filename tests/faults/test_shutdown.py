@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -22,19 +23,21 @@ pytestmark = pytest.mark.faults
 PEOPLE = [r for r in synthetic.population() if known_everywhere(r)][:10]
 
 
-async def start(platform: Platform) -> tuple[GatedAdapter, BrokerApp, list[asyncio.Future[object]]]:
+async def start(platform: Platform) -> tuple[GatedAdapter, BrokerApp, list[asyncio.Future[Any]]]:
     """A broker with ten calls in flight, all waiting on the tax agency's gate."""
     gated = GatedAdapter(reference_adapter("tax"))
     await platform.start_reference_providers(tax=gated)
     app = await platform.start_broker(provider_timeout_ms=20_000)
     stub = platform.stub(app)
-    calls = [asyncio.ensure_future(stub.Verify(verify_request(p), timeout=30)) for p in PEOPLE]
+    calls: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(stub.Verify(verify_request(p), timeout=30)) for p in PEOPLE
+    ]
     await asyncio.wait_for(gated.entered.wait(), 10)
     await asyncio.sleep(0.2)  # let every call reach the gate
     return gated, app, calls
 
 
-async def outcomes(calls: list[asyncio.Future[object]]) -> list[object]:
+async def outcomes(calls: list[asyncio.Future[Any]]) -> list[object]:
     return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
 
 

@@ -30,14 +30,14 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, event, settings
 from hypothesis.control import currently_in_test_context
 
 from onceonly.broker.app import BrokerApp
 from onceonly.pki import ClientTls
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, oversight_pb2_grpc, provider_pb2_grpc
-from tests.conftest import ORG, PROVIDER_IDS, Platform, session_pki, verify_request
+from tests.conftest import ORG, PROVIDER_IDS, Platform, health_stub, session_pki, verify_request
 
 T = TypeVar("T")
 
@@ -204,9 +204,7 @@ class HostilePlatform:
         """Health says SERVING everywhere, and a known-good Verify is answered with outcomes."""
         targets = [self.consumer, *self.provider_channels.values()]
         for channel in targets:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
+            reply = await health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         request = verify_request(request_id=f"known-good-{uuid.uuid4().hex}")
         response: broker_pb2.VerifyResponse = await self.broker_stub.Verify(request, timeout=10)

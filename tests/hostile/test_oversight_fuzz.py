@@ -32,7 +32,7 @@ CALLERS = ("oversight", "oversight", "oversight", "provider", "consumer")
 RESIDENT = synthetic.find(lambda r: r.document_type == "NIE")
 
 
-def _stub(hostile: HostilePlatform, caller: str) -> oversight_pb2_grpc.OversightStub:
+def _stub(hostile: HostilePlatform, caller: str) -> oversight_pb2_grpc.OversightAsyncStub:
     channel = {"oversight": hostile.oversight, "provider": hostile.as_provider, "consumer": hostile.consumer}[
         caller
     ]

@@ -109,7 +109,7 @@ def _exchange(hostile: HostilePlatform, index: int, payloads: list[bytes]) -> No
 
 
 @st.composite
-def cases(draw, index: int) -> list[bytes]:  # type: ignore[no-untyped-def]
+def cases(draw, index: int) -> list[bytes]:
     _, _, method = METHODS[index]
     payload = wire_payloads(method.input_type)
     if method.client_streaming:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from onceonly.pki import CertificateAuthority, ClientTls
 from onceonly.providers import synthetic
@@ -16,7 +16,7 @@ from onceonly.providers.reference import reference_adapter
 from onceonly.providers.sdk import start_provider
 from onceonly.serving import RunningServer
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from tests.conftest import CountingAdapter, known_everywhere, provider_tls, session_pki
+from tests.conftest import CountingAdapter, health_stub, known_everywhere, provider_tls, session_pki
 
 
 def attest_request() -> provider_pb2.AttestRequest:
@@ -122,7 +122,7 @@ async def test_health_is_open_to_any_peer_of_the_platform_ca() -> None:
         tax_provider() as (running, _),
         grpc.aio.secure_channel(running.target, session_pki().consumer().channel_credentials()) as ch,
     ):
-        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        reply = await health_stub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -41,7 +41,7 @@ def specs(entries: list[dict[str, Any]], *, claims: bool) -> tuple[FieldSpec, ..
 
 
 @asynccontextmanager
-async def stub_for(adapter: ProviderAdapter) -> AsyncIterator[provider_pb2_grpc.ProviderStub]:
+async def stub_for(adapter: ProviderAdapter) -> AsyncIterator[provider_pb2_grpc.ProviderAsyncStub]:
     running = await start_provider(adapter, tls=provider_tls(adapter))
     channel = broker_channel(running.target)
     try:

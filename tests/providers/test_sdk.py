@@ -6,13 +6,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_status import rpc_status
 
 from onceonly.fields import FieldSpec, FieldType
@@ -29,7 +29,7 @@ from onceonly.providers.sdk import (
 )
 from onceonly.serving import RunningServer
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from tests.conftest import broker_channel, provider_tls
+from tests.conftest import broker_channel, health_stub, provider_tls, reflection_stub
 
 KNOWN = make_dni(12345678)
 UNKNOWN = make_dni(87654321)
@@ -101,7 +101,7 @@ def request(
         request_id="req-1",
         trace_id="trace-1",
         certificate_type_id=certificate_type_id,
-        subject=common_pb2.Subject(document_type=document_type, document_number=number),
+        subject=common_pb2.Subject(document_type=cast(Any, document_type), document_number=number),
         parameters=parameters or {"limit": "42"},
         consumer_organization_id="L01280796",
         procedure_code="HOUSING-RENT-SUBSIDY",
@@ -181,7 +181,9 @@ async def test_unknown_certificate_type_is_not_found() -> None:
     ],
 )
 async def test_bad_parameter_is_invalid_argument_naming_field(parameters: dict[str, str], field: str) -> None:
-    error = await attest_error("ok", request(**parameters))
+    error = await attest_error(
+        "ok", request(KNOWN, "toy.check/v1", common_pb2.DOCUMENT_TYPE_DNI, **parameters)
+    )
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert field in (error.details() or "")
 
@@ -228,7 +230,7 @@ async def test_adapter_crash_is_internal_and_logged_not_sent(caplog: pytest.LogC
 async def test_health_serving_then_not_serving_when_stop_begins() -> None:
     running = await start_provider(ToyAdapter(), tls=provider_tls(ToyAdapter()))
     async with broker_channel(running.target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_stub(channel)
         for service in ("", SERVICE_NAME):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -244,7 +246,7 @@ async def test_health_serving_then_not_serving_when_stop_begins() -> None:
 
 async def test_reflection_lists_provider_service() -> None:
     async with serving(ToyAdapter()) as (_, channel):
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        stub = reflection_stub(channel)
         call = stub.ServerReflectionInfo(timeout=5)
         await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
         reply = await call.read()
@@ -272,7 +274,7 @@ def test_servicer_rejects_duplicate_types_and_missing_identity() -> None:
 
 def _details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, list[str]]:
     """The ``ErrorInfo`` of a refusal and the fields its ``BadRequest`` names."""
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(cast(Any, error))  # the stubs know only the sync Call
     assert status is not None, "the refusal carries no google.rpc.Status"
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
     fields: list[str] = []
