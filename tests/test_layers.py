@@ -109,3 +109,37 @@ def test_only_the_entry_point_imports_the_composition_root() -> None:
     assert sorted(m for m, targets in GRAPH.items() if "onceonly.consumers.cli" in targets) == [
         "onceonly.__main__"
     ]
+
+
+CORE = [
+    "onceonly.errors",
+    "onceonly.vocabulary",
+    "onceonly.broker.domain",
+    "onceonly.broker.errors",
+    "onceonly.broker.ports",
+    "onceonly.broker.policy",
+    "onceonly.broker.service",
+    "onceonly.broker.idempotency",
+    "onceonly.broker.contracts",
+    "onceonly.broker.records",
+    "onceonly.broker.traces",
+    "onceonly.broker.oversight",
+]
+
+
+def test_the_core_knows_nothing_of_grpc() -> None:
+    """The core raises domain errors; only the edge (servicers, interceptors, onceonly.status) knows gRPC."""
+    transport = ("grpc", "grpc_status", "google.rpc", "onceonly.v1", "onceonly.status")
+    offenders = []
+    for module in CORE:
+        tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [f"{module} → {n}" for n in names if n.split(".")[0] in transport or n in transport]
+    assert offenders == []
