@@ -15,7 +15,8 @@ from typing import Any
 from onceonly.broker.admin import add_admin_commands
 from onceonly.broker.config import BrokerConfig, parse_targets
 from onceonly.broker.errors import CatalogError
-from onceonly.logs import add_logging_arguments, configure_from_args
+from onceonly.logs import configure_from_args
+from onceonly.serving import add_server_arguments
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -25,8 +26,7 @@ def add_commands(sub: Any, serve: Any) -> None:
     p: argparse.ArgumentParser = serve.add_parser(
         "broker", help="run the broker", description="Run the broker (configuration: ONCEONLY_* or flags)."
     )
-    p.add_argument("--listen", help="address to listen on (ONCEONLY_BROKER_LISTEN)")
-    p.add_argument("--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)")
+    add_server_arguments(p, listen_env="ONCEONLY_BROKER_LISTEN")
     p.add_argument("--database-url", help="SQLAlchemy database URL (ONCEONLY_DATABASE_URL)")
     p.add_argument("--catalog", type=Path, help="catalog TOML (ONCEONLY_CATALOG; default the shipped one)")
     p.add_argument("--seed-agreements", type=Path, help="agreements TOML to load (ONCEONLY_AGREEMENTS_SEED)")
@@ -40,23 +40,12 @@ def add_commands(sub: Any, serve: Any) -> None:
     p.add_argument(
         "--provider-timeout-ms", type=int, help="provider call deadline (ONCEONLY_PROVIDER_TIMEOUT_MS)"
     )
-    p.add_argument(
-        "--tls-dir",
-        type=Path,
-        help="certificates from `onceonly pki init` (ONCEONLY_TLS_DIR; default VAR_DIR/pki)",
-    )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="plaintext for local development, loopback only (ONCEONLY_INSECURE=1)",
-    )
     p.add_argument("--jwt-issuers", type=Path, help="bearer-token issuers TOML (ONCEONLY_JWT_ISSUERS)")
     p.add_argument(
         "--token-listen",
         help="second broker address, TLS without client certificates, bearer tokens only "
         "(ONCEONLY_BROKER_TOKEN_LISTEN)",
     )
-    add_logging_arguments(p)
     p.set_defaults(handler=cmd_serve_broker)
     add_admin_commands(sub)
 

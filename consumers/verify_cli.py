@@ -19,8 +19,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from onceonly.consumers._console import (
     EXIT_INVALID,
@@ -34,8 +35,19 @@ from onceonly.consumers._console import (
     table,
 )
 from onceonly.consumers.bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
-from onceonly.consumers.client import BrokerError, Check, Consumer, LegalBasis, Purpose, Subject, Verification
+from onceonly.consumers.client import (
+    BrokerClient,
+    BrokerError,
+    Check,
+    Consumer,
+    LegalBasis,
+    Purpose,
+    Subject,
+    Verification,
+)
 from onceonly.wire import LEGAL_BASIS_KIND, short_enum_names
+
+T = TypeVar("T")
 
 
 def add_commands(sub: Any) -> None:
@@ -178,17 +190,24 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_catalog(args: argparse.Namespace) -> int:
+async def _fetch(args: argparse.Namespace, call: Callable[[BrokerClient], Awaitable[T]]) -> T | int:
+    """``call`` on a client of the flags' broker, or the exit code of why it could not be made."""
     try:
         client = connect(args, args.timeout)
     except ValueError as exc:
         return credential_error(exc)
     async with client:
         try:
-            catalog = await client.catalog()
+            return await call(client)
         except BrokerError as err:
             print_error(err)
             return exit_code(err)
+
+
+async def cmd_catalog(args: argparse.Namespace) -> int:
+    catalog = await _fetch(args, lambda client: client.catalog())
+    if isinstance(catalog, int):
+        return catalog
     if args.json:
         print(json.dumps(short_enum_names(catalog), indent=2))
         return EXIT_OK
@@ -207,16 +226,9 @@ async def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 async def cmd_jwks(args: argparse.Namespace) -> int:
-    try:
-        client = connect(args, args.timeout)
-    except ValueError as exc:
-        return credential_error(exc)
-    async with client:
-        try:
-            jwks = await client.jwks()
-        except BrokerError as err:
-            print_error(err)
-            return exit_code(err)
+    jwks = await _fetch(args, lambda client: client.jwks())
+    if isinstance(jwks, int):
+        return jwks
     print(json.dumps(jwks, indent=2))
     return EXIT_OK
 

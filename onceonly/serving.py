@@ -9,17 +9,20 @@ for any address beyond loopback.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ipaddress
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .guard import DecodeGuard
+from .logs import add_logging_arguments
 from .pki import TlsConfig
 from .reflection import enable_server_reflection
 
@@ -194,3 +197,22 @@ def install_event_loop_policy() -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, *, listen_env: str) -> None:
+    """The options every ``onceonly serve …`` command shares: where to listen, state, TLS, logs."""
+    parser.add_argument("--listen", help=f"address to listen on ({listen_env})")
+    parser.add_argument(
+        "--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)"
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="certificates from `onceonly pki init` (ONCEONLY_TLS_DIR; default VAR_DIR/pki)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext for local development, loopback only (ONCEONLY_INSECURE=1)",
+    )
+    add_logging_arguments(parser)

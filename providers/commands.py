@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onceonly.logs import add_logging_arguments, configure_from_args
+from onceonly.logs import configure_from_args
 from onceonly.pki import TlsConfig
 from onceonly.providers.reference import REFERENCE_ADAPTERS, DelayedAdapter, reference_adapter
 from onceonly.providers.sdk import ProviderAdapter, serve_provider
+from onceonly.serving import add_server_arguments
 from onceonly.settings import REFERENCE_PROVIDER_TARGETS, parse_bool
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -26,25 +27,13 @@ def add_commands(serve: Any) -> None:
         "provider", help="run a reference provider", description="Run a reference provider adapter."
     )
     p.add_argument("name", choices=sorted(REFERENCE_ADAPTERS), help="which reference provider")
-    p.add_argument("--listen", help="address to listen on (ONCEONLY_PROVIDER_LISTEN)")
-    p.add_argument("--var-dir", type=Path, help="run-time state directory (ONCEONLY_VAR_DIR; default var)")
-    p.add_argument(
-        "--tls-dir",
-        type=Path,
-        help="certificates from `onceonly pki init` (ONCEONLY_TLS_DIR; default VAR_DIR/pki)",
-    )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="plaintext for local development, loopback only (ONCEONLY_INSECURE=1)",
-    )
+    add_server_arguments(p, listen_env="ONCEONLY_PROVIDER_LISTEN")
     p.add_argument(
         "--delay-ms",
         type=int,
         default=0,
         help="testing aid: answer every check this much later (default 0)",
     )
-    add_logging_arguments(p)
     p.set_defaults(handler=cmd_serve_provider)
 
 
