@@ -134,7 +134,8 @@ def decode_page_token(token: str, filter_: TraceFilter) -> tuple[dt.datetime, in
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, row_id, fingerprint = json.loads(raw)
         when = dt.datetime.fromisoformat(created)
-        if not isinstance(row_id, int) or when.tzinfo is None:
+        # Row ids are positive 64-bit integers; a boolean is an int to Python but not a row id.
+        if type(row_id) is not int or not 0 < row_id < 2**63 or when.tzinfo is None:
             raise ValueError("malformed")
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidRequest([FieldViolation("page_token", "is not a page token of this service")]) from None

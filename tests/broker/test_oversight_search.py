@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -11,6 +12,7 @@ from dataclasses import replace as dc_replace
 from typing import Any
 
 import grpc
+import pytest
 import sqlalchemy as sa
 
 from onceonly.broker.auth import Principal
@@ -180,6 +182,25 @@ async def test_bad_page_tokens_and_filters_are_invalid_arguments(platform: Platf
         assert failure.fields == [field_name]
     failure = await failure_of(stub.GetUsage(oversight_pb2.GetUsageRequest(), timeout=10))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and failure.fields == ["group_by"]
+
+
+@pytest.mark.parametrize(
+    "row_id", [True, 10**30, -1, 2**63], ids=["boolean", "huge", "negative", "past-int64"]
+)
+async def test_a_forged_page_token_with_a_bad_row_id_is_an_invalid_argument(
+    platform: Platform, row_id: object
+) -> None:
+    """A token that decodes, names this filter, but carries a row id no row can have (the audit
+    got INTERNAL from a boolean or an out-of-range id)."""
+    app, _ = await run_workload(platform)
+    stub = oversight_stub(platform, app)
+    body = json.dumps(["2026-01-01T00:00:00+00:00", row_id, TraceFilter().fingerprint()])
+    forged = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    failure = await failure_of(
+        stub.ListTraces(oversight_pb2.ListTracesRequest(page_token=forged), timeout=10)
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["page_token"]
 
 
 # --- usage ------------------------------------------------------------------------------------------
