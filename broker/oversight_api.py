@@ -87,14 +87,19 @@ def report_arguments(
         bad.add("subject", "is required")
     else:
         subject = bad.subject("subject", msg.subject)
-    purpose = bad.text("purpose", msg.purpose, max_len=500)
+    purpose = bad.no_identifiers("purpose", bad.text("purpose", msg.purpose, max_len=500), passports=True)
     basis_kind = LEGAL_BASIS_KIND.from_proto(msg.legal_basis.kind)
     if basis_kind is None:
         bad.add("legal_basis.kind", f"must be {LEGAL_BASIS_KIND.choices()}")
-    reference = bad.text("legal_basis.reference", msg.legal_basis.reference, max_len=200)
+    reference = bad.no_identifiers(
+        "legal_basis.reference",
+        bad.text("legal_basis.reference", msg.legal_basis.reference, max_len=200),
+        passports=True,
+    )
     case_file = msg.case_file_id.strip()
     if len(case_file) > 64 or CONTROL.search(case_file):
         bad.add("case_file_id", "must be at most 64 printable characters")
+    bad.no_identifiers("case_file_id", case_file)
     since, until = _time(msg, "since"), _time(msg, "until")
     if since is not None and until is not None and since >= until:
         bad.add("until", "must be later than since")

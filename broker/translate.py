@@ -39,7 +39,9 @@ def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> Ver
     request is otherwise well formed but asks for a certificate type the catalog lacks.
     """
     c = FieldErrors()
-    request_id = c.text("request_id", msg.request_id, max_len=64, pattern=ID_PATTERN)
+    request_id = c.no_identifiers(
+        "request_id", c.text("request_id", msg.request_id, max_len=64, pattern=ID_PATTERN)
+    )
     consumer = msg.consumer
     org = c.text("consumer.organization_id", consumer.organization_id, max_len=64, pattern=ID_PATTERN)
     unit = c.text("consumer.unit", consumer.unit, max_len=128)
@@ -49,12 +51,23 @@ def verification_request(msg: broker_pb2.VerifyRequest, catalog: Catalog) -> Ver
         officer_doc = c.subject("consumer.officer_document", consumer.officer_document)
     purpose = msg.purpose
     procedure = c.text("purpose.procedure_code", purpose.procedure_code, max_len=64, pattern=CODE_PATTERN)
-    purpose_text = c.text("purpose.purpose_text", purpose.purpose_text, max_len=500)
-    case_file = c.text("purpose.case_file_id", purpose.case_file_id, max_len=64, pattern=ID_PATTERN)
+    purpose_text = c.no_identifiers(
+        "purpose.purpose_text",
+        c.text("purpose.purpose_text", purpose.purpose_text, max_len=500),
+        passports=True,
+    )
+    case_file = c.no_identifiers(
+        "purpose.case_file_id",
+        c.text("purpose.case_file_id", purpose.case_file_id, max_len=64, pattern=ID_PATTERN),
+    )
     basis_kind = LEGAL_BASIS_KIND.from_proto(msg.legal_basis.kind)
     if basis_kind is None:
         c.add("legal_basis.kind", f"must be {LEGAL_BASIS_KIND.choices()}")
-    reference = c.text("legal_basis.reference", msg.legal_basis.reference, max_len=200)
+    reference = c.no_identifiers(
+        "legal_basis.reference",
+        c.text("legal_basis.reference", msg.legal_basis.reference, max_len=200),
+        passports=True,
+    )
     subject = None
     if not msg.HasField("subject"):
         c.add("subject", "is required")

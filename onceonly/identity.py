@@ -61,3 +61,28 @@ def make_dni(number: int) -> str:
 def make_nie(prefix: str, number: int) -> str:
     """The full NIE for a prefix X/Y/Z and a seven-digit number."""
     return f"{prefix}{number:07d}{check_letter(int(_NIE_PREFIX[prefix] + f'{number:07d}'))}"
+
+
+# A DNI or NIE as people write it in prose: optional dots between digit groups, a space or dash
+# before the letter. Matched on the upper-cased text, then confirmed by the check letter.
+_DNI_IN_TEXT = re.compile(r"(?<![A-Z0-9])(\d{2}[.\s]?\d{3}[.\s]?\d{3})[\s-]?([A-Z])(?![A-Z0-9])")
+_NIE_IN_TEXT = re.compile(r"(?<![A-Z0-9])([XYZ])[\s-]?(\d{7})[\s-]?([A-Z])(?![A-Z0-9])")
+# Three letters and six digits as one word: the shape of a Spanish passport number.
+_PASSPORT_IN_TEXT = re.compile(r"(?<![A-Z0-9])[A-Z]{3}\d{6}(?![A-Z0-9])")
+
+
+def find_document_number(text: str, *, passports: bool = False) -> str | None:
+    """The kind of identity document number that ``text`` contains ("DNI", "NIE", "passport"), or
+    ``None``. DNI and NIE numbers count only with a matching check letter; passport-shaped words
+    only when ``passports`` is set (ids such as case files may legitimately look like one)."""
+    upper = text.upper()
+    for m in _DNI_IN_TEXT.finditer(upper):
+        digits = re.sub(r"\D", "", m.group(1))
+        if check_letter(int(digits)) == m.group(2):
+            return "DNI"
+    for m in _NIE_IN_TEXT.finditer(upper):
+        if check_letter(int(_NIE_PREFIX[m.group(1)] + m.group(2))) == m.group(3):
+            return "NIE"
+    if passports and _PASSPORT_IN_TEXT.search(upper):
+        return "passport"
+    return None

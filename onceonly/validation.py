@@ -61,6 +61,14 @@ class FieldErrors:
             self.add(field, f"has characters outside {pattern.pattern}")
         return value.strip()
 
+    def no_identifiers(self, field: str, value: str, *, passports: bool = False) -> str:
+        """``value``, noting it if it carries an identity document number: free text is stored in
+        traces and exported to spans, where a resident must never be named."""
+        kind = identity.find_document_number(value, passports=passports)
+        if kind is not None and not any(v.field == field for v in self.violations):
+            self.add(field, f"must not contain a {kind} number: name the resident only in subject")
+        return value
+
     def subject(self, field: str, msg: common_pb2.Subject) -> SubjectId | None:
         """The validated subject of a ``Subject`` message, or ``None`` (and a violation)."""
         doc_type = DOCUMENT_TYPE.from_proto(msg.document_type)

@@ -53,6 +53,10 @@ def _clear_subject(req: broker_pb2.VerifyRequest) -> None:
     req.ClearField("subject")
 
 
+def _parts(dni: str) -> tuple[str, str, str, str]:
+    return dni[:2], dni[2:5], dni[5:8], dni[8]
+
+
 def _dni_with_wrong_letter() -> str:
     number = resident(lambda r: r.document_type == "DNI").document_number
     return number[:-1] + ("A" if number[-1] != "A" else "B")
@@ -139,6 +143,53 @@ async def test_invalid_request_names_the_field_and_is_not_traced(
     _no_internals(failure.raw_details.decode("utf-8", "replace"))
     assert platform.trace_rows() == []
     assert platform.reply_rows() == []
+
+
+def _someone() -> str:
+    return resident(lambda r: r.document_type == "DNI").document_number
+
+
+def _someone_nie() -> str:
+    return resident(lambda r: r.document_type == "NIE").document_number
+
+
+IDENTIFIERS_IN_FREE_TEXT = {
+    "dni-in-purpose": (
+        _set("purpose.purpose_text", f"rent subsidy for {_someone()}"),
+        "purpose.purpose_text",
+    ),
+    "dotted-dni-in-purpose": (
+        _set("purpose.purpose_text", "applicant {}.{}.{}-{}".format(*_parts(_someone()))),
+        "purpose.purpose_text",
+    ),
+    "nie-in-reference": (
+        _set("legal_basis.reference", f"Ley 39/2015 art. 28, {_someone_nie().lower()}"),
+        "legal_basis.reference",
+    ),
+    "passport-in-purpose": (
+        _set("purpose.purpose_text", "holder of passport PAA123456"),
+        "purpose.purpose_text",
+    ),
+    "dni-in-case-file": (_set("purpose.case_file_id", f"EXP-{_someone()}"), "purpose.case_file_id"),
+    "dni-in-request-id": (_set("request_id", f"req-{_someone()}"), "request_id"),
+}
+
+
+@pytest.mark.parametrize(
+    "mutation, field", IDENTIFIERS_IN_FREE_TEXT.values(), ids=IDENTIFIERS_IN_FREE_TEXT.keys()
+)
+async def test_a_document_number_in_free_text_is_refused_not_stored(
+    platform: Platform, stub: broker_pb2_grpc.BrokerAsyncStub, mutation: Mutation, field: str
+) -> None:
+    """Free text is stored in traces and exported to spans: a resident is named only in ``subject``."""
+    request = verify_request()
+    mutation(request)
+
+    failure = await verify_failure(stub, request)
+
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == [field]
+    assert platform.trace_rows() == [] and platform.reply_rows() == []
 
 
 async def test_every_bad_field_is_named_at_once(
