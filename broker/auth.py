@@ -95,6 +95,8 @@ class JwtIssuer:
     """Roles a token of this issuer may carry; absent claim means the first one."""
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     leeway_s: float = 30.0
+    max_lifetime_s: float = 3600.0
+    """Longest validity a token may have: from ``iat`` (or now, without one) to ``exp``."""
 
     def __post_init__(self) -> None:
         if not self.issuer or not self.audience:
@@ -105,6 +107,8 @@ class JwtIssuer:
             raise ValueError(f"JWT issuer {self.issuer!r} must list the 'organizations' it vouches for")
         if not self.kinds or any(k not in ROLES for k in self.kinds):
             raise ValueError(f"JWT issuer {self.issuer!r}: 'roles' must be among {', '.join(ROLES)}")
+        if self.max_lifetime_s <= 0:
+            raise ValueError(f"JWT issuer {self.issuer!r}: 'max_token_lifetime_s' must be positive")
         if any(a.upper().startswith("HS") or a.lower() == "none" for a in self.algorithms):
             raise ValueError(f"JWT issuer {self.issuer!r}: only asymmetric algorithms are accepted")
 
@@ -133,6 +137,7 @@ _ISSUER_FIELDS = {
     "roles",
     "algorithms",
     "leeway_s",
+    "max_token_lifetime_s",
 }
 
 
@@ -148,6 +153,7 @@ def load_jwt_issuers(path: Path) -> list[JwtIssuer]:
         organizations = ["L01280796"]     # whom this issuer may vouch for
         # org_claim = "org", officer_claim = "sub", role_claim = "role", roles = ["consumer"]
         # algorithms = ["ES256", "RS256", "PS256", "EdDSA"], leeway_s = 30
+        # max_token_lifetime_s = 3600         # a token valid for longer is refused (TOKEN_LIFETIME)
     """
     try:
         data = tomllib.loads(path.read_text())
@@ -180,6 +186,7 @@ def load_jwt_issuers(path: Path) -> list[JwtIssuer]:
                     kinds=tuple(entry.get("roles", ("consumer",))),
                     algorithms=tuple(entry.get("algorithms", DEFAULT_ALGORITHMS)),
                     leeway_s=float(entry.get("leeway_s", 30.0)),
+                    max_lifetime_s=float(entry.get("max_token_lifetime_s", 3600.0)),
                 )
             )
         except (OSError, ValueError, jwt.PyJWTError) as exc:
@@ -234,9 +241,18 @@ class TokenVerifier:
         if alg not in issuer.algorithms:
             raise unauthenticated("TOKEN_ALGORITHM", f"algorithm {alg!r} is not accepted for this issuer")
         claims = self._decode(token, issuer, header.get("kid"))
+        issued = claims.get("iat")
+        start = (
+            float(issued) if isinstance(issued, int | float) and not isinstance(issued, bool) else time.time()
+        )
+        if float(claims["exp"]) - start > issuer.max_lifetime_s + issuer.leeway_s:
+            raise unauthenticated(
+                "TOKEN_LIFETIME",
+                f"the bearer token is valid for longer than issuer {issuer.issuer!r} allows "
+                f"({issuer.max_lifetime_s:.0f} s)",
+            )
+        # The organisation is always named by the token, even for an issuer that vouches for one.
         org = claims.get(issuer.org_claim)
-        if org is None and len(issuer.organizations) == 1:
-            org = issuer.organizations[0]
         if not isinstance(org, str) or not org:
             raise unauthenticated(
                 "TOKEN_CLAIMS", f"the token has no {issuer.org_claim!r} (organisation) claim"

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
-from onceonly.broker.auth import JwtIssuer, load_jwt_issuers
+from onceonly.broker.auth import JwtIssuer, TokenVerifier, load_jwt_issuers
 from onceonly.consumers.client import InsecureIdentity
+from onceonly.errors import OnceOnlyError
 from onceonly.pki import CertificateAuthority, ClientTls, PkiError
 from onceonly.processes import onceonly_argv
 from onceonly.providers.reference import reference_adapter
@@ -355,6 +356,10 @@ def _bad_tokens(idp: Idp) -> dict[str, str]:
         ),
         "TOKEN_CLAIMS": idp.mint(sub=None),
         "TOKEN_INVALID": "not.a.jwt",
+        "TOKEN_NOT_YET_VALID": idp.mint(nbf=now + 600),
+        "TOKEN_ROLE": idp.mint(role="oversight"),  # Madrid's IdP may assert consumers only
+        # A token valid for a year: a leaked one would be good for a year (default limit: 1 h).
+        "TOKEN_LIFETIME": idp.mint(exp=now + 365 * 86400),
     }
 
 
@@ -369,6 +374,9 @@ def _bad_tokens(idp: Idp) -> dict[str, str]:
         "TOKEN_ALGORITHM",
         "TOKEN_CLAIMS",
         "TOKEN_INVALID",
+        "TOKEN_NOT_YET_VALID",
+        "TOKEN_ROLE",
+        "TOKEN_LIFETIME",
     ],
 )
 async def test_a_bad_token_is_unauthenticated_with_its_reason(
@@ -386,6 +394,39 @@ async def test_a_bad_token_is_unauthenticated_with_its_reason(
     assert "Traceback" not in failure.message
     assert platform.trace_rows() == []
     assert provider_calls(token_broker) == 0
+
+
+async def test_a_token_must_name_its_organisation_even_for_a_single_organisation_issuer(
+    platform: Platform, token_broker: TokenBroker, idp: Idp
+) -> None:
+    """Madrid's IdP vouches for one organisation only; a token without ``org`` is still refused
+    (the audit found it accepted, the organisation filled in by the broker)."""
+    stub = token_stub(platform, token_broker.app)
+    failure = await failure_of(stub.Verify(verify_request(), timeout=10, metadata=bearer(idp.mint(org=None))))
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.info is not None and failure.info.reason == "TOKEN_CLAIMS"
+    assert "'org'" in failure.message
+    assert platform.trace_rows() == []
+
+
+def test_the_token_lifetime_limit_is_set_per_issuer(tmp_path: Path, idp: Idp) -> None:
+    text = idp.issuers_toml.read_text().replace(
+        'algorithms = ["ES256"]', 'algorithms = ["ES256"]\nmax_token_lifetime_s = 600'
+    )
+    toml = idp.issuers_toml.with_name("short.toml")
+    toml.write_text(text)
+    verifier = TokenVerifier(load_jwt_issuers(toml))
+    now = int(time.time())
+    barcelona: dict[str, Any] = {"key": idp.other_key, "iss": OTHER_ISSUER, "kid": None, "org": OTHER_ORG}
+    assert verifier.verify(idp.mint(**barcelona, exp=now + 500)).organization_id == OTHER_ORG
+    with pytest.raises(OnceOnlyError) as refused:
+        verifier.verify(idp.mint(**barcelona, exp=now + 900))
+    assert refused.value.reason == "TOKEN_LIFETIME"
+    # Madrid keeps the default hour.
+    assert verifier.verify(idp.mint(exp=now + 3000)).organization_id == ORG
+    toml.write_text(text.replace("max_token_lifetime_s = 600", "max_token_lifetime_s = 0"))
+    with pytest.raises(ValueError, match="max_token_lifetime_s"):
+        load_jwt_issuers(toml)
 
 
 async def test_no_credentials_at_all_is_unauthenticated_but_health_stays_open(
