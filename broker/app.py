@@ -20,7 +20,7 @@ from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
 from onceonly.broker.config import BrokerConfig
 from onceonly.broker.grpc_api import SERVICE_NAME, BrokerServicer
-from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
+from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser, rekey_reply_digests
 from onceonly.broker.oversight import OversightService
 from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from onceonly.broker.oversight_api import OversightServicer
@@ -193,6 +193,9 @@ async def start_broker(
             if pid in catalog.providers
         }
     pseudonymiser = SubjectPseudonymiser.from_key_file(config.keys_dir / "ledger.key")
+    rekeyed = await asyncio.to_thread(rekey_reply_digests, engine, pseudonymiser)
+    if rekeyed:
+        log.info("request digests of stored replies keyed", extra={"replies": rekeyed})
     service = VerificationService(
         catalog=catalog,
         policy=policy,

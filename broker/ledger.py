@@ -58,6 +58,33 @@ _REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS: sa.Table = CheckpointRow.__table__  # type: ignore[attr-defined]
 
 
+KEYED_DIGEST_PREFIX = "k1:"
+
+
+def rekey_reply_digests(engine: sa.Engine, pseudonymiser: SubjectPseudonymiser) -> int:
+    """Key the request digests of stored replies written before digests were keyed; return how many.
+
+    Those digests were SHA-256 of a body that names the subject; keyed the same way as new ones,
+    retries of those requests are still recognised. Idempotent (keyed digests carry a prefix).
+    Trace records written then keep theirs (they are hash-chained) until purged by retention.
+    """
+    done = 0
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(_REPLIES.c.organization_id, _REPLIES.c.request_id, _REPLIES.c.request_digest).where(
+                sa.not_(_REPLIES.c.request_digest.startswith(KEYED_DIGEST_PREFIX))
+            )
+        ).all()
+        for org, request_id, digest in rows:
+            conn.execute(
+                sa.update(_REPLIES)
+                .where(_REPLIES.c.organization_id == org, _REPLIES.c.request_id == request_id)
+                .values(request_digest=pseudonymiser.request_digest(digest))
+            )
+            done += 1
+    return done
+
+
 def load_or_create_key(path: str | Path, size: int = _KEY_BYTES) -> bytes:
     """Read a raw secret key file, creating it (mode 0600, random bytes) at first use.
 
@@ -133,6 +160,12 @@ class SubjectPseudonymiser:
     def pseudonym(self, subject_key: str) -> str:
         """The hex pseudonym of ``SubjectId.key()``."""
         return hmac.new(self._key, subject_key.encode(), hashlib.sha256).hexdigest()
+
+    def request_digest(self, unkeyed: str) -> str:
+        """The stored form of a request's digest: keyed, so that it cannot be tested against a
+        guessed subject without the key (``k1:`` names the scheme)."""
+        mac = hmac.new(self._key, b"onceonly request digest\x00" + unkeyed.encode(), hashlib.sha256)
+        return KEYED_DIGEST_PREFIX + mac.hexdigest()
 
 
 @dataclass(slots=True)

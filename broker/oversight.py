@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass, replace
 from typing import NoReturn
@@ -203,17 +201,10 @@ class OversightService:
         started = dt.datetime.now(dt.UTC)
         subject_ref = self._pseudonymiser.pseudonym(subject.key())
         request_id = f"oversight-{uuid.uuid4().hex}"
-        body = [
-            principal.organization_id,
-            purpose,
-            legal_basis.kind.value,
-            legal_basis.reference,
-            subject_ref,
-        ]
         trace = TraceRecord(
             trace_id=new_trace_id(),
             request_id=request_id,
-            request_digest=hashlib.sha256(json.dumps(body).encode()).hexdigest(),
+            request_digest="",  # a report is never retried by id: no digest to keep
             created_at=started,
             consumer_organization_id=principal.organization_id,
             consumer_unit=REPORT_UNIT,

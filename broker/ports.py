@@ -52,9 +52,12 @@ class TraceQueries(Protocol):
 
 
 class Pseudonymiser(Protocol):
-    """Keyed pseudonyms of subjects: the key is kept apart from the database."""
+    """Keyed pseudonyms of subjects and keyed request digests: the key is kept apart from the
+    database, so nothing stored can be tested against a guessed document number."""
 
     def pseudonym(self, subject_key: str) -> str: ...
+
+    def request_digest(self, unkeyed: str) -> str: ...
 
 
 class EvidenceCheck(Protocol):

@@ -39,7 +39,7 @@ def trace_record(
     return TraceRecord(
         trace_id=trace_id,
         request_id=request.request_id,
-        request_digest=request.digest,
+        request_digest="",  # the keyed digest is kept with the stored reply only, where it is needed
         created_at=created_at,
         consumer_organization_id=request.consumer.organization_id,
         consumer_unit=request.consumer.unit,

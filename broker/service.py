@@ -11,6 +11,7 @@ contracts (:mod:`onceonly.broker.contracts`), the trace record and attestation p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import random
@@ -114,6 +115,8 @@ class VerificationService:
 
     async def verify(self, request: VerificationRequest, *, deadline_s: float | None = None) -> VerifyResult:
         """Decide one request. Raises ``PolicyDenied``, ``DuplicateRequest`` or ``LedgerUnavailable``."""
+        # The body's digest names the subject: only its keyed form is kept, in the stored reply.
+        request = dataclasses.replace(request, digest=self._pseudonymiser.request_digest(request.digest))
         key = (request.consumer.organization_id, request.request_id)
         stored = await self._replies.settled(key)
         if stored is not None:

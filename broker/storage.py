@@ -8,7 +8,9 @@ driver names) live in ``create_engine``. The schema is owned by the alembic revi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,22 @@ def normalise_url(url: str | URL) -> URL:
     return parsed
 
 
+def _private_database_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), and tighten one made before.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions; those left by an
+    earlier version are tightened too. The traces name no one, but who asked what, when, and why
+    is for the platform and oversight to read, not for every account on the machine.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if existing.stat().st_mode & 0o077:
+                existing.chmod(0o600)
+
+
 def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa.Engine:
     """Create an engine with the settings the ledger relies on to fail closed promptly.
 
@@ -227,7 +245,7 @@ def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any)
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     if not in_memory:
-        Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        _private_database_file(Path(database).expanduser().resolve())
     connect_args = dict(kwargs.pop("connect_args", {}))
     # Pooled connections move between the writer thread and asyncio.to_thread workers;
     # the pool guarantees one user at a time, so the sqlite3 thread check is only in the way.

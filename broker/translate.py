@@ -5,6 +5,7 @@ Validation collects every bad field before answering, so a caller fixes them all
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -142,8 +143,8 @@ def _checks(
     return checks, unknown
 
 
-def _with_digest(request: VerificationRequest) -> VerificationRequest:
-    """Fingerprint the validated body (canonical JSON): equal requests, equal digests."""
+def canonical_body(request: VerificationRequest) -> bytes:
+    """The validated body as canonical JSON (sorted keys): what makes two requests "the same"."""
     body = {
         "consumer": [request.consumer.organization_id, request.consumer.unit, request.consumer.officer_id],
         "officer_document": request.consumer.officer_document.key()
@@ -158,16 +159,16 @@ def _with_digest(request: VerificationRequest) -> VerificationRequest:
         "subject": request.subject.key(),
         "checks": [[ch.certificate_type_id, sorted(ch.parameters.items())] for ch in request.checks],
     }
-    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return VerificationRequest(
-        request.request_id,
-        request.consumer,
-        request.purpose,
-        request.legal_basis,
-        request.subject,
-        request.checks,
-        digest,
-    )
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def _with_digest(request: VerificationRequest) -> VerificationRequest:
+    """Fingerprint the validated body: equal requests, equal digests.
+
+    This digest names the subject and is never stored: the service keys it
+    (:meth:`~onceonly.broker.ports.Pseudonymiser.request_digest`) before anything is written.
+    """
+    return dataclasses.replace(request, digest=hashlib.sha256(canonical_body(request)).hexdigest())
 
 
 def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:

@@ -101,6 +101,9 @@ class TaggedPseudonyms:
     def pseudonym(self, subject_key: str) -> str:
         return f"p{abs(hash(subject_key)) % 10**12:012d}"
 
+    def request_digest(self, unkeyed: str) -> str:
+        return f"keyed:{unkeyed[::-1]}"
+
 
 @dataclass
 class FakeProvider(ProviderClient):
