@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, cast
 
 import grpc
 from google.rpc import status_pb2
 
-from onceonly.errors import ResourceExhausted
+from onceonly.errors import OnceOnlyError, ResourceExhausted
 from onceonly.grpc_types import Context, Handler
 from onceonly.status import abort, grpc_status, status_for
 
@@ -61,8 +62,21 @@ def overloaded_status(limit: int, retry_after_s: float) -> status_pb2.Status:
     return status_for(Overloaded(limit, retry_after_s))
 
 
+class ClientNotReading(ResourceExhausted):
+    """A bulk stream's client read no result for the whole write budget: the stream is ended."""
+
+    reason = "CLIENT_NOT_READING"
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(
+            f"the client read no result for {wait_s * 1000:.0f} ms; the stream was ended and its "
+            "capacity freed: resume it by request id (subjects already answered are not decided again)",
+            metadata={"bulk_admission_wait_ms": str(round(wait_s * 1000))},
+        )
+
+
 class AdmissionControl:
-    """Counts verifications in flight against ``limit``."""
+    """Counts verifications in flight against ``limit``; bulk units also per organisation."""
 
     def __init__(
         self,
@@ -70,46 +84,67 @@ class AdmissionControl:
         *,
         retry_after_s: float = 0.2,
         bulk_wait_s: float = 5.0,
+        org_share: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if not 0 < org_share <= 1:
+            raise ValueError("the organisation share must be above 0 and at most 1")
         self.limit = limit
         self.retry_after_s = retry_after_s
         self.bulk_wait_s = bulk_wait_s
+        self.org_limit = max(1, math.floor(limit * org_share))
+        """The most units one organisation's bulk streams may hold at once."""
         self.in_flight = 0
         self.rejected = 0
         """Calls and bulk streams refused since start."""
         self.peak = 0
         """The highest ``in_flight`` seen."""
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.held: Counter[str] = Counter()
+        """Units held by each organisation's bulk streams."""
+        self._waiters: deque[tuple[asyncio.Future[None], str]] = deque()
         self._clock = clock
         self._warned_at = -_WARN_EVERY_S
         self._rejected_at_warning = 0
         self.status = grpc_status(Overloaded(limit, retry_after_s))
         """The (prebuilt) ``grpc.Status`` of a refusal."""
 
+    def _someone_may_go_first(self) -> bool:
+        """A waiting bulk reader that a free unit would go to (its organisation is under its share)."""
+        return any(not f.done() and self.held[org] < self.org_limit for f, org in self._waiters)
+
     def try_enter(self) -> bool:
         """Take a unit if one is free; count a refusal otherwise."""
-        if self.in_flight >= self.limit or self._waiters:
+        if self.in_flight >= self.limit or (self._waiters and self._someone_may_go_first()):
             self._refused()
             return False
-        self.in_flight += 1
-        if self.in_flight > self.peak:
-            self.peak = self.in_flight
+        self._take("")
         return True
 
     def has_room(self) -> bool:
-        return self.in_flight < self.limit and not self._waiters
+        return self.in_flight < self.limit and not (self._waiters and self._someone_may_go_first())
 
-    async def enter(self, wait_s: float) -> None:
-        """Take a unit, waiting up to ``wait_s`` for one; ``Overloaded`` if none came."""
-        if self.in_flight < self.limit and not self._waiters:
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+    def _take(self, org: str | None) -> None:
+        self.in_flight += 1
+        if org:
+            self.held[org] += 1
+        if self.in_flight > self.peak:
+            self.peak = self.in_flight
+
+    async def enter(self, wait_s: float, org: str = "") -> None:
+        """Take a unit for a bulk subject of ``org``, waiting up to ``wait_s`` for one (while the
+        broker is full, or ``org`` holds its share); ``Overloaded`` if none came."""
+        if (
+            self.in_flight < self.limit
+            and self.held[org] < self.org_limit
+            and not (self._waiters and self._someone_may_go_first())
+        ):
+            self._take(org)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        entry = (waiter, org)
+        self._waiters.append(entry)
         try:
             await asyncio.wait_for(waiter, wait_s)
             return
@@ -118,21 +153,31 @@ class AdmissionControl:
                 return  # the unit was handed over just as the wait ended: keep it
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.leave()  # handed over, but the stream is going away: give it back
+                self.leave(1, org)  # handed over, but the stream is going away: give it back
             raise
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if entry in self._waiters:
+                self._waiters.remove(entry)
         self._refused()
         raise Overloaded(self.limit, self.retry_after_s)
 
-    def leave(self, units: int = 1) -> None:
-        """Give back ``units``; hand them to waiting bulk readers first, in arrival order."""
+    def leave(self, units: int = 1, org: str = "") -> None:
+        """Give back ``units`` (of ``org``'s bulk streams, if named); hand them to waiting bulk
+        readers first, in arrival order, skipping those whose organisation holds its share."""
         self.in_flight -= units
-        while self._waiters and self.in_flight < self.limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.in_flight += 1
+        if org:
+            self.held[org] -= units
+            if self.held[org] <= 0:
+                del self.held[org]
+        for entry in list(self._waiters):
+            if self.in_flight >= self.limit:
+                break
+            waiter, waiting_org = entry
+            if waiter.done():
+                self._waiters.remove(entry)
+            elif self.held[waiting_org] < self.org_limit:
+                self._waiters.remove(entry)
+                self._take(waiting_org)
                 waiter.set_result(None)
 
     def _refused(self) -> None:
@@ -164,8 +209,11 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         *,
         unary: Iterable[str] = UNARY_METHODS,
         bulk: Iterable[str] = BULK_METHODS,
+        organisation: Callable[[], str] = lambda: "",
     ) -> None:
         self.control = control
+        self._organisation = organisation
+        """The organisation of the call being served (known after authentication)."""
         self._unary = frozenset(unary)
         self._bulk = frozenset(bulk)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -209,45 +257,61 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _wrap_bulk(self, handler: Handler) -> Handler:
-        control, inner = self.control, cast(Any, handler.stream_stream)
+        control, inner, organisation = self.control, cast(Any, handler.stream_stream), self._organisation
 
-        async def stream_stream(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def stream_stream(requests: AsyncIterator[Any], context: Context) -> None:
             if not control.has_room():
                 control._refused()
                 await abort(context, control.status)
             held = 0
             ended = False
+            org = ""
 
             async def admitted() -> AsyncIterator[Any]:
                 # The first message is the header; every later one becomes exactly one result.
-                nonlocal held
+                # The caller is known once the header has passed authentication.
+                nonlocal held, org
                 header = True
                 async for message in requests:
                     if not header:
-                        await control.enter(control.bulk_wait_s)
+                        org = org or organisation()
+                        await control.enter(control.bulk_wait_s, org)
                         if ended:  # the stream ended while this reader waited
-                            control.leave()
+                            control.leave(1, org)
                             return
                         held += 1
                     header = False
                     yield message
 
-            overloaded = False
+            refusal: OnceOnlyError | None = None
+            results = inner(admitted(), context)
             try:
-                async for result in inner(admitted(), context):
+                async for result in results:
+                    # A unit is held until its result is on the wire: a client that stops reading
+                    # stops freeing capacity, so its stream ends once a write waits too long.
+                    try:
+                        await asyncio.wait_for(context.write(result), control.bulk_wait_s)
+                    except TimeoutError:
+                        refusal = ClientNotReading(control.bulk_wait_s)
+                        log.warning(
+                            "bulk stream ended: its client stopped reading",
+                            extra={"org": org, "held": held, "peer": context.peer()},
+                        )
+                        break
                     if held:
                         held -= 1
-                        control.leave()
-                    yield result
-            except Overloaded:
-                overloaded = True
+                        control.leave(1, org)
+            except Overloaded as exc:
+                refusal = exc
             finally:
                 ended = True
                 if held:
-                    control.leave(held)
+                    control.leave(held, org)
                     held = 0
-            if overloaded:
-                await abort(context, control.status)
+                if hasattr(results, "aclose"):
+                    await results.aclose()
+            if refusal is not None:
+                await abort(context, refusal)
 
         return grpc.stream_stream_rpc_method_handler(
             stream_stream,

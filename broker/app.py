@@ -14,7 +14,7 @@ from onceonly import telemetry
 from onceonly.broker.admission import AdmissionControl, AdmissionInterceptor
 from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.attestation import AttestationSigner, KeyRing
-from onceonly.broker.auth import AuthInterceptor, TokenVerifier, load_jwt_issuers
+from onceonly.broker.auth import AuthInterceptor, TokenVerifier, current_principal, load_jwt_issuers
 from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
@@ -158,6 +158,12 @@ def security(config: BrokerConfig) -> Security:
     return Security(tls, listeners, ClientTls.from_dir(directory, "broker"), tokens)
 
 
+def _organisation() -> str:
+    """The organisation of the call being served (after authentication; "" before)."""
+    principal = current_principal()
+    return principal.organization_id if principal is not None else ""
+
+
 async def start_broker(
     config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
 ) -> BrokerApp:
@@ -215,6 +221,7 @@ async def start_broker(
             config.max_in_flight,
             retry_after_s=config.overload_retry_ms / 1000,
             bulk_wait_s=config.bulk_admission_wait_ms / 1000,
+            org_share=config.bulk_org_share,
         )
         if config.max_in_flight > 0
         else None
@@ -234,7 +241,11 @@ async def start_broker(
             also=secured.listeners,
             # Admission first: an overloaded broker refuses before doing any other work.
             interceptors=[
-                *([AdmissionInterceptor(admission)] if admission is not None else []),
+                *(
+                    [AdmissionInterceptor(admission, organisation=_organisation)]
+                    if admission is not None
+                    else []
+                ),
                 AuthInterceptor(secured.tokens, insecure=config.insecure),
             ],
             options=REUSE_PORT_OPTIONS if config.reuse_port else SERVER_OPTIONS,

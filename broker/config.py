@@ -96,8 +96,12 @@ class BrokerConfig:
     """The retry delay a refused caller is told (``google.rpc.RetryInfo``).
     ``ONCEONLY_OVERLOAD_RETRY_MS``."""
     bulk_admission_wait_ms: int = 5000
-    """How long a ``VerifyBulk`` stream waits for capacity for its next subject before it is
-    ended with ``RESOURCE_EXHAUSTED`` (resumable by request id). ``ONCEONLY_BULK_ADMISSION_WAIT_MS``."""
+    """How long a ``VerifyBulk`` stream waits for capacity for its next subject, or for its client
+    to read a result, before it is ended with ``RESOURCE_EXHAUSTED`` (resumable by request id).
+    ``ONCEONLY_BULK_ADMISSION_WAIT_MS``."""
+    bulk_org_share: float = 0.5
+    """The share of ``max_in_flight`` one organisation's bulk streams may hold together, so that
+    other callers always find room. ``ONCEONLY_BULK_ORG_SHARE``."""
     reuse_port: bool = False
     """Bind with ``SO_REUSEPORT``, so that several broker processes on one host share one listen
     address (the kernel spreads connections over them); each needs its own ``chain_id``.
@@ -156,6 +160,7 @@ _ENV_NAMES = {
     "max_in_flight": "ONCEONLY_MAX_IN_FLIGHT",
     "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",
+    "bulk_org_share": "ONCEONLY_BULK_ORG_SHARE",
 }
 
 

@@ -67,3 +67,38 @@ def test_the_refusal_says_overloaded_and_when_to_retry() -> None:
 def test_a_limit_is_required() -> None:
     with pytest.raises(ValueError):
         AdmissionControl(0)
+
+
+async def test_one_organisations_bulk_streams_hold_at_most_their_share() -> None:
+    control = AdmissionControl(8, org_share=0.5, bulk_wait_s=1.0)
+    for _ in range(4):
+        await control.enter(1.0, "madrid")
+    assert control.held["madrid"] == 4 == control.org_limit
+    # Madrid's fifth subject waits although half the broker is free; others are not held up.
+    fifth = asyncio.create_task(control.enter(1.0, "madrid"))
+    await asyncio.sleep(0.01)
+    assert not fifth.done()
+    assert control.try_enter()  # an ordinary call of anyone
+    await control.enter(1.0, "barcelona")
+    assert control.in_flight == 6
+    # When Madrid gives a unit back, its waiting subject takes it.
+    control.leave(1, "madrid")
+    await asyncio.wait_for(fifth, 1)
+    assert control.held == {"madrid": 4, "barcelona": 1} and control.in_flight == 6
+
+
+async def test_a_waiting_subject_over_its_share_does_not_block_ordinary_calls() -> None:
+    control = AdmissionControl(4, org_share=0.5, bulk_wait_s=1.0)
+    await control.enter(1.0, "madrid")
+    await control.enter(1.0, "madrid")
+    waiting = asyncio.create_task(control.enter(0.2, "madrid"))
+    await asyncio.sleep(0.01)
+    assert control.has_room() and control.try_enter()
+    with pytest.raises(Overloaded):
+        await waiting
+
+
+def test_a_share_must_be_a_fraction() -> None:
+    for share in (0, -0.5, 1.5):
+        with pytest.raises(ValueError):
+            AdmissionControl(8, org_share=share)

@@ -24,6 +24,7 @@ from onceonly.providers import synthetic
 from onceonly.providers.reference import reference_adapter
 from onceonly.v1 import broker_pb2, broker_pb2_grpc
 from tests.conftest import (
+    HOUSING_CHECKS,
     GatedAdapter,
     Platform,
     SlowAdapter,
@@ -145,7 +146,8 @@ async def test_a_burst_against_a_slow_provider_keeps_admitted_latency_bounded(pl
 
 
 async def test_bulk_subjects_count_against_capacity(platform: Platform) -> None:
-    gated, app = await gated_broker(platform, max_in_flight=4)
+    # One organisation may fill the broker here (share 1.0): the point is the count, not fairness.
+    gated, app = await gated_broker(platform, max_in_flight=4, bulk_org_share=1.0)
     assert app.admission is not None
     stub = broker_pb2_grpc.BrokerStub(platform.channel(app.target))
     requests = bulk_requests(verify_request(), 10, "bulk-cap")
@@ -198,3 +200,49 @@ async def test_a_bulk_stream_waiting_too_long_for_capacity_ends_and_frees_everyt
     gated.gate.set()
     reply = await stub.Verify(verify_request(), timeout=10)
     assert reply.trace_id
+
+
+OTHER_ORG = "L08019030"  # Barcelona, a consumer of its own
+BARCELONA_LAW = "Ley 39/2015 art. 28"
+
+
+async def test_a_stream_that_never_reads_cannot_lock_others_out(platform: Platform) -> None:
+    """The audit's attack: one ``VerifyBulk`` stream sends many subjects and never reads a result.
+    Units are held until a result is on the wire, a bulk stream holds at most its organisation's
+    share of capacity (default half), and a stream whose client stops reading for
+    ``bulk_admission_wait_ms`` ends ``RESOURCE_EXHAUSTED``, freeing all it held. Meanwhile
+    another organisation keeps being served."""
+    await platform.start_reference_providers()
+    app = await platform.start_broker(max_in_flight=8, bulk_admission_wait_ms=1000, overload_retry_ms=150)
+    assert app.admission is not None
+    # A client whose receive window stays small (no BDP probing): the broker's writes block soon.
+    channel = grpc.aio.secure_channel(
+        app.target, platform.pki.consumer().channel_credentials(), options=[("grpc.http2.bdp_probe", 0)]
+    )
+    stalled = broker_pb2_grpc.BrokerStub(channel).VerifyBulk(
+        bulk_requests(verify_request(), 400, "never-read")(), timeout=60
+    )
+    other = platform.stub(app)
+    served = refused = 0
+    deadline = time.monotonic() + 4.0
+    try:
+        while time.monotonic() < deadline:
+            request = verify_request(organization_id=OTHER_ORG, checks=HOUSING_CHECKS[:1], law=BARCELONA_LAW)
+            result, _ = await timed(other.Verify(request, timeout=10))
+            if isinstance(result, grpc.aio.AioRpcError):
+                assert result.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, rpc_failure(result)
+                refused += 1
+            else:
+                served += 1
+            await asyncio.sleep(0.02)
+        assert refused == 0 and served > 10, (served, refused)
+        assert app.admission.peak <= 8
+        # The stalled stream ended and freed everything it held.
+        await until(lambda: app.admission is not None and app.admission.in_flight == 0, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in stalled:
+                pass
+        assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        stalled.cancel()
+        await channel.close()
