@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 UNARY_METHODS = ("/onceonly.v1.Broker/Verify",)
 BULK_METHODS = ("/onceonly.v1.Broker/VerifyBulk",)
+OVERSIGHT_METHODS = tuple(
+    f"/onceonly.v1.Oversight/{m}" for m in ("ListTraces", "GetUsage", "GetResidentReport")
+)
 _WARN_EVERY_S = 1.0
 
 
@@ -47,10 +50,10 @@ class Overloaded(ResourceExhausted):
 
     reason = "OVERLOADED"
 
-    def __init__(self, limit: int, retry_after_s: float) -> None:
+    def __init__(self, limit: int, retry_after_s: float, what: str = "verifications") -> None:
         ms = max(1, round(retry_after_s * 1000))
         super().__init__(
-            f"the broker is at capacity ({limit} verifications in flight); "
+            f"the broker is at capacity ({limit} {what} in flight); "
             f"nothing was decided or traced, retry in {ms} ms",
             retry_after_s=retry_after_s,
             metadata={"max_in_flight": str(limit)},
@@ -85,6 +88,7 @@ class AdmissionControl:
         retry_after_s: float = 0.2,
         bulk_wait_s: float = 5.0,
         org_share: float = 0.5,
+        what: str = "verifications",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if limit < 1:
@@ -107,7 +111,8 @@ class AdmissionControl:
         self._clock = clock
         self._warned_at = -_WARN_EVERY_S
         self._rejected_at_warning = 0
-        self.status = grpc_status(Overloaded(limit, retry_after_s))
+        self.what = what
+        self.status = grpc_status(Overloaded(limit, retry_after_s, what))
         """The (prebuilt) ``grpc.Status`` of a refusal."""
 
     def _someone_may_go_first(self) -> bool:
@@ -159,7 +164,7 @@ class AdmissionControl:
             if entry in self._waiters:
                 self._waiters.remove(entry)
         self._refused()
-        raise Overloaded(self.limit, self.retry_after_s)
+        raise Overloaded(self.limit, self.retry_after_s, self.what)
 
     def leave(self, units: int = 1, org: str = "") -> None:
         """Give back ``units`` (of ``org``'s bulk streams, if named); hand them to waiting bulk

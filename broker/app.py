@@ -8,10 +8,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import grpc
 import sqlalchemy as sa
 
 from onceonly import telemetry
-from onceonly.broker.admission import AdmissionControl, AdmissionInterceptor
+from onceonly.broker.admission import OVERSIGHT_METHODS, AdmissionControl, AdmissionInterceptor
 from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.attestation import AttestationSigner, KeyRing
 from onceonly.broker.auth import AuthInterceptor, TokenVerifier, current_principal, load_jwt_issuers
@@ -226,6 +227,18 @@ async def start_broker(
         if config.max_in_flight > 0
         else None
     )
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if admission is not None:
+        interceptors.append(AdmissionInterceptor(admission, organisation=_organisation))
+    if config.oversight_max_in_flight > 0:
+        oversight_reads = AdmissionControl(
+            config.oversight_max_in_flight,
+            retry_after_s=config.overload_retry_ms / 1000,
+            what="oversight reads",
+        )
+        interceptors.append(AdmissionInterceptor(oversight_reads, unary=OVERSIGHT_METHODS, bulk=()))
+    interceptors.append(AuthInterceptor(secured.tokens, insecure=config.insecure))
+    queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
     try:
         states = await service.check_providers()
         server = await start_server(
@@ -233,21 +246,14 @@ async def start_broker(
             [
                 lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
-                    OversightServicer(OversightService(SqlTraceQueries(engine), ledger, pseudonymiser)), s
+                    OversightServicer(OversightService(queries, ledger, pseudonymiser)), s
                 ),
             ],
             [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],
             tls=secured.tls,
             also=secured.listeners,
             # Admission first: an overloaded broker refuses before doing any other work.
-            interceptors=[
-                *(
-                    [AdmissionInterceptor(admission, organisation=_organisation)]
-                    if admission is not None
-                    else []
-                ),
-                AuthInterceptor(secured.tokens, insecure=config.insecure),
-            ],
+            interceptors=interceptors,
             options=REUSE_PORT_OPTIONS if config.reuse_port else SERVER_OPTIONS,
         )
     except BaseException:

@@ -99,6 +99,13 @@ class BrokerConfig:
     """How long a ``VerifyBulk`` stream waits for capacity for its next subject, or for its client
     to read a result, before it is ended with ``RESOURCE_EXHAUSTED`` (resumable by request id).
     ``ONCEONLY_BULK_ADMISSION_WAIT_MS``."""
+    oversight_max_in_flight: int = 4
+    """Oversight reads (``ListTraces``, ``GetUsage``, ``GetResidentReport``) in progress at once;
+    beyond, ``RESOURCE_EXHAUSTED`` at once: their scans must not slow verifications down.
+    ``ONCEONLY_OVERSIGHT_MAX_IN_FLIGHT`` (0: no limit)."""
+    oversight_query_timeout_ms: int = 10000
+    """Time budget of one oversight read; past it the statement is stopped and the call ends
+    ``RESOURCE_EXHAUSTED`` (``QUERY_TOO_LONG``). ``ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS``."""
     bulk_org_share: float = 0.5
     """The share of ``max_in_flight`` one organisation's bulk streams may hold together, so that
     other callers always find room. ``ONCEONLY_BULK_ORG_SHARE``."""
@@ -161,6 +168,8 @@ _ENV_NAMES = {
     "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",
     "bulk_org_share": "ONCEONLY_BULK_ORG_SHARE",
+    "oversight_max_in_flight": "ONCEONLY_OVERSIGHT_MAX_IN_FLIGHT",
+    "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
 }
 
 

@@ -13,6 +13,7 @@ from onceonly.errors import (
     NotFound,
     OnceOnlyError,
     PermissionDenied,
+    ResourceExhausted,
     RuleViolation,
     Unavailable,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "LedgerUnavailable",
     "OnceOnlyError",
     "PolicyDenied",
+    "QueryTooLong",
     "UnknownCertificateType",
 ]
 
@@ -101,3 +103,17 @@ class LedgerUnavailable(Unavailable):
 
     def __str__(self) -> str:
         return self.cause or self.message
+
+
+class QueryTooLong(ResourceExhausted):
+    """An oversight query ran past its time budget (it would slow verifications down)."""
+
+    reason = "QUERY_TOO_LONG"
+
+    def __init__(self, budget_s: float) -> None:
+        ms = round(budget_s * 1000)
+        super().__init__(
+            f"the query ran longer than its budget ({ms} ms) and was stopped: narrow the time range "
+            "(since, until) or the filter",
+            metadata={"budget_ms": str(ms)},
+        )

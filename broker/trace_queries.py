@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from onceonly.broker.domain import Decision, TraceRecord
+from onceonly.broker.errors import QueryTooLong
 from onceonly.broker.ledger import trace_from_row
 from onceonly.broker.storage import OrganisationRow, TraceRow
 from onceonly.broker.traces import TraceEntry, TraceFilter, TracePage, encode_page_token
@@ -59,10 +61,40 @@ def _where(filter_: TraceFilter) -> list[sa.ColumnElement[bool]]:
 
 
 class SqlTraceQueries:
-    """Oversight's reads over the ledger's database (blocking; run them in a worker thread)."""
+    """Oversight's reads over the ledger's database (blocking; run them in a worker thread).
 
-    def __init__(self, engine: sa.Engine) -> None:
+    Each read has a time budget (``budget_s``): past it the database stops the statement (SQLite
+    through a progress handler, PostgreSQL through ``statement_timeout``) and the read ends with
+    :class:`~onceonly.broker.errors.QueryTooLong`, so one broad query cannot hold the database
+    (and slow every verification) for long.
+    """
+
+    def __init__(self, engine: sa.Engine, *, budget_s: float = 10.0) -> None:
+        if budget_s <= 0:
+            raise ValueError("the query budget must be positive")
         self._engine = engine
+        self._budget_s = budget_s
+
+    @contextlib.contextmanager
+    def budgeted_connection(self) -> Iterator[sa.Connection]:
+        """A connection whose statements stop once the budget is spent."""
+        deadline = time.monotonic() + self._budget_s
+        with self._engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(self._budget_s * 1000))}")
+            try:
+                yield conn
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    raise QueryTooLong(self._budget_s) from None
+                raise
+            finally:
+                if sqlite:
+                    raw.set_progress_handler(None, 0)
 
     def page(self, filter_: TraceFilter, size: int, after: tuple[dt.datetime, int] | None) -> TracePage:
         t = _TRACES.c
@@ -92,7 +124,7 @@ class SqlTraceQueries:
         t = _TRACES.c
         columns = (t.consumer_organization_id, t.procedure_code, t.decision, t.duration_ms, t.outcomes)
         query = sa.select(*columns).where(*_where(filter_))
-        with self._engine.connect() as conn:
+        with self.budgeted_connection() as conn:
             result = conn.execution_options(yield_per=_SCAN_BATCH).execute(query)
             try:
                 return tally((sample_from_columns(*row) for row in result), grouping, provider_id)
@@ -116,7 +148,7 @@ class SqlTraceQueries:
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        with self._engine.connect() as conn:
+        with self.budgeted_connection() as conn:
             found = conn.execute(
                 sa.select(_ORGANISATIONS.c.id, _ORGANISATIONS.c.name).where(_ORGANISATIONS.c.id.in_(wanted))
             )
@@ -125,7 +157,7 @@ class SqlTraceQueries:
     @contextlib.contextmanager
     def _stream(self, query: sa.Select[Any]) -> Iterator[Iterator[sa.RowMapping]]:
         """Rows of ``query``, fetched in batches rather than all at once."""
-        with self._engine.connect() as conn:
+        with self.budgeted_connection() as conn:
             result = conn.execution_options(yield_per=_SCAN_BATCH).execute(query)
             try:
                 yield iter(result.mappings())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -26,6 +27,7 @@ from onceonly.broker.domain import (
     TracedOutcome,
     TraceRecord,
 )
+from onceonly.broker.errors import QueryTooLong
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
 from onceonly.broker.oversight import OversightService, Scope, TraceFilter
 from onceonly.broker.trace_queries import SqlTraceQueries
@@ -42,7 +44,15 @@ from tests.broker.oversight_workload import (
     report_request,
     run_workload,
 )
-from tests.conftest import LAW, OFFICER, SOCIAL_SECURITY, TAX_COMPLIANCE, Platform
+from tests.conftest import (
+    LAW,
+    OFFICER,
+    SOCIAL_SECURITY,
+    TAX_COMPLIANCE,
+    Platform,
+    rpc_failure,
+    verify_request,
+)
 
 # --- trace search ---------------------------------------------------------------------------------
 
@@ -393,3 +403,42 @@ async def test_queries_on_each_database_backend(engine: sa.Engine) -> None:
         assert [a.record.trace_id for a in second.accesses] == [first.report_trace_id, "t4", "t2"]
     finally:
         await ledger.close()
+
+
+async def test_a_query_past_its_budget_is_stopped_on_each_database_backend(engine: sa.Engine) -> None:
+    """A broad scan must not hold the database: past the budget the statement itself is stopped
+    (SQLite: a progress handler; PostgreSQL: statement_timeout) and the read ends QUERY_TOO_LONG."""
+    queries = SqlTraceQueries(engine, budget_s=0.05)
+    slow = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) "
+        "SELECT count(*) FROM c"
+        if engine.dialect.name == "sqlite"
+        else "SELECT pg_sleep(5)"
+    )
+    started = dt.datetime.now(dt.UTC)
+    with pytest.raises(QueryTooLong) as stopped, queries.budgeted_connection() as conn:
+        conn.exec_driver_sql(slow).all()
+    assert (dt.datetime.now(dt.UTC) - started).total_seconds() < 3
+    assert stopped.value.reason == "QUERY_TOO_LONG" and "narrow the time range" in stopped.value.message
+    # The connection goes back to the pool usable: the next read (within budget) works.
+    assert queries.usage(TraceFilter(), Grouping.PROVIDER, None).traces_scanned == 0
+    with pytest.raises(ValueError):
+        SqlTraceQueries(engine, budget_s=0)
+
+
+async def test_oversight_reads_have_a_budget_of_their_own(platform: Platform) -> None:
+    """Oversight scans run beside verifications, under a separate, small admission budget."""
+    app, _ = await run_workload(platform, oversight_max_in_flight=1)
+    stub = oversight_stub(platform, app)
+    request = oversight_pb2.GetUsageRequest(group_by=oversight_pb2.USAGE_GROUPING_PROVIDER)
+    results = await asyncio.gather(
+        *(stub.GetUsage(request, timeout=10) for _ in range(20)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert refused and len(refused) < 20
+    for failure in map(rpc_failure, refused):
+        assert failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert failure.info is not None and failure.info.reason == "OVERLOADED"
+        assert "oversight reads" in failure.message
+    # Verifications have their own capacity.
+    assert (await platform.stub(app).Verify(verify_request(), timeout=10)).trace_id
