@@ -174,9 +174,11 @@ def _parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Ca
     laws = _text_list(entry, "laws", where)
     if LegalBasisKind.LAW in bases and not laws:
         raise ValueError(f"{where} allows LAW but cites no law in 'laws'")
-    consent_required = entry.get("consent_required", False)
-    if not isinstance(consent_required, bool):
-        raise ValueError(f"{where}: 'consent_required' must be true or false")
+    flags = {}
+    for flag in ("consent_required", "officer_token_required", "officer_document_required"):
+        flags[flag] = entry.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise ValueError(f"{where}: '{flag}' must be true or false")
     valid_from = _day(entry.get("valid_from"), "valid_from", where)
     if valid_from is None:
         raise ValueError(f"{where}: missing 'valid_from'")
@@ -194,10 +196,12 @@ def _parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Ca
         certificate_type_ids=frozenset(cert_types),
         legal_bases=bases,
         legal_references=frozenset(laws),
-        consent_required=consent_required,
+        consent_required=flags["consent_required"],
         valid_from=valid_from,
         valid_until=valid_until,
         description=description,
+        officer_token_required=flags["officer_token_required"],
+        officer_document_required=flags["officer_document_required"],
     )
 
 
@@ -264,6 +268,8 @@ def _agreement_to_row(a: Agreement) -> AgreementRow:
         valid_from=a.valid_from,
         valid_until=a.valid_until,
         description=a.description,
+        officer_token_required=a.officer_token_required,
+        officer_document_required=a.officer_document_required,
     )
 
 
@@ -279,4 +285,6 @@ def _agreement_from_row(row: AgreementRow) -> Agreement:
         valid_from=row.valid_from,
         valid_until=row.valid_until,
         description=row.description,
+        officer_token_required=row.officer_token_required,
+        officer_document_required=row.officer_document_required,
     )

@@ -31,7 +31,7 @@ from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema
 from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.evidence import EvidenceVerifier
-from onceonly.pki import ClientTls, TlsConfig
+from onceonly.pki import ClientTls, RevocationList, TlsConfig
 from onceonly.serving import (
     REUSE_PORT_OPTIONS,
     SERVER_OPTIONS,
@@ -237,7 +237,8 @@ async def start_broker(
             what="oversight reads",
         )
         interceptors.append(AdmissionInterceptor(oversight_reads, unary=OVERSIGHT_METHODS, bulk=()))
-    interceptors.append(AuthInterceptor(secured.tokens, insecure=config.insecure))
+    revocations = RevocationList.beside(secured.tls.ca) if secured.tls is not None else None
+    interceptors.append(AuthInterceptor(secured.tokens, insecure=config.insecure, revocations=revocations))
     queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
     try:
         states = await service.check_providers()

@@ -44,7 +44,8 @@ from onceonly.guard import (
     metadata_value,
     peer_certificate,
 )
-from onceonly.pki import ROLES, identity_from_pem
+from onceonly.pki import ROLES, RevocationList, certificate_identity
+from onceonly.vocabulary import OfficerIdentification
 
 log = logging.getLogger(__name__)
 
@@ -330,16 +331,14 @@ class BrokerAuthenticator:
 
     tokens: TokenVerifier | None = None
     insecure: bool = False
+    revocations: RevocationList | None = None
 
     def __call__(self, context: Context, method: str) -> Principal:
         token = bearer_token(context)
         pem = peer_certificate(context)
         from_cert: Principal | None = None
         if pem is not None:
-            try:
-                identity = identity_from_pem(pem)
-            except ValueError as exc:
-                raise unauthenticated("CERTIFICATE_IDENTITY", str(exc)) from None
+            identity = certificate_identity(pem, self.revocations)
             from_cert = Principal(identity.role, identity.organization_id, None, "mtls")
         if token is not None:
             if self.tokens is None:
@@ -371,13 +370,32 @@ class BrokerAuthenticator:
 
 
 def AuthInterceptor(
-    tokens: TokenVerifier | None = None, *, insecure: bool = False
+    tokens: TokenVerifier | None = None,
+    *,
+    insecure: bool = False,
+    revocations: RevocationList | None = None,
 ) -> GuardInterceptor[Principal]:
     """The broker's interceptor: every call but health and reflection needs a :class:`Principal`."""
-    return GuardInterceptor(BrokerAuthenticator(tokens, insecure), _principal)
+    return GuardInterceptor(BrokerAuthenticator(tokens, insecure, revocations), _principal)
 
 
 # --- rules of the Broker service ------------------------------------------------------------
+
+
+_IDENTIFIED_BY = {
+    "jwt": OfficerIdentification.TOKEN,
+    "mtls": OfficerIdentification.CERTIFICATE,
+    "insecure": OfficerIdentification.INSECURE,
+}
+
+
+def officer_identification() -> OfficerIdentification:
+    """How the officer of the call being served is known: authenticated by a token (which names
+    the officer), or asserted by the application whose certificate made the call."""
+    principal = current_principal()
+    if principal is None:
+        raise unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+    return _IDENTIFIED_BY[principal.via]
 
 
 def authorise_consumer(

@@ -34,6 +34,9 @@ _REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
 HASHED_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in _TRACES.columns if c.name not in ("id", "record_hash")
 )
+ADDED_LATER: dict[str, Any] = {"officer_identification": ""}
+"""Columns added after records were first chained, with the value older records have: hashed
+only when a record sets them, so that adding one leaves every earlier hash valid."""
 
 
 def _canonical(value: Any) -> Any:
@@ -46,7 +49,11 @@ def _canonical(value: Any) -> Any:
 
 def record_hash(values: Mapping[str, Any]) -> str:
     """SHA-256 over the canonical JSON of a record's hashed columns."""
-    body = {name: _canonical(values[name]) for name in HASHED_COLUMNS}
+    body = {
+        name: _canonical(values[name])
+        for name in HASHED_COLUMNS
+        if name not in ADDED_LATER or values.get(name, ADDED_LATER[name]) != ADDED_LATER[name]
+    }
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -13,6 +13,7 @@ from onceonly.vocabulary import (
     DenialReason,
     DocumentType,
     LegalBasisKind,
+    OfficerIdentification,
     SubjectId,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "DocumentType",
     "LegalBasis",
     "LegalBasisKind",
+    "OfficerIdentification",
     "Organisation",
     "PolicyDecision",
     "PolicySnapshot",
@@ -49,6 +51,8 @@ class ConsumerRef:
     unit: str
     officer_id: str
     officer_document: SubjectId | None = None
+    officer_identification: OfficerIdentification | None = None
+    """How ``officer_id`` was identified; set by the edge from the caller's credentials."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,8 @@ class TraceRecord:
     denial_detail: str
     outcomes: tuple[TracedOutcome, ...]
     duration_ms: int
+    officer_identification: OfficerIdentification | None = None
+    """How the officer was identified (``None`` in traces written before it was recorded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,10 @@ class Agreement:
     valid_from: datetime
     valid_until: datetime | None
     description: str = ""
+    officer_token_required: bool = False
+    """The officer must be authenticated by a token, not only asserted by an application."""
+    officer_document_required: bool = False
+    """The request must carry the officer's own identity document (for the self-query ban)."""
 
 
 @dataclass(frozen=True, slots=True)

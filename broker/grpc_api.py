@@ -17,7 +17,8 @@ from google.rpc import code_pb2
 
 from onceonly.broker import translate
 from onceonly.broker.attestation import KeyRing
-from onceonly.broker.auth import authorise_consumer
+from onceonly.broker.auth import authorise_consumer, officer_identification
+from onceonly.broker.domain import OfficerIdentification
 from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
 from onceonly.broker.service import VerificationService
 from onceonly.grpc_types import Context
@@ -53,6 +54,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             )
             if refusal is not None:
                 raise refusal
+            domain_request = translate.identified(domain_request, officer_identification())
             result = await self._service.verify(domain_request, deadline_s=context.time_remaining())
             return translate.verify_response(
                 result.request_id, result.trace_id, result.outcomes, result.decided_at
@@ -97,6 +99,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         )
         if refusal is not None:  # the whole stream is refused: no subject is decided or traced
             await abort(context, refusal)
+        identified = officer_identification()
         window = min(header.window or BULK_DEFAULT_WINDOW, BULK_MAX_WINDOW)
         slots = asyncio.Semaphore(window)
         results: asyncio.Queue[broker_pb2.BulkVerifyResult | None] = asyncio.Queue()
@@ -104,7 +107,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
 
         async def decide(item: broker_pb2.BulkSubject) -> None:
             try:
-                results.put_nowait(await self._bulk_one(template, item))
+                results.put_nowait(await self._bulk_one(template, item, identified))
             finally:
                 slots.release()
 
@@ -138,14 +141,19 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 task.cancel()
 
     async def _bulk_one(
-        self, template: broker_pb2.VerifyRequest, item: broker_pb2.BulkSubject
+        self,
+        template: broker_pb2.VerifyRequest,
+        item: broker_pb2.BulkSubject,
+        identified: OfficerIdentification,
     ) -> broker_pb2.BulkVerifyResult:
         request = broker_pb2.VerifyRequest()
         request.CopyFrom(template)
         request.request_id = item.request_id
         request.subject.CopyFrom(item.subject)
         try:
-            domain_request = translate.verification_request(request, self._service.catalog)
+            domain_request = translate.identified(
+                translate.verification_request(request, self._service.catalog), identified
+            )
             result = await self._service.verify(domain_request)
         except Exception as exc:  # each subject's failure is its own result, not the stream's
             status = status_for(exc)

@@ -40,6 +40,7 @@ from onceonly.broker.domain import (
     DenialReason,
     DocumentType,
     LegalBasisKind,
+    OfficerIdentification,
     StoredReply,
     TracedOutcome,
     TraceRecord,
@@ -599,6 +600,7 @@ def _trace_values(r: TraceRecord) -> dict[str, Any]:
             ]
         ).decode(),
         "duration_ms": r.duration_ms,
+        "officer_identification": r.officer_identification.value if r.officer_identification else "",
     }
 
 
@@ -634,4 +636,7 @@ def trace_from_row(m: Any) -> TraceRecord:
             for o in json.loads(m["outcomes"])
         ),
         duration_ms=int(m["duration_ms"]),
+        officer_identification=OfficerIdentification(m["officer_identification"])
+        if m.get("officer_identification")
+        else None,
     )

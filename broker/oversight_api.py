@@ -30,6 +30,7 @@ from onceonly.wire import (
     DENIAL_REASON,
     DOCUMENT_TYPE,
     LEGAL_BASIS_KIND,
+    OFFICER_IDENTIFICATION,
     USAGE_GROUPING,
 )
 
@@ -123,6 +124,12 @@ def _denial(record: TraceRecord) -> common_pb2.DenialReason:
     return DENIAL_REASON.to_proto(record.denial_reason)
 
 
+def _identified(record: TraceRecord) -> common_pb2.OfficerIdentification:
+    if record.officer_identification is None:
+        return common_pb2.OFFICER_IDENTIFICATION_UNSPECIFIED
+    return OFFICER_IDENTIFICATION.to_proto(record.officer_identification)
+
+
 def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
     r = entry.record
     return oversight_pb2.TraceEntry(
@@ -155,6 +162,7 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
         duration_ms=r.duration_ms,
         chain_id=entry.chain_id,
         seq=entry.seq,
+        officer_identification=_identified(r),
     )
 
 
@@ -174,6 +182,7 @@ def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
         certificate_type_ids=list(r.certificate_type_ids),
         decision=DECISION.to_proto(r.decision),
         denial_reason=_denial(r),
+        officer_identification=_identified(r),
     )
 
 

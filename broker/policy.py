@@ -14,8 +14,10 @@ from onceonly.broker.catalog import Catalog, CertificateTypeDef
 from onceonly.broker.domain import (
     ALLOWED,
     Agreement,
+    ConsumerRef,
     DenialReason,
     LegalBasisKind,
+    OfficerIdentification,
     PolicyDecision,
     PolicySnapshot,
     VerificationRequest,
@@ -126,7 +128,7 @@ class Policy:
             if cid in seen:  # the same type twice (other parameters) has the same answer
                 continue
             seen.add(cid)
-            violation = self._check(cid, candidates, org, procedure, basis.kind, reference, now)
+            violation = self._check(cid, candidates, org, procedure, basis.kind, reference, now, consumer)
             if violation is not None:
                 violations.append(violation)
         return PolicyDecision(tuple(violations)) if violations else ALLOWED
@@ -140,6 +142,7 @@ class Policy:
         kind: LegalBasisKind,
         reference: str,
         now: dt.datetime,
+        consumer: ConsumerRef,
     ) -> Violation | None:
         """None if some agreement allows ``cid``; else the failure of the best candidate."""
         cert = self._catalog.get(cid)
@@ -155,7 +158,7 @@ class Policy:
             if cid not in p.agreement.certificate_type_ids:
                 continue
             covered = True
-            failure = _first_failure(p, cert, kind, reference, now)
+            failure = _first_failure(p, cert, kind, reference, now, consumer)
             if failure is None:
                 return None
             if best is None or failure[0] > best[0]:
@@ -171,7 +174,12 @@ class Policy:
 
 
 def _first_failure(
-    p: _Prepared, cert: CertificateTypeDef, kind: LegalBasisKind, reference: str, now: dt.datetime
+    p: _Prepared,
+    cert: CertificateTypeDef,
+    kind: LegalBasisKind,
+    reference: str,
+    now: dt.datetime,
+    consumer: ConsumerRef,
 ) -> tuple[int, Violation] | None:
     """The first rule this agreement breaks for this check, with its rank."""
     a = p.agreement
@@ -220,6 +228,20 @@ def _first_failure(
             cid,
             f"The cited law is not among those of agreement {a.id!r} "
             f"({', '.join(sorted(a.legal_references)) or 'none'}).",
+        )
+    if a.officer_token_required and consumer.officer_identification is not OfficerIdentification.TOKEN:
+        return 6, Violation(
+            DenialReason.OFFICER_NOT_AUTHENTICATED,
+            cid,
+            f"Agreement {a.id!r} requires the officer to be authenticated by a token from the "
+            "agency's identity provider; an application certificate only asserts the officer.",
+        )
+    if a.officer_document_required and consumer.officer_document is None:
+        return 7, Violation(
+            DenialReason.OFFICER_DOCUMENT_REQUIRED,
+            cid,
+            f"Agreement {a.id!r} requires the officer's own identity document "
+            "(consumer.officer_document), so that an officer cannot look themselves up.",
         )
     return None
 

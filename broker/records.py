@@ -66,6 +66,7 @@ def trace_record(
             for o in outcomes
         ),
         duration_ms=duration_ms,
+        officer_identification=request.consumer.officer_identification,
     )
 
 

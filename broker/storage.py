@@ -85,6 +85,8 @@ class AgreementRow(SQLModel, table=True):
     valid_from: dt.datetime = Field(sa_type=UTCDateTime)
     valid_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     description: str = ""
+    officer_token_required: bool = False
+    officer_document_required: bool = False
 
 
 class VetoRow(SQLModel, table=True):
@@ -140,6 +142,8 @@ class TraceRow(SQLModel, table=True):
     seq: int
     prev_hash: str = Field(max_length=64)
     record_hash: str = Field(max_length=64)
+    officer_identification: str = Field(default="", max_length=16)
+    """TOKEN, CERTIFICATE or INSECURE; empty in traces written before it was recorded."""
 
 
 class ReplyRow(SQLModel, table=True):

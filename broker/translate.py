@@ -20,6 +20,7 @@ from onceonly.broker.domain import (
     CheckRequest,
     ConsumerRef,
     LegalBasis,
+    OfficerIdentification,
     PurposeRef,
     VerificationRequest,
 )
@@ -141,6 +142,13 @@ def _checks(
                 c.add(f"{where}.parameters[{spec.name}]", "is required")
         checks.append(CheckRequest(cid, params))
     return checks, unknown
+
+
+def identified(request: VerificationRequest, how: OfficerIdentification) -> VerificationRequest:
+    """``request`` with how its officer was identified (known from the call's credentials)."""
+    return dataclasses.replace(
+        request, consumer=dataclasses.replace(request.consumer, officer_identification=how)
+    )
 
 
 def canonical_body(request: VerificationRequest) -> bytes:

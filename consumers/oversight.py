@@ -30,6 +30,7 @@ from onceonly.wire import (
     DENIAL_REASON,
     DOCUMENT_TYPE,
     LEGAL_BASIS_KIND,
+    OFFICER_IDENTIFICATION,
     USAGE_GROUPING,
 )
 
@@ -85,6 +86,8 @@ class Trace:
     duration_ms: int
     chain_id: str
     seq: int
+    officer_identification: str = ""
+    """TOKEN (authenticated), CERTIFICATE (asserted by an application) or INSECURE; empty if not recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,7 @@ class Access:
     certificate_type_ids: tuple[str, ...]
     decision: str
     denial_reason: str
+    officer_identification: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,7 @@ def _trace(m: oversight_pb2.TraceEntry) -> Trace:
         duration_ms=m.duration_ms,
         chain_id=m.chain_id,
         seq=m.seq,
+        officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
     )
 
 
@@ -185,6 +190,7 @@ def _access(m: oversight_pb2.ResidentAccess) -> Access:
         certificate_type_ids=tuple(m.certificate_type_ids),
         decision=DECISION.name(m.decision),
         denial_reason=DENIAL_REASON.name(m.denial_reason),
+        officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
     )
 
 

@@ -23,10 +23,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,6 +38,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from onceonly.errors import unauthenticated
+
+log = logging.getLogger(__name__)
 
 ROLES = ("consumer", "oversight", "provider", "broker")
 """The roles a certificate subject (``OU``) may carry."""
@@ -65,6 +72,8 @@ class CertIdentity:
     organization_id: str
     role: str
     name: str
+    serial: int = field(default=0, compare=False)
+    """The certificate's serial number: what a revocation list names (not part of the identity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +182,30 @@ class CertificateAuthority:
         _write(ca_key, _key_pem(key), 0o600)
         _write(ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cls(cert, key, directory)
+
+    def revoke(self, name: str) -> int:
+        """Add the certificate ``name`` to the CA's revocation list (``crl.pem``); its serial."""
+        cert = x509.load_pem_x509_certificate(_read(cert_path(self.directory, name), "certificate"))
+        if not self.issued(cert):
+            raise PkiError(f"{name} was not issued by this CA")
+        crl_path = self.directory / CRL_FILE
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now)
+            .next_update(now + CRL_VALIDITY)
+        )
+        if crl_path.exists():
+            for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
+                if entry.serial_number != cert.serial_number:
+                    builder = builder.add_revoked_certificate(entry)
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(now).build()
+        )
+        crl = builder.sign(self.key, hashes.SHA256())
+        _write(crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+        return cert.serial_number
 
     def issued(self, cert: x509.Certificate) -> bool:
         """Whether ``cert`` was signed by this CA."""
@@ -350,13 +383,96 @@ def identity_from_certificate(cert: x509.Certificate) -> CertIdentity:
         value = values[0].value
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is not None and constraints.ca:
+        raise ValueError("a CA certificate (basicConstraints CA:TRUE) cannot identify a caller")
     org = one(NameOID.ORGANIZATION_NAME, "O (organisation id)")
     role = one(NameOID.ORGANIZATIONAL_UNIT_NAME, "OU (role)")
     if role not in ROLES:
         raise ValueError(f"certificate role (OU) must be one of {', '.join(ROLES)}, got {role!r}")
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     name = str(names[0].value) if names else ""
-    return CertIdentity(org, role, name)
+    return CertIdentity(org, role, name, cert.serial_number)
+
+
+# --- revocation -------------------------------------------------------------------------------
+
+CRL_FILE = "crl.pem"
+CRL_VALIDITY = dt.timedelta(days=30)
+
+
+class RevocationList:
+    """The platform CA's certificate revocation list (``crl.pem`` beside ``ca.pem``), as servers use it.
+
+    Read again when the file changes (looked at no more than once a second), so that a revocation
+    takes effect without a restart. Only a list signed by the CA counts: a file that is not one
+    is logged and the last good list stays in force. No file: nothing is revoked.
+    """
+
+    def __init__(self, path: Path, ca: Path, *, recheck_s: float = 1.0) -> None:
+        self.path = path
+        self._ca = ca
+        self._recheck_s = recheck_s
+        self._serials: frozenset[int] = frozenset()
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
+        self._checked_at = -recheck_s
+        self._lock = threading.Lock()
+
+    @classmethod
+    def beside(cls, ca: Path) -> RevocationList:
+        return cls(ca.parent / CRL_FILE, ca)
+
+    def is_revoked(self, serial: int) -> bool:
+        self._refresh()
+        return serial in self._serials
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self._recheck_s:
+            return
+        with self._lock:
+            self._checked_at = now
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                self._serials, self._seen = frozenset(), None
+                return
+            if self._seen == (st.st_mtime_ns, st.st_size):
+                return
+            self._seen = (st.st_mtime_ns, st.st_size)
+            try:
+                crl = x509.load_pem_x509_crl(self.path.read_bytes())
+                ca = x509.load_pem_x509_certificate(self.ca_bytes())
+                if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+                    raise ValueError("not signed by the platform CA")
+            except (ValueError, OSError) as exc:
+                log.error(
+                    "certificate revocation list refused; the last good one stays",
+                    extra={"path": str(self.path), "error": str(exc)},
+                )
+                return
+            self._serials = frozenset(r.serial_number for r in crl)
+
+    def ca_bytes(self) -> bytes:
+        return _read(self._ca, "CA certificate")
+
+
+def certificate_identity(pem: bytes, revocations: RevocationList | None) -> CertIdentity:
+    """The identity a peer's certificate carries, or ``Unauthenticated``: ``CERTIFICATE_IDENTITY``
+    (no usable identity, or a CA certificate) or ``CERTIFICATE_REVOKED``."""
+    try:
+        identity = identity_from_pem(pem)
+    except ValueError as exc:
+        raise unauthenticated("CERTIFICATE_IDENTITY", str(exc)) from None
+    if revocations is not None and revocations.is_revoked(identity.serial):
+        raise unauthenticated(
+            "CERTIFICATE_REVOKED",
+            f"the client certificate (serial {identity.serial:x}) has been revoked by the platform CA",
+        )
+    return identity
 
 
 # --- TLS configuration for servers and channels ---------------------------------------------
@@ -468,6 +584,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-name", action="append", default=[], help="extra DNS name or IP (with --server)"
     )
     issue.add_argument("--days", type=int, default=LEAF_VALIDITY.days, help="validity in days")
+    revoke = sub.add_parser(
+        "revoke", help="revoke a certificate: servers refuse it from their next call (crl.pem)"
+    )
+    revoke.add_argument("name", help="the certificate's NAME (NAME.pem in --dir)")
+    revoke.add_argument("--dir", type=Path, default=default_dir, help="ONCEONLY_TLS_DIR; default %(default)s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -483,6 +604,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: {paths.cert}  {paths.key}")
             return 0
         ca = CertificateAuthority.load_or_create(args.dir)
+        if args.pki_command == "revoke":
+            serial = ca.revoke(args.name)
+            print(f"revoked {args.name} (serial {serial:x}) in {args.dir / CRL_FILE}")
+            return 0
         paths = ca.issue(
             args.name,
             role=args.role,

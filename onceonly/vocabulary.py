@@ -18,6 +18,7 @@ __all__ = [
     "DenialReason",
     "DocumentType",
     "LegalBasisKind",
+    "OfficerIdentification",
     "SubjectId",
     "UsageGrouping",
 ]
@@ -54,6 +55,19 @@ class DenialReason(enum.StrEnum):
     AGREEMENT_NOT_IN_FORCE = "AGREEMENT_NOT_IN_FORCE"
     PROVIDER_VETO = "PROVIDER_VETO"
     SELF_QUERY_FORBIDDEN = "SELF_QUERY_FORBIDDEN"
+    OFFICER_NOT_AUTHENTICATED = "OFFICER_NOT_AUTHENTICATED"
+    OFFICER_DOCUMENT_REQUIRED = "OFFICER_DOCUMENT_REQUIRED"
+
+
+class OfficerIdentification(enum.StrEnum):
+    """How the officer named by a request was identified."""
+
+    TOKEN = "TOKEN"
+    """Authenticated by a bearer token from the agency's identity provider."""
+    CERTIFICATE = "CERTIFICATE"
+    """Asserted by an application's client certificate."""
+    INSECURE = "INSECURE"
+    """Named in metadata to a broker in insecure local-development mode."""
 
 
 class Decision(enum.StrEnum):

@@ -24,6 +24,7 @@ from onceonly.vocabulary import (
     DenialReason,
     DocumentType,
     LegalBasisKind,
+    OfficerIdentification,
     UsageGrouping,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "DENIAL_REASON",
     "DOCUMENT_TYPE",
     "LEGAL_BASIS_KIND",
+    "OFFICER_IDENTIFICATION",
     "PARAMETER_TYPE",
     "USAGE_GROUPING",
     "ProtoEnum",
@@ -132,4 +134,5 @@ DENIAL_REASON = ProtoEnum(common_pb2.DenialReason, DenialReason)
 CHECK_STATUS = ProtoEnum(broker_pb2.CheckStatus, CheckStatus)
 DECISION = ProtoEnum(oversight_pb2.Decision, Decision)
 USAGE_GROUPING = ProtoEnum(oversight_pb2.UsageGrouping, UsageGrouping)
+OFFICER_IDENTIFICATION = ProtoEnum(common_pb2.OfficerIdentification, OfficerIdentification)
 ATTEST_RESULT = ProtoEnum(provider_pb2.AttestResponse.Result, AttestResult)

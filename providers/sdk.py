@@ -79,7 +79,7 @@ from onceonly.guard import (
     metadata_value,
     peer_certificate,
 )
-from onceonly.pki import CertIdentity, TlsConfig, identity_from_pem
+from onceonly.pki import CertIdentity, RevocationList, TlsConfig, certificate_identity
 from onceonly.serving import RunningServer, require_loopback, run_until_signal, start_server
 from onceonly.status import abort
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
@@ -361,16 +361,16 @@ _caller: contextvars.ContextVar[CertIdentity | None] = contextvars.ContextVar(
 _INSECURE_BROKER = CertIdentity("", "broker", "insecure")
 
 
-def _broker_only(insecure: bool) -> Callable[[Context, str], CertIdentity]:
-    """Authenticate a call to a provider: the broker, and only the broker."""
+def _broker_only(
+    insecure: bool, revocations: RevocationList | None = None
+) -> Callable[[Context, str], CertIdentity]:
+    """Authenticate a call to a provider: the broker, and only the broker (with a certificate the
+    platform CA has not revoked)."""
 
     def authenticate(context: Context, method: str) -> CertIdentity:
         pem = peer_certificate(context)
         if pem is not None:
-            try:
-                identity = identity_from_pem(pem)
-            except ValueError as exc:
-                raise unauthenticated("CERTIFICATE_IDENTITY", str(exc)) from None
+            identity = certificate_identity(pem, revocations)
             if identity.role != "broker":
                 raise permission_denied(
                     "CALLER_NOT_BROKER",
@@ -415,7 +415,11 @@ async def start_provider(
         [lambda server: provider_pb2_grpc.add_ProviderServicer_to_server(servicer, server)],
         [SERVICE_NAME],
         tls=tls,
-        interceptors=[GuardInterceptor(_broker_only(insecure), _caller)],
+        interceptors=[
+            GuardInterceptor(
+                _broker_only(insecure, RevocationList.beside(tls.ca) if tls is not None else None), _caller
+            )
+        ],
     )
     log.info(
         "provider serving",

@@ -39,6 +39,15 @@ class DenialReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENIAL_REASON_AGREEMENT_NOT_IN_FORCE: _ClassVar[DenialReason]
     DENIAL_REASON_PROVIDER_VETO: _ClassVar[DenialReason]
     DENIAL_REASON_SELF_QUERY_FORBIDDEN: _ClassVar[DenialReason]
+    DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: _ClassVar[DenialReason]
+    DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: _ClassVar[DenialReason]
+
+class OfficerIdentification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFICER_IDENTIFICATION_UNSPECIFIED: _ClassVar[OfficerIdentification]
+    OFFICER_IDENTIFICATION_TOKEN: _ClassVar[OfficerIdentification]
+    OFFICER_IDENTIFICATION_CERTIFICATE: _ClassVar[OfficerIdentification]
+    OFFICER_IDENTIFICATION_INSECURE: _ClassVar[OfficerIdentification]
 DOCUMENT_TYPE_UNSPECIFIED: DocumentType
 DOCUMENT_TYPE_DNI: DocumentType
 DOCUMENT_TYPE_NIE: DocumentType
@@ -61,6 +70,12 @@ DENIAL_REASON_CONSENT_REQUIRED: DenialReason
 DENIAL_REASON_AGREEMENT_NOT_IN_FORCE: DenialReason
 DENIAL_REASON_PROVIDER_VETO: DenialReason
 DENIAL_REASON_SELF_QUERY_FORBIDDEN: DenialReason
+DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: DenialReason
+DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: DenialReason
+OFFICER_IDENTIFICATION_UNSPECIFIED: OfficerIdentification
+OFFICER_IDENTIFICATION_TOKEN: OfficerIdentification
+OFFICER_IDENTIFICATION_CERTIFICATE: OfficerIdentification
+OFFICER_IDENTIFICATION_INSECURE: OfficerIdentification
 
 class Subject(_message.Message):
     __slots__ = ("document_type", "document_number")

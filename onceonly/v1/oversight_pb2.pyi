@@ -77,7 +77,7 @@ class TracedCheck(_message.Message):
     def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[_broker_pb2.CheckStatus, str]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
 
 class TraceEntry(_message.Message):
-    __slots__ = ("trace_id", "request_id", "created_at", "consumer", "purpose", "legal_basis", "subject_document_type", "certificate_type_ids", "decision", "denial_reason", "denial_detail", "checks", "duration_ms", "chain_id", "seq")
+    __slots__ = ("trace_id", "request_id", "created_at", "consumer", "purpose", "legal_basis", "subject_document_type", "certificate_type_ids", "decision", "denial_reason", "denial_detail", "checks", "duration_ms", "chain_id", "seq", "officer_identification")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class TraceEntry(_message.Message):
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     request_id: str
     created_at: _timestamp_pb2.Timestamp
@@ -108,7 +109,8 @@ class TraceEntry(_message.Message):
     duration_ms: int
     chain_id: str
     seq: int
-    def __init__(self, trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject_document_type: _Optional[_Union[_common_pb2.DocumentType, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., denial_detail: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[TracedCheck, _Mapping]]] = ..., duration_ms: _Optional[int] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    officer_identification: _common_pb2.OfficerIdentification
+    def __init__(self, trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject_document_type: _Optional[_Union[_common_pb2.DocumentType, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., denial_detail: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[TracedCheck, _Mapping]]] = ..., duration_ms: _Optional[int] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ...) -> None: ...
 
 class ListTracesResponse(_message.Message):
     __slots__ = ("traces", "next_page_token")
@@ -178,7 +180,7 @@ class GetResidentReportRequest(_message.Message):
     def __init__(self, subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., case_file_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ResidentAccess(_message.Message):
-    __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason")
+    __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason", "officer_identification")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +192,7 @@ class ResidentAccess(_message.Message):
     CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     created_at: _timestamp_pb2.Timestamp
     consumer_organization_id: str
@@ -201,7 +204,8 @@ class ResidentAccess(_message.Message):
     certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
     decision: Decision
     denial_reason: _common_pb2.DenialReason
-    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., consumer_unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ...) -> None: ...
+    officer_identification: _common_pb2.OfficerIdentification
+    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., consumer_unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ...) -> None: ...
 
 class ResidentReport(_message.Message):
     __slots__ = ("accesses", "report_trace_id")

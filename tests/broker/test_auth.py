@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
@@ -15,8 +16,10 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
@@ -24,11 +27,13 @@ from onceonly.broker.auth import JwtIssuer, TokenVerifier, load_jwt_issuers
 from onceonly.consumers.client import InsecureIdentity
 from onceonly.errors import OnceOnlyError
 from onceonly.pki import CertificateAuthority, ClientTls, PkiError
+from onceonly.pki import main as pki_main
 from onceonly.processes import onceonly_argv
 from onceonly.providers.reference import reference_adapter
 from onceonly.providers.sdk import start_provider
 from onceonly.serving import InsecureBindError, start_server
-from onceonly.v1 import broker_pb2, broker_pb2_grpc
+from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2, oversight_pb2
+from tests.broker.oversight_workload import oversight_stub
 from tests.conftest import (
     HOUSING_CHECKS,
     OFFICER,
@@ -199,15 +204,23 @@ async def test_spoofed_organisation_in_a_bulk_header_refuses_the_stream(
         checks=template.checks,
     )  # fmt: skip
 
+    refused = asyncio.Event()
+
     async def requests() -> Any:
         yield broker_pb2.BulkVerifyRequest(header=header)
+        # The subject waits for the refusal: a grpc.aio client still writing when the server ends
+        # the call reports INTERNAL instead of the server's status (grpc/grpc#36066).
+        await refused.wait()
         yield broker_pb2.BulkVerifyRequest(
             subject=broker_pb2.BulkSubject(request_id="bulk-spoof-1", subject=template.subject)
         )
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stub.VerifyBulk(requests(), timeout=10):
-            pass
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in stub.VerifyBulk(requests(), timeout=10):
+                pass
+    finally:
+        refused.set()
 
     failure = rpc_failure(caught.value)
     assert failure.code == grpc.StatusCode.PERMISSION_DENIED
@@ -236,6 +249,71 @@ async def test_a_client_certificate_from_another_ca_fails_the_handshake(
     assert failure.code == grpc.StatusCode.UNAVAILABLE
     assert platform.trace_rows() == []
     assert sum(a.calls for a in counted.values()) == 0
+
+
+def _ca_leaf(pki_dir: Path, out: Path) -> ClientTls:
+    """A certificate the platform CA signed with ``CA:TRUE`` but a consumer's O and OU: the audit
+    found the broker accepted such a "leaf" as a client certificate."""
+    ca = CertificateAuthority.load_or_create(pki_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "consumer"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "sub-ca"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sub-ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "sub-ca-key.pem").write_bytes(_pem_private(key))
+    return ClientTls(pki_dir / "ca.pem", out / "sub-ca.pem", out / "sub-ca-key.pem")
+
+
+async def test_a_ca_certificate_is_not_a_client_certificate(
+    platform: Platform, broker: BrokerApp, tmp_path: Path
+) -> None:
+    stub = broker_pb2_grpc.BrokerStub(
+        platform.channel(broker.target, tls=_ca_leaf(platform.pki.dir, tmp_path))
+    )
+
+    failure = await failure_of(stub.Verify(verify_request(), timeout=5))
+
+    # TLS lets it through (it is signed by the platform CA); the broker refuses it.
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.info is not None and failure.info.reason == "CERTIFICATE_IDENTITY"
+    assert "CA certificate" in failure.message
+    assert platform.trace_rows() == []
+
+
+async def test_a_revoked_client_certificate_is_refused_without_a_restart(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    name = "housing-office-lost-laptop"
+    tls = platform.pki.issue(name, role="consumer", org=ORG)
+    stub = broker_pb2_grpc.BrokerStub(platform.channel(broker.target, tls=tls))
+    assert (await stub.Verify(verify_request(), timeout=10)).trace_id
+
+    assert pki_main(["revoke", name, "--dir", str(platform.pki.dir)]) == 0
+    await asyncio.sleep(1.2)  # a server looks at the list again at most once a second
+
+    failure = await failure_of(stub.Verify(verify_request(), timeout=5))
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.info is not None and failure.info.reason == "CERTIFICATE_REVOKED"
+    assert len(platform.trace_rows()) == 1
+    # Other certificates of the same organisation still work.
+    assert (await platform.stub(broker).Verify(verify_request(), timeout=10)).trace_id
 
 
 async def test_plaintext_to_the_tls_port_fails_at_transport(platform: Platform, broker: BrokerApp) -> None:
@@ -286,6 +364,27 @@ async def test_a_valid_token_without_client_certificate_verifies_as_its_officer(
     assert result.outcomes[0].status == "VERIFIED"
     (row,) = platform.trace_rows()
     assert row["consumer_organization_id"] == ORG
+
+
+async def test_every_trace_says_how_its_officer_was_identified(
+    platform: Platform, token_broker: TokenBroker, idp: Idp
+) -> None:
+    """A certificate only asserts the officer id the application sends; a token authenticates it.
+    The trace (and oversight's view of it) tells the two apart."""
+    app = token_broker.app
+    assert app.token_target is not None
+    by_token = platform.client(app, target=app.token_target, tls=platform.pki.ca_only, token=idp.mint())
+    token_result = await by_token.verify(**verify_kwargs(checks=HOUSING_CHECKS[:1]))
+    cert_reply = await platform.stub(app).Verify(verify_request(checks=HOUSING_CHECKS[:1]), timeout=10)
+
+    rows = {r["trace_id"]: r["officer_identification"] for r in platform.trace_rows()}
+    assert rows == {token_result.trace_id: "TOKEN", cert_reply.trace_id: "CERTIFICATE"}
+    listed = await oversight_stub(platform, app).ListTraces(oversight_pb2.ListTracesRequest(), timeout=10)
+    seen = {t.trace_id: t.officer_identification for t in listed.traces}
+    assert seen == {
+        token_result.trace_id: common_pb2.OFFICER_IDENTIFICATION_TOKEN,
+        cert_reply.trace_id: common_pb2.OFFICER_IDENTIFICATION_CERTIFICATE,
+    }
 
 
 async def test_a_token_over_mtls_names_the_officer_too(

@@ -11,7 +11,15 @@ import pytest
 import sqlalchemy as sa
 
 from onceonly.broker.attestation import KeyRing
-from onceonly.broker.chain import CHECKPOINT_TYPE, GENESIS, purge_before, record_hash, verify_ledger
+from onceonly.broker.chain import (
+    ADDED_LATER,
+    CHECKPOINT_TYPE,
+    GENESIS,
+    HASHED_COLUMNS,
+    purge_before,
+    record_hash,
+    verify_ledger,
+)
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger
 from onceonly.broker.storage import TraceRow
 from tests.broker.test_ledger import record
@@ -179,3 +187,12 @@ async def test_a_restarted_replica_continues_its_chain(
         await ledger.close()
     (report,) = verify_ledger(engine, keys.public_keys())
     assert report.intact and report.records == 9 and report.checkpoints == 3
+
+
+def test_a_column_added_later_keeps_earlier_hashes_and_is_protected_once_set() -> None:
+    old = {name: f"v-{name}" for name in HASHED_COLUMNS if name not in ADDED_LATER}
+    before = record_hash(old)  # a record from before the column existed
+    assert record_hash({**old, "officer_identification": ""}) == before
+    stamped = {**old, "officer_identification": "TOKEN"}
+    assert record_hash(stamped) != before  # set, it is hashed: blanking or changing it shows
+    assert record_hash({**stamped, "officer_identification": "CERTIFICATE"}) != record_hash(stamped)

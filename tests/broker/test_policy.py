@@ -24,6 +24,7 @@ from onceonly.broker.domain import (
     DocumentType,
     LegalBasis,
     LegalBasisKind,
+    OfficerIdentification,
     Organisation,
     PolicyDecision,
     PolicySnapshot,
@@ -235,6 +236,31 @@ def test_legal_reference_not_in_agreement(catalog: Catalog) -> None:
     err = denied(policy(catalog), request(reference="Ley 40/2015 art. 155"))
     assert err.reason is DenialReason.LEGAL_REFERENCE_NOT_IN_AGREEMENT
     assert LAW_REF in err.violations[0].description
+
+
+def test_an_agreement_may_require_a_token_authenticated_officer(catalog: Catalog) -> None:
+    p = policy(catalog, agreement(officer_token_required=True))
+    asserted = dataclasses.replace(
+        request(),
+        consumer=ConsumerRef(ORG, "Rent subsidies", "officer-7", None, OfficerIdentification.CERTIFICATE),
+    )
+    err = denied(p, asserted)
+    assert err.reason is DenialReason.OFFICER_NOT_AUTHENTICATED
+    assert "agr-1" in err.violations[0].description
+    authenticated = dataclasses.replace(
+        asserted,
+        consumer=dataclasses.replace(asserted.consumer, officer_identification=OfficerIdentification.TOKEN),
+    )
+    assert p.evaluate(authenticated, NOW).allowed
+
+
+def test_an_agreement_may_require_the_officers_document(catalog: Catalog) -> None:
+    """So that the self-query ban cannot be skipped by leaving the document out."""
+    p = policy(catalog, agreement(officer_document_required=True))
+    err = denied(p, request())
+    assert err.reason is DenialReason.OFFICER_DOCUMENT_REQUIRED
+    assert p.evaluate(request(officer_document=SubjectId(DocumentType.DNI, "87654321X")), NOW).allowed
+    assert denied(p, request(officer_document=SUBJECT)).reason is DenialReason.SELF_QUERY_FORBIDDEN
 
 
 # --- several agreements, several checks ------------------------------------------------

@@ -128,7 +128,8 @@ async def test_calls_beyond_capacity_are_refused_fast_and_the_broker_recovers(pl
 
 
 async def test_a_burst_against_a_slow_provider_keeps_admitted_latency_bounded(platform: Platform) -> None:
-    await platform.start_reference_providers(tax=SlowAdapter(reference_adapter("tax"), delay_s=0.2))
+    # Slow enough that the whole burst arrives while the first calls are still in flight.
+    await platform.start_reference_providers(tax=SlowAdapter(reference_adapter("tax"), delay_s=0.6))
     app = await platform.start_broker(max_in_flight=10)
     stub = platform.stub(app)
     results = await asyncio.gather(*(timed(stub.Verify(verify_request(p), timeout=10)) for p in PEOPLE[:60]))
@@ -138,7 +139,7 @@ async def test_a_burst_against_a_slow_provider_keeps_admitted_latency_bounded(pl
         if isinstance(r, grpc.aio.AioRpcError):
             assert_overloaded(r, 200)
     assert 1 <= len(ok) <= 10 and len(ok) + len(refused) == 60
-    assert max(ok) < 2.0  # admitted calls take about the provider's 0.2 s, not a queue's worth
+    assert max(ok) < 2.5  # admitted calls take about the provider's 0.6 s, not a queue's worth
     assert max(refused) < REFUSAL_BOUND_S
     assert len(platform.trace_rows()) == len(ok)
     # Recovery: as soon as the burst is over, calls go through.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +17,14 @@ from onceonly.providers.reference import reference_adapter
 from onceonly.providers.sdk import start_provider
 from onceonly.serving import RunningServer
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from tests.conftest import CountingAdapter, health_stub, known_everywhere, provider_tls, session_pki
+from tests.conftest import (
+    CountingAdapter,
+    health_stub,
+    known_everywhere,
+    provider_tls,
+    rpc_failure,
+    session_pki,
+)
 
 
 def attest_request() -> provider_pb2.AttestRequest:
@@ -139,3 +147,20 @@ async def test_insecure_mode_answers_only_a_caller_naming_itself_the_broker() ->
 async def test_a_provider_needs_tls_or_an_explicit_insecure_mode() -> None:
     with pytest.raises(ValueError, match="insecure=True"):
         await start_provider(reference_adapter("tax"))
+
+
+async def test_a_revoked_broker_certificate_is_refused_without_a_restart() -> None:
+    pki = session_pki()
+    tls = pki.issue("broker-to-revoke", role="broker", org="onceonly")
+    async with tax_provider() as (running, adapter):
+        await attest_as(running.target, tls)
+        pki.ca.revoke("broker-to-revoke")
+        await asyncio.sleep(1.2)  # a server looks at the list again at most once a second
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await attest_as(running.target, tls)
+        # The broker's own certificate is not affected.
+        await attest_as(running.target, ClientTls.from_dir(pki.dir, "broker"))
+    failure = rpc_failure(caught.value)
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.info is not None and failure.info.reason == "CERTIFICATE_REVOKED"
+    assert adapter.calls == 2
