@@ -121,6 +121,9 @@ class DemoIdp:
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "demo-idp-1"})
 
 
+_OFFICER = {"TOKEN": "authenticated", "CERTIFICATE": "asserted by the application"}
+
+
 def make_idp(directory: Path) -> DemoIdp:
     """Generate the IdP key pair (kept between runs) and write the broker's issuers TOML."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -246,20 +249,21 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
             a.purpose_text,
             f"{a.legal_basis_kind} {a.legal_basis_reference}",
             ", ".join(a.certificate_type_ids),
+            _OFFICER.get(a.officer_identification, "-"),
             a.decision,
         )
         for a in report.accesses
     ]
-    print(
-        table(
-            ["when (UTC)", "who", "procedure", "purpose", "legal basis", "certificate types", "decision"],
-            rows,
-        )
-    )
+    headers = ["when (UTC)", "who", "procedure", "purpose", "legal basis", "certificate types", "officer"]
+    print(table([*headers, "decision"], rows))
     print(f"  this lookup is itself traced: {report.report_trace_id}")
     consulted = [a for a in report.accesses if a.procedure_code == "HOUSING-RENT-SUBSIDY"]
     if len(consulted) != 2:
         return [f"resident report lists {len(consulted)} housing-office accesses, expected 2"]
+    # One by the office's application (its certificate asserts the officer), one by an officer
+    # authenticated by the office's identity provider.
+    if sorted(a.officer_identification for a in consulted) != ["CERTIFICATE", "TOKEN"]:
+        return ["resident report does not tell the asserted officer from the authenticated one"]
     return []
 
 
