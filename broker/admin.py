@@ -36,6 +36,12 @@ def add_admin_commands(sub: Any) -> None:
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_sub.add_parser("verify", help="recompute every hash chain and check every checkpoint")
     common(verify)
+    verify.add_argument(
+        "--witness",
+        type=Path,
+        help="signed chain heads kept outside the database (default: the broker's, "
+        "ONCEONLY_WITNESS_FILE or VAR_DIR/ledger/witness.jsonl; an oversight body's own copy)",
+    )
     verify.set_defaults(handler=cmd_ledger_verify)
     purge = ledger_sub.add_parser("purge", help="remove records older than the retention period")
     common(purge)
@@ -55,19 +61,40 @@ def _config(args: argparse.Namespace) -> BrokerConfig:
 
 async def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from onceonly.broker.attestation import KeyRing
-    from onceonly.broker.chain import verify_ledger
+    from onceonly.broker.chain import ChainReport, verify_ledger
     from onceonly.broker.storage import create_engine
+    from onceonly.broker.witness import WitnessLog, witness_problems
 
     config = _config(args)
     keys_dir = config.keys_dir / "signing"
     if not keys_dir.is_dir():
         print(f"error: no signing keys in {keys_dir}; set ONCEONLY_VAR_DIR or --var-dir", file=sys.stderr)
         return 2
+    witness = WitnessLog(args.witness or config.witness_file)
     engine = create_engine(config.effective_database_url)
     try:
-        reports = verify_ledger(engine, KeyRing.from_directory(keys_dir).public_keys())
+        public = KeyRing.from_directory(keys_dir).public_keys()
+        reports = verify_ledger(engine, public)
+        heads = witness.heads()
+        against = witness_problems(engine, heads, public)
+    except ValueError as exc:  # an unreadable witness file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
+    by_chain = {r.chain_id: r for r in reports}
+    for chain_id, problems in against.items():
+        report = by_chain.get(chain_id)
+        if report is None:
+            report = by_chain[chain_id] = ChainReport(chain_id)
+            reports.append(report)
+        report.problems.extend(problems)
+    if not args.json:
+        print(
+            f"witness {witness.path}: {len(heads)} signed head(s)"
+            if heads
+            else f"witness {witness.path}: none (only what the database holds was checked)"
+        )
     intact = all(r.intact for r in reports)
     if args.json:
         print(json.dumps({"intact": intact, "chains": [r.__dict__ for r in reports]}, indent=2))

@@ -30,6 +30,7 @@ from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema
 from onceonly.broker.trace_queries import SqlTraceQueries
+from onceonly.broker.witness import WitnessLog, check_before_append
 from onceonly.evidence import EvidenceVerifier
 from onceonly.pki import ClientTls, RevocationList, TlsConfig
 from onceonly.serving import (
@@ -180,13 +181,18 @@ async def start_broker(
         log.info("agreements seeded", extra={"file": str(config.agreements_seed), "entries": count})
     policy = PolicyHolder(store, catalog)
     keys = KeyRing.from_directory(config.keys_dir / "signing")
+    chain_id = config.chain_id or chain_id_for(config.var_dir)
+    witness = WitnessLog(config.witness_file)
+    # Fail closed: never append to a chain the witness says was cut (ChainCut names what is wrong).
+    await asyncio.to_thread(check_before_append, engine, witness, chain_id, keys.public_keys())
     ledger = SqlTraceLedger(
         engine,
         ReplyCipher.from_key_file(config.keys_dir / "replies.key"),
-        chain_id=config.chain_id or chain_id_for(config.var_dir),
+        chain_id=chain_id,
         sign_checkpoint=lambda claims: keys.sign(claims, CHECKPOINT_TYPE),
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,
+        witness=witness,
     )
     ledger.start()
     if provider_clients is None:

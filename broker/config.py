@@ -99,6 +99,9 @@ class BrokerConfig:
     """How long a ``VerifyBulk`` stream waits for capacity for its next subject, or for its client
     to read a result, before it is ended with ``RESOURCE_EXHAUSTED`` (resumable by request id).
     ``ONCEONLY_BULK_ADMISSION_WAIT_MS``."""
+    witness_path: Path | None = None
+    """The file of signed chain heads kept outside the database (see ``witness_file``).
+    ``ONCEONLY_WITNESS_FILE``."""
     oversight_max_in_flight: int = 4
     """Oversight reads (``ListTraces``, ``GetUsage``, ``GetResidentReport``) in progress at once;
     beyond, ``RESOURCE_EXHAUSTED`` at once: their scans must not slow verifications down.
@@ -121,6 +124,14 @@ class BrokerConfig:
     @property
     def keys_dir(self) -> Path:
         return self.var_dir / "keys"
+
+    @property
+    def witness_file(self) -> Path:
+        """Where the ledger's signed chain heads are witnessed, outside the database
+        (``ONCEONLY_WITNESS_FILE``; default ``<var_dir>/ledger/witness.jsonl``)."""
+        return (
+            self.witness_path if self.witness_path is not None else self.var_dir / "ledger" / "witness.jsonl"
+        )
 
     @property
     def effective_tls_dir(self) -> Path:
@@ -169,6 +180,7 @@ _ENV_NAMES = {
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",
     "bulk_org_share": "ONCEONLY_BULK_ORG_SHARE",
     "oversight_max_in_flight": "ONCEONLY_OVERSIGHT_MAX_IN_FLIGHT",
+    "witness_path": "ONCEONLY_WITNESS_FILE",
     "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
 }
 

@@ -47,6 +47,7 @@ from onceonly.broker.domain import (
 )
 from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable
 from onceonly.broker.storage import CheckpointRow, ReplyRow, TraceRow
+from onceonly.broker.witness import WitnessLog
 
 __all__ = ["ReplyCipher", "SqlTraceLedger", "SubjectPseudonymiser", "load_or_create_key"]
 
@@ -200,6 +201,7 @@ class SqlTraceLedger:
         sign_checkpoint: Callable[[Mapping[str, Any]], str] | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 60.0,
+        witness: WitnessLog | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -212,6 +214,7 @@ class SqlTraceLedger:
         self._sign_checkpoint = sign_checkpoint
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval_s = checkpoint_interval_s
+        self._witness = witness
         self._head: ChainHead | None = None  # loaded by the writer; None after a failed write
         self._traces_insert = _BulkInsert(_TRACES, engine.dialect)
         self._replies_insert = _BulkInsert(_REPLIES, engine.dialect)
@@ -431,6 +434,13 @@ class SqlTraceLedger:
         except Exception as exc:  # the records are durable; the next checkpoint covers them
             log.warning("cannot write a checkpoint of chain %s: %s", self.chain_id, exc)
             return
+        if self._witness is not None:
+            try:
+                self._witness.append(
+                    self.chain_id, ChainHead(values["seq"], values["head_hash"]), values["signature"]
+                )
+            except OSError as exc:  # the checkpoint stands in the database; the next one is witnessed
+                log.error("cannot append to the ledger's witness %s: %s", self._witness.path, exc)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
