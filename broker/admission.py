@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 UNARY_METHODS = ("/onceonly.v1.Broker/Verify",)
 BULK_METHODS = ("/onceonly.v1.Broker/VerifyBulk",)
 OVERSIGHT_METHODS = tuple(
-    f"/onceonly.v1.Oversight/{m}" for m in ("ListTraces", "GetUsage", "GetResidentReport")
+    f"/onceonly.v1.Oversight/{m}"
+    for m in ("ListTraces", "GetUsage", "GetResidentReport", "GetWitnessedHeads")
 )
 _WARN_EVERY_S = 1.0
 

@@ -253,7 +253,7 @@ async def start_broker(
             [
                 lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
-                    OversightServicer(OversightService(queries, ledger, pseudonymiser)), s
+                    OversightServicer(OversightService(queries, ledger, pseudonymiser, witness)), s
                 ),
             ],
             [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],

@@ -27,7 +27,7 @@ from typing import NoReturn
 from onceonly.broker.auth import Principal
 from onceonly.broker.domain import Decision, LegalBasis, SubjectId, TraceRecord
 from onceonly.broker.errors import FieldViolation, InvalidRequest
-from onceonly.broker.ports import Ledger, Pseudonymiser, TraceQueries
+from onceonly.broker.ports import Ledger, Pseudonymiser, TraceQueries, WitnessReader
 from onceonly.broker.service import new_trace_id
 from onceonly.broker.traces import (
     OUTCOMES,
@@ -39,6 +39,7 @@ from onceonly.broker.traces import (
     range_violations,
 )
 from onceonly.broker.usage import Grouping, UsageTable
+from onceonly.broker.witness import Witnessed
 from onceonly.errors import PermissionDenied, permission_denied
 
 __all__ = [
@@ -140,10 +141,23 @@ class OversightService:
     The reads go through the :class:`~onceonly.broker.ports.TraceQueries` port, in worker threads.
     """
 
-    def __init__(self, queries: TraceQueries, ledger: Ledger, pseudonymiser: Pseudonymiser) -> None:
+    def __init__(
+        self,
+        queries: TraceQueries,
+        ledger: Ledger,
+        pseudonymiser: Pseudonymiser,
+        witness: WitnessReader | None = None,
+    ) -> None:
         self._queries = queries
         self._ledger = ledger
         self._pseudonymiser = pseudonymiser
+        self._witness = witness
+
+    async def witnessed_heads(self) -> list[Witnessed]:
+        """The ledger's signed chain heads as the witness holds them (none without a witness)."""
+        if self._witness is None:
+            return []
+        return await asyncio.to_thread(self._witness.heads)
 
     # trace search
 

@@ -239,6 +239,23 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
         except Exception as exc:
             await abort(context, exc)
 
+    async def GetWitnessedHeads(
+        self, request: oversight_pb2.GetWitnessedHeadsRequest, context: Context
+    ) -> oversight_pb2.WitnessedHeads:
+        try:
+            scope_for(current_principal(), "GetWitnessedHeads", provider_allowed=False)
+            heads = await self._service.witnessed_heads()
+            return oversight_pb2.WitnessedHeads(
+                heads=[
+                    oversight_pb2.WitnessedHead(
+                        chain_id=h.chain_id, seq=h.seq, head_hash=h.head_hash, signature=h.signature
+                    )
+                    for h in heads
+                ]
+            )
+        except Exception as exc:
+            await abort(context, exc)
+
     async def GetResidentReport(
         self, request: oversight_pb2.GetResidentReportRequest, context: Context
     ) -> oversight_pb2.ResidentReport:

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from onceonly.broker.domain import PolicyDecision, StoredReply, TraceRecord, VerificationRequest
 from onceonly.broker.traces import TraceFilter, TracePage
 from onceonly.broker.usage import Grouping, UsageTable
+from onceonly.broker.witness import Witnessed
 
-__all__ = ["EvidenceCheck", "Ledger", "PolicyCheck", "Pseudonymiser", "TraceQueries"]
+__all__ = ["EvidenceCheck", "Ledger", "PolicyCheck", "Pseudonymiser", "TraceQueries", "WitnessReader"]
 
 
 class Ledger(Protocol):
@@ -49,6 +50,12 @@ class TraceQueries(Protocol):
     def organisation_names(self, ids: Iterable[str]) -> dict[str, str]:
         """Registered names of the organisations ``ids`` (those without one are left out)."""
         ...
+
+
+class WitnessReader(Protocol):
+    """The signed chain heads kept outside the database (see ``onceonly.broker.witness``)."""
+
+    def heads(self) -> list[Witnessed]: ...
 
 
 class Pseudonymiser(Protocol):

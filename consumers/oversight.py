@@ -318,3 +318,17 @@ class OversightClient(BrokerClient):
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return ResidentReport(tuple(_access(a) for a in reply.accesses), reply.report_trace_id)
+
+    async def witnessed_heads(self) -> list[dict[str, Any]]:
+        """The ledger's signed chain heads, one dict per head in the witness file's own format
+        (``chain_id``, ``seq``, ``head_hash``, ``signature``)."""
+        try:
+            reply = await self._oversight.GetWitnessedHeads(
+                oversight_pb2.GetWitnessedHeadsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return [
+            {"chain_id": h.chain_id, "seq": h.seq, "head_hash": h.head_hash, "signature": h.signature}
+            for h in reply.heads
+        ]

@@ -1,4 +1,4 @@
-"""``onceonly oversight traces|usage|resident``: the Oversight service for people.
+"""``onceonly oversight traces|usage|resident|witness``: the Oversight service for people.
 
 Credentials as for the other client commands; without ``--cert``, ``--token`` or ``--insecure``
 the certificate ``oversight`` in ``--tls-dir`` is used::
@@ -9,6 +9,7 @@ the certificate ``oversight`` in ``--tls-dir`` is used::
     onceonly oversight usage --by provider|consumer|procedure [--since ISO] [--until ISO] [--json]
     onceonly oversight resident DNI:12345678Z --purpose TEXT (--law REF | --consent REF)
                                 [--case-file ID] [--since ISO] [--until ISO] [--json]
+    onceonly oversight witness [--out FILE]      keep a copy of the ledger's signed chain heads
 
 Times are ISO 8601, UTC unless they carry an offset. Options may come before or after the
 subcommand. Exit codes as for the other client commands.
@@ -23,6 +24,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from onceonly.consumers._console import (
@@ -218,6 +220,27 @@ async def cmd_resident(args: argparse.Namespace) -> int:
     return await _run(args, body)
 
 
+async def cmd_witness(args: argparse.Namespace) -> int:
+    async def body(client: OversightClient) -> None:
+        heads = await client.witnessed_heads()
+        if args.out is None:
+            for head in heads:
+                print(json.dumps(head))
+            return
+        kept: list[dict[str, Any]] = []
+        if args.out.exists():
+            kept = [json.loads(line) for line in args.out.read_text("utf-8").splitlines() if line.strip()]
+        seen = {(h["chain_id"], h["seq"], h["signature"]) for h in kept}
+        new = [h for h in heads if (h["chain_id"], h["seq"], h["signature"]) not in seen]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a", encoding="utf-8") as f:
+            for head in new:
+                f.write(json.dumps(head) + "\n")
+        print(f"{len(new)} new signed head(s) added to {args.out} ({len(kept) + len(new)} in all)")
+
+    return await _run(args, body)
+
+
 def _inherit(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
     """Give ``child`` the options of ``parent`` (broker, credentials, --json…) without overriding
     values given before the subcommand: the copies set nothing unless used."""
@@ -237,7 +260,7 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
         sub, "oversight", "review traces, usage and residents' access reports (oversight bodies)"
     )
     commands = parent.add_subparsers(
-        dest="oversight_command", required=True, metavar="{traces,usage,resident}"
+        dest="oversight_command", required=True, metavar="{traces,usage,resident,witness}"
     )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -281,4 +304,13 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     resident.add_argument("--case-file", help="the oversight case file")
     time_range(resident)
     resident.set_defaults(handler=cmd_resident)
+
+    witness = command("witness", "copy the ledger's signed chain heads, to check the ledger against later")
+    witness.add_argument(
+        "--out",
+        type=Path,
+        help="keep them in this file (heads already in it are kept; new ones are added); "
+        "`onceonly ledger verify --witness FILE` checks a database against it",
+    )
+    witness.set_defaults(handler=cmd_witness)
     return parent

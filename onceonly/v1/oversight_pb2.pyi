@@ -214,3 +214,25 @@ class ResidentReport(_message.Message):
     accesses: _containers.RepeatedCompositeFieldContainer[ResidentAccess]
     report_trace_id: str
     def __init__(self, accesses: _Optional[_Iterable[_Union[ResidentAccess, _Mapping]]] = ..., report_trace_id: _Optional[str] = ...) -> None: ...
+
+class GetWitnessedHeadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WitnessedHead(_message.Message):
+    __slots__ = ("chain_id", "seq", "head_hash", "signature")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    chain_id: str
+    seq: int
+    head_hash: str
+    signature: str
+    def __init__(self, chain_id: _Optional[str] = ..., seq: _Optional[int] = ..., head_hash: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class WitnessedHeads(_message.Message):
+    __slots__ = ("heads",)
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[WitnessedHead]
+    def __init__(self, heads: _Optional[_Iterable[_Union[WitnessedHead, _Mapping]]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class OversightStub:
                 request_serializer=onceonly_dot_v1_dot_oversight__pb2.GetResidentReportRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_oversight__pb2.ResidentReport.FromString,
                 _registered_method=True)
+        self.GetWitnessedHeads = channel.unary_unary(
+                '/onceonly.v1.Oversight/GetWitnessedHeads',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -77,6 +82,14 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWitnessedHeads(self, request, context):
+        """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
+        keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.GetResidentReport,
                     request_deserializer=onceonly_dot_v1_dot_oversight__pb2.GetResidentReportRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_oversight__pb2.ResidentReport.SerializeToString,
+            ),
+            'GetWitnessedHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWitnessedHeads,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +195,33 @@ class Oversight:
             '/onceonly.v1.Oversight/GetResidentReport',
             onceonly_dot_v1_dot_oversight__pb2.GetResidentReportRequest.SerializeToString,
             onceonly_dot_v1_dot_oversight__pb2.ResidentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWitnessedHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/GetWitnessedHeads',
+            onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class OversightStub:
     Each use of the report is itself traced (procedure OVERSIGHT-RESIDENT-REPORT)
     before the answer leaves; if the ledger cannot record, the call fails UNAVAILABLE.
     """
+    GetWitnessedHeads: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.GetWitnessedHeadsRequest, _oversight_pb2.WitnessedHeads]
+    """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
+    keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -59,6 +63,10 @@ class OversightAsyncStub(OversightStub):
     """Who consulted a resident's data, when, why and under which legal basis.
     Each use of the report is itself traced (procedure OVERSIGHT-RESIDENT-REPORT)
     before the answer leaves; if the ledger cannot record, the call fails UNAVAILABLE.
+    """
+    GetWitnessedHeads: _aio.UnaryUnaryMultiCallable[_oversight_pb2.GetWitnessedHeadsRequest, _oversight_pb2.WitnessedHeads]  # type: ignore[assignment]
+    """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
+    keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -87,6 +95,16 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Who consulted a resident's data, when, why and under which legal basis.
         Each use of the report is itself traced (procedure OVERSIGHT-RESIDENT-REPORT)
         before the answer leaves; if the ledger cannot record, the call fails UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWitnessedHeads(
+        self,
+        request: _oversight_pb2.GetWitnessedHeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.WitnessedHeads, _abc.Awaitable[_oversight_pb2.WitnessedHeads]]:
+        """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
+        keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

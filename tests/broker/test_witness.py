@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from onceonly.broker.chain import record_hash
 from onceonly.broker.storage import TraceRow, create_engine
 from onceonly.broker.witness import ChainCut
-from tests.conftest import Platform, verify_kwargs
+from tests.conftest import ORG, Platform, verify_kwargs
 from tests.consumers.test_cli import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
@@ -155,3 +155,41 @@ async def test_the_broker_refuses_to_append_to_a_cut_chain(platform: Platform) -
         await platform.start_broker()
     assert refused.value.reason == "LEDGER_CHAIN_CUT"
     assert "cut at its tail" in refused.value.message
+
+
+async def test_an_oversight_bodys_own_copy_catches_a_rewrite_of_database_and_broker_witness(
+    platform: Platform,
+) -> None:
+    """Whoever holds the broker's disk may rewrite the database *and* delete the broker's witness;
+    the copy an oversight body fetched through the Oversight service still catches it."""
+    await platform.start_reference_providers()
+    app = await platform.start_broker(checkpoint_every=2)
+    client = platform.client(app)
+    for _ in range(4):
+        await client.verify(**verify_kwargs())
+    copy = platform.var_dir.parent / "aepd-witness.jsonl"
+    where = ("--broker", app.target, "--tls-dir", str(platform.pki.dir))
+    pki = platform.pki.dir
+
+    def as_(name: str) -> tuple[str, ...]:
+        return ("--cert", str(pki / f"{name}.pem"), "--key", str(pki / f"{name}-key.pem"))
+
+    code, out, err = await cli("oversight", "witness", "--out", str(copy), *where, *as_("oversight"))
+    assert code == 0, err
+    assert "new signed head(s)" in out and copy.read_text().count("\n") >= 2
+    # A consumer may not fetch them.
+    platform.pki.consumer()
+    refused, _, consumer_err = await cli("oversight", "witness", *where, *as_(f"consumer-{ORG}"))
+    assert refused != 0 and "OVERSIGHT_ONLY" in consumer_err
+    await app.stop()
+
+    (platform.var_dir / "ledger" / "witness.jsonl").unlink()
+    with sqlite3.connect(platform.db_path) as conn:
+        conn.execute("DELETE FROM trace_records WHERE seq > 1")
+        conn.execute("DELETE FROM chain_checkpoints")
+        conn.execute("DELETE FROM replies")
+    code, out = await verify(platform)
+    assert code == 0, f"the database and the broker's (deleted) witness alone see nothing wrong: {out}"
+    code, out = await verify(platform, "--witness", str(copy))
+    assert code == 1, out
+    assert "cut at its tail" in out
