@@ -157,6 +157,17 @@ def witness_problems(
                     f"{where}: the database holds another record there (edited and re-hashed, or "
                     "another copy of the database)"
                 )
+            elif (
+                conn.execute(
+                    sa.select(_CHECKPOINTS.c.head_hash).where(
+                        _CHECKPOINTS.c.chain_id == w.chain_id, _CHECKPOINTS.c.seq == w.seq
+                    )
+                ).scalar()
+                != w.head_hash
+            ):
+                problems.setdefault(w.chain_id, []).append(
+                    f"checkpoint at seq {w.seq} was deleted from the database (the witness holds it)"
+                )
     # One problem per chain is enough to name it: keep the first of each kind.
     return {cid: list(dict.fromkeys(found)) for cid, found in problems.items()}
 

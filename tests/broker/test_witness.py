@@ -97,6 +97,17 @@ async def test_edited_and_rehashed_after_deleting_every_checkpoint(platform: Pla
     assert "another record there" in out
 
 
+async def test_a_deleted_checkpoint(platform: Platform) -> None:
+    db = await _ledger(platform)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM chain_checkpoints WHERE seq = 2")
+    code, out = await verify(platform, "--witness", str(platform.var_dir / "none.jsonl"))
+    assert code == 0, f"the records are intact: the database alone cannot tell: {out}"
+    code, out = await verify(platform)
+    assert code == 1, out
+    assert "checkpoint at seq 2 was deleted" in out
+
+
 async def test_a_tail_cut_with_its_checkpoints(platform: Platform) -> None:
     db = await _ledger(platform)
     with sqlite3.connect(db) as conn:
