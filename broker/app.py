@@ -206,9 +206,14 @@ async def start_broker(
             if pid in catalog.providers
         }
     pseudonymiser = SubjectPseudonymiser.from_key_file(config.keys_dir / "ledger.key")
-    rekeyed = await asyncio.to_thread(rekey_reply_digests, engine, pseudonymiser)
-    if rekeyed:
-        log.info("request digests of stored replies keyed", extra={"replies": rekeyed})
+    # Once per installation: the scan of every stored reply is not repeated at each start.
+    keyed_marker = config.var_dir / "ledger" / "replies-keyed"
+    if not keyed_marker.exists():
+        rekeyed = await asyncio.to_thread(rekey_reply_digests, engine, pseudonymiser)
+        if rekeyed:
+            log.info("request digests of stored replies keyed", extra={"replies": rekeyed})
+        keyed_marker.parent.mkdir(parents=True, exist_ok=True)
+        keyed_marker.touch()
     service = VerificationService(
         catalog=catalog,
         policy=policy,

@@ -39,7 +39,7 @@ from onceonly.consumers.client import (
     Subject,
     verify_attestation,
 )
-from onceonly.consumers.oversight import OversightClient
+from onceonly.consumers.oversight import OFFICER_LABELS, OversightClient
 from onceonly.pki import DEMO_CONSUMER, DEMO_OVERSIGHT, ClientTls, init_pki
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
@@ -119,9 +119,6 @@ class DemoIdp:
             "exp": now + ttl_s,
         }
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "demo-idp-1"})
-
-
-_OFFICER = {"TOKEN": "authenticated", "CERTIFICATE": "asserted by the application"}
 
 
 def make_idp(directory: Path) -> DemoIdp:
@@ -249,7 +246,7 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
             a.purpose_text,
             f"{a.legal_basis_kind} {a.legal_basis_reference}",
             ", ".join(a.certificate_type_ids),
-            _OFFICER.get(a.officer_identification, "-"),
+            OFFICER_LABELS.get(a.officer_identification, "-"),
             a.decision,
         )
         for a in report.accesses

@@ -34,6 +34,8 @@ from onceonly.wire import (
     USAGE_GROUPING,
 )
 
+OFFICER_LABELS = {"TOKEN": "authenticated", "CERTIFICATE": "asserted", "INSECURE": "insecure"}
+"""How the officer was identified, in the words a report shows (``-``: not recorded)."""
 GROUPINGS = tuple(name.lower() for name in USAGE_GROUPING.names)
 """The groupings of usage statistics, as the CLI spells them (``provider``, ``consumer``, ``procedure``)."""
 

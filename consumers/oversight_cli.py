@@ -38,11 +38,9 @@ from onceonly.consumers._console import (
     table,
 )
 from onceonly.consumers.client import BrokerError, LegalBasis, Subject
-from onceonly.consumers.oversight import GROUPINGS, OversightClient, TraceQuery
+from onceonly.consumers.oversight import GROUPINGS, OFFICER_LABELS, OversightClient, TraceQuery
 
 DEFAULT_CERT = "oversight"
-_OFFICER = {"TOKEN": "authenticated", "CERTIFICATE": "asserted", "INSECURE": "insecure"}
-"""How the officer was identified, as the resident report says it."""
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -198,7 +196,7 @@ async def cmd_resident(args: argparse.Namespace) -> int:
                 a.purpose_text,
                 f"{a.legal_basis_kind} {a.legal_basis_reference}",
                 ", ".join(a.certificate_type_ids) or "-",
-                _OFFICER.get(a.officer_identification, "-"),
+                OFFICER_LABELS.get(a.officer_identification, "-"),
                 a.decision + (f" ({a.denial_reason})" if a.denial_reason else ""),
             )
             for a in report.accesses

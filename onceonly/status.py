@@ -32,7 +32,7 @@ from onceonly.errors import (
     Unavailable,
 )
 from onceonly.grpc_types import Context
-from onceonly.v1 import common_pb2
+from onceonly.wire import DENIAL_REASON
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,9 @@ def _error_info(exc: OnceOnlyError) -> error_details_pb2.ErrorInfo:
     metadata = dict(exc.metadata)
     if isinstance(exc, PermissionDenied) and exc.violations:
         # The denial reason's DenialReason number too, for clients that switch on the enum.
-        number = common_pb2.DenialReason.DESCRIPTOR.values_by_name.get(f"DENIAL_REASON_{exc.reason}")
-        if number is not None:
-            metadata["denial_reason"] = str(number.number)
+        number = DENIAL_REASON.number(exc.reason)
+        if number:
+            metadata["denial_reason"] = str(number)
     return error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 

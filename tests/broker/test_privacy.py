@@ -81,6 +81,7 @@ async def test_replies_stored_before_digests_were_keyed_are_keyed_at_start_and_s
     ).hexdigest()
     with sqlite3.connect(platform.db_path) as conn:
         conn.execute("UPDATE replies SET request_digest = ?", (legacy,))
+    (platform.var_dir / "ledger" / "replies-keyed").unlink()  # an installation of an earlier version
 
     second_life = await platform.start_broker()
     [row] = platform.reply_rows()
