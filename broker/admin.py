@@ -42,6 +42,12 @@ def add_admin_commands(sub: Any) -> None:
         help="signed chain heads kept outside the database (default: the broker's, "
         "ONCEONLY_WITNESS_FILE or VAR_DIR/ledger/witness.jsonl; an oversight body's own copy)",
     )
+    verify.add_argument(
+        "--max-unsigned-age-s",
+        type=float,
+        help="records older than this that no checkpoint signs are a problem (default: twice "
+        "ONCEONLY_CHECKPOINT_INTERVAL_S; 0 turns the check off)",
+    )
     verify.set_defaults(handler=cmd_ledger_verify)
     purge = ledger_sub.add_parser("purge", help="remove records older than the retention period")
     common(purge)
@@ -74,7 +80,15 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
     engine = create_engine(config.effective_database_url)
     try:
         public = KeyRing.from_directory(keys_dir).public_keys()
-        reports = verify_ledger(engine, public)
+        limit = args.max_unsigned_age_s
+        if limit is not None and limit < 0:
+            print("error: --max-unsigned-age-s must be 0 or more", file=sys.stderr)
+            return 2
+        if limit is None:
+            limit = 2 * config.checkpoint_interval_s
+        reports = verify_ledger(
+            engine, public, unsigned_limit=timedelta(seconds=limit) if limit > 0 else None
+        )
         heads = witness.heads()
         against = witness_problems(engine, heads, public)
     except ValueError as exc:  # an unreadable witness file

@@ -34,7 +34,7 @@ _REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
 HASHED_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in _TRACES.columns if c.name not in ("id", "record_hash")
 )
-ADDED_LATER: dict[str, Any] = {"officer_identification": ""}
+ADDED_LATER: dict[str, Any] = {"officer_identification": "", "reply_hash": ""}
 """Columns added after records were first chained, with the value older records have: hashed
 only when a record sets them, so that adding one leaves every earlier hash valid."""
 
@@ -53,6 +53,20 @@ def record_hash(values: Mapping[str, Any]) -> str:
         name: _canonical(values[name])
         for name in HASHED_COLUMNS
         if name not in ADDED_LATER or values.get(name, ADDED_LATER[name]) != ADDED_LATER[name]
+    }
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def reply_hash(reply: Mapping[str, Any]) -> str:
+    """SHA-256 over a stored reply row as written (its payload sealed): recorded in the trace
+    record the reply was stored with, so the chain covers stored replies too."""
+    body = {
+        "organization_id": reply["organization_id"],
+        "request_id": reply["request_id"],
+        "request_digest": reply["request_digest"],
+        "kind": reply["kind"],
+        "payload": bytes(reply["payload"]).hex(),
+        "created_at": _canonical(reply["created_at"]),
     }
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -139,14 +153,23 @@ class ChainReport:
         return not self.problems
 
 
-def verify_ledger(engine: sa.Engine, keys: Mapping[str, Any]) -> list[ChainReport]:
+def verify_ledger(
+    engine: sa.Engine,
+    keys: Mapping[str, Any],
+    *,
+    unsigned_limit: dt.timedelta | None = None,
+    now: dt.datetime | None = None,
+) -> list[ChainReport]:
     """Recompute every chain and check every checkpoint; ``keys`` maps ``kid`` to a public key.
 
     A chain's first problem is the first bad record in chain order: an edited record (its hash
     no longer matches), a deleted one (a gap in ``seq``), an inserted or reordered one (a
     ``prev_hash`` that does not link). Checkpoints must carry a valid signature by a known key
     and agree with the record at their position; one beyond the last record means records at
-    the end were removed.
+    the end were removed. A stored reply must match the hash its record holds. With
+    ``unsigned_limit``, records older than that which no checkpoint signs are a problem too: a
+    running broker signs its head at least every checkpoint interval, so an old unsigned tail
+    means checkpoints were deleted (or the broker stopped without signing, e.g. killed).
     """
     reports: dict[str, ChainReport] = {}
     with engine.connect() as conn:
@@ -171,7 +194,62 @@ def verify_ledger(engine: sa.Engine, keys: Mapping[str, Any]) -> list[ChainRepor
         report = reports.setdefault(chain_id, ChainReport(chain_id))
         report.checkpoints = len(cps)
         _check_checkpoints(report, cps, keys, engine)
+    _check_replies(engine, reports)
+    if unsigned_limit is not None:
+        cutoff = (now or dt.datetime.now(dt.UTC)) - unsigned_limit
+        for report in reports.values():
+            _check_unsigned_tail(engine, report, max(checkpoints.get(report.chain_id, {0: None})), cutoff)
     return sorted(reports.values(), key=lambda r: r.chain_id)
+
+
+def _check_replies(engine: sa.Engine, reports: dict[str, ChainReport]) -> None:
+    """Every stored reply a record names must still be the one stored with it."""
+    joined = _TRACES.join(
+        _REPLIES,
+        sa.and_(
+            _REPLIES.c.organization_id == _TRACES.c.consumer_organization_id,
+            _REPLIES.c.request_id == _TRACES.c.request_id,
+        ),
+    )
+    query = (
+        sa.select(_TRACES.c.chain_id, _TRACES.c.seq, _TRACES.c.trace_id, _TRACES.c.reply_hash, _REPLIES)
+        .select_from(joined)
+        .where(_TRACES.c.reply_hash != "")
+        .order_by(_TRACES.c.chain_id, _TRACES.c.seq)
+    )
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=1000).execute(query):
+            m = row._mapping
+            if reply_hash(dict(m)) != m["reply_hash"]:
+                report = reports.setdefault(m["chain_id"], ChainReport(m["chain_id"]))
+                if not any("stored reply" in p for p in report.problems):
+                    report.problems.append(
+                        f"seq {m['seq']} (trace {m['trace_id']}): the stored reply to request "
+                        f"{m['request_id']!r} is not the one stored with it (changed)"
+                    )
+
+
+def _check_unsigned_tail(engine: sa.Engine, report: ChainReport, signed_to: int, cutoff: dt.datetime) -> None:
+    """Records past the last checkpoint must be younger than ``cutoff``."""
+    if not report.records or report.last_seq <= signed_to:
+        return
+    first_unsigned = max(signed_to + 1, report.first_seq)
+    with engine.connect() as conn:
+        written = conn.execute(
+            sa.select(_TRACES.c.created_at).where(
+                _TRACES.c.chain_id == report.chain_id, _TRACES.c.seq == first_unsigned
+            )
+        ).scalar()
+    if written is None:
+        return  # a gap, already named
+    if written.tzinfo is None:
+        written = written.replace(tzinfo=dt.UTC)
+    if written < cutoff:
+        report.problems.append(
+            f"records from seq {first_unsigned} (written {_canonical(written)}) are older than the "
+            f"checkpoint interval allows, yet no checkpoint signs them: checkpoints were deleted, or "
+            "the broker was stopped without signing its tail"
+        )
 
 
 def _anchor(report: ChainReport, cps: Mapping[int, Any], first_seq: int) -> ChainHead:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from onceonly.broker.chain import ChainHead, checkpoint_values, load_head
+from onceonly.broker.chain import ChainHead, checkpoint_values, load_head, reply_hash
 from onceonly.broker.domain import (
     CheckStatus,
     Decision,
@@ -247,6 +247,8 @@ class SqlTraceLedger:
         """Record a trace (and the reply to keep for retries); return once committed."""
         trace = _trace_values(record)
         sealed = None if reply is None else self._reply_values(record, reply)
+        if sealed is not None:
+            trace["reply_hash"] = reply_hash(sealed)
         loop = asyncio.get_running_loop()
         pending = _Pending(trace, sealed, loop.create_future(), loop)
         with self._lock:
@@ -281,6 +283,7 @@ class SqlTraceLedger:
     # --- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        self._sign_unsigned_tail()
         while True:
             try:
                 item = self._queue.get(timeout=self._checkpoint_interval_s)
@@ -311,6 +314,24 @@ class SqlTraceLedger:
                 break
         self._checkpoint_if_due(force=True)
         self._drop_connection()
+
+    def _sign_unsigned_tail(self) -> None:
+        """Sign what a previous run left unsigned (it was killed before its next checkpoint)."""
+        if self._sign_checkpoint is None:
+            return
+        try:
+            with self._engine.connect() as conn:
+                head = load_head(conn, self.chain_id)
+                signed = conn.execute(
+                    sa.select(sa.func.max(_CHECKPOINTS.c.seq)).where(_CHECKPOINTS.c.chain_id == self.chain_id)
+                ).scalar()
+        except Exception as exc:  # the database is down: the next checkpoint covers the tail
+            log.warning("cannot read the head of chain %s: %s", self.chain_id, exc)
+            return
+        if head.seq > (signed or 0):
+            self._head = head
+            self._since_checkpoint = head.seq - (signed or 0)
+            self._checkpoint_if_due(force=True)
 
     def _chain_head(self) -> ChainHead:
         if self._head is None:
@@ -611,6 +632,7 @@ def _trace_values(r: TraceRecord) -> dict[str, Any]:
         ).decode(),
         "duration_ms": r.duration_ms,
         "officer_identification": r.officer_identification.value if r.officer_identification else "",
+        "reply_hash": "",  # set by ``append`` when a reply is stored with the record
     }
 
 

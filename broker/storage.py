@@ -144,6 +144,9 @@ class TraceRow(SQLModel, table=True):
     record_hash: str = Field(max_length=64)
     officer_identification: str = Field(default="", max_length=16)
     """TOKEN, CERTIFICATE or INSECURE; empty in traces written before it was recorded."""
+    reply_hash: str = Field(default="", max_length=64)
+    """SHA-256 of the reply stored with this record (see ``chain.reply_hash``), so the chain
+    covers stored replies too; empty when none was stored, and in records written before."""
 
 
 class ReplyRow(SQLModel, table=True):

@@ -22,7 +22,7 @@ from onceonly.broker.chain import (
 )
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger
 from onceonly.broker.storage import TraceRow
-from tests.broker.test_ledger import record
+from tests.broker.test_ledger import record, reply_for
 
 TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 
@@ -196,3 +196,69 @@ def test_a_column_added_later_keeps_earlier_hashes_and_is_protected_once_set() -
     stamped = {**old, "officer_identification": "TOKEN"}
     assert record_hash(stamped) != before  # set, it is hashed: blanking or changing it shows
     assert record_hash({**stamped, "officer_identification": "CERTIFICATE"}) != record_hash(stamped)
+
+
+async def test_a_changed_stored_reply_is_named(engine: sa.Engine, tmp_path: Path, keys: KeyRing) -> None:
+    """Stored replies sit inside the chain: a reply whose digest or sealed payload is swapped for
+    another (both authentic on their own) no longer matches the hash its record holds."""
+    ledger = make_ledger(engine, tmp_path, keys)
+    for i in range(4):
+        rec = record(f"req-{i}")
+        await ledger.append(rec, reply_for(rec, f"answer {i}".encode()))
+    await ledger.close()
+    assert all(r.intact for r in verify_ledger(engine, keys.public_keys()))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE replies SET request_digest = 'k1:' || 'ab' WHERE request_id = 'req-1'"))
+    assert "stored reply to request 'req-1'" in first_problem(engine, keys)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE replies SET request_digest = (SELECT request_digest FROM trace_records "
+                "WHERE request_id = 'req-1') WHERE request_id = 'req-1'"
+            )
+        )
+    assert all(r.intact for r in verify_ledger(engine, keys.public_keys())), "the digest put back"
+    with engine.begin() as conn:
+        other = conn.execute(sa.text("SELECT payload FROM replies WHERE request_id = 'req-3'")).scalar()
+        conn.execute(sa.text("UPDATE replies SET payload = :p WHERE request_id = 'req-2'"), {"p": other})
+    assert "stored reply to request 'req-2'" in first_problem(engine, keys)
+
+
+async def test_old_records_no_checkpoint_signs_are_named(filled: sa.Engine, keys: KeyRing) -> None:
+    """Deleting every checkpoint (to rewrite records unseen) leaves records older than the
+    checkpoint interval unsigned, which a running broker never does."""
+    with filled.begin() as conn:
+        conn.execute(sa.text("DELETE FROM chain_checkpoints"))
+    written = datetime(2026, 3, 1, 10, 30, 15, 123456, tzinfo=UTC)  # the test records' time
+    later = written + timedelta(minutes=5)
+    soon = written + timedelta(minutes=1)
+    (report,) = verify_ledger(filled, keys.public_keys(), unsigned_limit=timedelta(minutes=2), now=soon)
+    assert report.intact, "records younger than the limit may still wait for their checkpoint"
+    (report,) = verify_ledger(filled, keys.public_keys(), unsigned_limit=timedelta(minutes=2), now=later)
+    assert (
+        report.problems
+        and "from seq 1" in report.problems[0]
+        and "no checkpoint signs them" in report.problems[0]
+    )
+
+
+async def test_a_tail_left_unsigned_is_signed_at_the_next_start(
+    engine: sa.Engine, tmp_path: Path, keys: KeyRing
+) -> None:
+    """A broker killed before its next checkpoint leaves records unsigned; the next start signs them."""
+    killed = SqlTraceLedger(engine, ReplyCipher.from_key_file(tmp_path / "reply.key"), chain_id="replica-a")
+    for i in range(3):
+        await killed.append(record(f"req-{i}"))
+    await killed.close()  # no signing key: as if killed before any checkpoint
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    (report,) = verify_ledger(engine, keys.public_keys(), unsigned_limit=timedelta(minutes=2), now=later)
+    assert not report.intact
+    restarted = make_ledger(engine, tmp_path, keys, checkpoint_every=1000)
+    restarted.start()
+    for _ in range(200):
+        (report,) = verify_ledger(engine, keys.public_keys(), unsigned_limit=timedelta(minutes=2), now=later)
+        if report.checkpoints:
+            break
+        await asyncio.sleep(0.02)
+    await restarted.close()
+    assert report.intact and report.checkpoints == 1, report.problems

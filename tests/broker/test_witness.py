@@ -8,6 +8,7 @@ could, and runs ``onceonly ledger verify`` as an operator would.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -95,6 +96,23 @@ async def test_edited_and_rehashed_after_deleting_every_checkpoint(platform: Pla
     code, out = await verify(platform)
     assert code == 1, out
     assert "another record there" in out
+    await asyncio.sleep(0.3)
+    code, out = await verify(
+        platform, "--witness", str(platform.var_dir / "none.jsonl"), "--max-unsigned-age-s", "0.2"
+    )
+    assert code == 1, f"even without a witness, records left unsigned longer than allowed show: {out}"
+    assert "no checkpoint signs them" in out
+
+
+async def test_a_changed_stored_reply(platform: Platform) -> None:
+    db = await _ledger(platform)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT request_id, payload FROM replies ORDER BY request_id").fetchall()
+        assert len(rows) >= 2
+        conn.execute("UPDATE replies SET payload = ? WHERE request_id = ?", (rows[1][1], rows[0][0]))
+    code, out = await verify(platform)
+    assert code == 1, out
+    assert f"the stored reply to request {rows[0][0]!r} is not the one stored with it" in out
 
 
 async def test_a_deleted_checkpoint(platform: Platform) -> None:
