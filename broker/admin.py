@@ -132,17 +132,31 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
         return 2
     from onceonly.broker.chain import purge_before
     from onceonly.broker.storage import create_engine, init_schema
+    from onceonly.broker.trace_queries import SqlTraceQueries
 
     config = _config(args)
     engine = create_engine(config.effective_database_url)
     try:
         init_schema(engine)
+        # Usage outlives the traces: roll up every closed hour before any of them goes.
+        rolled = SqlTraceQueries(engine).roll_up_closed_hours(limit_hours=10**7)
         result = purge_before(engine, datetime.now(UTC) - timedelta(days=args.older_than_days))
     finally:
         engine.dispose()
     if args.json:
-        print(json.dumps({"records": result.records, "replies": result.replies, "anchors": result.anchors}))
+        print(
+            json.dumps(
+                {
+                    "records": result.records,
+                    "replies": result.replies,
+                    "anchors": result.anchors,
+                    "hours_rolled_up": rolled,
+                }
+            )
+        )
     else:
+        if rolled:
+            print(f"rolled up the usage of {rolled} hour(s) first")
         print(f"purged {result.records} records and {result.replies} stored replies")
         for chain_id, seq in result.anchors.items():
             print(f"  chain {chain_id}: now starts after the checkpoint at seq {seq}")

@@ -82,6 +82,21 @@ async def _watch_keys(keys: KeyRing, every_s: float) -> None:
             log.warning("cannot re-read signing keys", extra={"error": str(exc)})
 
 
+USAGE_ROLL_UP_EVERY_S = 300.0
+
+
+async def _roll_up_usage(queries: SqlTraceQueries, every_s: float) -> None:
+    """Roll up closed hours of usage in the background, so oversight's usage reads seldom have to."""
+    while True:
+        try:
+            rolled = await asyncio.to_thread(queries.roll_up_closed_hours)
+            if rolled:
+                log.info("usage rolled up", extra={"hours": rolled})
+        except Exception as exc:  # the next round tries again; usage reads roll up what they need
+            log.warning("cannot roll up usage", extra={"error": str(exc)})
+        await asyncio.sleep(every_s)
+
+
 @dataclass
 class BrokerApp:
     """A running broker and what it owns, so that it can be stopped in order."""
@@ -277,6 +292,7 @@ async def start_broker(
     app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients, admission)
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
+    app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
     log.info(
         "broker serving",
         extra={

@@ -235,6 +235,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
                     for row in table.rows
                 ],
                 traces_scanned=table.traces_scanned,
+                hours_rolled_up=table.hours_rolled_up,
             )
         except Exception as exc:
             await abort(context, exc)

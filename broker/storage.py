@@ -28,6 +28,7 @@ __all__ = [
     "ReplyRow",
     "TraceRow",
     "UTCDateTime",
+    "UsageHourRow",
     "VetoRow",
     "create_engine",
     "default_database_url",
@@ -179,6 +180,26 @@ class CheckpointRow(SQLModel, table=True):
     signature: str = Field(sa_type=sa.Text)
 
 
+class UsageHourRow(SQLModel, table=True):
+    """Usage of one closed hour, rolled up from its traces (see ``broker.usage_rollup``).
+
+    Per hour, one row per (grouping, key) — a provider, a consumer organisation or a procedure —
+    and one row with grouping ``HOUR`` and an empty key saying the hour was rolled up and how many
+    traces it held (so an hour without traces is not rolled up again). ``counts`` is JSON
+    ``{outcome: n}``, ``latencies`` JSON ``{milliseconds: n}``: exact, so percentiles over many
+    hours are the same as over their traces.
+    """
+
+    __tablename__ = "usage_hours"
+
+    hour: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
+    grouping: str = Field(primary_key=True, max_length=16)
+    key: str = Field(primary_key=True, max_length=128)
+    total: int = 0
+    counts: str = Field(default="{}", sa_type=sa.Text)
+    latencies: str = Field(default="{}", sa_type=sa.Text)
+
+
 _TABLES = [
     OrganisationRow.__table__,  # type: ignore[attr-defined]
     AgreementRow.__table__,  # type: ignore[attr-defined]
@@ -186,6 +207,7 @@ _TABLES = [
     TraceRow.__table__,  # type: ignore[attr-defined]
     ReplyRow.__table__,  # type: ignore[attr-defined]
     CheckpointRow.__table__,  # type: ignore[attr-defined]
+    UsageHourRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
 """The broker's tables; migrations leave any other table of a shared database alone."""

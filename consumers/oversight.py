@@ -107,6 +107,7 @@ class Usage:
     group_by: str
     rows: tuple[UsageRow, ...]
     traces_scanned: int
+    hours_rolled_up: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +288,7 @@ class OversightClient(BrokerClient):
                 for r in reply.rows
             ),
             reply.traces_scanned,
+            reply.hours_rolled_up,
         )
 
     async def resident_report(

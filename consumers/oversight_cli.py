@@ -167,7 +167,10 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             for r in usage.rows
         ]
         print(table([args.by, "total", "counts", "p50 ms", "p90 ms", "p99 ms"], rows))
-        print(f"{usage.traces_scanned} trace(s) scanned")
+        rolled = (
+            f", {usage.hours_rolled_up} whole hour(s) from hourly roll-ups" if usage.hours_rolled_up else ""
+        )
+        print(f"{usage.traces_scanned} trace(s) scanned{rolled}")
 
     return await _run(args, body)
 

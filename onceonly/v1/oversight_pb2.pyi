@@ -154,14 +154,16 @@ class UsageRow(_message.Message):
     def __init__(self, key: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., latency_p50_ms: _Optional[int] = ..., latency_p90_ms: _Optional[int] = ..., latency_p99_ms: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("group_by", "rows", "traces_scanned")
+    __slots__ = ("group_by", "rows", "traces_scanned", "hours_rolled_up")
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TRACES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    HOURS_ROLLED_UP_FIELD_NUMBER: _ClassVar[int]
     group_by: UsageGrouping
     rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
     traces_scanned: int
-    def __init__(self, group_by: _Optional[_Union[UsageGrouping, str]] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., traces_scanned: _Optional[int] = ...) -> None: ...
+    hours_rolled_up: int
+    def __init__(self, group_by: _Optional[_Union[UsageGrouping, str]] = ..., rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ..., traces_scanned: _Optional[int] = ..., hours_rolled_up: _Optional[int] = ...) -> None: ...
 
 class GetResidentReportRequest(_message.Message):
     __slots__ = ("subject", "purpose", "legal_basis", "case_file_id", "since", "until")
