@@ -170,15 +170,15 @@ class SqlTraceQueries:
         self, conn: sa.Connection, filter_: TraceFilter
     ) -> tuple[dt.datetime, dt.datetime] | None:
         """The whole closed hours inside the filter's range, if worth taking from roll-ups."""
+        earliest = usage_rollup.earliest_hour(conn)
+        if earliest is None:
+            return None
+        start = earliest  # nothing is known before it: never roll up the empty past
         if filter_.since is not None:
-            start = usage_rollup.floor_hour(filter_.since)
-            if start < filter_.since:
-                start += usage_rollup.HOUR
-        else:
-            earliest = usage_rollup.earliest_hour(conn)
-            if earliest is None:
-                return None
-            start = earliest
+            since = usage_rollup.floor_hour(filter_.since)
+            if since < filter_.since:
+                since += usage_rollup.HOUR
+            start = max(start, since)
         end = usage_rollup.closed_before(dt.datetime.now(dt.UTC))
         if filter_.until is not None:
             end = min(end, usage_rollup.floor_hour(filter_.until))

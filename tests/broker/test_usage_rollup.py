@@ -142,3 +142,20 @@ async def test_two_replicas_rolling_up_the_same_hours_leave_one_copy(
         ).one()
     expected = sum(START <= r.created_at < two + usage_rollup.HOUR for r in _workload(60))
     assert tuple(counted) == (3, expected)
+
+
+async def test_a_range_from_the_distant_past_rolls_up_only_hours_with_something_known(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A caller asking from year 1 must not make the broker write a roll-up for every empty hour
+    since then: only the hours from the oldest trace on are rolled up."""
+    traces = _workload(60)
+    await _ledger_of(engine, tmp_path, traces)
+    since = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+    got = SqlTraceQueries(engine).usage(TraceFilter(since=since), Grouping.CONSUMER, None)
+    assert _rows(got) == _expected(traces, since, NOW + dt.timedelta(days=1), Grouping.CONSUMER, None)
+    with engine.connect() as conn:
+        markers = conn.execute(
+            sa.text("SELECT count(*) FROM usage_hours WHERE grouping = 'HOUR'")
+        ).scalar_one()
+    assert markers == (usage_rollup.closed_before(NOW) - START) // usage_rollup.HOUR == got.hours_rolled_up
