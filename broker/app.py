@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import sqlalchemy as sa
@@ -28,10 +29,11 @@ from onceonly.broker.oversight_api import OversightServicer
 from onceonly.broker.policy import Policy
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.service import ServiceSettings, VerificationService
-from onceonly.broker.storage import create_engine, init_schema
+from onceonly.broker.storage import create_engine, init_schema, normalise_url
 from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.broker.witness import WitnessLog, check_before_append
 from onceonly.evidence import EvidenceVerifier
+from onceonly.peers import PeerConnections
 from onceonly.pki import ClientTls, RevocationList, TlsConfig
 from onceonly.serving import (
     REUSE_PORT_OPTIONS,
@@ -181,6 +183,21 @@ def _organisation() -> str:
     return principal.organization_id if principal is not None else ""
 
 
+def _warn_if_keys_beside_database(config: BrokerConfig) -> None:
+    """Say so when a copy of the SQLite database's folder would carry the keys that guard it."""
+    url = normalise_url(config.effective_database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    folder = Path(url.database).expanduser().resolve().parent
+    keys = config.keys_dir.expanduser().resolve()
+    if keys == folder or folder in keys.parents:
+        log.warning(
+            "the keys are in the database's folder: a copy of that folder carries the pseudonym and "
+            "reply keys with the data they protect; keep the database in a folder of its own",
+            extra={"database_folder": str(folder), "keys": str(keys), "default": "VAR_DIR/db/onceonly.db"},
+        )
+
+
 async def start_broker(
     config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
 ) -> BrokerApp:
@@ -188,6 +205,7 @@ async def start_broker(
     ``PkiError`` if its certificates are missing, ``ValueError`` for insecure mode beyond loopback."""
     secured = security(config)
     catalog = Catalog.load(config.catalog_path)
+    _warn_if_keys_beside_database(config)
     engine = create_engine(config.effective_database_url, busy_timeout_ms=config.db_busy_timeout_ms)
     await asyncio.to_thread(init_schema, engine)
     store = PolicyStore(engine)
@@ -264,7 +282,10 @@ async def start_broker(
         )
         interceptors.append(AdmissionInterceptor(oversight_reads, unary=OVERSIGHT_METHODS, bulk=()))
     revocations = RevocationList.beside(secured.tls.ca) if secured.tls is not None else None
-    interceptors.append(AuthInterceptor(secured.tokens, insecure=config.insecure, revocations=revocations))
+    peers = PeerConnections(config.max_connections_per_peer) if config.max_connections_per_peer > 0 else None
+    interceptors.append(
+        AuthInterceptor(secured.tokens, insecure=config.insecure, revocations=revocations, peers=peers)
+    )
     queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
     try:
         states = await service.check_providers()
@@ -281,7 +302,10 @@ async def start_broker(
             also=secured.listeners,
             # Admission first: an overloaded broker refuses before doing any other work.
             interceptors=interceptors,
-            options=REUSE_PORT_OPTIONS if config.reuse_port else SERVER_OPTIONS,
+            options=(
+                *(REUSE_PORT_OPTIONS if config.reuse_port else SERVER_OPTIONS),
+                ("grpc.max_connection_idle_ms", max(1, round(config.connection_idle_s * 1000))),
+            ),
         )
     except BaseException:
         await ledger.close()

@@ -44,6 +44,7 @@ from onceonly.guard import (
     metadata_value,
     peer_certificate,
 )
+from onceonly.peers import PeerConnections
 from onceonly.pki import ROLES, RevocationList, certificate_identity
 from onceonly.vocabulary import OfficerIdentification
 
@@ -374,9 +375,11 @@ def AuthInterceptor(
     *,
     insecure: bool = False,
     revocations: RevocationList | None = None,
+    peers: PeerConnections | None = None,
 ) -> GuardInterceptor[Principal]:
-    """The broker's interceptor: every call but health and reflection needs a :class:`Principal`."""
-    return GuardInterceptor(BrokerAuthenticator(tokens, insecure, revocations), _principal)
+    """The broker's interceptor: every call but health and reflection needs a :class:`Principal`
+    (and, with ``peers``, a connection within its address's cap)."""
+    return GuardInterceptor(BrokerAuthenticator(tokens, insecure, revocations), _principal, peers=peers)
 
 
 # --- rules of the Broker service ------------------------------------------------------------

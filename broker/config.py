@@ -30,6 +30,20 @@ def parse_targets(text: str) -> dict[str, str]:
     return targets
 
 
+DATABASE_FOLDER = "db"
+"""The embedded database's own folder under the state directory, apart from ``keys/``: a copy of
+the database folder (a backup, a snapshot handed to someone) carries no key."""
+
+
+def default_database_path(var_dir: Path) -> Path:
+    """The embedded SQLite file of a broker whose state is in ``var_dir``: ``<var_dir>/db/onceonly.db``,
+    or ``<var_dir>/onceonly.db`` where an earlier version created it there (and no new one exists),
+    so that an upgrade loses nothing; the broker then warns that it should be moved."""
+    current = var_dir / DATABASE_FOLDER / "onceonly.db"
+    legacy = var_dir / "onceonly.db"
+    return legacy if legacy.exists() and not current.exists() else current
+
+
 @dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
     listen: str = "127.0.0.1:50051"
@@ -37,8 +51,8 @@ class BrokerConfig:
     var_dir: Path = Path("var")
     """Run-time state: keys, the default SQLite database. ``ONCEONLY_VAR_DIR``."""
     database_url: str = ""
-    """SQLAlchemy URL of the trace and policy database; empty means ``sqlite:///<var_dir>/onceonly.db``.
-    ``ONCEONLY_DATABASE_URL``."""
+    """SQLAlchemy URL of the trace and policy database; empty means the embedded SQLite file
+    ``<var_dir>/db/onceonly.db`` (see :func:`default_database_path`). ``ONCEONLY_DATABASE_URL``."""
     catalog_path: Path | None = None
     """Catalog TOML file; unset means the one shipped in ``broker/data``. ``ONCEONLY_CATALOG``."""
     agreements_seed: Path | None = None
@@ -116,10 +130,17 @@ class BrokerConfig:
     """Bind with ``SO_REUSEPORT``, so that several broker processes on one host share one listen
     address (the kernel spreads connections over them); each needs its own ``chain_id``.
     ``ONCEONLY_REUSE_PORT=1``."""
+    max_connections_per_peer: int = 64
+    """Connections one peer address may have in use (a call in flight, or one ended in the last
+    5 s); a call on one more is refused ``RESOURCE_EXHAUSTED`` (``TOO_MANY_CONNECTIONS``). 0: no
+    cap. ``ONCEONLY_MAX_CONNECTIONS_PER_PEER``."""
+    connection_idle_s: float = 300.0
+    """A connection without calls for this long is closed by the broker (a client reconnects by
+    itself). ``ONCEONLY_CONNECTION_IDLE_S``."""
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var_dir / 'onceonly.db'}"
+        return self.database_url or f"sqlite:///{default_database_path(self.var_dir)}"
 
     @property
     def keys_dir(self) -> Path:
@@ -182,6 +203,8 @@ _ENV_NAMES = {
     "oversight_max_in_flight": "ONCEONLY_OVERSIGHT_MAX_IN_FLIGHT",
     "witness_path": "ONCEONLY_WITNESS_FILE",
     "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
+    "max_connections_per_peer": "ONCEONLY_MAX_CONNECTIONS_PER_PEER",
+    "connection_idle_s": "ONCEONLY_CONNECTION_IDLE_S",
 }
 
 

@@ -20,6 +20,8 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlmodel import Field, SQLModel
 
+from onceonly.broker.config import default_database_path
+
 __all__ = [
     "TABLE_NAMES",
     "AgreementRow",
@@ -220,7 +222,7 @@ _MIGRATION_LOCK = 0x6F6E63656F6E6C79  # "onceonly": the PostgreSQL advisory lock
 
 def default_database_url(var_dir: Path) -> str:
     """The embedded database of a broker whose state lives in ``var_dir``."""
-    return f"sqlite:///{var_dir}/onceonly.db"
+    return f"sqlite:///{default_database_path(var_dir)}"
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -242,7 +244,8 @@ def _private_database_file(path: Path) -> None:
     earlier version are tightened too. The traces name no one, but who asked what, when, and why
     is for the platform and oversight to read, not for every account on the machine.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

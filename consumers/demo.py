@@ -314,7 +314,8 @@ async def run_demo(var_dir: Path | None = None) -> int:
     # Each demo starts from an empty database, so the ledger it verifies at the end is its own;
     # the witness of the previous run's ledger goes with it (kept, it would rightly refuse the
     # empty database as a chain that lost everything).
-    for stale in [*var_dir.glob("onceonly.db*"), var_dir / "ledger" / "witness.jsonl"]:
+    stale_files = [*var_dir.glob("onceonly.db*"), *var_dir.glob("db/onceonly.db*")]
+    for stale in [*stale_files, var_dir / "ledger" / "witness.jsonl"]:
         stale.unlink(missing_ok=True)
     processes: list[Process] = []
     problems: list[str] = []

@@ -23,6 +23,7 @@ import grpc
 
 from onceonly.errors import Internal, MalformedMessage, OnceOnlyError
 from onceonly.grpc_types import Context, Handler
+from onceonly.peers import PeerConnections, TooManyConnections
 from onceonly.status import abort, code_name, grpc_status
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
         var: contextvars.ContextVar[T | None],
         *,
         open_prefixes: Sequence[str] = OPEN_METHOD_PREFIXES,
+        peers: PeerConnections | None = None,
     ) -> None:
         self._authenticate = authenticate
+        self._peers = peers
         self._var = var
         self._open = tuple(open_prefixes)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -86,7 +89,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    async def _enter(self, context: Context, method: str) -> contextvars.Token[T | None]:
+    async def _enter(
+        self, context: Context, method: str
+    ) -> tuple[contextvars.Token[T | None], tuple[str, str] | None]:
+        key = None
+        if self._peers is not None:
+            try:
+                key = self._peers.enter(context.peer())
+            except TooManyConnections as refusal:  # logged by PeerConnections, once a minute
+                await abort(context, refusal)
         try:
             principal = self._authenticate(context, method)
         except OnceOnlyError as refusal:
@@ -100,14 +111,24 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
                     "peer": context.peer(),
                 },
             )
+            self._release(key)
             await abort(context, refusal)
         except Exception:  # a bug in authentication: fail closed, say nothing revealing
             log.exception("authentication failed unexpectedly", extra={"rpc": method})
+            self._release(key)
             await abort(context, Internal("internal error"))
-        return self._var.set(principal)
+        return self._var.set(principal), key
+
+    def _release(self, key: tuple[str, str] | None) -> None:
+        if key is not None and self._peers is not None:
+            self._peers.leave(key)
+
+    def _leave(self, token: contextvars.Token[T | None], key: tuple[str, str] | None) -> None:
+        self._var.reset(token)
+        self._release(key)
 
     def _wrap(self, handler: Handler, method: str) -> Handler:
-        enter, var = self._enter, self._var
+        enter, leave = self._enter, self._leave
         options = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -116,22 +137,22 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
             inner_uu: Any = handler.unary_unary
 
             async def unary_unary(request: Any, context: Context) -> Any:
-                token = await enter(context, method)
+                token, key = await enter(context, method)
                 try:
                     return await _maybe_await(inner_uu(request, context))
                 finally:
-                    var.reset(token)
+                    leave(token, key)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, **options)
         if handler.stream_unary is not None:
             inner_su: Any = handler.stream_unary
 
             async def stream_unary(requests: Any, context: Context) -> Any:
-                token = await enter(context, method)
+                token, key = await enter(context, method)
                 try:
                     return await _maybe_await(inner_su(requests, context))
                 finally:
-                    var.reset(token)
+                    leave(token, key)
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **options)
         inner_stream: Any = (
@@ -139,7 +160,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
         )
 
         async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
-            token = await enter(context, method)
+            token, key = await enter(context, method)
             try:
                 result = inner_stream(request, context)
                 if hasattr(result, "__aiter__"):
@@ -151,7 +172,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor, Generic[T]):
                 else:  # a servicer that writes with context.write and returns nothing
                     await _maybe_await(result)
             finally:
-                var.reset(token)
+                leave(token, key)
 
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(streaming, **options)

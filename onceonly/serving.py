@@ -35,6 +35,9 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    # A peer that opens a connection and never finishes the TLS handshake is dropped after 10 s
+    # (gRPC's default is 120 s).
+    ("grpc.server_handshake_timeout_ms", 10_000),
 )
 
 REUSE_PORT_OPTIONS: tuple[tuple[str, int], ...] = (

@@ -50,6 +50,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from onceonly.broker.config import default_database_path
 from onceonly.pki import DEMO_CONSUMER, ClientTls, init_pki
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
@@ -303,9 +304,9 @@ class Platform:
 def traced_among(run_dir: Path, trace_ids: set[str]) -> set[str]:
     import sqlalchemy as sa
 
-    from onceonly.broker.storage import create_engine
+    from onceonly.broker.storage import create_engine, default_database_url
 
-    engine = create_engine(f"sqlite:///{run_dir / 'onceonly.db'}")
+    engine = create_engine(default_database_url(run_dir))
     found: set[str] = set()
     try:
         with engine.connect() as conn:
@@ -384,7 +385,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         problems = stop_all(platform.all_processes())
     received = set(tally.answered.values())
-    traced = traced_among(run_dir, received) if (run_dir / "onceonly.db").exists() else set()
+    traced = traced_among(run_dir, received) if default_database_path(run_dir).exists() else set()
     verify = subprocess.run(
         onceonly_argv("ledger", "verify", "--var-dir", str(run_dir), "--json"),
         cwd=REPO,

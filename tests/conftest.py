@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from onceonly.broker.app import BrokerApp, start_broker
-from onceonly.broker.config import BrokerConfig
+from onceonly.broker.config import BrokerConfig, default_database_path
 from onceonly.consumers.client import BrokerClient, BrokerError, Check, Consumer, LegalBasis, Purpose, Subject
 from onceonly.pki import CertificateAuthority, ClientTls, TlsConfig, cert_path, init_pki
 from onceonly.providers import synthetic
@@ -319,7 +319,7 @@ class Platform:
 
     @property
     def db_path(self) -> Path:
-        return self.var_dir / "onceonly.db"
+        return default_database_path(self.var_dir)
 
     async def start_provider(self, adapter: ProviderAdapter) -> RunningServer:
         running = await start_provider(adapter, "127.0.0.1:0", tls=self.pki.server_tls(adapter.provider_id))

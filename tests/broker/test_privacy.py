@@ -9,6 +9,7 @@ broker stores is now keyed with a key kept apart from the database.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import stat
 
@@ -65,6 +66,39 @@ async def test_database_files_are_readable_by_their_owner_only(platform: Platfor
     for f in files:
         assert f.exists(), f
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f"{f.name} is {oct(f.stat().st_mode)}"
+
+
+async def test_a_copy_of_the_database_folder_carries_no_key(platform: Platform, broker: BrokerApp) -> None:
+    """The keys that make the database name no one are not in the database's folder by default:
+    a backup or snapshot of that folder gives no way to test a guessed document number."""
+    await platform.stub(broker).Verify(verify_request(), timeout=10)
+    folder = platform.db_path.parent
+    assert folder == platform.var_dir / "db" and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    keys = [p for p in (platform.var_dir / "keys").rglob("*") if p.is_file()]
+    assert {p.name for p in keys} >= {"ledger.key", "replies.key"}
+    copied = b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    for key in keys:
+        assert key.parent != folder and folder not in key.parents
+        assert key.read_bytes() not in copied, f"{key.name} is in the database folder"
+
+
+async def test_a_database_made_in_the_state_folder_by_an_earlier_version_is_kept_with_a_warning(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await platform.start_broker()
+    await platform.stub(first).Verify(verify_request(), timeout=10)
+    await first.stop()
+    legacy = platform.var_dir / "onceonly.db"
+    for suffix in ("", "-wal", "-shm"):  # where an earlier version put it
+        moved = platform.db_path.with_name(platform.db_path.name + suffix)
+        if moved.exists():
+            moved.rename(legacy.with_name(legacy.name + suffix))
+    assert platform.db_path == legacy
+    with caplog.at_level(logging.WARNING, logger="onceonly.broker.app"):
+        again = await platform.start_broker()
+    assert any("keys are in the database's folder" in r.getMessage() for r in caplog.records)
+    await platform.stub(again).Verify(verify_request(), timeout=10)
+    assert len(platform.trace_rows()) == 2, "the earlier traces are still there, and the new one joined them"
 
 
 async def test_replies_stored_before_digests_were_keyed_are_keyed_at_start_and_still_replay(
