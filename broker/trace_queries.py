@@ -170,6 +170,11 @@ class SqlTraceQueries:
         self, conn: sa.Connection, filter_: TraceFilter
     ) -> tuple[dt.datetime, dt.datetime] | None:
         """The whole closed hours inside the filter's range, if worth taking from roll-ups."""
+        end = usage_rollup.closed_before(dt.datetime.now(dt.UTC))
+        if filter_.until is not None:
+            end = min(end, usage_rollup.floor_hour(filter_.until))
+        if filter_.since is not None and filter_.since >= end:
+            return None  # (and an hour after a "since" at the end of time does not exist)
         earliest = usage_rollup.earliest_hour(conn)
         if earliest is None:
             return None
@@ -179,9 +184,6 @@ class SqlTraceQueries:
             if since < filter_.since:
                 since += usage_rollup.HOUR
             start = max(start, since)
-        end = usage_rollup.closed_before(dt.datetime.now(dt.UTC))
-        if filter_.until is not None:
-            end = min(end, usage_rollup.floor_hour(filter_.until))
         if end - start < _ROLL_UP_FROM:
             return None
         return start, end

@@ -159,3 +159,13 @@ async def test_a_range_from_the_distant_past_rolls_up_only_hours_with_something_
             sa.text("SELECT count(*) FROM usage_hours WHERE grouping = 'HOUR'")
         ).scalar_one()
     assert markers == (usage_rollup.closed_before(NOW) - START) // usage_rollup.HOUR == got.hours_rolled_up
+
+
+async def test_ranges_at_the_ends_of_time_are_empty_not_errors(engine: sa.Engine, tmp_path: Path) -> None:
+    await _ledger_of(engine, tmp_path, _workload(30))
+    queries = SqlTraceQueries(engine)
+    last = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    first = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+    assert queries.usage(TraceFilter(since=last), Grouping.PROVIDER, None).rows == ()
+    assert queries.usage(TraceFilter(until=first), Grouping.PROVIDER, None).rows == ()
+    assert queries.usage(TraceFilter(since=first, until=last), Grouping.PROVIDER, None).rows
