@@ -68,6 +68,7 @@ def _config(args: argparse.Namespace) -> BrokerConfig:
 async def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from onceonly.broker.attestation import KeyRing
     from onceonly.broker.chain import ChainReport, verify_ledger
+    from onceonly.broker.governance_log import verify_governance_log
     from onceonly.broker.storage import create_engine
     from onceonly.broker.witness import WitnessLog, witness_problems
 
@@ -91,6 +92,7 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
         )
         heads = witness.heads()
         against = witness_problems(engine, heads, public)
+        governance = verify_governance_log(engine, public)
     except ValueError as exc:  # an unreadable witness file
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -109,9 +111,18 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
             if heads
             else f"witness {witness.path}: none (only what the database holds was checked)"
         )
-    intact = all(r.intact for r in reports)
+    intact = all(r.intact for r in reports) and governance.intact
     if args.json:
-        print(json.dumps({"intact": intact, "chains": [r.__dict__ for r in reports]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "intact": intact,
+                    "chains": [r.__dict__ for r in reports],
+                    "governance": governance.__dict__,
+                },
+                indent=2,
+            )
+        )
     else:
         for r in reports:
             state = "intact" if r.intact else "BROKEN"
@@ -121,6 +132,10 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
             )
             for problem in r.problems:
                 print(f"  {problem}")
+        state = "intact" if governance.intact else "BROKEN"
+        print(f"governance log: {governance.events} entries: {state}")
+        for problem in governance.problems:
+            print(f"  {problem}")
         total = sum(r.records for r in reports)
         print(f"ledger {'intact' if intact else 'BROKEN'}: {total} records in {len(reports)} chain(s)")
     return 0 if intact else 1

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
 from onceonly.broker.storage import AgreementRow, OrganisationRow, VetoRow
+from onceonly.vocabulary import OrganisationKind
 
 __all__ = ["PolicyStore", "parse_seed"]
 
@@ -36,7 +37,7 @@ class PolicyStore:
             agreements = session.exec(select(AgreementRow).order_by(AgreementRow.id)).all()
             vetoes = session.exec(select(VetoRow).order_by(VetoRow.agreement_id, VetoRow.provider_id)).all()
             return PolicySnapshot(
-                organisations={o.id: Organisation(o.id, o.name) for o in orgs},
+                organisations={o.id: _organisation_from_row(o) for o in orgs},
                 agreements=tuple(_agreement_from_row(a) for a in agreements),
                 vetoes=tuple(Veto(v.agreement_id, v.provider_id, v.reason) for v in vetoes),
             )
@@ -130,7 +131,17 @@ def parse_seed(
         where = f"{source}: organisation {oid!r}"
         if oid in orgs:
             raise ValueError(f"{where} declared twice")
-        orgs[oid] = Organisation(oid, _text(entry, "name", where))
+        kind_text = entry.get("kind", OrganisationKind.CONSUMER.value)
+        try:
+            kind = OrganisationKind(kind_text)
+        except ValueError:
+            raise ValueError(
+                f"{where}: 'kind' must be one of {[k.value for k in OrganisationKind]}"
+            ) from None
+        contact = entry.get("contact", "")
+        if not isinstance(contact, str):
+            raise ValueError(f"{where}: 'contact' must be a string")
+        orgs[oid] = Organisation(oid, _text(entry, "name", where), kind, contact)
 
     agreements: dict[str, Agreement] = {}
     for i, entry in enumerate(_tables(data, "agreements", source)):
@@ -241,7 +252,18 @@ def _day(value: Any, key: str, where: str) -> dt.datetime | None:
 
 
 def _upsert_organisation(session: Session, organisation: Organisation) -> None:
-    session.merge(OrganisationRow(id=organisation.id, name=organisation.name))
+    session.merge(
+        OrganisationRow(
+            id=organisation.id,
+            name=organisation.name,
+            kind=organisation.kind.value,
+            contact=organisation.contact,
+        )
+    )
+
+
+def _organisation_from_row(row: OrganisationRow) -> Organisation:
+    return Organisation(row.id, row.name, OrganisationKind(row.kind), row.contact)
 
 
 def _upsert_veto(session: Session, veto: Veto) -> None:

@@ -21,6 +21,10 @@ from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
 from onceonly.broker.config import BrokerConfig
+from onceonly.broker.governance import GovernanceService
+from onceonly.broker.governance_api import SERVICE_NAME as GOVERNANCE_SERVICE_NAME
+from onceonly.broker.governance_api import GovernanceServicer
+from onceonly.broker.governance_log import GOVERNANCE_TYPE, GovernanceLog
 from onceonly.broker.grpc_api import SERVICE_NAME, BrokerServicer
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser, rekey_reply_digests
 from onceonly.broker.oversight import OversightService
@@ -44,7 +48,7 @@ from onceonly.serving import (
     run_until_signal,
     start_server,
 )
-from onceonly.v1 import broker_pb2_grpc, oversight_pb2_grpc
+from onceonly.v1 import broker_pb2_grpc, governance_pb2_grpc, oversight_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +291,11 @@ async def start_broker(
         AuthInterceptor(secured.tokens, insecure=config.insecure, revocations=revocations, peers=peers)
     )
     queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
+    governance = GovernanceService(
+        engine,
+        GovernanceLog(lambda claims: keys.sign(claims, GOVERNANCE_TYPE)),
+        changed=policy.refresh,
+    )
     try:
         states = await service.check_providers()
         server = await start_server(
@@ -296,8 +305,11 @@ async def start_broker(
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
                     OversightServicer(OversightService(queries, ledger, pseudonymiser, witness)), s
                 ),
+                lambda s: governance_pb2_grpc.add_GovernanceServicer_to_server(
+                    GovernanceServicer(governance), s
+                ),
             ],
-            [SERVICE_NAME, OVERSIGHT_SERVICE_NAME],
+            [SERVICE_NAME, OVERSIGHT_SERVICE_NAME, GOVERNANCE_SERVICE_NAME],
             tls=secured.tls,
             also=secured.listeners,
             # Admission first: an overloaded broker refuses before doing any other work.

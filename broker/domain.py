@@ -14,6 +14,7 @@ from onceonly.vocabulary import (
     DocumentType,
     LegalBasisKind,
     OfficerIdentification,
+    OrganisationKind,
     SubjectId,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "LegalBasisKind",
     "OfficerIdentification",
     "Organisation",
+    "OrganisationKind",
     "PolicyDecision",
     "PolicySnapshot",
     "PurposeRef",
@@ -197,8 +199,12 @@ class StoredReply:
 
 @dataclass(frozen=True, slots=True)
 class Organisation:
+    """A member organisation: its code (the certificate's ``O``), name, kind and contact."""
+
     id: str
     name: str
+    kind: OrganisationKind = OrganisationKind.CONSUMER
+    contact: str = ""
 
 
 @dataclass(frozen=True, slots=True)

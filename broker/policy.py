@@ -18,6 +18,7 @@ from onceonly.broker.domain import (
     DenialReason,
     LegalBasisKind,
     OfficerIdentification,
+    OrganisationKind,
     PolicyDecision,
     PolicySnapshot,
     VerificationRequest,
@@ -51,7 +52,9 @@ class Policy:
     """Decides whether a verification request is allowed by the agreements of a snapshot."""
 
     def __init__(self, snapshot: PolicySnapshot, catalog: Catalog) -> None:
-        self._organisations = frozenset(snapshot.organisations)
+        self._organisations = frozenset(
+            o.id for o in snapshot.organisations.values() if o.kind is OrganisationKind.CONSUMER
+        )
         self._catalog = catalog
         vetoes: dict[str, dict[str, str]] = {}
         for v in snapshot.vetoes:

@@ -26,6 +26,7 @@ __all__ = [
     "TABLE_NAMES",
     "AgreementRow",
     "CheckpointRow",
+    "GovernanceEventRow",
     "OrganisationRow",
     "ReplyRow",
     "TraceRow",
@@ -65,12 +66,34 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
 
 
 class OrganisationRow(SQLModel, table=True):
-    """A consumer organisation known to the broker."""
+    """A member organisation (see ``domain.Organisation``)."""
 
     __tablename__ = "organisations"
 
     id: str = Field(primary_key=True, max_length=64)
     name: str
+    kind: str = Field(default="CONSUMER", max_length=16)
+    contact: str = Field(default="", max_length=256)
+
+
+class GovernanceEventRow(SQLModel, table=True):
+    """One entry of the governance log: who changed what in the platform's governance, hash-chained
+    and signed (see ``broker.governance_log``)."""
+
+    __tablename__ = "governance_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(unique=True)
+    at: dt.datetime = Field(sa_type=UTCDateTime)
+    actor_organization_id: str = Field(max_length=64)
+    actor_role: str = Field(max_length=16)
+    actor_via: str = Field(max_length=16)
+    action: str = Field(max_length=64)
+    subject: str = Field(max_length=256)
+    body: str = Field(sa_type=sa.Text)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+    signature: str = Field(sa_type=sa.Text)
 
 
 class AgreementRow(SQLModel, table=True):
@@ -210,6 +233,7 @@ _TABLES = [
     ReplyRow.__table__,  # type: ignore[attr-defined]
     CheckpointRow.__table__,  # type: ignore[attr-defined]
     UsageHourRow.__table__,  # type: ignore[attr-defined]
+    GovernanceEventRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
 """The broker's tables; migrations leave any other table of a shared database alone."""

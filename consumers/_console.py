@@ -7,11 +7,14 @@ Exit codes: 0 answered, 2 invalid input, 3 denied by policy, 4 broker unavailabl
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime as dt
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from onceonly.consumers.client import (
     DEFAULT_TARGET,
@@ -24,6 +27,8 @@ from onceonly.consumers.client import (
     Unauthenticated,
     Unavailable,
 )
+
+C = TypeVar("C", bound=BrokerClient)
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE, EXIT_UNAUTHENTICATED = 0, 1, 2, 3, 4, 5
 DEFAULT_TLS_DIR = Path("var/pki")
@@ -154,3 +159,57 @@ def client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPars
         help="plaintext, to a broker in insecure local-development mode",
     )
     return p
+
+
+def inherit_options(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
+    """Give ``child`` the options of ``parent`` (broker, credentials, --json…) without overriding
+    values given before the subcommand: the copies set nothing unless used."""
+    for action in parent._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        clone = copy.copy(action)
+        clone.default = argparse.SUPPRESS
+        if clone.help:  # the parent's default still applies: say which
+            clone.help = clone.help.replace("%(default)s", str(action.default))
+        child._add_action(clone)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def dump_json(value: object) -> str:
+    """Indented JSON for people and scripts (times in ISO 8601)."""
+    return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+
+
+def utc_time(value: dt.datetime) -> str:
+    """A time as the tables print it (UTC, to the second)."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def run_client(
+    args: argparse.Namespace, connect: Callable[[argparse.Namespace], C], body: Callable[[C], Awaitable[Any]]
+) -> int:
+    """Connect with the flags' credentials, run ``body``, and turn its failure into a message and
+    an exit code (the error as JSON with ``--json``)."""
+    try:
+        client = connect(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    async with client:
+        try:
+            await body(client)
+        except BrokerError as err:
+            if args.json:
+                print(dump_json(error_json(err)))
+            else:
+                print_error(err)
+            return exit_code(err)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    return EXIT_OK

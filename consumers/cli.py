@@ -24,7 +24,7 @@ from typing import Any
 
 from onceonly import pki
 from onceonly.broker import commands as broker_commands
-from onceonly.consumers import demo, health, oversight_cli, verify_cli
+from onceonly.consumers import demo, governance_cli, health, oversight_cli, verify_cli
 from onceonly.providers import commands as provider_commands
 from onceonly.serving import install_event_loop_policy
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify_cli.add_commands(sub)  # verify, verify-bulk, catalog, jwks
     oversight_cli.add_commands(sub)  # oversight traces|usage|resident
+    governance_cli.add_commands(sub)  # governance orgs|register|log
     demo.add_commands(sub)
     health.add_commands(sub)  # health --target HOST:PORT: for container health checks
     return parser

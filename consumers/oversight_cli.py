@@ -18,26 +18,23 @@ subcommand. Exit codes as for the other client commands.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
-import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from onceonly.consumers._console import (
-    EXIT_INVALID,
-    EXIT_OK,
     client_command,
     client_credentials,
-    error_json,
-    exit_code,
-    print_error,
+    dump_json,
+    inherit_options,
+    run_client,
     table,
+    utc_time,
 )
-from onceonly.consumers.client import BrokerError, LegalBasis, Subject
+from onceonly.consumers.client import LegalBasis, Subject
 from onceonly.consumers.oversight import GROUPINGS, OFFICER_LABELS, OversightClient, TraceQuery
 
 DEFAULT_CERT = "oversight"
@@ -52,20 +49,6 @@ def parse_time(text: str) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def _dump(value: object) -> str:
-    return json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
-
-
-def _when(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def connect(args: argparse.Namespace) -> OversightClient:
     """An Oversight client with the flags' credentials; the ``oversight`` certificate by default."""
     if not (args.cert or args.token or args.insecure):
@@ -77,25 +60,8 @@ def connect(args: argparse.Namespace) -> OversightClient:
     return OversightClient(args.broker, timeout=args.timeout, **credentials)
 
 
-async def _run(args: argparse.Namespace, body: Callable[[OversightClient], Any]) -> int:
-    try:
-        client = connect(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    async with client:
-        try:
-            await body(client)
-        except BrokerError as err:
-            if args.json:
-                print(_dump(error_json(err)))
-            else:
-                print_error(err)
-            return exit_code(err)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
-    return EXIT_OK
+async def _run(args: argparse.Namespace, body: Callable[[OversightClient], Awaitable[None]]) -> int:
+    return await run_client(args, connect, body)
 
 
 async def cmd_traces(args: argparse.Namespace) -> int:
@@ -114,11 +80,11 @@ async def cmd_traces(args: argparse.Namespace) -> int:
     async def body(client: OversightClient) -> None:
         found = [t async for t in client.traces(query, limit=args.limit)]
         if args.json:
-            print(_dump([asdict(t) for t in found]))
+            print(dump_json([asdict(t) for t in found]))
             return
         rows = [
             (
-                _when(t.created_at),
+                utc_time(t.created_at),
                 t.consumer_organization_id,
                 t.officer_id,
                 t.procedure_code,
@@ -153,7 +119,7 @@ async def cmd_usage(args: argparse.Namespace) -> int:
     async def body(client: OversightClient) -> None:
         usage = await client.usage(args.by, since=args.since, until=args.until)
         if args.json:
-            print(_dump(asdict(usage)))
+            print(dump_json(asdict(usage)))
             return
         rows = [
             (
@@ -188,11 +154,11 @@ async def cmd_resident(args: argparse.Namespace) -> int:
             until=args.until,
         )
         if args.json:
-            print(_dump(asdict(report)))
+            print(dump_json(asdict(report)))
             return
         rows = [
             (
-                _when(a.created_at),
+                utc_time(a.created_at),
                 a.consumer_organization_name or a.consumer_organization_id,
                 a.consumer_unit,
                 a.procedure_code,
@@ -242,19 +208,6 @@ async def cmd_witness(args: argparse.Namespace) -> int:
     return await _run(args, body)
 
 
-def _inherit(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
-    """Give ``child`` the options of ``parent`` (broker, credentials, --json…) without overriding
-    values given before the subcommand: the copies set nothing unless used."""
-    for action in parent._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
-            continue
-        clone = copy.copy(action)
-        clone.default = argparse.SUPPRESS
-        if clone.help:  # the parent's default still applies: say which
-            clone.help = clone.help.replace("%(default)s", str(action.default))
-        child._add_action(clone)
-
-
 def add_commands(sub: Any) -> argparse.ArgumentParser:
     """Register ``onceonly oversight traces|usage|resident``."""
     parent = client_command(
@@ -266,7 +219,7 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_text, description=help_text)
-        _inherit(p, parent)
+        inherit_options(p, parent)
         return p
 
     def time_range(p: argparse.ArgumentParser) -> None:

@@ -145,6 +145,24 @@ class PermissionDenied(OnceOnlyError):
         super().__init__(message, reason=reason, metadata=metadata)
 
 
+class FailedPrecondition(OnceOnlyError):
+    """The request is well-formed, but the state it acts on does not allow it (an agreement not in
+    the state a transition needs, a rule of its master agreement); ``violations`` name the rules."""
+
+    reason = "FAILED_PRECONDITION"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        violations: Sequence[RuleViolation] = (),
+    ) -> None:
+        self.violations = list(violations)
+        super().__init__(message, reason=reason, metadata=metadata)
+
+
 class Unavailable(OnceOnlyError):
     """A dependency cannot serve right now; the same call may succeed later."""
 

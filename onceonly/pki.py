@@ -43,7 +43,7 @@ from onceonly.errors import unauthenticated
 
 log = logging.getLogger(__name__)
 
-ROLES = ("consumer", "oversight", "provider", "broker")
+ROLES = ("consumer", "oversight", "provider", "broker", "operator")
 """The roles a certificate subject (``OU``) may carry."""
 
 DEFAULT_PKI_DIR = Path("var/pki")
@@ -53,6 +53,8 @@ DEFAULT_PROVIDERS = ("registry", "tax", "employment")
 DEMO_CONSUMER = ("L01280796", "housing-office")
 """The housing office of the demo: organisation id and certificate name."""
 DEMO_OVERSIGHT = ("AEPD", "oversight")
+DEMO_OPERATOR = ("SGAD", "operator")
+"""The platform operator of the development CA (``operator.pem``): it registers organisations."""
 """The oversight body of the demo (a data-protection authority)."""
 
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -335,7 +337,8 @@ def init_pki(
     server_names: Sequence[str] = (),
 ) -> dict[str, Issued]:
     """The CA, the broker's certificate (server and client), one server certificate per provider,
-    the demo housing office's client certificate and an oversight body's. Idempotent."""
+    the demo housing office's client certificate, an oversight body's and the platform operator's.
+    Idempotent."""
     ca = CertificateAuthority.load_or_create(directory)
     issued = {
         BROKER_NAME: ca.issue(
@@ -359,6 +362,8 @@ def init_pki(
     issued[name] = ca.issue(name, role="consumer", organization_id=org)
     org, name = DEMO_OVERSIGHT
     issued[name] = ca.issue(name, role="oversight", organization_id=org)
+    org, name = DEMO_OPERATOR
+    issued[name] = ca.issue(name, role="operator", organization_id=org)
     return issued
 
 

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from onceonly.errors import (
     ERROR_DOMAIN,
     AlreadyExists,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     MalformedMessage,
@@ -67,7 +68,7 @@ def _resource_info(exc: OnceOnlyError) -> Iterable[message.Message]:
 
 
 def _precondition_failure(exc: OnceOnlyError) -> Iterable[message.Message]:
-    assert isinstance(exc, PermissionDenied)
+    assert isinstance(exc, PermissionDenied | FailedPrecondition)
     if exc.violations:
         yield error_details_pb2.PreconditionFailure(
             violations=[
@@ -95,6 +96,7 @@ ERROR_TABLE: dict[type[OnceOnlyError], tuple[int, DetailsBuilder]] = {
     AlreadyExists: (code_pb2.ALREADY_EXISTS, _none),
     Unauthenticated: (code_pb2.UNAUTHENTICATED, _none),
     PermissionDenied: (code_pb2.PERMISSION_DENIED, _precondition_failure),
+    FailedPrecondition: (code_pb2.FAILED_PRECONDITION, _precondition_failure),
     Unavailable: (code_pb2.UNAVAILABLE, _none),
     ResourceExhausted: (code_pb2.RESOURCE_EXHAUSTED, _retry_info),
     Internal: (code_pb2.INTERNAL, _none),

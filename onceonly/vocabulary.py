@@ -19,6 +19,7 @@ __all__ = [
     "DocumentType",
     "LegalBasisKind",
     "OfficerIdentification",
+    "OrganisationKind",
     "SubjectId",
     "UsageGrouping",
 ]
@@ -68,6 +69,19 @@ class OfficerIdentification(enum.StrEnum):
     """Asserted by an application's client certificate."""
     INSECURE = "INSECURE"
     """Named in metadata to a broker in insecure local-development mode."""
+
+
+class OrganisationKind(enum.StrEnum):
+    """What a member organisation of the platform is."""
+
+    CONSUMER = "CONSUMER"
+    """An agency that verifies facts about residents (through agreements)."""
+    PROVIDER = "PROVIDER"
+    """An agency that holds the data and answers checks."""
+    OVERSIGHT = "OVERSIGHT"
+    """A data-protection or audit body."""
+    OPERATOR = "OPERATOR"
+    """The platform's operator, who registers organisations."""
 
 
 class Decision(enum.StrEnum):

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from onceonly.fields import FieldType
-from onceonly.v1 import broker_pb2, common_pb2, oversight_pb2, provider_pb2
+from onceonly.v1 import broker_pb2, common_pb2, governance_pb2, oversight_pb2, provider_pb2
 from onceonly.vocabulary import (
     CheckStatus,
     Decision,
@@ -25,6 +25,7 @@ from onceonly.vocabulary import (
     DocumentType,
     LegalBasisKind,
     OfficerIdentification,
+    OrganisationKind,
     UsageGrouping,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "DOCUMENT_TYPE",
     "LEGAL_BASIS_KIND",
     "OFFICER_IDENTIFICATION",
+    "ORGANISATION_KIND",
     "PARAMETER_TYPE",
     "USAGE_GROUPING",
     "ProtoEnum",
@@ -136,3 +138,4 @@ DECISION = ProtoEnum(oversight_pb2.Decision, Decision)
 USAGE_GROUPING = ProtoEnum(oversight_pb2.UsageGrouping, UsageGrouping)
 OFFICER_IDENTIFICATION = ProtoEnum(common_pb2.OfficerIdentification, OfficerIdentification)
 ATTEST_RESULT = ProtoEnum(provider_pb2.AttestResponse.Result, AttestResult)
+ORGANISATION_KIND = ProtoEnum(governance_pb2.OrganisationKind, OrganisationKind)

@@ -17,9 +17,11 @@ from onceonly.broker.errors import (
 )
 from onceonly.errors import (
     ERROR_DOMAIN,
+    FailedPrecondition,
     FieldViolation,
     MalformedMessage,
     OnceOnlyError,
+    RuleViolation,
     unauthenticated,
 )
 from onceonly.status import code_name, status_for
@@ -115,3 +117,20 @@ def test_the_ledgers_cause_stays_in_the_logs_not_in_the_answer() -> None:
 def test_anything_unplanned_is_internal_and_says_nothing() -> None:
     code, text, info, details = unpacked(KeyError("secret-path /etc/shadow"))
     assert (code, info.reason, text, details) == (code_pb2.INTERNAL, "INTERNAL", "internal error", [])
+
+
+def test_a_state_that_forbids_the_request_is_a_failed_precondition_naming_its_rules() -> None:
+    refused = FailedPrecondition(
+        "agreement madrid-housing v2 is REVOKED: it cannot be approved",
+        reason="TRANSITION_NOT_ALLOWED",
+        violations=[RuleViolation("TRANSITION_NOT_ALLOWED", "madrid-housing/2", "REVOKED → APPROVE")],
+    )
+    code, text, info, [rules] = unpacked(refused)
+    assert (code, info.reason, code_name(refused)) == (
+        code_pb2.FAILED_PRECONDITION,
+        "TRANSITION_NOT_ALLOWED",
+        "FAILED_PRECONDITION",
+    )
+    assert text.startswith("agreement madrid-housing v2 is REVOKED")
+    assert isinstance(rules, error_details_pb2.PreconditionFailure)
+    assert [(v.type, v.subject) for v in rules.violations] == [("TRANSITION_NOT_ALLOWED", "madrid-housing/2")]

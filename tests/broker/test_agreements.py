@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.catalog import Catalog
-from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, Veto
+from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, OrganisationKind, Veto
 from onceonly.broker.storage import create_engine, init_schema
 
 LAW, CONSENT = LegalBasisKind.LAW, LegalBasisKind.CONSENT
@@ -35,14 +35,31 @@ def store(engine: sa.Engine) -> PolicyStore:
     return PolicyStore(engine)
 
 
+PROVIDER = OrganisationKind.PROVIDER
+
+
 def test_shipped_seed_gives_the_demo_snapshot(store: PolicyStore) -> None:
-    assert store.seed_from_file(SEED, Catalog.load()) == 8
+    assert store.seed_from_file(SEED, Catalog.load()) == 13
     snap = store.load_snapshot()
 
     assert snap.organisations == {
         "L01280796": Organisation("L01280796", "Madrid — Housing Office"),
         "E04990101": Organisation("E04990101", "Public Employment Service"),
         "L08019030": Organisation("L08019030", "Barcelona — Social Services"),
+        "registry": Organisation("registry", "Population Register", PROVIDER, "interop@registry.example"),
+        "tax": Organisation("tax", "Tax Agency", PROVIDER, "interop@tax.example"),
+        "employment": Organisation(
+            "employment", "Employment and Social Security Service", PROVIDER, "interop@employment.example"
+        ),
+        "AEPD": Organisation(
+            "AEPD", "Data Protection Agency", OrganisationKind.OVERSIGHT, "oversight@aepd.example"
+        ),
+        "SGAD": Organisation(
+            "SGAD",
+            "Digital Administration Secretariat (platform operator)",
+            OrganisationKind.OPERATOR,
+            "operations@sgad.example",
+        ),
     }
     by_key = {(a.organization_id, a.procedure_code): a for a in snap.agreements}
     assert set(by_key) == {
@@ -93,7 +110,7 @@ def test_seeding_twice_is_idempotent(store: PolicyStore, engine: sa.Engine) -> N
             t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
             for t in ("organisations", "agreements", "vetoes")
         }
-    assert counts == {"organisations": 3, "agreements": 4, "vetoes": 1}
+    assert counts == {"organisations": 8, "agreements": 4, "vetoes": 1}
 
 
 BAD_SEED = """

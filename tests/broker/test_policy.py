@@ -26,6 +26,7 @@ from onceonly.broker.domain import (
     LegalBasisKind,
     OfficerIdentification,
     Organisation,
+    OrganisationKind,
     PolicyDecision,
     PolicySnapshot,
     PurposeRef,
@@ -142,6 +143,18 @@ def test_unknown_consumer(catalog: Catalog) -> None:
     assert err.reason is DenialReason.UNKNOWN_CONSUMER
     assert [v.subject for v in err.violations] == ["consumer.organization_id"]
     assert "X99999999" in err.violations[0].description
+
+
+def test_a_member_that_is_not_a_consumer_agency_verifies_nothing(catalog: Catalog) -> None:
+    """An oversight body (or a provider) is a member, but not a consumer: even an agreement naming
+    it allows nothing."""
+    snapshot = PolicySnapshot(
+        organisations={"AEPD": Organisation("AEPD", "Data Protection Agency", OrganisationKind.OVERSIGHT)},
+        agreements=(agreement(organization_id="AEPD"),),
+        vetoes=(),
+    )
+    err = denied(Policy(snapshot, catalog), request(org="AEPD"))
+    assert err.reason is DenialReason.UNKNOWN_CONSUMER
 
 
 def test_self_query_is_forbidden(catalog: Catalog) -> None:

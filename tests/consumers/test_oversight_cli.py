@@ -26,13 +26,13 @@ def _env(platform: Platform, *, consumer: bool = False) -> dict[str, str]:
     return env
 
 
-async def oversight(
-    platform: Platform, app: BrokerApp, *args: str, consumer: bool = False
+async def command(
+    platform: Platform, app: BrokerApp, name: str, *args: str, consumer: bool = False
 ) -> tuple[int, str, str]:
-    """Run ``onceonly oversight ARGS --broker TARGET``; (exit code, stdout, stderr)."""
+    """Run ``onceonly NAME ARGS --broker TARGET`` with ``--tls-dir`` credentials; (code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         *onceonly_argv(),
-        "oversight",
+        name,
         *args,
         "--broker",
         app.target,
@@ -48,6 +48,13 @@ async def oversight(
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def oversight(
+    platform: Platform, app: BrokerApp, *args: str, consumer: bool = False
+) -> tuple[int, str, str]:
+    """Run ``onceonly oversight ARGS --broker TARGET``; (exit code, stdout, stderr)."""
+    return await command(platform, app, "oversight", *args, consumer=consumer)
 
 
 def _names(w: Workload, traces: list[dict[str, object]]) -> list[str]:
