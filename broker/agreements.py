@@ -18,10 +18,18 @@ from sqlmodel import Session, select
 
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
-from onceonly.broker.storage import AgreementRow, OrganisationRow, VetoRow
+from onceonly.broker.storage import AgreementRow, AgreementVersionRow, OrganisationRow, VetoRow
 from onceonly.vocabulary import OrganisationKind
 
-__all__ = ["PolicyStore", "parse_seed"]
+__all__ = [
+    "PolicyStore",
+    "agreement_from_terms",
+    "agreement_terms",
+    "agreement_to_values",
+    "parse_agreement",
+    "parse_seed",
+    "record_seeded",
+]
 
 
 class PolicyStore:
@@ -80,6 +88,7 @@ class PolicyStore:
             for a in agreements:
                 session.merge(_agreement_to_row(a))
             session.flush()
+            record_seeded(session, agreements, dt.datetime.now(dt.UTC))
             for v in vetoes:
                 _upsert_veto(session, v)
         return len(orgs) + len(agreements) + len(vetoes)
@@ -149,7 +158,7 @@ def parse_seed(
         where = f"{source}: agreement {aid!r}"
         if aid in agreements:
             raise ValueError(f"{where} declared twice")
-        agreements[aid] = _parse_agreement(aid, entry, where, catalog)
+        agreements[aid] = parse_agreement(aid, entry, where, catalog)
 
     vetoes: dict[tuple[str, str], Veto] = {}
     for i, entry in enumerate(_tables(data, "vetoes", source)):
@@ -168,7 +177,7 @@ def parse_seed(
     return list(orgs.values()), list(agreements.values()), list(vetoes.values())
 
 
-def _parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Catalog | None) -> Agreement:
+def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Catalog | None) -> Agreement:
     cert_types = _text_list(entry, "certificate_types", where)
     if not cert_types:
         raise ValueError(f"{where} covers no certificate type")
@@ -278,6 +287,74 @@ def _upsert_veto(session: Session, veto: Veto) -> None:
         row.reason = veto.reason
 
 
+def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]:
+    """An agreement's terms as JSON-ready data (as recorded in ``agreement_versions`` and logged)."""
+    return {
+        "organization_id": a.organization_id,
+        "unit": unit,
+        "accountable": accountable,
+        "procedure_code": a.procedure_code,
+        "certificate_type_ids": sorted(a.certificate_type_ids),
+        "legal_bases": sorted(k.value for k in a.legal_bases),
+        "laws": sorted(a.legal_references),
+        "consent_required": a.consent_required,
+        "officer_token_required": a.officer_token_required,
+        "officer_document_required": a.officer_document_required,
+        "valid_from": a.valid_from.astimezone(dt.UTC).isoformat(),
+        "valid_until": None if a.valid_until is None else a.valid_until.astimezone(dt.UTC).isoformat(),
+        "description": a.description,
+    }
+
+
+def agreement_from_terms(agreement_id: str, version: int, body: Mapping[str, Any]) -> Agreement:
+    """The :class:`Agreement` of recorded terms (see :func:`agreement_terms`)."""
+    until = body.get("valid_until")
+    return Agreement(
+        id=agreement_id,
+        organization_id=body["organization_id"],
+        procedure_code=body["procedure_code"],
+        certificate_type_ids=frozenset(body["certificate_type_ids"]),
+        legal_bases=frozenset(LegalBasisKind(k) for k in body["legal_bases"]),
+        legal_references=frozenset(body["laws"]),
+        consent_required=bool(body["consent_required"]),
+        valid_from=dt.datetime.fromisoformat(body["valid_from"]),
+        valid_until=None if until is None else dt.datetime.fromisoformat(until),
+        description=body.get("description", ""),
+        officer_token_required=bool(body.get("officer_token_required", False)),
+        officer_document_required=bool(body.get("officer_document_required", False)),
+        version=version,
+    )
+
+
+def agreement_to_values(a: Agreement) -> dict[str, Any]:
+    """The ``agreements`` row (what policy enforces) of an agreement in force."""
+    row = _agreement_to_row(a)
+    return {c.name: getattr(row, c.name) for c in AgreementRow.__table__.columns}  # type: ignore[attr-defined]
+
+
+def record_seeded(session: Session, agreements: list[Agreement], now: dt.datetime) -> None:
+    """Give agreements written by a seed file a version record (ACTIVE), if they have none, so that
+    governance shows them and can act on them."""
+    for a in agreements:
+        known = session.exec(
+            select(AgreementVersionRow).where(AgreementVersionRow.agreement_id == a.id)
+        ).first()
+        if known is not None:
+            continue
+        session.add(
+            AgreementVersionRow(
+                agreement_id=a.id,
+                version=a.version,
+                state="ACTIVE",
+                terms=json.dumps(agreement_terms(a, "", ""), sort_keys=True),
+                proposed_by="seed",
+                proposed_at=now,
+                decided_at=now,
+                note="recorded from the seed file",
+            )
+        )
+
+
 def _agreement_to_row(a: Agreement) -> AgreementRow:
     return AgreementRow(
         id=a.id,
@@ -292,6 +369,8 @@ def _agreement_to_row(a: Agreement) -> AgreementRow:
         description=a.description,
         officer_token_required=a.officer_token_required,
         officer_document_required=a.officer_document_required,
+        version=a.version,
+        suspended=a.suspended,
     )
 
 
@@ -309,4 +388,6 @@ def _agreement_from_row(row: AgreementRow) -> Agreement:
         description=row.description,
         officer_token_required=row.officer_token_required,
         officer_document_required=row.officer_document_required,
+        version=row.version,
+        suspended=row.suspended,
     )

@@ -295,6 +295,7 @@ async def start_broker(
         engine,
         GovernanceLog(lambda claims: keys.sign(claims, GOVERNANCE_TYPE)),
         changed=policy.refresh,
+        catalog=catalog,
     )
     try:
         states = await service.check_providers()

@@ -225,6 +225,10 @@ class Agreement:
     """The officer must be authenticated by a token, not only asserted by an application."""
     officer_document_required: bool = False
     """The request must carry the officer's own identity document (for the self-query ban)."""
+    version: int = 1
+    """The version in force (each change to an agreement's terms is a new version)."""
+    suspended: str = ""
+    """Why an oversight body suspended it (empty: not suspended); it then allows nothing."""
 
 
 @dataclass(frozen=True, slots=True)

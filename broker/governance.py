@@ -5,7 +5,9 @@ transaction with its signed entry in the governance log (:mod:`broker.governance
 refused — naming the rule — with nothing recorded when it is not allowed:
 
 * registering an organisation: the platform operator only (``OPERATOR_ONLY``); a code that is
-  taken is ``ALREADY_EXISTS``.
+  taken is ``ALREADY_EXISTS``;
+* proposing a version of an agreement and acting on one (approve, veto, lift a veto, suspend,
+  resume, revoke): see :mod:`broker.agreement_lifecycle` for who may do what from which state.
 
 Reading is open to every member: the organisations (codes, names, kinds, contacts) and the
 governance log, so that anyone can see who decided what.
@@ -17,23 +19,44 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from onceonly.broker import agreement_lifecycle as lifecycle
 from onceonly.broker.auth import Principal
-from onceonly.broker.domain import Organisation
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
 from onceonly.broker.storage import OrganisationRow
 from onceonly.errors import AlreadyExists, permission_denied
 from onceonly.validation import ID_PATTERN, FieldErrors
-from onceonly.vocabulary import OrganisationKind
+from onceonly.vocabulary import AgreementAction, OrganisationKind
 
-__all__ = ["ORGANISATION_REGISTERED", "GovernanceService", "OrganisationRegistered"]
+__all__ = ["ORGANISATION_REGISTERED", "AgreementChanged", "GovernanceService", "OrganisationRegistered"]
 
 ORGANISATION_REGISTERED = "ORGANISATION_REGISTERED"
 _ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
 _MAX_NAME = 200
 _MAX_CONTACT = 256
+
+
+_LOGGED = {
+    AgreementAction.APPROVE: "APPROVED",
+    AgreementAction.VETO: "VETOED",
+    AgreementAction.LIFT_VETO: "VETO_LIFTED",
+    AgreementAction.SUSPEND: "SUSPENDED",
+    AgreementAction.RESUME: "RESUMED",
+    AgreementAction.REVOKE: "REVOKED",
+}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementChanged:
+    version: lifecycle.AgreementVersion
+    """The version acted on, as it stands after the change."""
+    event: LoggedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +94,10 @@ class GovernanceService:
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         changed: Callable[[], Awaitable[None]] | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self._engine = engine
+        self._catalog = catalog
         self._log = log
         self._clock = clock
         self._changed = changed
@@ -118,10 +143,79 @@ class GovernanceService:
             )
             return OrganisationRegistered(organisation, event)
 
-        registered = await asyncio.to_thread(in_logged_transaction, self._engine, work)
+        return await self._commit(work)
+
+    async def propose_agreement(
+        self, principal: Principal, terms: Agreement, unit: str, accountable: str
+    ) -> AgreementChanged:
+        """Record a new version of an agreement in PROPOSED (consumer administrators only), logged."""
+        catalog = self._require_catalog()
+
+        def work(conn: sa.Connection) -> AgreementChanged:
+            now = self._clock()
+            version = lifecycle.propose(conn, principal, terms, unit, accountable, catalog, now)
+            event = self._log.append(
+                conn,
+                actor_of(principal),
+                "AGREEMENT_PROPOSED",
+                f"{terms.id}/{version.terms.version}",
+                lifecycle.terms_body(version),
+                now,
+            )
+            return AgreementChanged(version, event)
+
+        return await self._commit(work)
+
+    async def act_on_agreement(
+        self,
+        principal: Principal,
+        agreement_id: str,
+        version: int | None,
+        action: AgreementAction,
+        reason: str,
+    ) -> AgreementChanged:
+        """Approve, veto, lift a veto, suspend, resume or revoke (by role and state), logged."""
+        catalog = self._require_catalog()
+
+        def work(conn: sa.Connection) -> AgreementChanged:
+            now = self._clock()
+            after = lifecycle.act(conn, principal, agreement_id, version, action, reason, catalog, now)
+            body: dict[str, Any] = {"action": action.value, "reason": reason, "state": after.state(now).value}
+            event = self._log.append(
+                conn,
+                actor_of(principal),
+                f"AGREEMENT_{_LOGGED[action]}",
+                f"{agreement_id}/{after.terms.version}",
+                body,
+                now,
+            )
+            return AgreementChanged(after, event)
+
+        return await self._commit(work)
+
+    async def agreements(self, agreement_id: str | None = None) -> list[lifecycle.AgreementVersion]:
+        """Every version of every agreement (or of one), by agreement and version."""
+        catalog = self._require_catalog()
+
+        def read() -> list[lifecycle.AgreementVersion]:
+            with self._engine.connect() as conn:
+                return lifecycle.load_versions(conn, catalog, agreement_id)
+
+        return await asyncio.to_thread(read)
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    def _require_catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise RuntimeError("this governance service was built without a catalog")
+        return self._catalog
+
+    async def _commit(self, work: Callable[[sa.Connection], T]) -> T:
+        done = await asyncio.to_thread(in_logged_transaction, self._engine, work)
         if self._changed is not None:
             await self._changed()
-        return registered
+        return done
 
     async def organisations(self) -> list[Organisation]:
         """Every member organisation, by code."""

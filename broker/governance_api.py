@@ -6,17 +6,22 @@ principal may do.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from google.protobuf import timestamp_pb2
 
+from onceonly.broker.agreement_lifecycle import AgreementVersion
 from onceonly.broker.auth import Principal, current_principal
-from onceonly.broker.domain import Organisation
+from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance import GovernanceService, validated_organisation
 from onceonly.broker.governance_log import LoggedEvent
-from onceonly.errors import unauthenticated
+from onceonly.errors import FieldViolation, InvalidArgument, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.status import abort
 from onceonly.v1 import governance_pb2, governance_pb2_grpc
-from onceonly.wire import ORGANISATION_KIND
+from onceonly.validation import FieldErrors
+from onceonly.vocabulary import AgreementAction, OrganisationKind
+from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, LEGAL_BASIS_KIND, ORGANISATION_KIND
 
 SERVICE_NAME = governance_pb2.DESCRIPTOR.services_by_name["Governance"].full_name
 MAX_PAGE = 500
@@ -44,6 +49,108 @@ def event_message(e: LoggedEvent) -> governance_pb2.GovernanceEvent:
         hash=e.hash,
         signature=e.signature,
     )
+
+
+def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _time(msg: governance_pb2.AgreementTerms, name: str, errors: FieldErrors) -> dt.datetime | None:
+    if not msg.HasField(name):
+        return None
+    try:
+        return getattr(msg, name).ToDatetime(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        errors.add(f"terms.{name}", "is not a valid timestamp (years 0001 to 9999)")
+        return None
+
+
+def terms_from_message(agreement_id: str, msg: governance_pb2.AgreementTerms) -> tuple[Agreement, str, str]:
+    """The terms of a proposal, or ``InvalidArgument`` for what cannot even be read (the rest is
+    checked by :func:`broker.agreement_lifecycle.validate_terms`)."""
+    errors = FieldErrors()
+    bases = set()
+    for i, kind in enumerate(msg.legal_bases):
+        found = LEGAL_BASIS_KIND.from_proto(kind)
+        if found is None:
+            errors.add(f"terms.legal_bases[{i}]", f"must be {LEGAL_BASIS_KIND.choices()}")
+        else:
+            bases.add(found)
+    valid_from = _time(msg, "valid_from", errors)
+    if valid_from is None and not any(v.field == "terms.valid_from" for v in errors.violations):
+        errors.add("terms.valid_from", "is required")
+    valid_until = _time(msg, "valid_until", errors)
+    errors.raise_if_any()
+    assert valid_from is not None
+    terms = Agreement(
+        id=agreement_id.strip(),
+        organization_id=msg.organization_id.strip(),
+        procedure_code=msg.procedure_code.strip(),
+        certificate_type_ids=frozenset(c.strip() for c in msg.certificate_type_ids),
+        legal_bases=frozenset(bases),
+        legal_references=frozenset(law.strip() for law in msg.laws),
+        consent_required=msg.consent_required,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        description=msg.description.strip(),
+        officer_token_required=msg.officer_token_required,
+        officer_document_required=msg.officer_document_required,
+    )
+    return terms, msg.unit.strip(), msg.accountable.strip()
+
+
+def terms_message(v: AgreementVersion) -> governance_pb2.AgreementTerms:
+    t = v.terms
+    msg = governance_pb2.AgreementTerms(
+        organization_id=t.organization_id,
+        unit=v.unit,
+        accountable=v.accountable,
+        procedure_code=t.procedure_code,
+        certificate_type_ids=sorted(t.certificate_type_ids),
+        legal_bases=[LEGAL_BASIS_KIND.to_proto(k) for k in sorted(t.legal_bases)],
+        laws=sorted(t.legal_references),
+        consent_required=t.consent_required,
+        officer_token_required=t.officer_token_required,
+        officer_document_required=t.officer_document_required,
+        valid_from=_stamp(t.valid_from),
+        description=t.description,
+    )
+    if t.valid_until is not None:
+        msg.valid_until.CopyFrom(_stamp(t.valid_until))
+    return msg
+
+
+def version_message(
+    v: AgreementVersion, now: dt.datetime, informed: list[str]
+) -> governance_pb2.AgreementVersion:
+    msg = governance_pb2.AgreementVersion(
+        agreement_id=v.terms.id,
+        version=v.terms.version,
+        state=AGREEMENT_STATE.to_proto(v.state(now)),
+        terms=terms_message(v),
+        proposed_by=v.proposed_by,
+        proposed_at=_stamp(v.proposed_at),
+        note=v.note,
+        consulted=list(v.providers),
+        waiting_for=list(v.waiting_for) if v.stored_state == "PROPOSED" else [],
+        decisions=[
+            governance_pb2.ProviderDecision(
+                provider_id=d.provider_id,
+                decision=AGREEMENT_ACTION.to_proto(AgreementAction(d.decision)),
+                reason=d.reason,
+                at=_stamp(d.at),
+            )
+            for d in v.decisions
+        ],
+        vetoes=[governance_pb2.AgreementVeto(provider_id=p, reason=r) for p, r in sorted(v.vetoes.items())],
+        suspended=v.suspended,
+        informed=informed,
+    )
+    if v.decided_at is not None:
+        msg.decided_at.CopyFrom(_stamp(v.decided_at))
+    return msg
 
 
 def _json(body: object) -> str:
@@ -99,5 +206,53 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
             size = min(request.page_size or MAX_PAGE, MAX_PAGE)
             events = await self._service.log(after_seq=request.after_seq, limit=size)
             return governance_pb2.GovernanceLog(events=[event_message(e) for e in events])
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def _informed(self) -> list[str]:
+        return [o.id for o in await self._service.organisations() if o.kind is OrganisationKind.OVERSIGHT]
+
+    async def ProposeAgreement(
+        self, request: governance_pb2.ProposeAgreementRequest, context: Context
+    ) -> governance_pb2.AgreementChange:
+        try:
+            principal = _principal()
+            terms, unit, accountable = terms_from_message(request.agreement_id, request.terms)
+            done = await self._service.propose_agreement(principal, terms, unit, accountable)
+            return governance_pb2.AgreementChange(
+                agreement=version_message(done.version, self._service.now(), await self._informed()),
+                event=event_message(done.event),
+            )
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def ActOnAgreement(
+        self, request: governance_pb2.ActOnAgreementRequest, context: Context
+    ) -> governance_pb2.AgreementChange:
+        try:
+            principal = _principal()
+            action = AGREEMENT_ACTION.from_proto(request.action)
+            if action is None:
+                raise InvalidArgument([FieldViolation("action", f"must be {AGREEMENT_ACTION.choices()}")])
+            done = await self._service.act_on_agreement(
+                principal, request.agreement_id.strip(), request.version or None, action, request.reason
+            )
+            return governance_pb2.AgreementChange(
+                agreement=version_message(done.version, self._service.now(), await self._informed()),
+                event=event_message(done.event),
+            )
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def ListAgreements(
+        self, request: governance_pb2.ListAgreementsRequest, context: Context
+    ) -> governance_pb2.ListAgreementsResponse:
+        try:
+            _principal()
+            found = await self._service.agreements(request.agreement_id.strip() or None)
+            now, informed = self._service.now(), await self._informed()
+            return governance_pb2.ListAgreementsResponse(
+                agreements=[version_message(v, now, informed) for v in found]
+            )
         except Exception as exc:
             await abort(context, exc)

@@ -192,8 +192,14 @@ def _first_failure(
         return 0, Violation(
             DenialReason.AGREEMENT_NOT_IN_FORCE,
             cid,
-            f"Agreement {a.id!r} is not in force at {now.isoformat()} "
+            f"Agreement {a.id!r} (version {a.version}) is not in force at {now.isoformat()} "
             f"(valid from {a.valid_from.isoformat()} until {until}).",
+        )
+    if a.suspended:
+        return 0, Violation(
+            DenialReason.AGREEMENT_NOT_IN_FORCE,
+            cid,
+            f"Agreement {a.id!r} (version {a.version}) is suspended: {a.suspended}.",
         )
     veto_reason = p.vetoes.get(cert.provider_id)
     if veto_reason is not None:
@@ -201,7 +207,7 @@ def _first_failure(
         return 1, Violation(
             DenialReason.PROVIDER_VETO,
             cid,
-            f"Provider {cert.provider_id!r} has vetoed agreement {a.id!r}{because}.",
+            f"Provider {cert.provider_id!r} has vetoed agreement {a.id!r} (version {a.version}){because}.",
         )
     if kind not in cert.legal_bases:
         return 2, Violation(

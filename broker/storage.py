@@ -24,7 +24,9 @@ from onceonly.broker.config import default_database_path
 
 __all__ = [
     "TABLE_NAMES",
+    "AgreementDecisionRow",
     "AgreementRow",
+    "AgreementVersionRow",
     "CheckpointRow",
     "GovernanceEventRow",
     "OrganisationRow",
@@ -113,6 +115,44 @@ class AgreementRow(SQLModel, table=True):
     description: str = ""
     officer_token_required: bool = False
     officer_document_required: bool = False
+    version: int = 1
+    """The version of the agreement in force (see ``agreement_versions``)."""
+    suspended: str = Field(default="", sa_type=sa.Text)
+    """Why an oversight body suspended it (who, when, the stated reason); empty: not suspended."""
+
+
+class AgreementVersionRow(SQLModel, table=True):
+    """One version of an agreement, as proposed and decided (``broker.agreement_lifecycle``).
+
+    ``terms`` is JSON. ``state``: PROPOSED, REJECTED (a provider vetoed the proposal), ACTIVE
+    (approved by every provider concerned; in force between its dates, enforced through
+    ``agreements``), SUPERSEDED (a later version became active), REVOKED.
+    """
+
+    __tablename__ = "agreement_versions"
+
+    agreement_id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    state: str = Field(max_length=16)
+    terms: str = Field(sa_type=sa.Text)
+    proposed_by: str = Field(max_length=64)
+    proposed_at: dt.datetime = Field(sa_type=UTCDateTime)
+    decided_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    note: str = Field(default="", sa_type=sa.Text)
+    """Why it was rejected or revoked."""
+
+
+class AgreementDecisionRow(SQLModel, table=True):
+    """A provider's decision on a proposed version: APPROVE or VETO, with its reason."""
+
+    __tablename__ = "agreement_decisions"
+
+    agreement_id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    provider_id: str = Field(primary_key=True, max_length=64)
+    decision: str = Field(max_length=16)
+    reason: str = Field(default="", sa_type=sa.Text)
+    at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
 class VetoRow(SQLModel, table=True):
@@ -228,6 +268,8 @@ class UsageHourRow(SQLModel, table=True):
 _TABLES = [
     OrganisationRow.__table__,  # type: ignore[attr-defined]
     AgreementRow.__table__,  # type: ignore[attr-defined]
+    AgreementVersionRow.__table__,  # type: ignore[attr-defined]
+    AgreementDecisionRow.__table__,  # type: ignore[attr-defined]
     VetoRow.__table__,  # type: ignore[attr-defined]
     TraceRow.__table__,  # type: ignore[attr-defined]
     ReplyRow.__table__,  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -39,8 +40,9 @@ from onceonly.consumers.client import (
     Subject,
     verify_attestation,
 )
+from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import OFFICER_LABELS, OversightClient
-from onceonly.pki import DEMO_CONSUMER, DEMO_OVERSIGHT, ClientTls, init_pki
+from onceonly.pki import DEMO_CONSUMER, DEMO_CONSUMER_ADMIN, DEMO_OVERSIGHT, ClientTls, init_pki
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
@@ -264,6 +266,79 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
     return []
 
 
+PARKING = "PARKING-PERMIT"
+PARKING_AGREEMENT = "madrid-parking-permit"
+
+
+def _logged(entry: GovernanceEntry, view: AgreementView) -> tuple[object, ...]:
+    return entry.seq, f"{entry.actor_organization_id} ({entry.actor_role})", entry.action, view.state
+
+
+async def governance(broker_target: str, pki_dir: Path, resident: Resident) -> list[str]:
+    """An agreement made through the platform: the housing office's administrators propose it, the
+    two providers concerned approve it, it is in force on the next request; then the tax agency
+    vetoes it, and the next request is refused naming the veto."""
+    print("\ngovernance: the housing office proposes an agreement for residents' parking permits")
+    admin = DEMO_CONSUMER_ADMIN[1]
+    terms = AgreementTerms(
+        organization_id=DEMO_CONSUMER[0],
+        unit="Mobility — parking permits",
+        accountable="Head of the Mobility Service",
+        procedure_code=PARKING,
+        certificate_type_ids=("registry.residence/v1", "tax.compliance/v1"),
+        legal_bases=("LAW",),
+        laws=("Ley 39/2015 art. 28",),
+        valid_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        description="Residents' parking permits: registered in the municipality and up to date with taxes",
+    )
+    rows: list[tuple[object, ...]] = []
+
+    async def as_(name: str) -> GovernanceClient:
+        return GovernanceClient(broker_target, tls=ClientTls.from_dir(pki_dir, name))
+
+    async with await as_(admin) as gov:
+        view, entry = await gov.propose_agreement(PARKING_AGREEMENT, terms)
+        rows.append(_logged(entry, view))
+    for provider in view.waiting_for:
+        async with await as_(f"{provider}-admin") as gov:
+            view, entry = await gov.act_on_agreement(PARKING_AGREEMENT, "APPROVE")
+            rows.append(_logged(entry, view))
+    problems = [] if view.state == "IN_FORCE" else [f"the approved agreement is {view.state}, not IN_FORCE"]
+
+    async def parking_request() -> str:
+        async with BrokerClient(broker_target, tls=ClientTls.from_dir(pki_dir, DEMO_CONSUMER[1])) as client:
+            try:
+                await client.verify(
+                    consumer=Consumer(DEMO_CONSUMER[0], "Mobility — parking permits", "officer-0042"),
+                    purpose=Purpose(PARKING, "Residents' parking permit", "EXP-2026-PK-0007"),
+                    legal_basis=LegalBasis.law("Ley 39/2015 art. 28"),
+                    subject=Subject(resident.document_type, resident.document_number),
+                    checks=[
+                        Check("registry.residence/v1", {"municipality_code": "28079"}),
+                        Check("tax.compliance/v1"),
+                    ],
+                )
+            except Denied as denied:
+                return f"DENIED {denied.reason}: {denied.message}"
+        return "GRANTED"
+
+    granted = await parking_request()
+    async with await as_("tax-admin") as gov:
+        view, entry = await gov.act_on_agreement(
+            PARKING_AGREEMENT, "VETO", reason="tax data is not proportionate for parking permits"
+        )
+        rows.append(_logged(entry, view))
+    refused = await parking_request()
+    print(table(["log", "by", "action", "state after"], rows))
+    print(f"  a parking-permit request once in force: {granted}")
+    print(f"  the next request after the tax agency's veto: {refused}")
+    if granted != "GRANTED":
+        problems.append(f"the agreement in force did not allow the request: {granted}")
+    if not refused.startswith("DENIED PROVIDER_VETO"):
+        problems.append(f"the veto did not take effect on the next request: {refused}")
+    return problems
+
+
 def verify_ledger_after(var_dir: Path, env: dict[str, str]) -> list[str]:
     """``onceonly ledger verify`` on the demo's database, as an auditor would run it."""
     print("\nonceonly ledger verify:")
@@ -361,6 +436,7 @@ async def run_demo(var_dir: Path | None = None) -> int:
         )
         problems += await scenario(broker_target, pki_dir, idp, token_target)
         problems += await resident_report(broker_target, pki_dir, personas()[0][1])
+        problems += await governance(broker_target, pki_dir, personas()[0][1])
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:

@@ -15,12 +15,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from onceonly.consumers.client import BrokerClient, broker_error
 from onceonly.v1 import governance_pb2, governance_pb2_grpc
-from onceonly.wire import ORGANISATION_KIND
+from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, LEGAL_BASIS_KIND, ORGANISATION_KIND
 
-__all__ = ["KINDS", "GovernanceClient", "GovernanceEntry", "Organisation"]
+__all__ = [
+    "ACTIONS",
+    "KINDS",
+    "AgreementTerms",
+    "AgreementView",
+    "GovernanceClient",
+    "GovernanceEntry",
+    "Organisation",
+]
+
+ACTIONS = AGREEMENT_ACTION.names
+"""APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME, REVOKE."""
 
 KINDS = ORGANISATION_KIND.names
 """CONSUMER, PROVIDER, OVERSIGHT, OPERATOR."""
@@ -48,6 +60,112 @@ class GovernanceEntry:
     hash: str = ""
     prev_hash: str = ""
     signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementTerms:
+    """What a proposed agreement allows (see ``AgreementTerms`` in governance.proto)."""
+
+    organization_id: str
+    unit: str
+    accountable: str
+    procedure_code: str
+    certificate_type_ids: tuple[str, ...]
+    legal_bases: tuple[str, ...]
+    """LAW, CONSENT."""
+    laws: tuple[str, ...]
+    valid_from: dt.datetime
+    valid_until: dt.datetime | None = None
+    consent_required: bool = False
+    officer_token_required: bool = False
+    officer_document_required: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementView:
+    """A version of an agreement as the platform records it."""
+
+    agreement_id: str
+    version: int
+    state: str
+    organization_id: str
+    unit: str
+    accountable: str
+    procedure_code: str
+    certificate_type_ids: tuple[str, ...]
+    legal_bases: tuple[str, ...]
+    laws: tuple[str, ...]
+    valid_from: dt.datetime
+    valid_until: dt.datetime | None
+    proposed_by: str
+    consulted: tuple[str, ...]
+    informed: tuple[str, ...]
+    waiting_for: tuple[str, ...]
+    decisions: tuple[tuple[str, str, str], ...]
+    """(provider, APPROVE or VETO, reason)."""
+    vetoes: tuple[tuple[str, str], ...]
+    """(provider, reason) of vetoes while in force."""
+    suspended: str
+    note: str
+
+
+def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _terms_message(t: AgreementTerms) -> governance_pb2.AgreementTerms:
+    bases = []
+    for name in t.legal_bases:
+        number = LEGAL_BASIS_KIND.number(name)
+        if not number:
+            raise ValueError(f"legal basis must be {LEGAL_BASIS_KIND.choices()}, got {name!r}")
+        bases.append(number)
+    msg = governance_pb2.AgreementTerms(
+        organization_id=t.organization_id,
+        unit=t.unit,
+        accountable=t.accountable,
+        procedure_code=t.procedure_code,
+        certificate_type_ids=list(t.certificate_type_ids),
+        legal_bases=bases,
+        laws=list(t.laws),
+        consent_required=t.consent_required,
+        officer_token_required=t.officer_token_required,
+        officer_document_required=t.officer_document_required,
+        valid_from=_stamp(t.valid_from),
+        description=t.description,
+    )
+    if t.valid_until is not None:
+        msg.valid_until.CopyFrom(_stamp(t.valid_until))
+    return msg
+
+
+def _view(a: governance_pb2.AgreementVersion) -> AgreementView:
+    t = a.terms
+    return AgreementView(
+        agreement_id=a.agreement_id,
+        version=a.version,
+        state=AGREEMENT_STATE.name(a.state),
+        organization_id=t.organization_id,
+        unit=t.unit,
+        accountable=t.accountable,
+        procedure_code=t.procedure_code,
+        certificate_type_ids=tuple(t.certificate_type_ids),
+        legal_bases=tuple(LEGAL_BASIS_KIND.name(k) for k in t.legal_bases),
+        laws=tuple(t.laws),
+        valid_from=t.valid_from.ToDatetime(tzinfo=dt.UTC),
+        valid_until=t.valid_until.ToDatetime(tzinfo=dt.UTC) if t.HasField("valid_until") else None,
+        proposed_by=a.proposed_by,
+        consulted=tuple(a.consulted),
+        informed=tuple(a.informed),
+        waiting_for=tuple(a.waiting_for),
+        decisions=tuple((d.provider_id, AGREEMENT_ACTION.name(d.decision), d.reason) for d in a.decisions),
+        vetoes=tuple((v.provider_id, v.reason) for v in a.vetoes),
+        suspended=a.suspended,
+        note=a.note,
+    )
 
 
 def _organisation(o: governance_pb2.Organisation) -> Organisation:
@@ -97,6 +215,52 @@ class GovernanceClient(BrokerClient):
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return _organisation(reply.organisation), _entry(reply.event)
+
+    async def propose_agreement(
+        self, agreement_id: str, terms: AgreementTerms
+    ) -> tuple[AgreementView, GovernanceEntry]:
+        """Propose a new version of an agreement (a consumer's administrators, for their organisation)."""
+        request = governance_pb2.ProposeAgreementRequest(
+            agreement_id=agreement_id, terms=_terms_message(terms)
+        )
+        try:
+            reply = await self._governance.ProposeAgreement(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return _view(reply.agreement), _entry(reply.event)
+
+    async def act_on_agreement(
+        self, agreement_id: str, action: str, *, reason: str = "", version: int = 0
+    ) -> tuple[AgreementView, GovernanceEntry]:
+        """APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME or REVOKE a version (0: the pending one, else
+        the one in force)."""
+        number = AGREEMENT_ACTION.number(action)
+        if not number:
+            raise ValueError(f"action must be {AGREEMENT_ACTION.choices()}, got {action!r}")
+        request = governance_pb2.ActOnAgreementRequest(
+            agreement_id=agreement_id, version=version, action=number, reason=reason
+        )
+        try:
+            reply = await self._governance.ActOnAgreement(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return _view(reply.agreement), _entry(reply.event)
+
+    async def agreements(self, agreement_id: str = "") -> list[AgreementView]:
+        """Every version of every agreement (or of one)."""
+        try:
+            reply = await self._governance.ListAgreements(
+                governance_pb2.ListAgreementsRequest(agreement_id=agreement_id),
+                timeout=self.timeout,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return [_view(a) for a in reply.agreements]
 
     async def organisations(self) -> list[Organisation]:
         try:

@@ -7,6 +7,14 @@ the certificate ``operator`` in ``--tls-dir`` is used (any member may read)::
     onceonly governance register CODE --name NAME --kind CONSUMER|PROVIDER|OVERSIGHT|OPERATOR
                                  [--contact TEXT] [--json]       (the platform operator only)
     onceonly governance log [--after SEQ] [--json]
+    onceonly governance agreements [--id AGREEMENT] [--json]
+    onceonly governance propose FILE.toml                   (a consumer's administrators)
+    onceonly governance approve|veto|lift-veto|suspend|resume|revoke AGREEMENT
+                                 [--version N] [--reason TEXT] [--json]
+
+``propose`` reads one ``[agreement]`` table written like the seed file's agreements (``id``,
+``organization``, ``procedure``, ``certificate_types``, ``legal_bases``, ``laws``, ``valid_from``,
+``valid_until``…), plus ``unit`` (responsible) and ``accountable`` (a named role).
 
 Exit codes as for the other client commands.
 """
@@ -14,8 +22,10 @@ Exit codes as for the other client commands.
 from __future__ import annotations
 
 import argparse
+import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from onceonly.consumers._console import (
@@ -27,7 +37,14 @@ from onceonly.consumers._console import (
     table,
     utc_time,
 )
-from onceonly.consumers.governance import KINDS, GovernanceClient, Organisation
+from onceonly.consumers.governance import (
+    ACTIONS,
+    KINDS,
+    AgreementTerms,
+    AgreementView,
+    GovernanceClient,
+    Organisation,
+)
 
 DEFAULT_CERT = "operator"
 
@@ -104,10 +121,115 @@ async def cmd_log(args: argparse.Namespace) -> int:
     return await _run(args, body)
 
 
+def read_proposal(path: Path) -> tuple[str, AgreementTerms]:
+    """The agreement id and terms of a proposal file; ``ValueError`` naming what is wrong."""
+    from onceonly.broker.agreements import parse_agreement  # (the database layer: only when needed)
+
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    entry = data.get("agreement")
+    if not isinstance(entry, dict) or set(data) != {"agreement"}:
+        raise ValueError(f"{path}: write the proposal as one [agreement] table")
+    where = f"{path}: [agreement]"
+    agreement_id = entry.get("id")
+    if not isinstance(agreement_id, str) or not agreement_id.strip():
+        raise ValueError(f"{where}: 'id' is required")
+    terms = {k: v for k, v in entry.items() if k not in ("unit", "accountable")}
+    a = parse_agreement(agreement_id, terms, where, None)
+    texts = {}
+    for name in ("unit", "accountable"):
+        value = entry.get(name, "")
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: {name!r} must be a string")
+        texts[name] = value
+    return agreement_id, AgreementTerms(
+        organization_id=a.organization_id,
+        unit=texts["unit"],
+        accountable=texts["accountable"],
+        procedure_code=a.procedure_code,
+        certificate_type_ids=tuple(sorted(a.certificate_type_ids)),
+        legal_bases=tuple(sorted(k.value for k in a.legal_bases)),
+        laws=tuple(sorted(a.legal_references)),
+        valid_from=a.valid_from,
+        valid_until=a.valid_until,
+        consent_required=a.consent_required,
+        officer_token_required=a.officer_token_required,
+        officer_document_required=a.officer_document_required,
+        description=a.description,
+    )
+
+
+def _print_agreements(views: list[AgreementView]) -> None:
+    rows = []
+    for v in views:
+        notes = [f"waiting for {', '.join(v.waiting_for)}"] if v.waiting_for else []
+        notes += [f"veto by {p}: {r}" for p, r in v.vetoes]
+        notes += [f"suspended {v.suspended}"] if v.suspended else []
+        notes += [v.note] if v.note else []
+        rows.append(
+            (
+                v.agreement_id,
+                v.version,
+                v.state,
+                v.organization_id,
+                v.procedure_code,
+                ", ".join(v.consulted),
+                "; ".join(notes) or "-",
+            )
+        )
+    print(table(["agreement", "version", "state", "consumer", "procedure", "consulted", "notes"], rows))
+
+
+async def cmd_agreements(args: argparse.Namespace) -> int:
+    async def body(client: GovernanceClient) -> None:
+        views = await client.agreements(args.id or "")
+        if args.json:
+            print(dump_json([asdict(v) for v in views]))
+        else:
+            _print_agreements(views)
+
+    return await _run(args, body)
+
+
+async def cmd_propose(args: argparse.Namespace) -> int:
+    async def body(client: GovernanceClient) -> None:
+        agreement_id, terms = read_proposal(args.file)
+        view, entry = await client.propose_agreement(agreement_id, terms)
+        if args.json:
+            print(dump_json({"agreement": asdict(view), "entry": asdict(entry)}))
+            return
+        _print_agreements([view])
+        print(f"proposed; governance log entry {entry.seq}; waiting for {', '.join(view.waiting_for)}")
+
+    return await _run(args, body)
+
+
+async def cmd_act(args: argparse.Namespace) -> int:
+    async def body(client: GovernanceClient) -> None:
+        view, entry = await client.act_on_agreement(
+            args.agreement, args.action, reason=args.reason or "", version=args.version
+        )
+        if args.json:
+            print(dump_json({"agreement": asdict(view), "entry": asdict(entry)}))
+            return
+        _print_agreements([view])
+        print(f"{entry.action}; governance log entry {entry.seq}")
+
+    return await _run(args, body)
+
+
 def add_commands(sub: Any) -> argparse.ArgumentParser:
     """Register ``onceonly governance orgs|register|log``."""
     parent = client_command(sub, "governance", "member organisations and the governance log")
-    commands = parent.add_subparsers(dest="governance_command", required=True, metavar="{orgs,register,log}")
+    commands = parent.add_subparsers(
+        dest="governance_command",
+        required=True,
+        metavar="{orgs,register,log,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
+    )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = commands.add_parser(name, help=help_text, description=help_text)
@@ -124,4 +246,27 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     log = command("log", "the governance log: who changed what, oldest first")
     log.add_argument("--after", type=int, default=0, help="entries after this position")
     log.set_defaults(handler=cmd_log)
+    agreements = command("agreements", "every version of every agreement, with its state")
+    agreements.add_argument("--id", help="only this agreement")
+    agreements.set_defaults(handler=cmd_agreements)
+    propose = command("propose", "propose an agreement, or its next version (a consumer's administrators)")
+    propose.add_argument("file", type=Path, help="a TOML file with one [agreement] table")
+    propose.set_defaults(handler=cmd_propose)
+    for action in ACTIONS:
+        name = action.lower().replace("_", "-")
+        p = command(name, _ACT_HELP[action])
+        p.add_argument("agreement", help="the agreement id")
+        p.add_argument("--version", type=int, default=0, help="the version (default: pending, else in force)")
+        p.add_argument("--reason", help="why (required to veto, suspend or revoke)")
+        p.set_defaults(handler=cmd_act, action=action)
     return parent
+
+
+_ACT_HELP = {
+    "APPROVE": "approve a proposed agreement (a provider concerned)",
+    "VETO": "veto a proposal, or an agreement in force for your data (a provider concerned)",
+    "LIFT_VETO": "lift your veto (the provider that vetoed)",
+    "SUSPEND": "suspend an agreement in force, at once (oversight)",
+    "RESUME": "resume a suspended agreement (oversight)",
+    "REVOKE": "revoke an agreement (its consumer's administrators, or the operator)",
+}

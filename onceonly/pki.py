@@ -43,8 +43,10 @@ from onceonly.errors import unauthenticated
 
 log = logging.getLogger(__name__)
 
-ROLES = ("consumer", "oversight", "provider", "broker", "operator")
-"""The roles a certificate subject (``OU``) may carry."""
+ROLES = ("consumer", "oversight", "provider", "broker", "operator", "consumer-admin", "provider-admin")
+"""The roles a certificate subject (``OU``) may carry. ``consumer`` and ``provider`` are applications
+(they verify, they answer); ``consumer-admin`` and ``provider-admin`` are the people who decide on
+agreements for their organisation (propose; approve or veto); ``operator`` registers organisations."""
 
 DEFAULT_PKI_DIR = Path("var/pki")
 BROKER_ORGANISATION = "onceonly"
@@ -54,6 +56,9 @@ DEMO_CONSUMER = ("L01280796", "housing-office")
 """The housing office of the demo: organisation id and certificate name."""
 DEMO_OVERSIGHT = ("AEPD", "oversight")
 DEMO_OPERATOR = ("SGAD", "operator")
+DEMO_CONSUMER_ADMIN = (DEMO_CONSUMER[0], "housing-admin")
+"""The housing office's administrators (``housing-admin.pem``): they propose its agreements. Each
+provider's administrators are ``<provider>-admin.pem``: they approve or veto."""
 """The platform operator of the development CA (``operator.pem``): it registers organisations."""
 """The oversight body of the demo (a data-protection authority)."""
 
@@ -337,8 +342,8 @@ def init_pki(
     server_names: Sequence[str] = (),
 ) -> dict[str, Issued]:
     """The CA, the broker's certificate (server and client), one server certificate per provider,
-    the demo housing office's client certificate, an oversight body's and the platform operator's.
-    Idempotent."""
+    the demo housing office's client certificate, an oversight body's, the platform operator's, and
+    the administrators' of the housing office and of each provider. Idempotent."""
     ca = CertificateAuthority.load_or_create(directory)
     issued = {
         BROKER_NAME: ca.issue(
@@ -364,6 +369,13 @@ def init_pki(
     issued[name] = ca.issue(name, role="oversight", organization_id=org)
     org, name = DEMO_OPERATOR
     issued[name] = ca.issue(name, role="operator", organization_id=org)
+    # The people who decide on agreements: the housing office's administrators, and each provider's.
+    org, name = DEMO_CONSUMER_ADMIN
+    issued[name] = ca.issue(name, role="consumer-admin", organization_id=org)
+    for provider in providers:
+        issued[f"{provider}-admin"] = ca.issue(
+            f"{provider}-admin", role="provider-admin", organization_id=provider
+        )
     return issued
 
 

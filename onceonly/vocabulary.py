@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "AgreementAction",
+    "AgreementState",
     "CheckStatus",
     "Decision",
     "DenialReason",
@@ -82,6 +84,41 @@ class OrganisationKind(enum.StrEnum):
     """A data-protection or audit body."""
     OPERATOR = "OPERATOR"
     """The platform's operator, who registers organisations."""
+
+
+class AgreementState(enum.StrEnum):
+    """Where a version of an agreement stands."""
+
+    PROPOSED = "PROPOSED"
+    """Proposed by the consumer; waiting for each provider concerned to approve it."""
+    REJECTED = "REJECTED"
+    """A provider vetoed the proposal."""
+    APPROVED = "APPROVED"
+    """Approved by every provider concerned; in force from its start date."""
+    IN_FORCE = "IN_FORCE"
+    SUSPENDED = "SUSPENDED"
+    """In force, but suspended by an oversight body, or for a provider's data by its veto."""
+    EXPIRED = "EXPIRED"
+    """Past its end date."""
+    SUPERSEDED = "SUPERSEDED"
+    """A later version came into force."""
+    REVOKED = "REVOKED"
+
+
+class AgreementAction(enum.StrEnum):
+    """What an organisation does to an agreement (besides proposing a version)."""
+
+    APPROVE = "APPROVE"
+    """A provider concerned approves a proposed version."""
+    VETO = "VETO"
+    """A provider concerned vetoes a proposed version (rejecting it) or one in force (suspending
+    it for that provider's data)."""
+    LIFT_VETO = "LIFT_VETO"
+    SUSPEND = "SUSPEND"
+    """An oversight body suspends an agreement in force, at once."""
+    RESUME = "RESUME"
+    REVOKE = "REVOKE"
+    """The consumer (or the operator) ends the agreement."""
 
 
 class Decision(enum.StrEnum):

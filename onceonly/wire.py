@@ -19,6 +19,8 @@ from google.protobuf.message import Message
 from onceonly.fields import FieldType
 from onceonly.v1 import broker_pb2, common_pb2, governance_pb2, oversight_pb2, provider_pb2
 from onceonly.vocabulary import (
+    AgreementAction,
+    AgreementState,
     CheckStatus,
     Decision,
     DenialReason,
@@ -30,6 +32,8 @@ from onceonly.vocabulary import (
 )
 
 __all__ = [
+    "AGREEMENT_ACTION",
+    "AGREEMENT_STATE",
     "ATTEST_RESULT",
     "CHECK_STATUS",
     "DECISION",
@@ -139,3 +143,5 @@ USAGE_GROUPING = ProtoEnum(oversight_pb2.UsageGrouping, UsageGrouping)
 OFFICER_IDENTIFICATION = ProtoEnum(common_pb2.OfficerIdentification, OfficerIdentification)
 ATTEST_RESULT = ProtoEnum(provider_pb2.AttestResponse.Result, AttestResult)
 ORGANISATION_KIND = ProtoEnum(governance_pb2.OrganisationKind, OrganisationKind)
+AGREEMENT_STATE = ProtoEnum(governance_pb2.AgreementState, AgreementState)
+AGREEMENT_ACTION = ProtoEnum(governance_pb2.AgreementAction, AgreementAction)

@@ -23,35 +23,58 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from onceonly.v1 import common_pb2 as onceonly_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1conceonly/v1/governance.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x0cOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.onceonly.v1.OrganisationKind\x12\x0f\n\x07\x63ontact\x18\x04 \x01(\t\"N\n\x1bRegisterOrganisationRequest\x12/\n\x0corganisation\x18\x01 \x01(\x0b\x32\x19.onceonly.v1.Organisation\"|\n\x1cRegisterOrganisationResponse\x12/\n\x0corganisation\x18\x01 \x01(\x0b\x32\x19.onceonly.v1.Organisation\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.onceonly.v1.GovernanceEvent\"\x1a\n\x18ListOrganisationsRequest\"M\n\x19ListOrganisationsResponse\x12\x30\n\rorganisations\x18\x01 \x03(\x0b\x32\x19.onceonly.v1.Organisation\"E\n\x0fGovernanceActor\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03via\x18\x03 \x01(\t\"\xdb\x01\n\x0fGovernanceEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1c.onceonly.v1.GovernanceActor\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x11\n\tbody_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x0c\n\x04hash\x18\x08 \x01(\t\x12\x11\n\tsignature\x18\t \x01(\t\"?\n\x17GetGovernanceLogRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\r\"=\n\rGovernanceLog\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.onceonly.v1.GovernanceEvent*\xb6\x01\n\x10OrganisationKind\x12!\n\x1dORGANISATION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aORGANISATION_KIND_CONSUMER\x10\x01\x12\x1e\n\x1aORGANISATION_KIND_PROVIDER\x10\x02\x12\x1f\n\x1bORGANISATION_KIND_OVERSIGHT\x10\x03\x12\x1e\n\x1aORGANISATION_KIND_OPERATOR\x10\x04\x32\xb3\x02\n\nGovernance\x12k\n\x14RegisterOrganisation\x12(.onceonly.v1.RegisterOrganisationRequest\x1a).onceonly.v1.RegisterOrganisationResponse\x12\x62\n\x11ListOrganisations\x12%.onceonly.v1.ListOrganisationsRequest\x1a&.onceonly.v1.ListOrganisationsResponse\x12T\n\x10GetGovernanceLog\x12$.onceonly.v1.GetGovernanceLogRequest\x1a\x1a.onceonly.v1.GovernanceLogb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1conceonly/v1/governance.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/common.proto\"\x95\x03\n\x0e\x41greementTerms\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x13\n\x0b\x61\x63\x63ountable\x18\x03 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x04 \x01(\t\x12\x1c\n\x14\x63\x65rtificate_type_ids\x18\x05 \x03(\t\x12\x30\n\x0blegal_bases\x18\x06 \x03(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x0c\n\x04laws\x18\x07 \x03(\t\x12\x18\n\x10\x63onsent_required\x18\x08 \x01(\x08\x12\x1e\n\x16officer_token_required\x18\t \x01(\x08\x12!\n\x19officer_document_required\x18\n \x01(\x08\x12.\n\nvalid_from\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\r \x01(\t\"\x8f\x01\n\x10ProviderDecision\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12.\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x1c.onceonly.v1.AgreementAction\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\rAgreementVeto\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc0\x03\n\x10\x41greementVersion\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.onceonly.v1.AgreementState\x12*\n\x05terms\x18\x04 \x01(\x0b\x32\x1b.onceonly.v1.AgreementTerms\x12\x13\n\x0bproposed_by\x18\x05 \x01(\t\x12/\n\x0bproposed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndecided_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x11\n\tconsulted\x18\t \x03(\t\x12\x13\n\x0bwaiting_for\x18\n \x03(\t\x12\x30\n\tdecisions\x18\x0b \x03(\x0b\x32\x1d.onceonly.v1.ProviderDecision\x12*\n\x06vetoes\x18\x0c \x03(\x0b\x32\x1a.onceonly.v1.AgreementVeto\x12\x11\n\tsuspended\x18\r \x01(\t\x12\x10\n\x08informed\x18\x0e \x03(\t\"[\n\x17ProposeAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12*\n\x05terms\x18\x02 \x01(\x0b\x32\x1b.onceonly.v1.AgreementTerms\"|\n\x15\x41\x63tOnAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.onceonly.v1.AgreementAction\x12\x0e\n\x06reason\x18\x04 \x01(\t\"p\n\x0f\x41greementChange\x12\x30\n\tagreement\x18\x01 \x01(\x0b\x32\x1d.onceonly.v1.AgreementVersion\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.onceonly.v1.GovernanceEvent\"-\n\x15ListAgreementsRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\"K\n\x16ListAgreementsResponse\x12\x31\n\nagreements\x18\x01 \x03(\x0b\x32\x1d.onceonly.v1.AgreementVersion\"f\n\x0cOrganisation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.onceonly.v1.OrganisationKind\x12\x0f\n\x07\x63ontact\x18\x04 \x01(\t\"N\n\x1bRegisterOrganisationRequest\x12/\n\x0corganisation\x18\x01 \x01(\x0b\x32\x19.onceonly.v1.Organisation\"|\n\x1cRegisterOrganisationResponse\x12/\n\x0corganisation\x18\x01 \x01(\x0b\x32\x19.onceonly.v1.Organisation\x12+\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.onceonly.v1.GovernanceEvent\"\x1a\n\x18ListOrganisationsRequest\"M\n\x19ListOrganisationsResponse\x12\x30\n\rorganisations\x18\x01 \x03(\x0b\x32\x19.onceonly.v1.Organisation\"E\n\x0fGovernanceActor\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03via\x18\x03 \x01(\t\"\xdb\x01\n\x0fGovernanceEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05\x61\x63tor\x18\x03 \x01(\x0b\x32\x1c.onceonly.v1.GovernanceActor\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x11\n\tbody_json\x18\x06 \x01(\t\x12\x11\n\tprev_hash\x18\x07 \x01(\t\x12\x0c\n\x04hash\x18\x08 \x01(\t\x12\x11\n\tsignature\x18\t \x01(\t\"?\n\x17GetGovernanceLogRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\r\"=\n\rGovernanceLog\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.onceonly.v1.GovernanceEvent*\xa2\x02\n\x0e\x41greementState\x12\x1f\n\x1b\x41GREEMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41GREEMENT_STATE_PROPOSED\x10\x01\x12\x1c\n\x18\x41GREEMENT_STATE_REJECTED\x10\x02\x12\x1c\n\x18\x41GREEMENT_STATE_APPROVED\x10\x03\x12\x1c\n\x18\x41GREEMENT_STATE_IN_FORCE\x10\x04\x12\x1d\n\x19\x41GREEMENT_STATE_SUSPENDED\x10\x05\x12\x1b\n\x17\x41GREEMENT_STATE_EXPIRED\x10\x06\x12\x1e\n\x1a\x41GREEMENT_STATE_SUPERSEDED\x10\x07\x12\x1b\n\x17\x41GREEMENT_STATE_REVOKED\x10\x08*\xe4\x01\n\x0f\x41greementAction\x12 \n\x1c\x41GREEMENT_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41GREEMENT_ACTION_APPROVE\x10\x01\x12\x19\n\x15\x41GREEMENT_ACTION_VETO\x10\x02\x12\x1e\n\x1a\x41GREEMENT_ACTION_LIFT_VETO\x10\x03\x12\x1c\n\x18\x41GREEMENT_ACTION_SUSPEND\x10\x04\x12\x1b\n\x17\x41GREEMENT_ACTION_RESUME\x10\x05\x12\x1b\n\x17\x41GREEMENT_ACTION_REVOKE\x10\x06*\xb6\x01\n\x10OrganisationKind\x12!\n\x1dORGANISATION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aORGANISATION_KIND_CONSUMER\x10\x01\x12\x1e\n\x1aORGANISATION_KIND_PROVIDER\x10\x02\x12\x1f\n\x1bORGANISATION_KIND_OVERSIGHT\x10\x03\x12\x1e\n\x1aORGANISATION_KIND_OPERATOR\x10\x04\x32\xba\x04\n\nGovernance\x12k\n\x14RegisterOrganisation\x12(.onceonly.v1.RegisterOrganisationRequest\x1a).onceonly.v1.RegisterOrganisationResponse\x12\x62\n\x11ListOrganisations\x12%.onceonly.v1.ListOrganisationsRequest\x1a&.onceonly.v1.ListOrganisationsResponse\x12T\n\x10GetGovernanceLog\x12$.onceonly.v1.GetGovernanceLogRequest\x1a\x1a.onceonly.v1.GovernanceLog\x12V\n\x10ProposeAgreement\x12$.onceonly.v1.ProposeAgreementRequest\x1a\x1c.onceonly.v1.AgreementChange\x12R\n\x0e\x41\x63tOnAgreement\x12\".onceonly.v1.ActOnAgreementRequest\x1a\x1c.onceonly.v1.AgreementChange\x12Y\n\x0eListAgreements\x12\".onceonly.v1.ListAgreementsRequest\x1a#.onceonly.v1.ListAgreementsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onceonly.v1.governance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORGANISATIONKIND']._serialized_start=917
-  _globals['_ORGANISATIONKIND']._serialized_end=1099
-  _globals['_ORGANISATION']._serialized_start=78
-  _globals['_ORGANISATION']._serialized_end=180
-  _globals['_REGISTERORGANISATIONREQUEST']._serialized_start=182
-  _globals['_REGISTERORGANISATIONREQUEST']._serialized_end=260
-  _globals['_REGISTERORGANISATIONRESPONSE']._serialized_start=262
-  _globals['_REGISTERORGANISATIONRESPONSE']._serialized_end=386
-  _globals['_LISTORGANISATIONSREQUEST']._serialized_start=388
-  _globals['_LISTORGANISATIONSREQUEST']._serialized_end=414
-  _globals['_LISTORGANISATIONSRESPONSE']._serialized_start=416
-  _globals['_LISTORGANISATIONSRESPONSE']._serialized_end=493
-  _globals['_GOVERNANCEACTOR']._serialized_start=495
-  _globals['_GOVERNANCEACTOR']._serialized_end=564
-  _globals['_GOVERNANCEEVENT']._serialized_start=567
-  _globals['_GOVERNANCEEVENT']._serialized_end=786
-  _globals['_GETGOVERNANCELOGREQUEST']._serialized_start=788
-  _globals['_GETGOVERNANCELOGREQUEST']._serialized_end=851
-  _globals['_GOVERNANCELOG']._serialized_start=853
-  _globals['_GOVERNANCELOG']._serialized_end=914
-  _globals['_GOVERNANCE']._serialized_start=1102
-  _globals['_GOVERNANCE']._serialized_end=1409
+  _globals['_AGREEMENTSTATE']._serialized_start=2459
+  _globals['_AGREEMENTSTATE']._serialized_end=2749
+  _globals['_AGREEMENTACTION']._serialized_start=2752
+  _globals['_AGREEMENTACTION']._serialized_end=2980
+  _globals['_ORGANISATIONKIND']._serialized_start=2983
+  _globals['_ORGANISATIONKIND']._serialized_end=3165
+  _globals['_AGREEMENTTERMS']._serialized_start=105
+  _globals['_AGREEMENTTERMS']._serialized_end=510
+  _globals['_PROVIDERDECISION']._serialized_start=513
+  _globals['_PROVIDERDECISION']._serialized_end=656
+  _globals['_AGREEMENTVETO']._serialized_start=658
+  _globals['_AGREEMENTVETO']._serialized_end=710
+  _globals['_AGREEMENTVERSION']._serialized_start=713
+  _globals['_AGREEMENTVERSION']._serialized_end=1161
+  _globals['_PROPOSEAGREEMENTREQUEST']._serialized_start=1163
+  _globals['_PROPOSEAGREEMENTREQUEST']._serialized_end=1254
+  _globals['_ACTONAGREEMENTREQUEST']._serialized_start=1256
+  _globals['_ACTONAGREEMENTREQUEST']._serialized_end=1380
+  _globals['_AGREEMENTCHANGE']._serialized_start=1382
+  _globals['_AGREEMENTCHANGE']._serialized_end=1494
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_start=1496
+  _globals['_LISTAGREEMENTSREQUEST']._serialized_end=1541
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_start=1543
+  _globals['_LISTAGREEMENTSRESPONSE']._serialized_end=1618
+  _globals['_ORGANISATION']._serialized_start=1620
+  _globals['_ORGANISATION']._serialized_end=1722
+  _globals['_REGISTERORGANISATIONREQUEST']._serialized_start=1724
+  _globals['_REGISTERORGANISATIONREQUEST']._serialized_end=1802
+  _globals['_REGISTERORGANISATIONRESPONSE']._serialized_start=1804
+  _globals['_REGISTERORGANISATIONRESPONSE']._serialized_end=1928
+  _globals['_LISTORGANISATIONSREQUEST']._serialized_start=1930
+  _globals['_LISTORGANISATIONSREQUEST']._serialized_end=1956
+  _globals['_LISTORGANISATIONSRESPONSE']._serialized_start=1958
+  _globals['_LISTORGANISATIONSRESPONSE']._serialized_end=2035
+  _globals['_GOVERNANCEACTOR']._serialized_start=2037
+  _globals['_GOVERNANCEACTOR']._serialized_end=2106
+  _globals['_GOVERNANCEEVENT']._serialized_start=2109
+  _globals['_GOVERNANCEEVENT']._serialized_end=2328
+  _globals['_GETGOVERNANCELOGREQUEST']._serialized_start=2330
+  _globals['_GETGOVERNANCELOGREQUEST']._serialized_end=2393
+  _globals['_GOVERNANCELOG']._serialized_start=2395
+  _globals['_GOVERNANCELOG']._serialized_end=2456
+  _globals['_GOVERNANCE']._serialized_start=3168
+  _globals['_GOVERNANCE']._serialized_end=3738
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from onceonly.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -10,6 +11,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AgreementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGREEMENT_STATE_UNSPECIFIED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_PROPOSED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_REJECTED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_APPROVED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_IN_FORCE: _ClassVar[AgreementState]
+    AGREEMENT_STATE_SUSPENDED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_EXPIRED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_SUPERSEDED: _ClassVar[AgreementState]
+    AGREEMENT_STATE_REVOKED: _ClassVar[AgreementState]
+
+class AgreementAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGREEMENT_ACTION_UNSPECIFIED: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_APPROVE: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_VETO: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_LIFT_VETO: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_SUSPEND: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_RESUME: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_REVOKE: _ClassVar[AgreementAction]
+
 class OrganisationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORGANISATION_KIND_UNSPECIFIED: _ClassVar[OrganisationKind]
@@ -17,11 +40,149 @@ class OrganisationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORGANISATION_KIND_PROVIDER: _ClassVar[OrganisationKind]
     ORGANISATION_KIND_OVERSIGHT: _ClassVar[OrganisationKind]
     ORGANISATION_KIND_OPERATOR: _ClassVar[OrganisationKind]
+AGREEMENT_STATE_UNSPECIFIED: AgreementState
+AGREEMENT_STATE_PROPOSED: AgreementState
+AGREEMENT_STATE_REJECTED: AgreementState
+AGREEMENT_STATE_APPROVED: AgreementState
+AGREEMENT_STATE_IN_FORCE: AgreementState
+AGREEMENT_STATE_SUSPENDED: AgreementState
+AGREEMENT_STATE_EXPIRED: AgreementState
+AGREEMENT_STATE_SUPERSEDED: AgreementState
+AGREEMENT_STATE_REVOKED: AgreementState
+AGREEMENT_ACTION_UNSPECIFIED: AgreementAction
+AGREEMENT_ACTION_APPROVE: AgreementAction
+AGREEMENT_ACTION_VETO: AgreementAction
+AGREEMENT_ACTION_LIFT_VETO: AgreementAction
+AGREEMENT_ACTION_SUSPEND: AgreementAction
+AGREEMENT_ACTION_RESUME: AgreementAction
+AGREEMENT_ACTION_REVOKE: AgreementAction
 ORGANISATION_KIND_UNSPECIFIED: OrganisationKind
 ORGANISATION_KIND_CONSUMER: OrganisationKind
 ORGANISATION_KIND_PROVIDER: OrganisationKind
 ORGANISATION_KIND_OVERSIGHT: OrganisationKind
 ORGANISATION_KIND_OPERATOR: OrganisationKind
+
+class AgreementTerms(_message.Message):
+    __slots__ = ("organization_id", "unit", "accountable", "procedure_code", "certificate_type_ids", "legal_bases", "laws", "consent_required", "officer_token_required", "officer_document_required", "valid_from", "valid_until", "description")
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTABLE_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
+    LAWS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_TOKEN_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_DOCUMENT_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    organization_id: str
+    unit: str
+    accountable: str
+    procedure_code: str
+    certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
+    legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
+    laws: _containers.RepeatedScalarFieldContainer[str]
+    consent_required: bool
+    officer_token_required: bool
+    officer_document_required: bool
+    valid_from: _timestamp_pb2.Timestamp
+    valid_until: _timestamp_pb2.Timestamp
+    description: str
+    def __init__(self, organization_id: _Optional[str] = ..., unit: _Optional[str] = ..., accountable: _Optional[str] = ..., procedure_code: _Optional[str] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., consent_required: _Optional[bool] = ..., officer_token_required: _Optional[bool] = ..., officer_document_required: _Optional[bool] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ProviderDecision(_message.Message):
+    __slots__ = ("provider_id", "decision", "reason", "at")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    decision: AgreementAction
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, provider_id: _Optional[str] = ..., decision: _Optional[_Union[AgreementAction, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AgreementVeto(_message.Message):
+    __slots__ = ("provider_id", "reason")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    reason: str
+    def __init__(self, provider_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AgreementVersion(_message.Message):
+    __slots__ = ("agreement_id", "version", "state", "terms", "proposed_by", "proposed_at", "decided_at", "note", "consulted", "waiting_for", "decisions", "vetoes", "suspended", "informed")
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_BY_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CONSULTED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    VETOES_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_FIELD_NUMBER: _ClassVar[int]
+    INFORMED_FIELD_NUMBER: _ClassVar[int]
+    agreement_id: str
+    version: int
+    state: AgreementState
+    terms: AgreementTerms
+    proposed_by: str
+    proposed_at: _timestamp_pb2.Timestamp
+    decided_at: _timestamp_pb2.Timestamp
+    note: str
+    consulted: _containers.RepeatedScalarFieldContainer[str]
+    waiting_for: _containers.RepeatedScalarFieldContainer[str]
+    decisions: _containers.RepeatedCompositeFieldContainer[ProviderDecision]
+    vetoes: _containers.RepeatedCompositeFieldContainer[AgreementVeto]
+    suspended: str
+    informed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agreement_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[AgreementState, str]] = ..., terms: _Optional[_Union[AgreementTerms, _Mapping]] = ..., proposed_by: _Optional[str] = ..., proposed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., consulted: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[ProviderDecision, _Mapping]]] = ..., vetoes: _Optional[_Iterable[_Union[AgreementVeto, _Mapping]]] = ..., suspended: _Optional[str] = ..., informed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProposeAgreementRequest(_message.Message):
+    __slots__ = ("agreement_id", "terms")
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    agreement_id: str
+    terms: AgreementTerms
+    def __init__(self, agreement_id: _Optional[str] = ..., terms: _Optional[_Union[AgreementTerms, _Mapping]] = ...) -> None: ...
+
+class ActOnAgreementRequest(_message.Message):
+    __slots__ = ("agreement_id", "version", "action", "reason")
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agreement_id: str
+    version: int
+    action: AgreementAction
+    reason: str
+    def __init__(self, agreement_id: _Optional[str] = ..., version: _Optional[int] = ..., action: _Optional[_Union[AgreementAction, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AgreementChange(_message.Message):
+    __slots__ = ("agreement", "event")
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    agreement: AgreementVersion
+    event: GovernanceEvent
+    def __init__(self, agreement: _Optional[_Union[AgreementVersion, _Mapping]] = ..., event: _Optional[_Union[GovernanceEvent, _Mapping]] = ...) -> None: ...
+
+class ListAgreementsRequest(_message.Message):
+    __slots__ = ("agreement_id",)
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agreement_id: str
+    def __init__(self, agreement_id: _Optional[str] = ...) -> None: ...
+
+class ListAgreementsResponse(_message.Message):
+    __slots__ = ("agreements",)
+    AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    agreements: _containers.RepeatedCompositeFieldContainer[AgreementVersion]
+    def __init__(self, agreements: _Optional[_Iterable[_Union[AgreementVersion, _Mapping]]] = ...) -> None: ...
 
 class Organisation(_message.Message):
     __slots__ = ("id", "name", "kind", "contact")

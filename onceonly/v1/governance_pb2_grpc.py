@@ -49,6 +49,21 @@ class GovernanceStub:
                 request_serializer=onceonly_dot_v1_dot_governance__pb2.GetGovernanceLogRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_governance__pb2.GovernanceLog.FromString,
                 _registered_method=True)
+        self.ProposeAgreement = channel.unary_unary(
+                '/onceonly.v1.Governance/ProposeAgreement',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.ProposeAgreementRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.AgreementChange.FromString,
+                _registered_method=True)
+        self.ActOnAgreement = channel.unary_unary(
+                '/onceonly.v1.Governance/ActOnAgreement',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.ActOnAgreementRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.AgreementChange.FromString,
+                _registered_method=True)
+        self.ListAgreements = channel.unary_unary(
+                '/onceonly.v1.Governance/ListAgreements',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServicer:
@@ -75,6 +90,32 @@ class GovernanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeAgreement(self, request, context):
+        """Propose a new version of an agreement: a consumer's administrators (OU consumer-admin), for
+        their own organisation. It comes into force once every provider concerned approves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActOnAgreement(self, request, context):
+        """Approve or veto a proposal, veto or lift a veto on one in force (provider-admin of a provider
+        concerned); suspend or resume (oversight); revoke (the consumer's administrators, or the
+        operator). A transition the state does not allow is FAILED_PRECONDITION
+        (TRANSITION_NOT_ALLOWED, ALREADY_DECIDED, PROPOSAL_PENDING), naming the rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgreements(self, request, context):
+        """Every version of every agreement (or of one), with its state, decisions and who is
+        responsible, accountable, consulted and informed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +133,21 @@ def add_GovernanceServicer_to_server(servicer, server):
                     servicer.GetGovernanceLog,
                     request_deserializer=onceonly_dot_v1_dot_governance__pb2.GetGovernanceLogRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_governance__pb2.GovernanceLog.SerializeToString,
+            ),
+            'ProposeAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeAgreement,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.ProposeAgreementRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.AgreementChange.SerializeToString,
+            ),
+            'ActOnAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActOnAgreement,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.ActOnAgreementRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.AgreementChange.SerializeToString,
+            ),
+            'ListAgreements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgreements,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +231,87 @@ class Governance:
             '/onceonly.v1.Governance/GetGovernanceLog',
             onceonly_dot_v1_dot_governance__pb2.GetGovernanceLogRequest.SerializeToString,
             onceonly_dot_v1_dot_governance__pb2.GovernanceLog.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/ProposeAgreement',
+            onceonly_dot_v1_dot_governance__pb2.ProposeAgreementRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.AgreementChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActOnAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/ActOnAgreement',
+            onceonly_dot_v1_dot_governance__pb2.ActOnAgreementRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.AgreementChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgreements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/ListAgreements',
+            onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,20 @@ class GovernanceStub:
     """Every member organisation, by code."""
     GetGovernanceLog: _grpc.UnaryUnaryMultiCallable[_governance_pb2.GetGovernanceLogRequest, _governance_pb2.GovernanceLog]
     """Governance log entries after a position, oldest first."""
+    ProposeAgreement: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ProposeAgreementRequest, _governance_pb2.AgreementChange]
+    """Propose a new version of an agreement: a consumer's administrators (OU consumer-admin), for
+    their own organisation. It comes into force once every provider concerned approves it.
+    """
+    ActOnAgreement: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ActOnAgreementRequest, _governance_pb2.AgreementChange]
+    """Approve or veto a proposal, veto or lift a veto on one in force (provider-admin of a provider
+    concerned); suspend or resume (oversight); revoke (the consumer's administrators, or the
+    operator). A transition the state does not allow is FAILED_PRECONDITION
+    (TRANSITION_NOT_ALLOWED, ALREADY_DECIDED, PROPOSAL_PENDING), naming the rule.
+    """
+    ListAgreements: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ListAgreementsRequest, _governance_pb2.ListAgreementsResponse]
+    """Every version of every agreement (or of one), with its state, decisions and who is
+    responsible, accountable, consulted and informed.
+    """
 
 @_typing.type_check_only
 class GovernanceAsyncStub(GovernanceStub):
@@ -54,6 +68,20 @@ class GovernanceAsyncStub(GovernanceStub):
     """Every member organisation, by code."""
     GetGovernanceLog: _aio.UnaryUnaryMultiCallable[_governance_pb2.GetGovernanceLogRequest, _governance_pb2.GovernanceLog]  # type: ignore[assignment]
     """Governance log entries after a position, oldest first."""
+    ProposeAgreement: _aio.UnaryUnaryMultiCallable[_governance_pb2.ProposeAgreementRequest, _governance_pb2.AgreementChange]  # type: ignore[assignment]
+    """Propose a new version of an agreement: a consumer's administrators (OU consumer-admin), for
+    their own organisation. It comes into force once every provider concerned approves it.
+    """
+    ActOnAgreement: _aio.UnaryUnaryMultiCallable[_governance_pb2.ActOnAgreementRequest, _governance_pb2.AgreementChange]  # type: ignore[assignment]
+    """Approve or veto a proposal, veto or lift a veto on one in force (provider-admin of a provider
+    concerned); suspend or resume (oversight); revoke (the consumer's administrators, or the
+    operator). A transition the state does not allow is FAILED_PRECONDITION
+    (TRANSITION_NOT_ALLOWED, ALREADY_DECIDED, PROPOSAL_PENDING), naming the rule.
+    """
+    ListAgreements: _aio.UnaryUnaryMultiCallable[_governance_pb2.ListAgreementsRequest, _governance_pb2.ListAgreementsResponse]  # type: ignore[assignment]
+    """Every version of every agreement (or of one), with its state, decisions and who is
+    responsible, accountable, consulted and informed.
+    """
 
 class GovernanceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -79,5 +107,37 @@ class GovernanceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_governance_pb2.GovernanceLog, _abc.Awaitable[_governance_pb2.GovernanceLog]]:
         """Governance log entries after a position, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ProposeAgreement(
+        self,
+        request: _governance_pb2.ProposeAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.AgreementChange, _abc.Awaitable[_governance_pb2.AgreementChange]]:
+        """Propose a new version of an agreement: a consumer's administrators (OU consumer-admin), for
+        their own organisation. It comes into force once every provider concerned approves it.
+        """
+
+    @_abc_1.abstractmethod
+    def ActOnAgreement(
+        self,
+        request: _governance_pb2.ActOnAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.AgreementChange, _abc.Awaitable[_governance_pb2.AgreementChange]]:
+        """Approve or veto a proposal, veto or lift a veto on one in force (provider-admin of a provider
+        concerned); suspend or resume (oversight); revoke (the consumer's administrators, or the
+        operator). A transition the state does not allow is FAILED_PRECONDITION
+        (TRANSITION_NOT_ALLOWED, ALREADY_DECIDED, PROPOSAL_PENDING), naming the rule.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAgreements(
+        self,
+        request: _governance_pb2.ListAgreementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.ListAgreementsResponse, _abc.Awaitable[_governance_pb2.ListAgreementsResponse]]:
+        """Every version of every agreement (or of one), with its state, decisions and who is
+        responsible, accountable, consulted and informed.
+        """
 
 def add_GovernanceServicer_to_server(servicer: GovernanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

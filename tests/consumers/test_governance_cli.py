@@ -4,6 +4,7 @@ organisations and the governance log; anyone else's registration is refused, nam
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from onceonly.broker.app import BrokerApp
 from tests.conftest import Platform
@@ -46,3 +47,66 @@ async def test_a_consumer_may_not_register_and_bad_input_is_named(
     assert code == EXIT_INVALID and "organisation.id" in out + err
     code, out, err = await command(platform, broker, "governance", "log", "--json")
     assert code == EXIT_OK and json.loads(out) == []
+
+
+PROPOSAL = """
+[agreement]
+id = "madrid-parking-permit"
+organization = "L01280796"
+unit = "Mobility — parking permits"
+accountable = "Head of the Mobility Service"
+procedure = "PARKING-PERMIT"
+certificate_types = ["registry.residence/v1"]
+legal_bases = ["LAW"]
+laws = ["Ley 39/2015 art. 28"]
+valid_from = "2025-01-01"
+"""
+
+
+async def test_an_agreement_proposed_approved_vetoed_and_revoked_from_the_command_line(
+    platform: Platform, broker: BrokerApp, tmp_path: Path
+) -> None:
+    platform.pki.issue("housing-admin", role="consumer-admin", org="L01280796")
+    platform.pki.issue("registry-admin", role="provider-admin", org="registry")
+    proposal = tmp_path / "parking.toml"
+    proposal.write_text(PROPOSAL, "utf-8")
+
+    code, out, err = await command(
+        platform, broker, "governance", "propose", str(proposal), "--cert", "housing-admin"
+    )
+    assert code == EXIT_OK, out + err
+    assert "PROPOSED" in out and "waiting for registry" in out
+    code, out, err = await command(
+        platform, broker, "governance", "approve", "madrid-parking-permit", "--cert", "registry-admin"
+    )
+    assert code == EXIT_OK and "IN_FORCE" in out and "AGREEMENT_APPROVED" in out, out + err
+    code, out, err = await command(
+        platform, broker, "governance", "veto", "madrid-parking-permit", "--cert", "registry-admin"
+    )
+    assert code == EXIT_INVALID and "reason" in out + err
+    code, out, err = await command(
+        platform, broker, "governance", "veto", "madrid-parking-permit", "--reason", "audit pending",
+        "--cert", "registry-admin",
+    )  # fmt: skip
+    assert code == EXIT_OK and "SUSPENDED" in out and "veto by registry: audit pending" in out, out + err
+    code, out, err = await command(
+        platform, broker, "governance", "agreements", "--id", "madrid-parking-permit", "--json"
+    )
+    assert code == EXIT_OK, err
+    [view] = json.loads(out)
+    assert (view["version"], view["state"], view["vetoes"]) == (
+        1,
+        "SUSPENDED",
+        [["registry", "audit pending"]],
+    )
+    code, out, err = await command(
+        platform, broker, "governance", "revoke", "madrid-parking-permit", "--reason", "scheme ends",
+        "--cert", "registry-admin",
+    )  # fmt: skip
+    assert code == EXIT_DENIED and "REVOKE_NOT_PERMITTED" in out + err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[agreement]\nid = "x"\norganization = "L01280796"\n', "utf-8")
+    code, out, err = await command(
+        platform, broker, "governance", "propose", str(bad), "--cert", "housing-admin"
+    )
+    assert code == EXIT_INVALID and "bad.toml" in err and "Traceback" not in err

@@ -1,0 +1,457 @@
+"""Agreements through the platform: versions proposed by the consumer, approved or vetoed by each
+provider concerned, in force between their dates, suspended, revoked.
+
+The record is ``agreement_versions`` (every version, its terms and state) and
+``agreement_decisions`` (each provider's approval or veto of a proposal). What policy enforces is
+``agreements`` (the version in force of each agreement, and an oversight suspension) with
+``vetoes`` (a provider's veto of a version in force, for its data): each transition updates both in
+the transaction that logs it, so what is enforced is always what the log says.
+
+Who may do what (roles from the certificate's ``OU`` or the token's role claim):
+
+=============  ==================================================  ======================
+action         who                                                 from state
+=============  ==================================================  ======================
+propose        ``consumer-admin`` of the agreement's organisation  none pending
+APPROVE        ``provider-admin`` of a provider concerned          PROPOSED
+VETO           ``provider-admin`` of a provider concerned          PROPOSED (rejects it);
+                                                                   ACTIVE (suspends it for
+                                                                   that provider's data)
+LIFT_VETO      the provider that vetoed                            ACTIVE, vetoed by it
+SUSPEND        ``oversight``                                       ACTIVE, not suspended
+RESUME         ``oversight``                                       ACTIVE, suspended
+REVOKE         ``consumer-admin`` of its organisation, ``operator``  PROPOSED or ACTIVE
+=============  ==================================================  ======================
+
+A provider is concerned when the version covers one of its certificate types. A version becomes
+ACTIVE when every provider concerned has approved it; the version it replaces becomes SUPERSEDED,
+and vetoes of the replaced version are cleared (the providers approved the new terms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from onceonly.broker.agreements import agreement_from_terms, agreement_terms, agreement_to_values
+from onceonly.broker.auth import Principal
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import Agreement, LegalBasisKind
+from onceonly.broker.storage import (
+    AgreementDecisionRow,
+    AgreementRow,
+    AgreementVersionRow,
+    OrganisationRow,
+    VetoRow,
+)
+from onceonly.errors import FailedPrecondition, NotFound, RuleViolation, permission_denied
+from onceonly.validation import CODE_PATTERN, ID_PATTERN, FieldErrors
+from onceonly.vocabulary import AgreementAction, AgreementState, OrganisationKind
+
+__all__ = [
+    "AgreementVersion",
+    "ProviderDecision",
+    "StoredState",
+    "act",
+    "load_versions",
+    "propose",
+    "validate_terms",
+]
+
+_VERSIONS: sa.Table = AgreementVersionRow.__table__  # type: ignore[attr-defined]
+_DECISIONS: sa.Table = AgreementDecisionRow.__table__  # type: ignore[attr-defined]
+_AGREEMENTS: sa.Table = AgreementRow.__table__  # type: ignore[attr-defined]
+_VETOES: sa.Table = VetoRow.__table__  # type: ignore[attr-defined]
+_ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
+
+
+class StoredState:
+    PROPOSED = "PROPOSED"
+    REJECTED = "REJECTED"
+    ACTIVE = "ACTIVE"
+    SUPERSEDED = "SUPERSEDED"
+    REVOKED = "REVOKED"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDecision:
+    provider_id: str
+    decision: str  # APPROVE | VETO
+    reason: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementVersion:
+    """One version of an agreement with everything said about it."""
+
+    terms: Agreement
+    """Its terms (``terms.id`` is the agreement, ``terms.version`` this version)."""
+    unit: str
+    accountable: str
+    stored_state: str
+    proposed_by: str
+    proposed_at: dt.datetime
+    decided_at: dt.datetime | None
+    note: str
+    providers: tuple[str, ...]
+    """The providers concerned (consulted): those whose certificate types it covers."""
+    decisions: tuple[ProviderDecision, ...]
+    vetoes: Mapping[str, str]
+    """Providers' vetoes of it while in force: provider → reason."""
+    suspended: str
+    """Why an oversight body suspended it (empty: not suspended)."""
+
+    def state(self, now: dt.datetime) -> AgreementState:
+        s = self.stored_state
+        if s != StoredState.ACTIVE:
+            return AgreementState(s)
+        if self.suspended or self.vetoes:
+            return AgreementState.SUSPENDED
+        if now < self.terms.valid_from:
+            return AgreementState.APPROVED
+        if self.terms.valid_until is not None and now >= self.terms.valid_until:
+            return AgreementState.EXPIRED
+        return AgreementState.IN_FORCE
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Providers concerned that have not decided on this (proposed) version."""
+        decided = {d.provider_id for d in self.decisions}
+        return tuple(p for p in self.providers if p not in decided)
+
+
+def providers_concerned(terms: Agreement, catalog: Catalog) -> tuple[str, ...]:
+    found = {catalog.get(cid) for cid in terms.certificate_type_ids}
+    return tuple(sorted({c.provider_id for c in found if c is not None}))
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def validate_terms(
+    conn: sa.Connection,
+    terms: Agreement,
+    unit: str,
+    accountable: str,
+    catalog: Catalog,
+    prefix: str = "terms.",
+) -> None:
+    """``InvalidArgument`` naming every bad field of a proposal's terms."""
+    errors = FieldErrors()
+    errors.text("agreement_id", terms.id, max_len=128, pattern=ID_PATTERN)
+    errors.text(f"{prefix}organization_id", terms.organization_id, max_len=64, pattern=ID_PATTERN)
+    errors.text(f"{prefix}procedure_code", terms.procedure_code, max_len=128, pattern=CODE_PATTERN)
+    errors.text(f"{prefix}unit", unit, max_len=200)
+    errors.text(f"{prefix}accountable", accountable, max_len=200)
+    errors.text(f"{prefix}description", terms.description, max_len=2000, required=False)
+    org = conn.execute(sa.select(_ORGS.c.kind).where(_ORGS.c.id == terms.organization_id)).scalar()
+    if terms.organization_id and org != OrganisationKind.CONSUMER.value:
+        errors.add(f"{prefix}organization_id", "is not a registered consumer organisation")
+    if not terms.certificate_type_ids:
+        errors.add(f"{prefix}certificate_type_ids", "is required")
+    for cid in sorted(terms.certificate_type_ids):
+        if catalog.get(cid) is None:
+            errors.add(f"{prefix}certificate_type_ids", f"names {cid!r}, which is not in the catalog")
+    if not terms.legal_bases:
+        errors.add(f"{prefix}legal_bases", "is required")
+    if LegalBasisKind.LAW in terms.legal_bases and not terms.legal_references:
+        errors.add(f"{prefix}laws", "must cite at least one law when LAW is allowed")
+    for law in sorted(terms.legal_references):
+        errors.text(f"{prefix}laws", law, max_len=200)
+    if terms.valid_until is not None and terms.valid_until <= terms.valid_from:
+        errors.add(f"{prefix}valid_until", "must be later than valid_from")
+    errors.raise_if_any()
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def load_versions(
+    conn: sa.Connection, catalog: Catalog, agreement_id: str | None = None
+) -> list[AgreementVersion]:
+    """Every version (of one agreement, or of all), by agreement and version."""
+    where = [] if agreement_id is None else [_VERSIONS.c.agreement_id == agreement_id]
+    rows = conn.execute(
+        sa.select(_VERSIONS).where(*where).order_by(_VERSIONS.c.agreement_id, _VERSIONS.c.version)
+    )
+    decisions: dict[tuple[str, int], list[ProviderDecision]] = {}
+    dwhere = [] if agreement_id is None else [_DECISIONS.c.agreement_id == agreement_id]
+    for d in conn.execute(sa.select(_DECISIONS).where(*dwhere).order_by(_DECISIONS.c.provider_id)):
+        decisions.setdefault((d.agreement_id, d.version), []).append(
+            ProviderDecision(d.provider_id, d.decision, d.reason, d.at)
+        )
+    enforced = {
+        r.id: (r.version, r.suspended)
+        for r in conn.execute(sa.select(_AGREEMENTS.c.id, _AGREEMENTS.c.version, _AGREEMENTS.c.suspended))
+    }
+    vetoes: dict[str, dict[str, str]] = {}
+    for v in conn.execute(sa.select(_VETOES)):
+        vetoes.setdefault(v.agreement_id, {})[v.provider_id] = v.reason
+    out = []
+    for r in rows:
+        body = json.loads(r.terms)
+        terms = agreement_from_terms(r.agreement_id, r.version, body)
+        in_force = enforced.get(r.agreement_id)
+        current = r.state == StoredState.ACTIVE and in_force is not None and in_force[0] == r.version
+        out.append(
+            AgreementVersion(
+                terms=terms,
+                unit=str(body.get("unit", "")),
+                accountable=str(body.get("accountable", "")),
+                stored_state=r.state,
+                proposed_by=r.proposed_by,
+                proposed_at=r.proposed_at,
+                decided_at=r.decided_at,
+                note=r.note,
+                providers=providers_concerned(terms, catalog),
+                decisions=tuple(decisions.get((r.agreement_id, r.version), ())),
+                vetoes=vetoes.get(r.agreement_id, {}) if current else {},
+                suspended=in_force[1] if current and in_force is not None else "",
+            )
+        )
+    return out
+
+
+def _version(
+    conn: sa.Connection, catalog: Catalog, agreement_id: str, version: int | None
+) -> AgreementVersion:
+    versions = load_versions(conn, catalog, agreement_id)
+    if not versions:
+        raise NotFound(
+            f"no agreement {agreement_id!r}",
+            resource_type="agreement",
+            resource_name=agreement_id,
+            field="agreement_id",
+            description="no such agreement",
+        )
+    if version is None or version == 0:
+        active = [v for v in versions if v.stored_state == StoredState.ACTIVE]
+        pending = [v for v in versions if v.stored_state == StoredState.PROPOSED]
+        return (pending or active or versions)[-1]
+    for v in versions:
+        if v.terms.version == version:
+            return v
+    raise NotFound(
+        f"agreement {agreement_id!r} has no version {version}",
+        resource_type="agreement version",
+        resource_name=f"{agreement_id}/{version}",
+        field="version",
+        description="no such version",
+    )
+
+
+# --- changes (each runs inside a logged transaction) --------------------------------------------
+
+
+def _refuse(rule: str, subject: str, message: str) -> FailedPrecondition:
+    return FailedPrecondition(message, reason=rule, violations=[RuleViolation(rule, subject, message)])
+
+
+def propose(
+    conn: sa.Connection,
+    principal: Principal,
+    terms: Agreement,
+    unit: str,
+    accountable: str,
+    catalog: Catalog,
+    now: dt.datetime,
+) -> AgreementVersion:
+    """Record a new version of ``terms.id`` in PROPOSED (its version number is assigned here)."""
+    if principal.kind != "consumer-admin":
+        raise permission_denied(
+            "CONSUMER_ADMIN_ONLY",
+            "rule CONSUMER_ADMIN_ONLY: agreements are proposed by a consumer's administrators, "
+            f"not a {principal.kind}",
+            role=principal.kind,
+        )
+    if principal.organization_id != terms.organization_id:
+        raise permission_denied(
+            "OWN_ORGANISATION_ONLY",
+            f"rule OWN_ORGANISATION_ONLY: {principal.organization_id} may propose agreements "
+            f"for itself only, not for {terms.organization_id}",
+        )
+    validate_terms(conn, terms, unit, accountable, catalog)
+    existing = load_versions(conn, catalog, terms.id)
+    if existing and existing[-1].terms.organization_id != terms.organization_id:
+        raise permission_denied(
+            "OWN_ORGANISATION_ONLY",
+            f"rule OWN_ORGANISATION_ONLY: agreement {terms.id!r} belongs to "
+            f"{existing[-1].terms.organization_id}",
+        )
+    pending = [v for v in existing if v.stored_state == StoredState.PROPOSED]
+    if pending:
+        raise _refuse(
+            "PROPOSAL_PENDING",
+            f"{terms.id}/{pending[0].terms.version}",
+            f"version {pending[0].terms.version} of agreement {terms.id!r} is still proposed: "
+            "wait for the providers' decisions, or revoke it first",
+        )
+    version = (existing[-1].terms.version if existing else 0) + 1
+    conn.execute(
+        sa.insert(_VERSIONS),
+        {
+            "agreement_id": terms.id,
+            "version": version,
+            "state": StoredState.PROPOSED,
+            "terms": json.dumps(agreement_terms(terms, unit, accountable), sort_keys=True),
+            "proposed_by": principal.organization_id,
+            "proposed_at": now,
+            "decided_at": None,
+            "note": "",
+        },
+    )
+    return _version(conn, catalog, terms.id, version)
+
+
+def act(
+    conn: sa.Connection,
+    principal: Principal,
+    agreement_id: str,
+    version: int | None,
+    action: AgreementAction,
+    reason: str,
+    catalog: Catalog,
+    now: dt.datetime,
+) -> AgreementVersion:
+    """Apply ``action`` to a version of an agreement (by default the pending or the active one)."""
+    errors = FieldErrors()
+    reason = errors.text("reason", reason, max_len=2000, required=action in _REASON_REQUIRED)
+    errors.raise_if_any()
+    v = _version(conn, catalog, agreement_id, version)
+    subject = f"{agreement_id}/{v.terms.version}"
+    state = v.stored_state
+    provider = principal.organization_id
+
+    def not_allowed(detail: str = "") -> FailedPrecondition:
+        shown = v.state(now).value
+        return _refuse(
+            "TRANSITION_NOT_ALLOWED",
+            subject,
+            f"agreement {agreement_id!r} version {v.terms.version} is {shown}: it cannot be "
+            f"{_PAST[action]}" + (f" ({detail})" if detail else ""),
+        )
+
+    if action in (AgreementAction.APPROVE, AgreementAction.VETO, AgreementAction.LIFT_VETO):
+        _require(principal, "provider-admin", "PROVIDER_ADMIN_ONLY", action)
+        if provider not in v.providers:
+            raise permission_denied(
+                "NOT_CONSULTED",
+                f"rule NOT_CONSULTED: agreement {agreement_id!r} version {v.terms.version} covers no "
+                f"certificate type of {provider} (it concerns {', '.join(v.providers)})",
+            )
+        if action is AgreementAction.LIFT_VETO:
+            if state != StoredState.ACTIVE or provider not in v.vetoes:
+                raise not_allowed(f"{provider} has no veto on it")
+            conn.execute(
+                sa.delete(_VETOES).where(
+                    _VETOES.c.agreement_id == agreement_id, _VETOES.c.provider_id == provider
+                )
+            )
+        elif state == StoredState.PROPOSED:
+            if any(d.provider_id == provider for d in v.decisions):
+                raise _refuse(
+                    "ALREADY_DECIDED", subject, f"{provider} has already decided on version {v.terms.version}"
+                )
+            conn.execute(
+                sa.insert(_DECISIONS),
+                {
+                    "agreement_id": agreement_id,
+                    "version": v.terms.version,
+                    "provider_id": provider,
+                    "decision": action.value,
+                    "reason": reason,
+                    "at": now,
+                },
+            )
+            if action is AgreementAction.VETO:
+                _set_state(conn, v, StoredState.REJECTED, now, f"vetoed by {provider}: {reason}")
+            elif set(v.waiting_for) == {provider}:
+                _activate(conn, v, now)
+        elif state == StoredState.ACTIVE and action is AgreementAction.VETO:
+            if provider in v.vetoes:
+                raise not_allowed(f"{provider} has vetoed it already")
+            conn.execute(
+                sa.insert(_VETOES), {"agreement_id": agreement_id, "provider_id": provider, "reason": reason}
+            )
+        else:
+            raise not_allowed()
+    elif action in (AgreementAction.SUSPEND, AgreementAction.RESUME):
+        _require(principal, "oversight", "OVERSIGHT_ONLY", action)
+        if state != StoredState.ACTIVE or bool(v.suspended) != (action is AgreementAction.RESUME):
+            raise not_allowed()
+        note = (
+            f"by {provider} on {now:%Y-%m-%d %H:%M} UTC: {reason}"
+            if action is AgreementAction.SUSPEND
+            else ""
+        )
+        conn.execute(sa.update(_AGREEMENTS).where(_AGREEMENTS.c.id == agreement_id).values(suspended=note))
+    elif action is AgreementAction.REVOKE:
+        own_admin = principal.kind == "consumer-admin" and provider == v.terms.organization_id
+        if not (own_admin or principal.kind == "operator"):
+            raise permission_denied(
+                "REVOKE_NOT_PERMITTED",
+                "rule REVOKE_NOT_PERMITTED: an agreement is revoked by its consumer's administrators "
+                f"or the platform operator, not by a {principal.kind} of {provider}",
+            )
+        if state not in (StoredState.PROPOSED, StoredState.ACTIVE):
+            raise not_allowed()
+        if state == StoredState.ACTIVE:
+            conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == agreement_id))
+            conn.execute(sa.delete(_AGREEMENTS).where(_AGREEMENTS.c.id == agreement_id))
+        _set_state(conn, v, StoredState.REVOKED, now, f"revoked by {provider}: {reason}")
+    return _version(conn, catalog, agreement_id, v.terms.version)
+
+
+_REASON_REQUIRED = frozenset({AgreementAction.VETO, AgreementAction.SUSPEND, AgreementAction.REVOKE})
+_PAST = {
+    AgreementAction.APPROVE: "approved",
+    AgreementAction.VETO: "vetoed",
+    AgreementAction.LIFT_VETO: "relieved of a veto",
+    AgreementAction.SUSPEND: "suspended",
+    AgreementAction.RESUME: "resumed",
+    AgreementAction.REVOKE: "revoked",
+}
+
+
+def _require(principal: Principal, kind: str, rule: str, action: AgreementAction) -> None:
+    if principal.kind != kind:
+        raise permission_denied(
+            rule, f"rule {rule}: {action.value} is for a {kind}, not a {principal.kind}", role=principal.kind
+        )
+
+
+def _set_state(
+    conn: sa.Connection, v: AgreementVersion, state: str, now: dt.datetime, note: str = ""
+) -> None:
+    conn.execute(
+        sa.update(_VERSIONS)
+        .where(_VERSIONS.c.agreement_id == v.terms.id, _VERSIONS.c.version == v.terms.version)
+        .values(state=state, decided_at=now, note=note)
+    )
+
+
+def _activate(conn: sa.Connection, v: AgreementVersion, now: dt.datetime) -> None:
+    """Every provider approved ``v``: it replaces the version enforced until now."""
+    conn.execute(
+        sa.update(_VERSIONS)
+        .where(_VERSIONS.c.agreement_id == v.terms.id, _VERSIONS.c.state == StoredState.ACTIVE)
+        .values(state=StoredState.SUPERSEDED)
+    )
+    _set_state(conn, v, StoredState.ACTIVE, now)
+    conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == v.terms.id))
+    values = agreement_to_values(v.terms)
+    if conn.execute(sa.select(_AGREEMENTS.c.id).where(_AGREEMENTS.c.id == v.terms.id)).first() is None:
+        conn.execute(sa.insert(_AGREEMENTS), values)
+    else:
+        conn.execute(sa.update(_AGREEMENTS).where(_AGREEMENTS.c.id == v.terms.id).values(**values))
+
+
+def terms_body(v: AgreementVersion) -> dict[str, Any]:
+    """A version's terms as logged."""
+    return agreement_terms(v.terms, v.unit, v.accountable)

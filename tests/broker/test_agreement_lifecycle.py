@@ -1,0 +1,310 @@
+"""Agreements through the platform: proposed by the consumer's administrators, approved or vetoed by
+each provider concerned, in force, vetoed, suspended by oversight, renewed and revoked — each change
+taking effect on the broker's very next request, logged, and refused (naming the rule, recording
+nothing) when the role or the state does not allow it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from onceonly.broker.app import BrokerApp
+from onceonly.v1 import common_pb2, governance_pb2, governance_pb2_grpc
+from tests.broker.oversight_workload import failure_of
+from tests.conftest import (
+    LAW,
+    MUNICIPALITY,
+    ORG,
+    RESIDENCE,
+    TAX_COMPLIANCE,
+    Platform,
+    RpcFailure,
+    rpc_failure,
+    verify_request,
+)
+from tests.consumers.test_cli import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
+
+PARKING = "PARKING-PERMIT"
+AGREEMENT = "madrid-parking-permit"
+A = governance_pb2
+APPROVE, VETO, LIFT = A.AGREEMENT_ACTION_APPROVE, A.AGREEMENT_ACTION_VETO, A.AGREEMENT_ACTION_LIFT_VETO
+SUSPEND, RESUME, REVOKE = A.AGREEMENT_ACTION_SUSPEND, A.AGREEMENT_ACTION_RESUME, A.AGREEMENT_ACTION_REVOKE
+PARKING_CHECKS: tuple[tuple[str, dict[str, str]], ...] = (
+    (RESIDENCE, {"municipality_code": MUNICIPALITY}),
+    (TAX_COMPLIANCE, {}),
+)
+
+ROLES = {
+    "housing-admin": ("consumer-admin", ORG),
+    "barcelona-admin": ("consumer-admin", "L08019030"),
+    "registry-admin": ("provider-admin", "registry"),
+    "tax-admin": ("provider-admin", "tax"),
+    "employment-admin": ("provider-admin", "employment"),
+    "oversight": ("oversight", "AEPD"),
+    "operator": ("operator", "SGAD"),
+}
+
+
+def stub(platform: Platform, app: BrokerApp, who: str) -> Any:
+    if who == "housing-office":
+        tls = platform.pki.consumer(ORG)
+    else:
+        role, org = ROLES[who]
+        tls = platform.pki.issue(who, role=role, org=org)
+    return governance_pb2_grpc.GovernanceStub(platform.channel(app.target, tls=tls))
+
+
+def terms(**changes: Any) -> governance_pb2.AgreementTerms:
+    start = timestamp_pb2.Timestamp()
+    start.FromDatetime(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+    values: dict[str, Any] = {
+        "organization_id": ORG,
+        "unit": "Mobility — parking permits",
+        "accountable": "Head of the Mobility Service",
+        "procedure_code": PARKING,
+        "certificate_type_ids": [RESIDENCE, TAX_COMPLIANCE],
+        "legal_bases": [common_pb2.LEGAL_BASIS_KIND_LAW],
+        "laws": [LAW],
+        "valid_from": start,
+        "description": "Residents' parking permits",
+    }
+    values.update(changes)
+    return governance_pb2.AgreementTerms(**values)
+
+
+def propose(platform: Platform, app: BrokerApp, who: str = "housing-admin", **changes: Any) -> Any:
+    request = governance_pb2.ProposeAgreementRequest(agreement_id=AGREEMENT, terms=terms(**changes))
+    return stub(platform, app, who).ProposeAgreement(request, timeout=5)
+
+
+def act(
+    platform: Platform,
+    app: BrokerApp,
+    who: str,
+    action: governance_pb2.AgreementAction,
+    reason: str = "",
+    version: int = 0,
+) -> Any:
+    request = governance_pb2.ActOnAgreementRequest(
+        agreement_id=AGREEMENT, version=version, action=action, reason=reason
+    )
+    return stub(platform, app, who).ActOnAgreement(request, timeout=5)
+
+
+async def outcome(platform: Platform, app: BrokerApp, checks: Any = PARKING_CHECKS) -> str | RpcFailure:
+    """GRANTED, or the failure of a parking-permit verification."""
+    try:
+        await platform.stub(app).Verify(verify_request(procedure_code=PARKING, checks=checks), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return rpc_failure(exc)
+    return "GRANTED"
+
+
+def log_size(platform: Platform) -> int:
+    with sqlite3.connect(platform.db_path) as conn:
+        return int(conn.execute("SELECT count(*) FROM governance_events").fetchone()[0])
+
+
+def reason_of(result: str | RpcFailure) -> str:
+    assert not isinstance(result, str), "expected a denial"
+    assert result.info is not None
+    return result.info.reason
+
+
+async def test_the_whole_lifecycle_takes_effect_on_the_next_request(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED"
+
+    proposed = await propose(platform, broker)
+    v = proposed.agreement
+    assert (v.agreement_id, v.version, v.state) == (AGREEMENT, 1, A.AGREEMENT_STATE_PROPOSED)
+    assert (list(v.consulted), list(v.waiting_for), list(v.informed)) == (
+        ["registry", "tax"],
+        ["registry", "tax"],
+        ["AEPD"],
+    )
+    assert (v.terms.unit, v.terms.accountable) == (
+        "Mobility — parking permits",
+        "Head of the Mobility Service",
+    )
+    assert proposed.event.action == "AGREEMENT_PROPOSED" and proposed.event.subject == f"{AGREEMENT}/1"
+    assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED", (
+        "a proposal allows nothing"
+    )
+
+    half = await act(platform, broker, "registry-admin", APPROVE)
+    assert half.agreement.state == A.AGREEMENT_STATE_PROPOSED and list(half.agreement.waiting_for) == ["tax"]
+    done = await act(platform, broker, "tax-admin", APPROVE)
+    assert done.agreement.state == A.AGREEMENT_STATE_IN_FORCE and done.event.action == "AGREEMENT_APPROVED"
+    assert await outcome(platform, broker) == "GRANTED"
+
+    # A provider's veto suspends the agreement for its data, at once, naming version and reason.
+    vetoed = await act(platform, broker, "tax-admin", VETO, "audit of the municipality's access pending")
+    assert vetoed.agreement.state == A.AGREEMENT_STATE_SUSPENDED
+    denial = await outcome(platform, broker)
+    assert reason_of(denial) == "PROVIDER_VETO"
+    assert isinstance(denial, RpcFailure)
+    assert f"'{AGREEMENT}' (version 1)" in denial.message and "audit of the municipality" in denial.message
+    assert await outcome(platform, broker, checks=PARKING_CHECKS[:1]) == "GRANTED", (
+        "the registry's data still flows"
+    )
+    await act(platform, broker, "tax-admin", LIFT)
+    assert await outcome(platform, broker) == "GRANTED"
+
+    # Oversight suspends all of it, at once; and resumes it.
+    await act(platform, broker, "oversight", SUSPEND, "complaint 2026/31 under investigation")
+    denial = await outcome(platform, broker)
+    assert reason_of(denial) == "AGREEMENT_NOT_IN_FORCE"
+    assert isinstance(denial, RpcFailure) and "suspended: by AEPD" in denial.message
+    await act(platform, broker, "oversight", RESUME)
+    assert await outcome(platform, broker) == "GRANTED"
+
+    # Renewal is a new version; the old one stays in force until the new one is approved.
+    renewed = await propose(platform, broker, laws=[LAW, "Ley 40/2015 art. 155"])
+    assert renewed.agreement.version == 2
+    assert await outcome(platform, broker) == "GRANTED"
+    await act(platform, broker, "registry-admin", APPROVE, version=2)
+    await act(platform, broker, "tax-admin", APPROVE, version=2)
+    listed = await stub(platform, broker, "housing-office").ListAgreements(
+        governance_pb2.ListAgreementsRequest(agreement_id=AGREEMENT), timeout=5
+    )
+    assert [(a.version, a.state) for a in listed.agreements] == [
+        (1, A.AGREEMENT_STATE_SUPERSEDED),
+        (2, A.AGREEMENT_STATE_IN_FORCE),
+    ]
+
+    revoked = await act(platform, broker, "housing-admin", REVOKE, "the permit scheme ends")
+    assert revoked.agreement.state == A.AGREEMENT_STATE_REVOKED
+    assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED"
+
+    code, out, err = await cli("ledger", "verify", "--var-dir", str(platform.var_dir))
+    assert code == 0 and "governance log: 11 entries: intact" in out, out + err
+
+
+async def test_a_veto_of_the_proposal_rejects_it(platform: Platform, broker: BrokerApp) -> None:
+    await propose(platform, broker)
+    rejected = await act(platform, broker, "tax-admin", VETO, "the tax data is not needed for parking")
+    assert rejected.agreement.state == A.AGREEMENT_STATE_REJECTED
+    assert "vetoed by tax: the tax data is not needed" in rejected.agreement.note
+    late = await failure_of(act(platform, broker, "registry-admin", APPROVE, version=1))
+    assert late.code is grpc.StatusCode.FAILED_PRECONDITION and late.info is not None
+    assert late.info.reason == "TRANSITION_NOT_ALLOWED" and "is REJECTED" in late.message
+    assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED"
+
+
+async def test_every_transition_is_authorised_by_role_and_a_refusal_records_nothing(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    refusals: list[tuple[Any, grpc.StatusCode, str]] = [
+        (
+            propose(platform, broker, "housing-office"),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CONSUMER_ADMIN_ONLY",
+        ),
+        (
+            propose(platform, broker, "barcelona-admin"),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "OWN_ORGANISATION_ONLY",
+        ),
+        (propose(platform, broker, "tax-admin"), grpc.StatusCode.PERMISSION_DENIED, "CONSUMER_ADMIN_ONLY"),
+    ]
+    before = log_size(platform)
+    for call, code, reason in refusals:
+        failure = await failure_of(call)
+        assert (failure.code, failure.info and failure.info.reason) == (code, reason), failure.message
+    assert log_size(platform) == before
+
+    await propose(platform, broker)
+    before = log_size(platform)
+    for who, action, code, reason in [
+        ("employment-admin", APPROVE, grpc.StatusCode.PERMISSION_DENIED, "NOT_CONSULTED"),
+        ("oversight", APPROVE, grpc.StatusCode.PERMISSION_DENIED, "PROVIDER_ADMIN_ONLY"),
+        ("housing-admin", APPROVE, grpc.StatusCode.PERMISSION_DENIED, "PROVIDER_ADMIN_ONLY"),
+        ("registry-admin", SUSPEND, grpc.StatusCode.PERMISSION_DENIED, "OVERSIGHT_ONLY"),
+        ("tax-admin", REVOKE, grpc.StatusCode.PERMISSION_DENIED, "REVOKE_NOT_PERMITTED"),
+        ("oversight", SUSPEND, grpc.StatusCode.FAILED_PRECONDITION, "TRANSITION_NOT_ALLOWED"),
+        ("tax-admin", LIFT, grpc.StatusCode.FAILED_PRECONDITION, "TRANSITION_NOT_ALLOWED"),
+    ]:
+        failure = await failure_of(act(platform, broker, who, action, "because"))
+        assert (failure.code, failure.info and failure.info.reason) == (code, reason), (
+            who,
+            action,
+            failure.message,
+        )
+    pending = await failure_of(propose(platform, broker))
+    assert pending.code is grpc.StatusCode.FAILED_PRECONDITION and pending.info is not None
+    assert pending.info.reason == "PROPOSAL_PENDING"
+    assert log_size(platform) == before
+
+    await act(platform, broker, "registry-admin", APPROVE)
+    twice = await failure_of(act(platform, broker, "registry-admin", APPROVE))
+    assert twice.info is not None and twice.info.reason == "ALREADY_DECIDED"
+    no_reason = await failure_of(act(platform, broker, "tax-admin", VETO))
+    assert no_reason.code is grpc.StatusCode.INVALID_ARGUMENT and no_reason.fields == ["reason"]
+    missing = await failure_of(
+        stub(platform, broker, "tax-admin").ActOnAgreement(
+            governance_pb2.ActOnAgreementRequest(agreement_id="no-such-agreement", action=APPROVE), timeout=5
+        )
+    )
+    assert missing.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_terms_name_their_fields(platform: Platform, broker: BrokerApp) -> None:
+    failure = await failure_of(
+        propose(
+            platform,
+            broker,
+            organization_id=ORG,
+            procedure_code="parking permit",
+            certificate_type_ids=["nope/v1"],
+            laws=[],
+            unit="",
+        )
+    )
+    assert failure.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == [
+        "terms.procedure_code",
+        "terms.unit",
+        "terms.certificate_type_ids",
+        "terms.laws",
+    ]
+    no_start = await failure_of(
+        stub(platform, broker, "housing-admin").ProposeAgreement(
+            governance_pb2.ProposeAgreementRequest(
+                agreement_id=AGREEMENT, terms=governance_pb2.AgreementTerms()
+            ),
+            timeout=5,
+        )
+    )
+    assert no_start.code is grpc.StatusCode.INVALID_ARGUMENT and "terms.valid_from" in no_start.fields
+    assert log_size(platform) == 0
+
+
+async def test_seeded_agreements_are_recorded_and_oversight_can_suspend_them(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    listed = await stub(platform, broker, "oversight").ListAgreements(
+        governance_pb2.ListAgreementsRequest(), timeout=5
+    )
+    seeded = {a.agreement_id: a for a in listed.agreements}
+    madrid = seeded["madrid-housing-rent-subsidy"]
+    assert (madrid.version, madrid.state, madrid.proposed_by) == (1, A.AGREEMENT_STATE_IN_FORCE, "seed")
+    assert (
+        seeded["barcelona-housing-rent-subsidy"].state == A.AGREEMENT_STATE_SUSPENDED
+    )  # the seeded tax veto
+    await platform.stub(broker).Verify(verify_request(), timeout=10)
+    request = governance_pb2.ActOnAgreementRequest(
+        agreement_id="madrid-housing-rent-subsidy", action=SUSPEND, reason="complaint 2026/40"
+    )
+    await stub(platform, broker, "oversight").ActOnAgreement(request, timeout=5)
+    failure = await failure_of(platform.stub(broker).Verify(verify_request(), timeout=10))
+    assert failure.info is not None and failure.info.reason == "AGREEMENT_NOT_IN_FORCE"
+
