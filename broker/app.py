@@ -31,6 +31,7 @@ from onceonly.broker.oversight import OversightService
 from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from onceonly.broker.oversight_api import OversightServicer
 from onceonly.broker.policy import Policy
+from onceonly.broker.policy_notify import listen_for_changes
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema, normalise_url
@@ -330,6 +331,10 @@ async def start_broker(
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
+    if engine.dialect.name == "postgresql":  # governance changes made through other replicas, at once
+        app.tasks.append(
+            asyncio.create_task(listen_for_changes(config.effective_database_url, policy.refresh))
+        )
     log.info(
         "broker serving",
         extra={

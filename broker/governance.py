@@ -28,6 +28,7 @@ from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
+from onceonly.broker.policy_notify import notify_change
 from onceonly.broker.storage import OrganisationRow
 from onceonly.errors import AlreadyExists, permission_denied
 from onceonly.validation import ID_PATTERN, FieldErrors
@@ -212,7 +213,12 @@ class GovernanceService:
         return self._catalog
 
     async def _commit(self, work: Callable[[sa.Connection], T]) -> T:
-        done = await asyncio.to_thread(in_logged_transaction, self._engine, work)
+        def notified(conn: sa.Connection) -> T:
+            done = work(conn)
+            notify_change(conn)  # every replica re-reads its policy once this commits
+            return done
+
+        done = await asyncio.to_thread(in_logged_transaction, self._engine, notified)
         if self._changed is not None:
             await self._changed()
         return done

@@ -5,6 +5,7 @@ nothing) when the role or the state does not allow it."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 from typing import Any
@@ -16,6 +17,7 @@ from google.protobuf import timestamp_pb2
 from onceonly.broker.app import BrokerApp
 from onceonly.v1 import common_pb2, governance_pb2, governance_pb2_grpc
 from tests.broker.oversight_workload import failure_of
+from tests.broker.test_replicas import start_replicas
 from tests.conftest import (
     LAW,
     MUNICIPALITY,
@@ -308,3 +310,30 @@ async def test_seeded_agreements_are_recorded_and_oversight_can_suspend_them(
     failure = await failure_of(platform.stub(broker).Verify(verify_request(), timeout=10))
     assert failure.info is not None and failure.info.reason == "AGREEMENT_NOT_IN_FORCE"
 
+
+async def test_a_veto_recorded_on_one_replica_reaches_the_other_at_once_on_postgresql(
+    platform: Platform, postgres_url: str
+) -> None:
+    """Two replicas share PostgreSQL and re-read their policy only hourly by themselves: the veto
+    recorded through replica A reaches replica B through LISTEN/NOTIFY."""
+    await platform.start_reference_providers()
+    a, b = await start_replicas(platform, postgres_url, policy_refresh_s=3600)
+    await propose(platform, a)
+    await act(platform, a, "registry-admin", APPROVE)
+    await act(platform, a, "tax-admin", APPROVE)
+    assert await _eventually(platform, b, lambda r: r == "GRANTED") == "GRANTED"
+    await act(platform, a, "tax-admin", VETO, "audit pending")
+    vetoed = await _eventually(platform, b, lambda r: not isinstance(r, str))
+    assert reason_of(vetoed) == "PROVIDER_VETO"
+
+
+async def _eventually(
+    platform: Platform, app: BrokerApp, done: Any, within_s: float = 5.0
+) -> str | RpcFailure:
+    """The outcome of a parking request on ``app`` once ``done(outcome)``, trying for ``within_s``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        result = await outcome(platform, app)
+        if done(result) or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.05)
