@@ -218,11 +218,12 @@ def _first_failure(
         )
     # Checked before the agreement's bases: "this procedure needs consent" says more
     # than "LAW is not allowed" when an agreement is consent-only.
-    if a.consent_required and kind is LegalBasisKind.LAW:
+    if a.consent_required and kind is not LegalBasisKind.CONSENT:
         return 3, Violation(
             DenialReason.CONSENT_REQUIRED,
             cid,
-            f"Agreement {a.id!r} requires the subject's consent; a legal basis of LAW is not enough.",
+            f"Agreement {a.id!r} requires the subject's consent; a legal basis of {kind.value} "
+            "is not enough.",
         )
     if kind not in a.legal_bases:
         return 4, Violation(

@@ -85,7 +85,7 @@ class Purpose:
 
 @dataclass(frozen=True, slots=True)
 class LegalBasis:
-    kind: str  # "LAW" | "CONSENT"
+    kind: str  # "LAW" | "CONSENT" | "NO_OBJECTION"
     reference: str
 
     @classmethod
@@ -95,6 +95,11 @@ class LegalBasis:
     @classmethod
     def consent(cls, reference: str) -> LegalBasis:
         return cls("CONSENT", reference)
+
+    @classmethod
+    def no_objection(cls, notice: str) -> LegalBasis:
+        """The resident was told of the query (``notice`` identifies how) and did not object."""
+        return cls("NO_OBJECTION", notice)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Credentials as for the other client commands; without ``--cert``, ``--token`` or
 the certificate ``oversight`` in ``--tls-dir`` is used::
 
     onceonly oversight traces [--since ISO] [--until ISO] [--consumer ORG] [--officer ID]
-                              [--procedure CODE] [--legal-basis LAW|CONSENT] [--provider ID]
+                              [--procedure CODE] [--legal-basis LAW|CONSENT|NO_OBJECTION] [--provider ID]
                               [--certificate-type ID] [--outcome OUTCOME] [--limit N] [--json]
     onceonly oversight usage --by provider|consumer|procedure [--since ISO] [--until ISO] [--json]
     onceonly oversight resident DNI:12345678Z --purpose TEXT (--law REF | --consent REF)
@@ -234,7 +234,10 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     traces.add_argument("--officer", help="officer id")
     traces.add_argument("--procedure", help="procedure code")
     traces.add_argument(
-        "--legal-basis", choices=["LAW", "CONSENT"], type=str.upper, help="kind of legal basis"
+        "--legal-basis",
+        choices=["LAW", "CONSENT", "NO_OBJECTION"],
+        type=str.upper,
+        help="kind of legal basis",
     )
     traces.add_argument("--provider", help="provider id (traces with a check it served)")
     traces.add_argument("--certificate-type", help="certificate type id")

@@ -1,7 +1,8 @@
 """``onceonly verify``, ``verify-bulk``, ``catalog`` and ``jwks``: the Broker service for people.
 
     onceonly verify --org ORG --unit UNIT --officer ID --procedure CODE --purpose TEXT --case-file ID
-                    (--law REFERENCE | --consent REFERENCE) --subject DNI:12345678Z --check TYPE[:k=v,...] ...
+                    (--law REFERENCE | --consent REFERENCE | --no-objection NOTICE)
+                    --subject DNI:12345678Z --check TYPE[:k=v,...] ...
     onceonly verify-bulk FILE.csv (the same request options; one subject per row)
     onceonly catalog
     onceonly jwks
@@ -245,6 +246,11 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     basis = p.add_mutually_exclusive_group(required=True)
     basis.add_argument("--law", help="legal basis: the law cited")
     basis.add_argument("--consent", help="legal basis: the subject's consent reference")
+    basis.add_argument(
+        "--no-objection",
+        metavar="NOTICE",
+        help="legal basis: the resident was told (NOTICE identifies how) and did not object",
+    )
     p.add_argument(
         "--check",
         action="append",
@@ -256,7 +262,12 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
 
 def request_parts(args: argparse.Namespace) -> tuple[Consumer, Purpose, LegalBasis, list[Check]]:
     """The shared request arguments as client types; ``ValueError`` names a malformed one."""
-    basis = LegalBasis.law(args.law) if args.law is not None else LegalBasis.consent(args.consent)
+    if args.law is not None:
+        basis = LegalBasis.law(args.law)
+    elif args.consent is not None:
+        basis = LegalBasis.consent(args.consent)
+    else:
+        basis = LegalBasis.no_objection(args.no_objection)
     officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
     return (
         Consumer(args.org, args.unit, args.officer, officer_doc),

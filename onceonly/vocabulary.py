@@ -36,6 +36,8 @@ class DocumentType(enum.StrEnum):
 class LegalBasisKind(enum.StrEnum):
     LAW = "LAW"
     CONSENT = "CONSENT"
+    NO_OBJECTION = "NO_OBJECTION"
+    """The resident was told of the query and did not object (SCSP ``NoOpo``)."""
 
 
 class CheckStatus(enum.StrEnum):

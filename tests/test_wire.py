@@ -42,7 +42,7 @@ def test_a_value_on_one_side_only_fails_at_import() -> None:
 def test_unknown_numbers_and_names_map_to_nothing() -> None:
     assert wire.DOCUMENT_TYPE.from_proto(99) is None
     assert wire.DOCUMENT_TYPE.number("driving-licence") == 0
-    assert wire.LEGAL_BASIS_KIND.choices() == "LAW or CONSENT"
+    assert wire.LEGAL_BASIS_KIND.choices() == "LAW, CONSENT or NO_OBJECTION"
     assert wire.LEGAL_BASIS_KIND.from_proto(common_pb2.LEGAL_BASIS_KIND_LAW) is LegalBasisKind.LAW
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onceonly/v1/common.proto\x12\x0bonceonly.v1\"T\n\x07Subject\x12\x30\n\rdocument_type\x18\x01 \x01(\x0e\x32\x19.onceonly.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\"u\n\x08\x43onsumer\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x12\n\nofficer_id\x18\x03 \x01(\t\x12.\n\x10officer_document\x18\x04 \x01(\x0b\x32\x14.onceonly.v1.Subject\"M\n\x07Purpose\x12\x16\n\x0eprocedure_code\x18\x01 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61se_file_id\x18\x03 \x01(\t\"J\n\nLegalBasis\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x11\n\treference\x18\x02 \x01(\t\"j\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.onceonly.v1.ParameterType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t*w\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44OCUMENT_TYPE_DNI\x10\x01\x12\x15\n\x11\x44OCUMENT_TYPE_NIE\x10\x02\x12\x1a\n\x16\x44OCUMENT_TYPE_PASSPORT\x10\x03*j\n\x0eLegalBasisKind\x12 \n\x1cLEGAL_BASIS_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14LEGAL_BASIS_KIND_LAW\x10\x01\x12\x1c\n\x18LEGAL_BASIS_KIND_CONSENT\x10\x02*\x9b\x01\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PARAMETER_TYPE_STRING\x10\x01\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x02\x12\x1a\n\x16PARAMETER_TYPE_BOOLEAN\x10\x03\x12\x17\n\x13PARAMETER_TYPE_DATE\x10\x04*\xfd\x03\n\x0c\x44\x65nialReason\x12\x1d\n\x19\x44\x45NIAL_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45NIAL_REASON_UNKNOWN_CONSUMER\x10\x01\x12*\n&DENIAL_REASON_PROCEDURE_NOT_AUTHORISED\x10\x02\x12.\n*DENIAL_REASON_CERTIFICATE_TYPE_NOT_COVERED\x10\x03\x12)\n%DENIAL_REASON_LEGAL_BASIS_NOT_ALLOWED\x10\x04\x12\x32\n.DENIAL_REASON_LEGAL_REFERENCE_NOT_IN_AGREEMENT\x10\x05\x12\"\n\x1e\x44\x45NIAL_REASON_CONSENT_REQUIRED\x10\x06\x12(\n$DENIAL_REASON_AGREEMENT_NOT_IN_FORCE\x10\x07\x12\x1f\n\x1b\x44\x45NIAL_REASON_PROVIDER_VETO\x10\x08\x12&\n\"DENIAL_REASON_SELF_QUERY_FORBIDDEN\x10\t\x12+\n\'DENIAL_REASON_OFFICER_NOT_AUTHENTICATED\x10\n\x12+\n\'DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED\x10\x0b*\xae\x01\n\x15OfficerIdentification\x12&\n\"OFFICER_IDENTIFICATION_UNSPECIFIED\x10\x00\x12 \n\x1cOFFICER_IDENTIFICATION_TOKEN\x10\x01\x12&\n\"OFFICER_IDENTIFICATION_CERTIFICATE\x10\x02\x12#\n\x1fOFFICER_IDENTIFICATION_INSECURE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onceonly/v1/common.proto\x12\x0bonceonly.v1\"T\n\x07Subject\x12\x30\n\rdocument_type\x18\x01 \x01(\x0e\x32\x19.onceonly.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\"u\n\x08\x43onsumer\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x12\n\nofficer_id\x18\x03 \x01(\t\x12.\n\x10officer_document\x18\x04 \x01(\x0b\x32\x14.onceonly.v1.Subject\"M\n\x07Purpose\x12\x16\n\x0eprocedure_code\x18\x01 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61se_file_id\x18\x03 \x01(\t\"J\n\nLegalBasis\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x11\n\treference\x18\x02 \x01(\t\"j\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.onceonly.v1.ParameterType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t*w\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44OCUMENT_TYPE_DNI\x10\x01\x12\x15\n\x11\x44OCUMENT_TYPE_NIE\x10\x02\x12\x1a\n\x16\x44OCUMENT_TYPE_PASSPORT\x10\x03*\x8d\x01\n\x0eLegalBasisKind\x12 \n\x1cLEGAL_BASIS_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14LEGAL_BASIS_KIND_LAW\x10\x01\x12\x1c\n\x18LEGAL_BASIS_KIND_CONSENT\x10\x02\x12!\n\x1dLEGAL_BASIS_KIND_NO_OBJECTION\x10\x03*\x9b\x01\n\rParameterType\x12\x1e\n\x1aPARAMETER_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15PARAMETER_TYPE_STRING\x10\x01\x12\x1a\n\x16PARAMETER_TYPE_INTEGER\x10\x02\x12\x1a\n\x16PARAMETER_TYPE_BOOLEAN\x10\x03\x12\x17\n\x13PARAMETER_TYPE_DATE\x10\x04*\xfd\x03\n\x0c\x44\x65nialReason\x12\x1d\n\x19\x44\x45NIAL_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45NIAL_REASON_UNKNOWN_CONSUMER\x10\x01\x12*\n&DENIAL_REASON_PROCEDURE_NOT_AUTHORISED\x10\x02\x12.\n*DENIAL_REASON_CERTIFICATE_TYPE_NOT_COVERED\x10\x03\x12)\n%DENIAL_REASON_LEGAL_BASIS_NOT_ALLOWED\x10\x04\x12\x32\n.DENIAL_REASON_LEGAL_REFERENCE_NOT_IN_AGREEMENT\x10\x05\x12\"\n\x1e\x44\x45NIAL_REASON_CONSENT_REQUIRED\x10\x06\x12(\n$DENIAL_REASON_AGREEMENT_NOT_IN_FORCE\x10\x07\x12\x1f\n\x1b\x44\x45NIAL_REASON_PROVIDER_VETO\x10\x08\x12&\n\"DENIAL_REASON_SELF_QUERY_FORBIDDEN\x10\t\x12+\n\'DENIAL_REASON_OFFICER_NOT_AUTHENTICATED\x10\n\x12+\n\'DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED\x10\x0b*\xae\x01\n\x15OfficerIdentification\x12&\n\"OFFICER_IDENTIFICATION_UNSPECIFIED\x10\x00\x12 \n\x1cOFFICER_IDENTIFICATION_TOKEN\x10\x01\x12&\n\"OFFICER_IDENTIFICATION_CERTIFICATE\x10\x02\x12#\n\x1fOFFICER_IDENTIFICATION_INSECURE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DOCUMENTTYPE']._serialized_start=509
   _globals['_DOCUMENTTYPE']._serialized_end=628
-  _globals['_LEGALBASISKIND']._serialized_start=630
-  _globals['_LEGALBASISKIND']._serialized_end=736
-  _globals['_PARAMETERTYPE']._serialized_start=739
-  _globals['_PARAMETERTYPE']._serialized_end=894
-  _globals['_DENIALREASON']._serialized_start=897
-  _globals['_DENIALREASON']._serialized_end=1406
-  _globals['_OFFICERIDENTIFICATION']._serialized_start=1409
-  _globals['_OFFICERIDENTIFICATION']._serialized_end=1583
+  _globals['_LEGALBASISKIND']._serialized_start=631
+  _globals['_LEGALBASISKIND']._serialized_end=772
+  _globals['_PARAMETERTYPE']._serialized_start=775
+  _globals['_PARAMETERTYPE']._serialized_end=930
+  _globals['_DENIALREASON']._serialized_start=933
+  _globals['_DENIALREASON']._serialized_end=1442
+  _globals['_OFFICERIDENTIFICATION']._serialized_start=1445
+  _globals['_OFFICERIDENTIFICATION']._serialized_end=1619
   _globals['_SUBJECT']._serialized_start=41
   _globals['_SUBJECT']._serialized_end=125
   _globals['_CONSUMER']._serialized_start=127

@@ -18,6 +18,7 @@ class LegalBasisKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEGAL_BASIS_KIND_UNSPECIFIED: _ClassVar[LegalBasisKind]
     LEGAL_BASIS_KIND_LAW: _ClassVar[LegalBasisKind]
     LEGAL_BASIS_KIND_CONSENT: _ClassVar[LegalBasisKind]
+    LEGAL_BASIS_KIND_NO_OBJECTION: _ClassVar[LegalBasisKind]
 
 class ParameterType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +56,7 @@ DOCUMENT_TYPE_PASSPORT: DocumentType
 LEGAL_BASIS_KIND_UNSPECIFIED: LegalBasisKind
 LEGAL_BASIS_KIND_LAW: LegalBasisKind
 LEGAL_BASIS_KIND_CONSENT: LegalBasisKind
+LEGAL_BASIS_KIND_NO_OBJECTION: LegalBasisKind
 PARAMETER_TYPE_UNSPECIFIED: ParameterType
 PARAMETER_TYPE_STRING: ParameterType
 PARAMETER_TYPE_INTEGER: ParameterType

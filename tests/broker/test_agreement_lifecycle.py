@@ -337,3 +337,31 @@ async def _eventually(
         if done(result) or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+async def test_an_agreement_may_allow_no_objection(platform: Platform, broker: BrokerApp) -> None:
+    """SCSP's NoOpo through the whole stack: refused under the seeded agreements (LAW, CONSENT),
+    granted once an agreement made through the platform allows it."""
+    no_objection = common_pb2.LegalBasis(
+        kind=common_pb2.LEGAL_BASIS_KIND_NO_OBJECTION, reference="Notice with the permit form, 2026-03-02"
+    )
+
+    async def ask(procedure: str) -> str | RpcFailure:
+        request = verify_request(procedure_code=procedure, checks=PARKING_CHECKS[:1])
+        request.legal_basis.CopyFrom(no_objection)
+        try:
+            await platform.stub(broker).Verify(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            return rpc_failure(exc)
+        return "GRANTED"
+
+    assert reason_of(await ask("HOUSING-RENT-SUBSIDY")) == "LEGAL_BASIS_NOT_ALLOWED"
+    await propose(
+        platform,
+        broker,
+        certificate_type_ids=[RESIDENCE],
+        legal_bases=[common_pb2.LEGAL_BASIS_KIND_NO_OBJECTION],
+        laws=[],
+    )
+    await act(platform, broker, "registry-admin", APPROVE)
+    assert await ask(PARKING) == "GRANTED"

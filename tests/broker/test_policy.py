@@ -375,3 +375,22 @@ def assert_demo_decisions(p: Policy) -> None:
     assert p.evaluate(jobs, NOW).allowed
     jobs = dataclasses.replace(jobs, checks=(CheckRequest(RESIDENCE),))
     assert denied(p, jobs).reason is DenialReason.CERTIFICATE_TYPE_NOT_COVERED
+
+
+def test_no_objection_is_allowed_only_where_the_agreement_and_the_catalog_say_so(catalog: Catalog) -> None:
+    """SCSP's NoOpo: the resident was told and did not object. An agreement must list it, and so
+    must the certificate type; consent-only agreements are not satisfied by it."""
+    notice = "Notice sent with the application form, 2026-03-02"
+    req = request(RESIDENCE, kind=LegalBasisKind.NO_OBJECTION, reference=notice)
+    err = denied(policy(catalog), req)  # the default agreement allows LAW and CONSENT
+    assert (
+        err.reason is DenialReason.LEGAL_BASIS_NOT_ALLOWED and "NO_OBJECTION" in err.violations[0].description
+    )
+    allowing = agreement(legal_bases=frozenset({LAW, LegalBasisKind.NO_OBJECTION}))
+    assert policy(catalog, allowing).evaluate(req, NOW).allowed
+    consent_only = agreement(
+        legal_bases=frozenset({LegalBasisKind.NO_OBJECTION, CONSENT}), consent_required=True
+    )
+    assert denied(policy(catalog, consent_only), req).reason is DenialReason.CONSENT_REQUIRED
+    law_only_type = request(SOCIAL_SECURITY, kind=LegalBasisKind.NO_OBJECTION, reference=notice)
+    assert denied(policy(catalog, allowing), law_only_type).reason is DenialReason.LEGAL_BASIS_NOT_ALLOWED

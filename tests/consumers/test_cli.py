@@ -220,6 +220,16 @@ async def test_catalog_json_spells_each_value_once(broker: BrokerApp) -> None:
     assert code == EXIT_OK
     catalog = json.loads(text)
     bases = {b for c in catalog["certificateTypes"] for b in c["allowedLegalBases"]}
-    assert bases == {"LAW", "CONSENT"}
+    assert bases == {"LAW", "CONSENT", "NO_OBJECTION"}
     kinds = {p["type"] for c in catalog["certificateTypes"] for p in c.get("parameters", [])}
     assert kinds and all(not k.startswith("PARAMETER_TYPE_") for k in kinds)
+
+
+async def test_verify_under_no_objection(broker: BrokerApp) -> None:
+    """``--no-objection NOTICE`` sends SCSP's NoOpo; the seeded agreements allow only LAW and CONSENT."""
+    r = resident(lambda r: r.document_type == "DNI")
+    args = verify_args(broker.target, f"DNI:{r.document_number}")
+    law = args.index("--law")
+    args[law : law + 2] = ["--no-objection", "Notice with the application form"]
+    code, _, err = await cli(*args)
+    assert code == EXIT_DENIED and "LEGAL_BASIS_NOT_ALLOWED" in err and "NO_OBJECTION" in err, err
