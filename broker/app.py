@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +22,7 @@ from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
 from onceonly.broker.config import BrokerConfig
-from onceonly.broker.governance import GovernanceService
+from onceonly.broker.governance import GovernanceService, bootstrap
 from onceonly.broker.governance_api import SERVICE_NAME as GOVERNANCE_SERVICE_NAME
 from onceonly.broker.governance_api import GovernanceServicer
 from onceonly.broker.governance_log import GOVERNANCE_TYPE, GovernanceLog
@@ -214,11 +215,14 @@ async def start_broker(
     engine = create_engine(config.effective_database_url, busy_timeout_ms=config.db_busy_timeout_ms)
     await asyncio.to_thread(init_schema, engine)
     store = PolicyStore(engine)
-    if config.agreements_seed is not None:
-        count = await asyncio.to_thread(store.seed_from_file, config.agreements_seed, catalog)
-        log.info("agreements seeded", extra={"file": str(config.agreements_seed), "entries": count})
-    policy = PolicyHolder(store, catalog)
     keys = KeyRing.from_directory(config.keys_dir / "signing")
+    governance_log = GovernanceLog(lambda claims: keys.sign(claims, GOVERNANCE_TYPE))
+    if config.agreements_seed is not None:
+        count = await asyncio.to_thread(
+            bootstrap, engine, config.agreements_seed, catalog, governance_log, dt.datetime.now(dt.UTC)
+        )
+        log.info("seed file recorded", extra={"file": str(config.agreements_seed), "changes": count})
+    policy = PolicyHolder(store, catalog)
     chain_id = config.chain_id or chain_id_for(config.var_dir)
     witness = WitnessLog(config.witness_file)
     # Fail closed: never append to a chain the witness says was cut (ChainCut names what is wrong).
@@ -294,7 +298,7 @@ async def start_broker(
     queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
     governance = GovernanceService(
         engine,
-        GovernanceLog(lambda claims: keys.sign(claims, GOVERNANCE_TYPE)),
+        governance_log,
         changed=policy.refresh,
         catalog=catalog,
     )

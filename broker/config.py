@@ -56,7 +56,8 @@ class BrokerConfig:
     catalog_path: Path | None = None
     """Catalog TOML file; unset means the one shipped in ``broker/data``. ``ONCEONLY_CATALOG``."""
     agreements_seed: Path | None = None
-    """Agreements TOML file loaded (upserted) into the database at start. ``ONCEONLY_AGREEMENTS_SEED``."""
+    """Governance file whose entries the database lacks are recorded at start (never changing or
+    revoking what is recorded). ``ONCEONLY_AGREEMENTS_SEED``."""
     providers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROVIDER_TARGETS))
     """Provider addresses, ``id=host:port,...``. ``ONCEONLY_PROVIDERS``."""
     provider_timeout_ms: int = 2000

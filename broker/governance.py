@@ -17,24 +17,37 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from onceonly.broker import agreement_lifecycle as lifecycle
+from onceonly.broker import governance_import as importing
+from onceonly.broker.agreements import parse_seed
 from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
 from onceonly.broker.policy_notify import notify_change
 from onceonly.broker.storage import OrganisationRow
-from onceonly.errors import AlreadyExists, permission_denied
+from onceonly.errors import AlreadyExists, FieldViolation, InvalidArgument, permission_denied
 from onceonly.validation import ID_PATTERN, FieldErrors
 from onceonly.vocabulary import AgreementAction, OrganisationKind
 
-__all__ = ["ORGANISATION_REGISTERED", "AgreementChanged", "GovernanceService", "OrganisationRegistered"]
+__all__ = [
+    "ORGANISATION_REGISTERED",
+    "SEED_ACTOR",
+    "AgreementChanged",
+    "GovernanceService",
+    "ImportDone",
+    "OrganisationRegistered",
+    "bootstrap",
+    "read_governance_file",
+]
 
 ORGANISATION_REGISTERED = "ORGANISATION_REGISTERED"
 _ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
@@ -58,6 +71,61 @@ class AgreementChanged:
     version: lifecycle.AgreementVersion
     """The version acted on, as it stands after the change."""
     event: LoggedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ImportDone:
+    changes: list[importing.ImportChange]
+    events: list[LoggedEvent]
+
+
+def read_governance_file(text: str, source: str, catalog: Catalog) -> importing.ImportFile:
+    """A governance file (the seed file's format, agreements optionally with ``unit`` and
+    ``accountable``), validated; ``InvalidArgument`` (field ``file``) naming what is wrong."""
+    try:
+        data = tomllib.loads(text)
+        orgs, agreements, vetoes = parse_seed(data, source, catalog)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise InvalidArgument(
+            [FieldViolation("file", str(exc) if source in str(exc) else f"{source}: {exc}")]
+        ) from None
+    units = {}
+    for entry in data.get("agreements", []):
+        unit, accountable = entry.get("unit", ""), entry.get("accountable", "")
+        if not isinstance(unit, str) or not isinstance(accountable, str):
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "file", f"{source}: agreement {entry.get('id')!r}: unit and accountable are text"
+                    )
+                ]
+            )
+        units[str(entry["id"])] = (unit, accountable)
+    return importing.ImportFile(orgs, agreements, vetoes, units)
+
+
+def bootstrap(engine: sa.Engine, path: Path, catalog: Catalog, log: GovernanceLog, now: dt.datetime) -> int:
+    """Record what a seed file declares and the database lacks (organisations, agreements, vetoes),
+    logged as the ``seed``; never changes or revokes what is recorded. Returns how many changes."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read seed file: {exc}") from None
+    try:
+        wanted = read_governance_file(text, str(path), catalog)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
+
+    def work(conn: sa.Connection) -> int:
+        changes = importing.plan(conn, wanted, full=False)
+        importing.apply(conn, changes, wanted, log, SEED_ACTOR, now)
+        return len(changes)
+
+    return in_logged_transaction(engine, work)
+
+
+SEED_ACTOR = Actor("onceonly", "operator", "seed")
+"""Who records a seed file's contents at the broker's start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +290,32 @@ class GovernanceService:
         if self._changed is not None:
             await self._changed()
         return done
+
+    async def import_file(
+        self, principal: Principal, text: str, source: str, *, dry_run: bool = False
+    ) -> ImportDone:
+        """Make what is recorded match a governance file (operator only): the changes, and their log
+        entries (none for a dry run). A bad file is ``InvalidArgument`` naming the entry."""
+        if principal.kind != "operator":
+            raise permission_denied(
+                "OPERATOR_ONLY",
+                "rule OPERATOR_ONLY: only the platform operator imports governance files, "
+                f"not a {principal.kind}",
+                role=principal.kind,
+            )
+        wanted = read_governance_file(text, source, self._require_catalog())
+
+        def work(conn: sa.Connection) -> ImportDone:
+            changes = importing.plan(conn, wanted)
+            if dry_run:
+                return ImportDone(changes, [])
+            return ImportDone(
+                changes, importing.apply(conn, changes, wanted, self._log, actor_of(principal), self._clock())
+            )
+
+        if dry_run:
+            return await asyncio.to_thread(in_logged_transaction, self._engine, work)
+        return await self._commit(work)
 
     async def organisations(self) -> list[Organisation]:
         """Every member organisation, by code."""

@@ -256,3 +256,24 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
             )
         except Exception as exc:
             await abort(context, exc)
+
+    async def ImportGovernance(
+        self, request: governance_pb2.ImportGovernanceRequest, context: Context
+    ) -> governance_pb2.ImportGovernanceResponse:
+        try:
+            principal = _principal()
+            name = request.file_name.strip() or "governance file"
+            done = await self._service.import_file(
+                principal, request.file_text, name, dry_run=request.dry_run
+            )
+            return governance_pb2.ImportGovernanceResponse(
+                changes=[
+                    governance_pb2.ImportChange(
+                        what=c.what, action=c.action, subject=c.subject, detail=c.detail
+                    )
+                    for c in done.changes
+                ],
+                events=[event_message(e) for e in done.events],
+            )
+        except Exception as exc:
+            await abort(context, exc)

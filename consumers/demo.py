@@ -42,7 +42,14 @@ from onceonly.consumers.client import (
 )
 from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import OFFICER_LABELS, OversightClient
-from onceonly.pki import DEMO_CONSUMER, DEMO_CONSUMER_ADMIN, DEMO_OVERSIGHT, ClientTls, init_pki
+from onceonly.pki import (
+    DEMO_CONSUMER,
+    DEMO_CONSUMER_ADMIN,
+    DEMO_OPERATOR,
+    DEMO_OVERSIGHT,
+    ClientTls,
+    init_pki,
+)
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
@@ -266,6 +273,22 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
     return []
 
 
+async def import_governance(broker_target: str, pki_dir: Path, path: Path) -> list[str]:
+    """The platform operator records the demo's organisations, agreements and vetoes from a file,
+    as governance changes: ``onceonly governance import FILE``."""
+    async with GovernanceClient(broker_target, tls=ClientTls.from_dir(pki_dir, DEMO_OPERATOR[1])) as gov:
+        changes, entries = await gov.import_file(path.read_text("utf-8"), path.name)
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.what] = counts.get(c.what, 0) + 1
+    print(
+        f"governance imported by the operator ({DEMO_OPERATOR[0]}) from {path.name}: "
+        + ", ".join(f"{n} {what}(s)" for what, n in counts.items())
+        + f" recorded as governance log entries 1..{len(entries)}"
+    )
+    return [] if entries else ["the governance import recorded nothing"]
+
+
 PARKING = "PARKING-PERMIT"
 PARKING_AGREEMENT = "madrid-parking-permit"
 
@@ -415,8 +438,6 @@ async def run_demo(var_dir: Path | None = None) -> int:
             broker_target,
             "--var-dir",
             str(var_dir),
-            "--seed-agreements",
-            str(seed),
             "--tls-dir",
             str(pki_dir),
             "--jwt-issuers",
@@ -434,6 +455,7 @@ async def run_demo(var_dir: Path | None = None) -> int:
             + ", ".join(f"{n} on {t}" for n, t in targets.items())
             + " (mutual TLS, the broker's certificate only)"
         )
+        problems += await import_governance(broker_target, pki_dir, Path(str(seed)))
         problems += await scenario(broker_target, pki_dir, idp, token_target)
         problems += await resident_report(broker_target, pki_dir, personas()[0][1])
         problems += await governance(broker_target, pki_dir, personas()[0][1])

@@ -28,6 +28,7 @@ __all__ = [
     "AgreementView",
     "GovernanceClient",
     "GovernanceEntry",
+    "ImportChange",
     "Organisation",
 ]
 
@@ -60,6 +61,16 @@ class GovernanceEntry:
     hash: str = ""
     prev_hash: str = ""
     signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportChange:
+    what: str
+    """organisation, agreement or veto."""
+    action: str
+    """ADD, CHANGE, REVOKE or LIFT."""
+    subject: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +272,21 @@ class GovernanceClient(BrokerClient):
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return [_view(a) for a in reply.agreements]
+
+    async def import_file(
+        self, text: str, name: str = "", *, dry_run: bool = False
+    ) -> tuple[list[ImportChange], list[GovernanceEntry]]:
+        """Make what is recorded match a governance file (the operator only): the changes and the
+        log entries that record them (none for a dry run)."""
+        request = governance_pb2.ImportGovernanceRequest(file_text=text, file_name=name, dry_run=dry_run)
+        try:
+            reply = await self._governance.ImportGovernance(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        changes = [ImportChange(c.what, c.action, c.subject, c.detail) for c in reply.changes]
+        return changes, [_entry(e) for e in reply.events]
 
     async def organisations(self) -> list[Organisation]:
         try:

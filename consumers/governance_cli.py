@@ -7,6 +7,7 @@ the certificate ``operator`` in ``--tls-dir`` is used (any member may read)::
     onceonly governance register CODE --name NAME --kind CONSUMER|PROVIDER|OVERSIGHT|OPERATOR
                                  [--contact TEXT] [--json]       (the platform operator only)
     onceonly governance log [--after SEQ] [--json]
+    onceonly governance import FILE.toml [--dry-run] [--json]  (the platform operator only)
     onceonly governance agreements [--id AGREEMENT] [--json]
     onceonly governance propose FILE.toml                   (a consumer's administrators)
     onceonly governance approve|veto|lift-veto|suspend|resume|revoke AGREEMENT
@@ -22,6 +23,7 @@ Exit codes as for the other client commands.
 from __future__ import annotations
 
 import argparse
+import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from onceonly.consumers._console import (
+    EXIT_INVALID,
     client_command,
     client_credentials,
     dump_json,
@@ -184,6 +187,33 @@ def _print_agreements(views: list[AgreementView]) -> None:
     print(table(["agreement", "version", "state", "consumer", "procedure", "consulted", "notes"], rows))
 
 
+async def cmd_import(args: argparse.Namespace) -> int:
+    try:
+        text = args.file.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.file}: cannot read: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+    async def body(client: GovernanceClient) -> None:
+        changes, entries = await client.import_file(text, str(args.file), dry_run=args.dry_run)
+        if args.json:
+            print(
+                dump_json({"changes": [asdict(c) for c in changes], "entries": [asdict(e) for e in entries]})
+            )
+            return
+        rows = [(c.what, c.action, c.subject, c.detail) for c in changes]
+        print(table(["what", "change", "subject", "detail"], rows) if rows else "nothing to change")
+        if args.dry_run:
+            print(f"dry run: {len(changes)} change(s) would be made; nothing was recorded")
+        elif entries:
+            print(
+                f"{len(changes)} change(s) recorded: "
+                f"governance log entries {entries[0].seq}..{entries[-1].seq}"
+            )
+
+    return await _run(args, body)
+
+
 async def cmd_agreements(args: argparse.Namespace) -> int:
     async def body(client: GovernanceClient) -> None:
         views = await client.agreements(args.id or "")
@@ -228,7 +258,7 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     commands = parent.add_subparsers(
         dest="governance_command",
         required=True,
-        metavar="{orgs,register,log,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
+        metavar="{orgs,register,log,import,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
     )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -246,6 +276,14 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     log = command("log", "the governance log: who changed what, oldest first")
     log.add_argument("--after", type=int, default=0, help="entries after this position")
     log.set_defaults(handler=cmd_log)
+    importing = command(
+        "import", "make the recorded governance match a file: the differences, recorded (the operator only)"
+    )
+    importing.add_argument(
+        "file", type=Path, help="organisations, agreements and vetoes, as in the seed file"
+    )
+    importing.add_argument("--dry-run", action="store_true", help="show the changes; record nothing")
+    importing.set_defaults(handler=cmd_import)
     agreements = command("agreements", "every version of every agreement, with its state")
     agreements.add_argument("--id", help="only this agreement")
     agreements.set_defaults(handler=cmd_agreements)

@@ -265,3 +265,33 @@ class GovernanceLog(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[GovernanceEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[GovernanceEvent, _Mapping]]] = ...) -> None: ...
+
+class ImportGovernanceRequest(_message.Message):
+    __slots__ = ("file_text", "file_name", "dry_run")
+    FILE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    file_text: str
+    file_name: str
+    dry_run: bool
+    def __init__(self, file_text: _Optional[str] = ..., file_name: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ImportChange(_message.Message):
+    __slots__ = ("what", "action", "subject", "detail")
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    what: str
+    action: str
+    subject: str
+    detail: str
+    def __init__(self, what: _Optional[str] = ..., action: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ImportGovernanceResponse(_message.Message):
+    __slots__ = ("changes", "events")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ImportChange]
+    events: _containers.RepeatedCompositeFieldContainer[GovernanceEvent]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ImportChange, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[GovernanceEvent, _Mapping]]] = ...) -> None: ...

@@ -64,6 +64,11 @@ class GovernanceStub:
                 request_serializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.FromString,
                 _registered_method=True)
+        self.ImportGovernance = channel.unary_unary(
+                '/onceonly.v1.Governance/ImportGovernance',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServicer:
@@ -116,6 +121,18 @@ class GovernanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportGovernance(self, request, context):
+        """Make what is recorded match a governance file (organisations, agreements, vetoes: the seed
+        file's format) as recorded changes under the operator's role (the operator only): new and
+        changed organisations, agreements not recorded or whose terms differ get a new version in
+        force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
+        pending approval and organisations not in the file are left alone. With dry_run, only the
+        changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +165,11 @@ def add_GovernanceServicer_to_server(servicer, server):
                     servicer.ListAgreements,
                     request_deserializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.SerializeToString,
+            ),
+            'ImportGovernance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportGovernance,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +334,33 @@ class Governance:
             '/onceonly.v1.Governance/ListAgreements',
             onceonly_dot_v1_dot_governance__pb2.ListAgreementsRequest.SerializeToString,
             onceonly_dot_v1_dot_governance__pb2.ListAgreementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportGovernance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/ImportGovernance',
+            onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,14 @@ class GovernanceStub:
     """Every version of every agreement (or of one), with its state, decisions and who is
     responsible, accountable, consulted and informed.
     """
+    ImportGovernance: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ImportGovernanceRequest, _governance_pb2.ImportGovernanceResponse]
+    """Make what is recorded match a governance file (organisations, agreements, vetoes: the seed
+    file's format) as recorded changes under the operator's role (the operator only): new and
+    changed organisations, agreements not recorded or whose terms differ get a new version in
+    force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
+    pending approval and organisations not in the file are left alone. With dry_run, only the
+    changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
+    """
 
 @_typing.type_check_only
 class GovernanceAsyncStub(GovernanceStub):
@@ -81,6 +89,14 @@ class GovernanceAsyncStub(GovernanceStub):
     ListAgreements: _aio.UnaryUnaryMultiCallable[_governance_pb2.ListAgreementsRequest, _governance_pb2.ListAgreementsResponse]  # type: ignore[assignment]
     """Every version of every agreement (or of one), with its state, decisions and who is
     responsible, accountable, consulted and informed.
+    """
+    ImportGovernance: _aio.UnaryUnaryMultiCallable[_governance_pb2.ImportGovernanceRequest, _governance_pb2.ImportGovernanceResponse]  # type: ignore[assignment]
+    """Make what is recorded match a governance file (organisations, agreements, vetoes: the seed
+    file's format) as recorded changes under the operator's role (the operator only): new and
+    changed organisations, agreements not recorded or whose terms differ get a new version in
+    force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
+    pending approval and organisations not in the file are left alone. With dry_run, only the
+    changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
     """
 
 class GovernanceServicer(metaclass=_abc_1.ABCMeta):
@@ -138,6 +154,20 @@ class GovernanceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_governance_pb2.ListAgreementsResponse, _abc.Awaitable[_governance_pb2.ListAgreementsResponse]]:
         """Every version of every agreement (or of one), with its state, decisions and who is
         responsible, accountable, consulted and informed.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportGovernance(
+        self,
+        request: _governance_pb2.ImportGovernanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.ImportGovernanceResponse, _abc.Awaitable[_governance_pb2.ImportGovernanceResponse]]:
+        """Make what is recorded match a governance file (organisations, agreements, vetoes: the seed
+        file's format) as recorded changes under the operator's role (the operator only): new and
+        changed organisations, agreements not recorded or whose terms differ get a new version in
+        force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
+        pending approval and organisations not in the file are left alone. With dry_run, only the
+        changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
         """
 
 def add_GovernanceServicer_to_server(servicer: GovernanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
