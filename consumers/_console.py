@@ -161,6 +161,18 @@ def client_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentPars
     return p
 
 
+def connect_as(args: argparse.Namespace, client_type: type[C], default_cert: str, role: str) -> C:
+    """A ``client_type`` with the flags' credentials: the certificate ``default_cert`` when none is
+    given, and ``role`` as the caller's role in insecure mode."""
+    if not (args.cert or args.token or args.insecure):
+        args.cert = default_cert
+    credentials = client_credentials(args)
+    if "insecure_identity" in credentials:
+        identity = credentials["insecure_identity"]
+        credentials["insecure_identity"] = type(identity)(identity.organization_id, None, role)
+    return client_type(args.broker, timeout=args.timeout, **credentials)
+
+
 def inherit_options(child: argparse.ArgumentParser, parent: argparse.ArgumentParser) -> None:
     """Give ``child`` the options of ``parent`` (broker, credentials, --json…) without overriding
     values given before the subcommand: the copies set nothing unless used."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -34,6 +34,8 @@ __all__ = [
 
 ACTIONS = AGREEMENT_ACTION.names
 """APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME, REVOKE."""
+
+R = TypeVar("R")
 
 KINDS = ORGANISATION_KIND.names
 """CONSUMER, PROVIDER, OVERSIGHT, OPERATOR."""
@@ -209,6 +211,13 @@ class GovernanceClient(BrokerClient):
     async def __aenter__(self) -> GovernanceClient:
         return self
 
+    async def _call(self, rpc: Callable[..., Awaitable[R]], request: object) -> R:
+        """One call with this client's deadline and credentials; a failure as a ``BrokerError``."""
+        try:
+            return await rpc(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+
     async def register_organisation(self, organisation: Organisation) -> tuple[Organisation, GovernanceEntry]:
         """Register a member organisation (the platform operator only); the log entry that records it."""
         kind = ORGANISATION_KIND.number(organisation.kind)
@@ -219,12 +228,7 @@ class GovernanceClient(BrokerClient):
                 id=organisation.id, name=organisation.name, kind=kind, contact=organisation.contact
             )
         )
-        try:
-            reply = await self._governance.RegisterOrganisation(
-                request, timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(self._governance.RegisterOrganisation, request)
         return _organisation(reply.organisation), _entry(reply.event)
 
     async def propose_agreement(
@@ -234,12 +238,7 @@ class GovernanceClient(BrokerClient):
         request = governance_pb2.ProposeAgreementRequest(
             agreement_id=agreement_id, terms=_terms_message(terms)
         )
-        try:
-            reply = await self._governance.ProposeAgreement(
-                request, timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(self._governance.ProposeAgreement, request)
         return _view(reply.agreement), _entry(reply.event)
 
     async def act_on_agreement(
@@ -253,24 +252,14 @@ class GovernanceClient(BrokerClient):
         request = governance_pb2.ActOnAgreementRequest(
             agreement_id=agreement_id, version=version, action=number, reason=reason
         )
-        try:
-            reply = await self._governance.ActOnAgreement(
-                request, timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(self._governance.ActOnAgreement, request)
         return _view(reply.agreement), _entry(reply.event)
 
     async def agreements(self, agreement_id: str = "") -> list[AgreementView]:
         """Every version of every agreement (or of one)."""
-        try:
-            reply = await self._governance.ListAgreements(
-                governance_pb2.ListAgreementsRequest(agreement_id=agreement_id),
-                timeout=self.timeout,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(
+            self._governance.ListAgreements, governance_pb2.ListAgreementsRequest(agreement_id=agreement_id)
+        )
         return [_view(a) for a in reply.agreements]
 
     async def import_file(
@@ -279,35 +268,22 @@ class GovernanceClient(BrokerClient):
         """Make what is recorded match a governance file (the operator only): the changes and the
         log entries that record them (none for a dry run)."""
         request = governance_pb2.ImportGovernanceRequest(file_text=text, file_name=name, dry_run=dry_run)
-        try:
-            reply = await self._governance.ImportGovernance(
-                request, timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(self._governance.ImportGovernance, request)
         changes = [ImportChange(c.what, c.action, c.subject, c.detail) for c in reply.changes]
         return changes, [_entry(e) for e in reply.events]
 
     async def organisations(self) -> list[Organisation]:
-        try:
-            reply = await self._governance.ListOrganisations(
-                governance_pb2.ListOrganisationsRequest(), timeout=self.timeout, metadata=self._metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise broker_error(exc) from None
+        reply = await self._call(
+            self._governance.ListOrganisations, governance_pb2.ListOrganisationsRequest()
+        )
         return [_organisation(o) for o in reply.organisations]
 
     async def log(self, *, after_seq: int = 0) -> AsyncIterator[GovernanceEntry]:
         """Every governance log entry after ``after_seq``, oldest first (fetched a page at a time)."""
         while True:
-            try:
-                reply = await self._governance.GetGovernanceLog(
-                    governance_pb2.GetGovernanceLogRequest(after_seq=after_seq),
-                    timeout=self.timeout,
-                    metadata=self._metadata,
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise broker_error(exc) from None
+            reply = await self._call(
+                self._governance.GetGovernanceLog, governance_pb2.GetGovernanceLogRequest(after_seq=after_seq)
+            )
             for event in reply.events:
                 yield _entry(event)
             if not reply.events:

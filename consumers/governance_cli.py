@@ -33,7 +33,7 @@ from typing import Any
 from onceonly.consumers._console import (
     EXIT_INVALID,
     client_command,
-    client_credentials,
+    connect_as,
     dump_json,
     inherit_options,
     run_client,
@@ -54,13 +54,7 @@ DEFAULT_CERT = "operator"
 
 def connect(args: argparse.Namespace) -> GovernanceClient:
     """A Governance client with the flags' credentials; the ``operator`` certificate by default."""
-    if not (args.cert or args.token or args.insecure):
-        args.cert = DEFAULT_CERT
-    credentials = client_credentials(args)
-    if "insecure_identity" in credentials:
-        identity = credentials["insecure_identity"]
-        credentials["insecure_identity"] = type(identity)(identity.organization_id, None, "operator")
-    return GovernanceClient(args.broker, timeout=args.timeout, **credentials)
+    return connect_as(args, GovernanceClient, DEFAULT_CERT, "operator")
 
 
 async def _run(args: argparse.Namespace, body: Callable[[GovernanceClient], Awaitable[None]]) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 
 from onceonly.consumers._console import (
     client_command,
-    client_credentials,
+    connect_as,
     dump_json,
     inherit_options,
     run_client,
@@ -51,13 +51,7 @@ def parse_time(text: str) -> dt.datetime:
 
 def connect(args: argparse.Namespace) -> OversightClient:
     """An Oversight client with the flags' credentials; the ``oversight`` certificate by default."""
-    if not (args.cert or args.token or args.insecure):
-        args.cert = DEFAULT_CERT
-    credentials = client_credentials(args)
-    if "insecure_identity" in credentials:
-        identity = credentials["insecure_identity"]
-        credentials["insecure_identity"] = type(identity)(identity.organization_id, None, "oversight")
-    return OversightClient(args.broker, timeout=args.timeout, **credentials)
+    return connect_as(args, OversightClient, DEFAULT_CERT, "oversight")
 
 
 async def _run(args: argparse.Namespace, body: Callable[[OversightClient], Awaitable[None]]) -> int:
