@@ -32,6 +32,7 @@ from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
+from onceonly.broker.joining import JoiningStatus, joining_status
 from onceonly.broker.policy_notify import notify_change
 from onceonly.broker.storage import OrganisationRow
 from onceonly.errors import AlreadyExists, FieldViolation, InvalidArgument, permission_denied
@@ -316,6 +317,21 @@ class GovernanceService:
         if dry_run:
             return await asyncio.to_thread(in_logged_transaction, self._engine, work)
         return await self._commit(work)
+
+    async def joining_status(self, principal: Principal, organization_id: str) -> JoiningStatus:
+        """The joining checklist of an organisation: its own, or any for the operator and oversight."""
+        if principal.organization_id != organization_id and principal.kind not in ("operator", "oversight"):
+            raise permission_denied(
+                "OWN_STATUS_ONLY",
+                f"rule OWN_STATUS_ONLY: {principal.organization_id} may see its own joining checklist only",
+            )
+        catalog = self._require_catalog()
+
+        def read() -> JoiningStatus:
+            with self._engine.connect() as conn:
+                return joining_status(conn, organization_id, catalog, self._clock())
+
+        return await asyncio.to_thread(read)
 
     async def organisations(self) -> list[Organisation]:
         """Every member organisation, by code."""

@@ -277,3 +277,20 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
             )
         except Exception as exc:
             await abort(context, exc)
+
+    async def GetJoiningStatus(
+        self, request: governance_pb2.GetJoiningStatusRequest, context: Context
+    ) -> governance_pb2.JoiningStatus:
+        try:
+            principal = _principal()
+            status = await self._service.joining_status(principal, request.organization_id.strip())
+            return governance_pb2.JoiningStatus(
+                organisation=organisation_message(status.organisation),
+                items=[
+                    governance_pb2.ChecklistItem(name=i.name, done=i.done, detail=i.detail)
+                    for i in status.items
+                ],
+                complete=status.complete,
+            )
+        except Exception as exc:
+            await abort(context, exc)

@@ -272,6 +272,17 @@ class GovernanceClient(BrokerClient):
         changes = [ImportChange(c.what, c.action, c.subject, c.detail) for c in reply.changes]
         return changes, [_entry(e) for e in reply.events]
 
+    async def joining_status(
+        self, organization_id: str
+    ) -> tuple[Organisation, list[tuple[str, bool, str]], bool]:
+        """An organisation's joining checklist: (organisation, [(item, done, detail)], complete)."""
+        reply = await self._call(
+            self._governance.GetJoiningStatus,
+            governance_pb2.GetJoiningStatusRequest(organization_id=organization_id),
+        )
+        items = [(i.name, i.done, i.detail) for i in reply.items]
+        return _organisation(reply.organisation), items, reply.complete
+
     async def organisations(self) -> list[Organisation]:
         reply = await self._call(
             self._governance.ListOrganisations, governance_pb2.ListOrganisationsRequest()

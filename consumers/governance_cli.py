@@ -8,6 +8,7 @@ the certificate ``operator`` in ``--tls-dir`` is used (any member may read)::
                                  [--contact TEXT] [--json]       (the platform operator only)
     onceonly governance log [--after SEQ] [--json]
     onceonly governance import FILE.toml [--dry-run] [--json]  (the platform operator only)
+    onceonly governance status ORG [--json]     the joining checklist; exit 0 complete, 1 not yet
     onceonly governance agreements [--id AGREEMENT] [--json]
     onceonly governance propose FILE.toml                   (a consumer's administrators)
     onceonly governance approve|veto|lift-veto|suspend|resume|revoke AGREEMENT
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from onceonly.consumers._console import (
+    EXIT_FAILED,
     EXIT_INVALID,
+    EXIT_OK,
     client_command,
     connect_as,
     dump_json,
@@ -208,6 +211,31 @@ async def cmd_import(args: argparse.Namespace) -> int:
     return await _run(args, body)
 
 
+async def cmd_status(args: argparse.Namespace) -> int:
+    complete = False
+
+    async def body(client: GovernanceClient) -> None:
+        nonlocal complete
+        org, items, complete = await client.joining_status(args.org)
+        if args.json:
+            print(
+                dump_json(
+                    {
+                        "organisation": asdict(org),
+                        "items": [{"name": n, "done": d, "detail": t} for n, d, t in items],
+                        "complete": complete,
+                    }
+                )
+            )
+            return
+        print(f"{org.name} ({org.id}, {org.kind})")
+        print(table(["", "item", "detail"], [("done" if d else "TO DO", n, t) for n, d, t in items]))
+        print("ready: every item is done" if complete else "not ready yet")
+
+    code = await _run(args, body)
+    return code if code != EXIT_OK or complete else EXIT_FAILED
+
+
 async def cmd_agreements(args: argparse.Namespace) -> int:
     async def body(client: GovernanceClient) -> None:
         views = await client.agreements(args.id or "")
@@ -252,7 +280,7 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     commands = parent.add_subparsers(
         dest="governance_command",
         required=True,
-        metavar="{orgs,register,log,import,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
+        metavar="{orgs,register,log,import,status,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
     )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -278,6 +306,9 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
     )
     importing.add_argument("--dry-run", action="store_true", help="show the changes; record nothing")
     importing.set_defaults(handler=cmd_import)
+    status = command("status", "an organisation's joining checklist, checked against what is recorded")
+    status.add_argument("org", help="the organisation's code")
+    status.set_defaults(handler=cmd_status)
     agreements = command("agreements", "every version of every agreement, with its state")
     agreements.add_argument("--id", help="only this agreement")
     agreements.set_defaults(handler=cmd_agreements)

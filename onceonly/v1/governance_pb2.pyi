@@ -295,3 +295,29 @@ class ImportGovernanceResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[ImportChange]
     events: _containers.RepeatedCompositeFieldContainer[GovernanceEvent]
     def __init__(self, changes: _Optional[_Iterable[_Union[ImportChange, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[GovernanceEvent, _Mapping]]] = ...) -> None: ...
+
+class GetJoiningStatusRequest(_message.Message):
+    __slots__ = ("organization_id",)
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    organization_id: str
+    def __init__(self, organization_id: _Optional[str] = ...) -> None: ...
+
+class ChecklistItem(_message.Message):
+    __slots__ = ("name", "done", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    done: bool
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., done: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class JoiningStatus(_message.Message):
+    __slots__ = ("organisation", "items", "complete")
+    ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    organisation: Organisation
+    items: _containers.RepeatedCompositeFieldContainer[ChecklistItem]
+    complete: bool
+    def __init__(self, organisation: _Optional[_Union[Organisation, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ChecklistItem, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...

@@ -69,6 +69,11 @@ class GovernanceStub:
                 request_serializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.FromString,
                 _registered_method=True)
+        self.GetJoiningStatus = channel.unary_unary(
+                '/onceonly.v1.Governance/GetJoiningStatus',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.JoiningStatus.FromString,
+                _registered_method=True)
 
 
 class GovernanceServicer:
@@ -133,6 +138,16 @@ class GovernanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJoiningStatus(self, request, context):
+        """What a member still needs before it takes part, checked against what the platform records
+        (a consumer: certificate in use, a test verification passed, an agreement in force; a
+        provider: in the catalog, a check answered, an agreement covering its data). Its own, or
+        any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +185,11 @@ def add_GovernanceServicer_to_server(servicer, server):
                     servicer.ImportGovernance,
                     request_deserializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.SerializeToString,
+            ),
+            'GetJoiningStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJoiningStatus,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.JoiningStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +381,33 @@ class Governance:
             '/onceonly.v1.Governance/ImportGovernance',
             onceonly_dot_v1_dot_governance__pb2.ImportGovernanceRequest.SerializeToString,
             onceonly_dot_v1_dot_governance__pb2.ImportGovernanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJoiningStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/GetJoiningStatus',
+            onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.JoiningStatus.FromString,
             options,
             channel_credentials,
             insecure,

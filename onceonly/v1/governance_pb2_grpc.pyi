@@ -66,6 +66,12 @@ class GovernanceStub:
     pending approval and organisations not in the file are left alone. With dry_run, only the
     changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
     """
+    GetJoiningStatus: _grpc.UnaryUnaryMultiCallable[_governance_pb2.GetJoiningStatusRequest, _governance_pb2.JoiningStatus]
+    """What a member still needs before it takes part, checked against what the platform records
+    (a consumer: certificate in use, a test verification passed, an agreement in force; a
+    provider: in the catalog, a check answered, an agreement covering its data). Its own, or
+    any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
+    """
 
 @_typing.type_check_only
 class GovernanceAsyncStub(GovernanceStub):
@@ -97,6 +103,12 @@ class GovernanceAsyncStub(GovernanceStub):
     force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
     pending approval and organisations not in the file are left alone. With dry_run, only the
     changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
+    """
+    GetJoiningStatus: _aio.UnaryUnaryMultiCallable[_governance_pb2.GetJoiningStatusRequest, _governance_pb2.JoiningStatus]  # type: ignore[assignment]
+    """What a member still needs before it takes part, checked against what the platform records
+    (a consumer: certificate in use, a test verification passed, an agreement in force; a
+    provider: in the catalog, a check answered, an agreement covering its data). Its own, or
+    any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
     """
 
 class GovernanceServicer(metaclass=_abc_1.ABCMeta):
@@ -168,6 +180,18 @@ class GovernanceServicer(metaclass=_abc_1.ABCMeta):
         force, agreements in force not in the file are revoked, vetoes added and lifted. Proposals
         pending approval and organisations not in the file are left alone. With dry_run, only the
         changes it would make. A bad file is INVALID_ARGUMENT (field "file") naming the entry.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJoiningStatus(
+        self,
+        request: _governance_pb2.GetJoiningStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.JoiningStatus, _abc.Awaitable[_governance_pb2.JoiningStatus]]:
+        """What a member still needs before it takes part, checked against what the platform records
+        (a consumer: certificate in use, a test verification passed, an agreement in force; a
+        provider: in the catalog, a check answered, an agreement covering its data). Its own, or
+        any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
         """
 
 def add_GovernanceServicer_to_server(servicer: GovernanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
