@@ -21,6 +21,7 @@ from onceonly.vocabulary import (
 __all__ = [
     "ALLOWED",
     "Agreement",
+    "AllowedUse",
     "CheckOutcome",
     "CheckRequest",
     "CheckStatus",
@@ -229,6 +230,16 @@ class Agreement:
     """The version in force (each change to an agreement's terms is a new version)."""
     suspended: str = ""
     """Why an oversight body suspended it (empty: not suspended); it then allows nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedUse:
+    """A way a consumer may use a certificate type now: agreement, version, procedure, legal bases."""
+
+    agreement_id: str
+    agreement_version: int
+    procedure_code: str
+    legal_bases: tuple[LegalBasisKind, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,14 @@ from google.rpc import code_pb2
 
 from onceonly.broker import translate
 from onceonly.broker.attestation import KeyRing
-from onceonly.broker.auth import authorise_consumer, officer_identification
+from onceonly.broker.auth import authorise_consumer, current_principal, officer_identification
 from onceonly.broker.domain import OfficerIdentification
 from onceonly.broker.errors import FieldViolation, InvalidRequest, UnknownCertificateType
 from onceonly.broker.service import VerificationService
 from onceonly.grpc_types import Context
 from onceonly.status import abort, status_for
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from onceonly.wire import LEGAL_BASIS_KIND
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,33 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         return broker_pb2.BulkVerifyResult(request_id=item.request_id, response=response)
 
     async def GetCatalog(self, request: broker_pb2.GetCatalogRequest, context: Context) -> broker_pb2.Catalog:
-        return self._catalog
+        principal = current_principal()
+        uses = (
+            self._service.allowed_uses(principal.organization_id)
+            if principal is not None and principal.kind == "consumer"
+            else {}
+        )
+        if not uses and not request.allowed_only:
+            return self._catalog
+        scoped = broker_pb2.Catalog()
+        scoped.CopyFrom(self._catalog)
+        del scoped.certificate_types[:]
+        for cert in self._catalog.certificate_types:
+            allowed = uses.get(cert.id, [])
+            if request.allowed_only and not allowed:
+                continue
+            entry = scoped.certificate_types.add()
+            entry.CopyFrom(cert)
+            entry.allowed.extend(
+                broker_pb2.AllowedUse(
+                    agreement_id=u.agreement_id,
+                    agreement_version=u.agreement_version,
+                    procedure_code=u.procedure_code,
+                    legal_bases=[LEGAL_BASIS_KIND.to_proto(k) for k in u.legal_bases],
+                )
+                for u in allowed
+            )
+        return scoped
 
     async def GetJwks(self, request: broker_pb2.GetJwksRequest, context: Context) -> broker_pb2.Jwks:
         return broker_pb2.Jwks(json=json.dumps(self._keys.jwks()))

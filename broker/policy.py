@@ -14,6 +14,7 @@ from onceonly.broker.catalog import Catalog, CertificateTypeDef
 from onceonly.broker.domain import (
     ALLOWED,
     Agreement,
+    AllowedUse,
     ConsumerRef,
     DenialReason,
     LegalBasisKind,
@@ -71,6 +72,34 @@ class Policy:
             )
             index.setdefault((a.organization_id, a.procedure_code), []).append(prepared)
         self._index = {key: tuple(agreements) for key, agreements in index.items()}
+
+    def allowed_uses(self, organization_id: str, now: dt.datetime) -> dict[str, list[AllowedUse]]:
+        """Certificate type id → how ``organization_id`` may use it now (agreements in force, not
+        suspended, not vetoed for the type's provider; the legal bases both sides allow)."""
+        uses: dict[str, list[AllowedUse]] = {}
+        if organization_id not in self._organisations:
+            return uses
+        for (org, procedure), candidates in sorted(self._index.items()):
+            if org != organization_id:
+                continue
+            for p in candidates:
+                a = p.agreement
+                if a.suspended or now < a.valid_from or (a.valid_until is not None and now >= a.valid_until):
+                    continue
+                for cid in sorted(a.certificate_type_ids):
+                    cert = self._catalog.get(cid)
+                    if cert is None or cert.provider_id in p.vetoes:
+                        continue
+                    bases = a.legal_bases & cert.legal_bases
+                    if a.consent_required:
+                        bases &= {LegalBasisKind.CONSENT}
+                    if bases:
+                        uses.setdefault(cid, []).append(
+                            AllowedUse(
+                                a.id, a.version, procedure, tuple(k for k in LegalBasisKind if k in bases)
+                            )
+                        )
+        return uses
 
     def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision:
         """Decide: :data:`~onceonly.broker.domain.ALLOWED` if every check is allowed, or a denial.

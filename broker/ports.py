@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from onceonly.broker.domain import PolicyDecision, StoredReply, TraceRecord, VerificationRequest
+from onceonly.broker.domain import AllowedUse, PolicyDecision, StoredReply, TraceRecord, VerificationRequest
 from onceonly.broker.traces import TraceFilter, TracePage
 from onceonly.broker.usage import Grouping, UsageTable
 from onceonly.broker.witness import Witnessed
@@ -79,3 +79,5 @@ class PolicyCheck(Protocol):
     """Decides a request against the agreements in force (see ``onceonly.broker.policy.Policy``)."""
 
     def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision: ...
+
+    def allowed_uses(self, organization_id: str, now: dt.datetime) -> dict[str, list[AllowedUse]]: ...

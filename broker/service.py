@@ -28,6 +28,7 @@ from onceonly.broker.attestation import AttestationSigner
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.contracts import ProviderContracts, describe_mismatches
 from onceonly.broker.domain import (
+    AllowedUse,
     CheckOutcome,
     CheckRequest,
     CheckStatus,
@@ -112,6 +113,10 @@ class VerificationService:
         return await self.contracts.check_all(timeout)
 
     # -- verification ---------------------------------------------------------------------
+
+    def allowed_uses(self, organization_id: str) -> dict[str, list[AllowedUse]]:
+        """Certificate type id → how ``organization_id`` may use it now (its agreements in force)."""
+        return self._policy().allowed_uses(organization_id, self._clock())
 
     async def verify(self, request: VerificationRequest, *, deadline_s: float | None = None) -> VerifyResult:
         """Decide one request. Raises ``PolicyDenied``, ``DuplicateRequest`` or ``LedgerUnavailable``."""

@@ -438,11 +438,14 @@ class BrokerClient:
             reference=legal_basis.reference,
         )
 
-    async def catalog(self) -> broker_pb2.Catalog:
-        """The broker's catalog of certificate types and providers."""
+    async def catalog(self, *, allowed_only: bool = False) -> broker_pb2.Catalog:
+        """The broker's catalog of certificate types and providers, each type with what the
+        caller's agreements in force allow (``allowed``); ``allowed_only``: only those types."""
         try:
             return await self._stub.GetCatalog(
-                broker_pb2.GetCatalogRequest(), timeout=self.timeout, metadata=self._metadata
+                broker_pb2.GetCatalogRequest(allowed_only=allowed_only),
+                timeout=self.timeout,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None

@@ -67,7 +67,11 @@ def add_commands(sub: Any) -> None:
     bulk.add_argument("--retries", type=int, default=3, help="reconnections after a broken stream")
     bulk.set_defaults(handler=cmd_verify_bulk, timeout=None)
 
-    client_command(sub, "catalog", "list certificate types").set_defaults(handler=cmd_catalog)
+    catalog = client_command(sub, "catalog", "list certificate types, and what your agreements allow")
+    catalog.add_argument(
+        "--allowed", action="store_true", help="only the types your agreements in force allow you to verify"
+    )
+    catalog.set_defaults(handler=cmd_catalog)
     client_command(sub, "jwks", "print the broker's public keys (JWKS)").set_defaults(handler=cmd_jwks)
 
 
@@ -206,7 +210,7 @@ async def _fetch(args: argparse.Namespace, call: Callable[[BrokerClient], Awaita
 
 
 async def cmd_catalog(args: argparse.Namespace) -> int:
-    catalog = await _fetch(args, lambda client: client.catalog())
+    catalog = await _fetch(args, lambda client: client.catalog(allowed_only=args.allowed))
     if isinstance(catalog, int):
         return catalog
     if args.json:
@@ -219,10 +223,17 @@ async def cmd_catalog(args: argparse.Namespace) -> int:
             ", ".join(f"{p.name}{'' if p.required else '?'}" for p in c.parameters) or "-",
             ", ".join(p.name for p in c.claims),
             "/".join(sorted(LEGAL_BASIS_KIND.name(b) for b in c.allowed_legal_bases)),
+            "; ".join(
+                f"{u.procedure_code} ({'/'.join(LEGAL_BASIS_KIND.name(b) for b in u.legal_bases)}; "
+                f"{u.agreement_id} v{u.agreement_version})"
+                for u in c.allowed
+            )
+            or "-",
         )
         for c in catalog.certificate_types
     ]
-    print(table(["certificate type", "provider", "parameters", "claims", "legal bases"], rows))
+    headers = ["certificate type", "provider", "parameters", "claims", "legal bases", "you may use it for"]
+    print(table(headers, rows))
     return EXIT_OK
 
 

@@ -90,11 +90,25 @@ class VerifyResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., outcomes: _Optional[_Iterable[_Union[CheckOutcome, _Mapping]]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetCatalogRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("allowed_only",)
+    ALLOWED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    allowed_only: bool
+    def __init__(self, allowed_only: _Optional[bool] = ...) -> None: ...
+
+class AllowedUse(_message.Message):
+    __slots__ = ("agreement_id", "agreement_version", "procedure_code", "legal_bases")
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
+    agreement_id: str
+    agreement_version: int
+    procedure_code: str
+    legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
+    def __init__(self, agreement_id: _Optional[str] = ..., agreement_version: _Optional[int] = ..., procedure_code: _Optional[str] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ...) -> None: ...
 
 class CertificateType(_message.Message):
-    __slots__ = ("id", "title", "description", "provider_id", "parameters", "claims", "allowed_legal_bases", "attests_value")
+    __slots__ = ("id", "title", "description", "provider_id", "parameters", "claims", "allowed_legal_bases", "attests_value", "allowed")
     ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +117,7 @@ class CertificateType(_message.Message):
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
     ATTESTS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     description: str
@@ -111,7 +126,8 @@ class CertificateType(_message.Message):
     claims: _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldSpec]
     allowed_legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
     attests_value: bool
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., provider_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., allowed_legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., attests_value: _Optional[bool] = ...) -> None: ...
+    allowed: _containers.RepeatedCompositeFieldContainer[AllowedUse]
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., provider_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., allowed_legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., attests_value: _Optional[bool] = ..., allowed: _Optional[_Iterable[_Union[AllowedUse, _Mapping]]] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
     __slots__ = ("id", "name")

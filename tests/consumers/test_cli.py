@@ -103,8 +103,13 @@ async def test_catalog_and_jwks(broker: BrokerApp) -> None:
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["certificate", "type"]
     assert any(line.startswith("tax.income-below-threshold/v1") and "threshold_eur" in line for line in lines)
+    # Only LAW for that type, and none of the housing office's agreements allows it ("-").
     assert any(
-        line.startswith("employment.social-security-compliance/v1") and line.rstrip().endswith("LAW")
+        line.startswith("employment.social-security-compliance/v1") and line.split()[-2:] == ["LAW", "-"]
+        for line in lines
+    )
+    assert any(
+        line.startswith("registry.residence/v1") and "HOUSING-RENT-SUBSIDY (LAW/CONSENT" in line
         for line in lines
     )
 
