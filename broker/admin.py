@@ -70,7 +70,7 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from onceonly.broker.chain import ChainReport, verify_ledger
     from onceonly.broker.governance_log import verify_governance_log
     from onceonly.broker.storage import create_engine
-    from onceonly.broker.witness import WitnessLog, witness_problems
+    from onceonly.broker.witness import WitnessLog, governance_witness_problems, witness_problems
 
     config = _config(args)
     keys_dir = config.keys_dir / "signing"
@@ -93,6 +93,7 @@ async def cmd_ledger_verify(args: argparse.Namespace) -> int:
         heads = witness.heads()
         against = witness_problems(engine, heads, public)
         governance = verify_governance_log(engine, public)
+        governance.problems.extend(governance_witness_problems(engine, heads, public))
     except ValueError as exc:  # an unreadable witness file
         print(f"error: {exc}", file=sys.stderr)
         return 2

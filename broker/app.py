@@ -219,7 +219,13 @@ async def start_broker(
     governance_log = GovernanceLog(lambda claims: keys.sign(claims, GOVERNANCE_TYPE))
     if config.agreements_seed is not None:
         count = await asyncio.to_thread(
-            bootstrap, engine, config.agreements_seed, catalog, governance_log, dt.datetime.now(dt.UTC)
+            bootstrap,
+            engine,
+            config.agreements_seed,
+            catalog,
+            governance_log,
+            dt.datetime.now(dt.UTC),
+            WitnessLog(config.witness_file),
         )
         log.info("seed file recorded", extra={"file": str(config.agreements_seed), "changes": count})
     policy = PolicyHolder(store, catalog)
@@ -301,6 +307,7 @@ async def start_broker(
         governance_log,
         changed=policy.refresh,
         catalog=catalog,
+        witness=witness,
     )
     try:
         states = await service.check_providers()

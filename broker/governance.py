@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from onceonly.broker import governance_import as importing
 from onceonly.broker.agreements import parse_seed
 from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
+from onceonly.broker.chain import ChainHead
 from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
 from onceonly.broker.joining import JoiningStatus, joining_status
 from onceonly.broker.policy_notify import notify_change
 from onceonly.broker.storage import OrganisationRow
+from onceonly.broker.witness import GOVERNANCE_CHAIN, WitnessLog
 from onceonly.errors import AlreadyExists, FieldViolation, InvalidArgument, permission_denied
 from onceonly.validation import ID_PATTERN, FieldErrors
 from onceonly.vocabulary import AgreementAction, OrganisationKind
@@ -49,6 +52,8 @@ __all__ = [
     "bootstrap",
     "read_governance_file",
 ]
+
+log = logging.getLogger(__name__)
 
 ORGANISATION_REGISTERED = "ORGANISATION_REGISTERED"
 _ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
@@ -105,7 +110,14 @@ def read_governance_file(text: str, source: str, catalog: Catalog) -> importing.
     return importing.ImportFile(orgs, agreements, vetoes, units)
 
 
-def bootstrap(engine: sa.Engine, path: Path, catalog: Catalog, log: GovernanceLog, now: dt.datetime) -> int:
+def bootstrap(
+    engine: sa.Engine,
+    path: Path,
+    catalog: Catalog,
+    log: GovernanceLog,
+    now: dt.datetime,
+    witness: WitnessLog | None = None,
+) -> int:
     """Record what a seed file declares and the database lacks (organisations, agreements, vetoes),
     logged as the ``seed``; never changes or revokes what is recorded. Returns how many changes."""
     try:
@@ -122,7 +134,24 @@ def bootstrap(engine: sa.Engine, path: Path, catalog: Catalog, log: GovernanceLo
         importing.apply(conn, changes, wanted, log, SEED_ACTOR, now)
         return len(changes)
 
-    return in_logged_transaction(engine, work)
+    count = in_logged_transaction(engine, work)
+    if count:
+        witness_governance_head(engine, witness)
+    return count
+
+
+def witness_governance_head(engine: sa.Engine, witness: WitnessLog | None) -> None:
+    """Write the governance log's (committed) head to the witness; a failure is logged and never
+    undoes a change: the next change writes the head again."""
+    if witness is None:
+        return
+    try:
+        with engine.connect() as conn:
+            last = GovernanceLog.read_last(conn)
+        if last:
+            witness.append(GOVERNANCE_CHAIN, ChainHead(last[0].seq, last[0].hash), last[0].signature)
+    except Exception as exc:
+        log.error("cannot write the governance log's head to the witness", extra={"error": str(exc)})
 
 
 SEED_ACTOR = Actor("onceonly", "operator", "seed")
@@ -165,8 +194,11 @@ class GovernanceService:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         changed: Callable[[], Awaitable[None]] | None = None,
         catalog: Catalog | None = None,
+        witness: WitnessLog | None = None,
     ) -> None:
         self._engine = engine
+        self._witness = witness
+        """Where the head of the log is also written after each change (outside the database)."""
         self._catalog = catalog
         self._log = log
         self._clock = clock
@@ -288,6 +320,7 @@ class GovernanceService:
             return done
 
         done = await asyncio.to_thread(in_logged_transaction, self._engine, notified)
+        await asyncio.to_thread(self._witness_head)
         if self._changed is not None:
             await self._changed()
         return done
@@ -332,6 +365,12 @@ class GovernanceService:
                 return joining_status(conn, organization_id, catalog, self._clock())
 
         return await asyncio.to_thread(read)
+
+    def _witness_head(self) -> None:
+        """Write the log's head (committed) to the witness; a failure is logged, never undoes the change."""
+        if self._witness is None:
+            return
+        witness_governance_head(self._engine, self._witness)
 
     async def organisations(self) -> list[Organisation]:
         """Every member organisation, by code."""

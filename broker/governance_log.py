@@ -137,6 +137,12 @@ class GovernanceLog:
         )
 
     @staticmethod
+    def read_last(conn: sa.Connection) -> list[LoggedEvent]:
+        """The newest entry (none in an empty log)."""
+        rows = conn.execute(sa.select(_EVENTS).order_by(_EVENTS.c.seq.desc()).limit(1))
+        return [_event(dict(r._mapping)) for r in rows]
+
+    @staticmethod
     def read(conn: sa.Connection, *, after_seq: int = 0, limit: int = 100) -> list[LoggedEvent]:
         """Entries after ``after_seq``, oldest first, at most ``limit``."""
         rows = conn.execute(

@@ -27,7 +27,18 @@ from onceonly.broker.chain import ChainHead, load_head
 from onceonly.broker.storage import CheckpointRow, TraceRow
 from onceonly.errors import Unavailable
 
-__all__ = ["ChainCut", "WitnessLog", "Witnessed", "check_before_append", "witness_problems"]
+__all__ = [
+    "GOVERNANCE_CHAIN",
+    "ChainCut",
+    "WitnessLog",
+    "Witnessed",
+    "check_before_append",
+    "governance_witness_problems",
+    "witness_problems",
+]
+
+GOVERNANCE_CHAIN = "governance-log"
+"""The witness's name for the governance log (its heads are signed over ``{seq, hash}``)."""
 
 _TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS: sa.Table = CheckpointRow.__table__  # type: ignore[attr-defined]
@@ -137,6 +148,8 @@ def witness_problems(
     problems: dict[str, list[str]] = {}
     with engine.connect() as conn:
         for w in heads:
+            if w.chain_id == GOVERNANCE_CHAIN:
+                continue  # see governance_witness_problems
             where = f"witnessed head at seq {w.seq}"
             bad = _signed(w, keys)
             if bad:
@@ -186,3 +199,41 @@ def check_before_append(
             f"{found[0]}; the broker will not append to it. Restore the database, or verify with "
             "`onceonly ledger verify`."
         )
+
+
+def governance_witness_problems(
+    engine: sa.Engine, heads: Iterable[Witnessed], keys: Mapping[str, Any]
+) -> list[str]:
+    """What the database contradicts in the witnessed heads of the governance log: entries cut
+    from its end (or the whole log deleted), or an entry there that is not the one witnessed."""
+    from onceonly.broker.storage import GovernanceEventRow  # (the governance tables, only here)
+
+    events: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
+    found: list[str] = []
+    with engine.connect() as conn:
+        for w in heads:
+            if w.chain_id != GOVERNANCE_CHAIN:
+                continue
+            where = f"witnessed governance entry {w.seq}"
+            try:
+                kid = str(jwt.get_unverified_header(w.signature).get("kid"))
+                key = keys.get(kid)
+                claims = jwt.decode(w.signature, key, algorithms=["EdDSA"]) if key is not None else None
+            except jwt.InvalidTokenError as exc:
+                found.append(f"{where}: bad signature ({exc})")
+                continue
+            if claims is None:
+                found.append(f"{where}: signed by unknown key {kid!r}")
+                continue
+            if (claims.get("seq"), claims.get("hash")) != (w.seq, w.head_hash):
+                found.append(f"{where}: the line differs from what was signed")
+                continue
+            held = conn.execute(sa.select(events.c.hash).where(events.c.seq == w.seq)).scalar()
+            if held is None:
+                found.append(
+                    f"the governance log is cut at its tail: the witness saw entry {w.seq}, the database "
+                    "does not hold it (entries deleted, or an older copy of the database restored)"
+                )
+            elif held != w.head_hash:
+                found.append(f"{where}: the database holds another entry there (edited and re-signed?)")
+    return list(dict.fromkeys(found))

@@ -222,3 +222,17 @@ async def test_an_oversight_bodys_own_copy_catches_a_rewrite_of_database_and_bro
     code, out = await verify(platform, "--witness", str(copy))
     assert code == 1, out
     assert "cut at its tail" in out
+
+
+async def test_governance_entries_cut_from_the_end_of_the_log(platform: Platform) -> None:
+    """The governance log's head is witnessed too: deleting its newest entries (a revocation, say)
+    passes the database's own checks but not the witness."""
+    await _ledger(platform)  # the start-up seed recorded the demo's governance, and witnessed its head
+    with sqlite3.connect(platform.db_path) as conn:
+        last = conn.execute("SELECT max(seq) FROM governance_events").fetchone()[0]
+        conn.execute("DELETE FROM governance_events WHERE seq >= ?", (last - 1,))
+    code, out = await verify(platform, "--witness", str(platform.var_dir / "none.jsonl"))
+    assert code == 0, f"the database alone cannot tell: {out}"
+    code, out = await verify(platform)
+    assert code == 1, out
+    assert f"governance log is cut at its tail: the witness saw entry {last}" in out
