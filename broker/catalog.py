@@ -1,10 +1,16 @@
-"""The catalog of certificate types and providers, declared in a TOML data file."""
+"""The catalog of certificate types and providers, declared in a TOML data file: the platform's shared
+definitions. Each type has its titles and descriptions (English, and Spanish as ``title_es``,
+``description_es``), the JSON Schemas of its parameters and claims, and its version history: when
+it was ``introduced``, and for a deprecated version the ``sunset`` (the last day it is served) and
+the version that ``replaced_by`` it. A type past its sunset is refused by policy, naming its
+replacement."""
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,56 @@ class CertificateTypeDef:
     claims: tuple[FieldSpec, ...]
     legal_bases: frozenset[LegalBasisKind]
     attests_value: bool
+    titles: Mapping[str, str] = field(default_factory=dict)
+    """Language → title ("en" is ``title``; "es" from ``title_es``)."""
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    introduced: dt.date | None = None
+    """When this version was published."""
+    sunset: dt.date | None = None
+    """The last day it is served; from the day after, requests for it are refused."""
+    replaced_by: str = ""
+    """The version that replaces it (when deprecated)."""
 
     def parameter(self, name: str) -> FieldSpec | None:
         return next((p for p in self.parameters if p.name == name), None)
+
+    def retired(self, now: dt.datetime) -> bool:
+        """Past its sunset date (UTC)."""
+        return self.sunset is not None and now.astimezone(dt.UTC).date() > self.sunset
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The JSON Schema (2020-12) of the parameters, as the broker reads them (text values typed
+        by the catalog: integers, booleans and dates arrive as their JSON form here)."""
+        return json_schema(self.parameters, f"{self.id} parameters")
+
+    def claims_schema(self) -> dict[str, Any]:
+        """The JSON Schema (2020-12) of the claims a provider answers."""
+        return json_schema(self.claims, f"{self.id} claims")
+
+
+_JSON_TYPES = {
+    FieldType.STRING: {"type": "string"},
+    FieldType.INTEGER: {"type": "integer"},
+    FieldType.BOOLEAN: {"type": "boolean"},
+    FieldType.DATE: {"type": "string", "format": "date"},
+}
+
+
+def json_schema(fields: Iterable[FieldSpec], title: str) -> dict[str, Any]:
+    """A JSON Schema (2020-12) of an object with ``fields``: no other property allowed."""
+    specs = list(fields)
+    properties = {
+        f.name: {**_JSON_TYPES[f.type], **({"description": f.description} if f.description else {})}
+        for f in specs
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": [f.name for f in specs if f.required],
+        "additionalProperties": False,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +142,56 @@ class Catalog:
                 raise CatalogError(f"{where}: {exc}") from None
             if not bases:
                 raise CatalogError(f"{where} allows no legal basis")
+            title = _required(entry, "title", where)
+            description = entry.get("description", "")
+            titles, descriptions = {"en": title}, {"en": description}
+            for lang in LANGUAGES:
+                if entry.get(f"title_{lang}"):
+                    titles[lang] = str(entry[f"title_{lang}"])
+                if entry.get(f"description_{lang}"):
+                    descriptions[lang] = str(entry[f"description_{lang}"])
+            replaced_by = entry.get("replaced_by", "")
+            if not isinstance(replaced_by, str):
+                raise CatalogError(f"{where}: 'replaced_by' must be a certificate type id")
             types[cid] = CertificateTypeDef(
                 id=cid,
-                title=_required(entry, "title", where),
-                description=entry.get("description", ""),
+                title=title,
+                description=description,
                 provider_id=provider,
                 parameters=_fields(entry.get("parameters", []), where),
                 claims=_fields(entry.get("claims", []), where),
                 legal_bases=bases,
                 attests_value=bool(entry.get("attests_value", False)),
+                titles=titles,
+                descriptions=descriptions,
+                introduced=_date(entry, "introduced", where),
+                sunset=_date(entry, "sunset", where),
+                replaced_by=replaced_by,
             )
         if not types:
             raise CatalogError(f"{source}: no certificate types")
+        for c in types.values():
+            if c.replaced_by and c.replaced_by not in types:
+                raise CatalogError(
+                    f"{source}: certificate type {c.id!r} is replaced by unknown {c.replaced_by!r}"
+                )
         return cls(providers, types)
+
+
+LANGUAGES = ("es",)
+"""Languages besides English that titles and descriptions may be given in (``title_es``…)."""
+
+
+def _date(entry: Mapping[str, Any], key: str, where: str) -> dt.date | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise CatalogError(f"{where}: {key!r} must be a date YYYY-MM-DD") from None
 
 
 def _required(entry: Mapping[str, Any], key: str, where: str) -> str:

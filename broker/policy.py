@@ -184,6 +184,13 @@ class Policy:
                 cid,
                 f"Certificate type {cid!r} is not in the catalog.",
             )
+        if cert.retired(now):
+            instead = f"; use {cert.replaced_by!r}" if cert.replaced_by else ""
+            return Violation(
+                DenialReason.CERTIFICATE_TYPE_NOT_COVERED,
+                cid,
+                f"Certificate type {cid!r} was retired after {cert.sunset}{instead}.",
+            )
         best: tuple[int, Violation] | None = None
         covered = False
         for p in candidates:

@@ -232,6 +232,13 @@ def catalog_message(catalog: Catalog) -> broker_pb2.Catalog:
                 claims=fields(c.claims),
                 allowed_legal_bases=sorted(LEGAL_BASIS_KIND.to_proto(b) for b in c.legal_bases),
                 attests_value=c.attests_value,
+                parameters_schema=orjson.dumps(c.parameters_schema()).decode(),
+                claims_schema=orjson.dumps(c.claims_schema()).decode(),
+                titles=dict(c.titles),
+                descriptions=dict(c.descriptions),
+                introduced=c.introduced.isoformat() if c.introduced else "",
+                sunset=c.sunset.isoformat() if c.sunset else "",
+                replaced_by=c.replaced_by,
             )
             for c in catalog.certificate_types.values()
         ],

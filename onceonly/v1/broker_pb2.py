@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from onceonly.v1 import common_pb2 as onceonly_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onceonly/v1/broker.proto\x12\x0bonceonly.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x18onceonly/v1/common.proto\"\x8f\x01\n\x05\x43heck\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x36\n\nparameters\x18\x02 \x03(\x0b\x32\".onceonly.v1.Check.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x63onsumer\x18\x02 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x03 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x04 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12%\n\x07subject\x18\x05 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\"\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\x12.onceonly.v1.Check\"\xe5\x01\n\x0c\x43heckOutcome\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.onceonly.v1.CheckStatus\x12\'\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61ttestation\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\rJ\x04\x08\x08\x10\tR\x11provider_evidence\"\x93\x01\n\x0eVerifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12+\n\x08outcomes\x18\x03 \x03(\x0b\x32\x19.onceonly.v1.CheckOutcome\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x11GetCatalogRequest\x12\x14\n\x0c\x61llowed_only\x18\x01 \x01(\x08\"\x87\x01\n\nAllowedUse\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x19\n\x11\x61greement_version\x18\x02 \x01(\r\x12\x16\n\x0eprocedure_code\x18\x03 \x01(\t\x12\x30\n\x0blegal_bases\x18\x04 \x03(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\"\xa5\x02\n\x0f\x43\x65rtificateType\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12*\n\nparameters\x18\x05 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12&\n\x06\x63laims\x18\x06 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12\x38\n\x13\x61llowed_legal_bases\x18\x07 \x03(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x15\n\rattests_value\x18\x08 \x01(\x08\x12(\n\x07\x61llowed\x18\t \x03(\x0b\x32\x17.onceonly.v1.AllowedUse\"(\n\x0cProviderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"p\n\x07\x43\x61talog\x12\x37\n\x11\x63\x65rtificate_types\x18\x01 \x03(\x0b\x32\x1c.onceonly.v1.CertificateType\x12,\n\tproviders\x18\x02 \x03(\x0b\x32\x19.onceonly.v1.ProviderInfo\"\x10\n\x0eGetJwksRequest\"\x14\n\x04Jwks\x12\x0c\n\x04json\x18\x01 \x01(\t\"\xbe\x01\n\nBulkHeader\x12\'\n\x08\x63onsumer\x18\x01 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\"\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x12.onceonly.v1.Check\x12\x0e\n\x06window\x18\x05 \x01(\r\"H\n\x0b\x42ulkSubject\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07subject\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Subject\"s\n\x11\x42ulkVerifyRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.onceonly.v1.BulkHeaderH\x00\x12+\n\x07subject\x18\x02 \x01(\x0b\x32\x18.onceonly.v1.BulkSubjectH\x00\x42\x06\n\x04item\"\x86\x01\n\x10\x42ulkVerifyResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.onceonly.v1.VerifyResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result*\xba\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HECK_STATUS_VERIFIED\x10\x01\x12\"\n\x1e\x43HECK_STATUS_SUBJECT_NOT_FOUND\x10\x02\x12\x1c\n\x18\x43HECK_STATUS_UNAVAILABLE\x10\x03\x12\x18\n\x14\x43HECK_STATUS_TIMEOUT\x10\x04\x12\x16\n\x12\x43HECK_STATUS_ERROR\x10\x05\x32\x9b\x02\n\x06\x42roker\x12\x41\n\x06Verify\x12\x1a.onceonly.v1.VerifyRequest\x1a\x1b.onceonly.v1.VerifyResponse\x12O\n\nVerifyBulk\x12\x1e.onceonly.v1.BulkVerifyRequest\x1a\x1d.onceonly.v1.BulkVerifyResult(\x01\x30\x01\x12\x42\n\nGetCatalog\x12\x1e.onceonly.v1.GetCatalogRequest\x1a\x14.onceonly.v1.Catalog\x12\x39\n\x07GetJwks\x12\x1b.onceonly.v1.GetJwksRequest\x1a\x11.onceonly.v1.Jwksb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onceonly/v1/broker.proto\x12\x0bonceonly.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x18onceonly/v1/common.proto\"\x8f\x01\n\x05\x43heck\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x36\n\nparameters\x18\x02 \x03(\x0b\x32\".onceonly.v1.Check.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xec\x01\n\rVerifyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x63onsumer\x18\x02 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x03 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x04 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12%\n\x07subject\x18\x05 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\"\n\x06\x63hecks\x18\x06 \x03(\x0b\x32\x12.onceonly.v1.Check\"\xe5\x01\n\x0c\x43heckOutcome\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.onceonly.v1.CheckStatus\x12\'\n\x06\x63laims\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61ttestation\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\rJ\x04\x08\x08\x10\tR\x11provider_evidence\"\x93\x01\n\x0eVerifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12+\n\x08outcomes\x18\x03 \x03(\x0b\x32\x19.onceonly.v1.CheckOutcome\x12.\n\ndecided_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x11GetCatalogRequest\x12\x14\n\x0c\x61llowed_only\x18\x01 \x01(\x08\"\x87\x01\n\nAllowedUse\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x19\n\x11\x61greement_version\x18\x02 \x01(\r\x12\x16\n\x0eprocedure_code\x18\x03 \x01(\t\x12\x30\n\x0blegal_bases\x18\x04 \x03(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\"\xf4\x04\n\x0f\x43\x65rtificateType\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12*\n\nparameters\x18\x05 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12&\n\x06\x63laims\x18\x06 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12\x38\n\x13\x61llowed_legal_bases\x18\x07 \x03(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x15\n\rattests_value\x18\x08 \x01(\x08\x12(\n\x07\x61llowed\x18\t \x03(\x0b\x32\x17.onceonly.v1.AllowedUse\x12\x19\n\x11parameters_schema\x18\n \x01(\t\x12\x15\n\rclaims_schema\x18\x0b \x01(\t\x12\x38\n\x06titles\x18\x0c \x03(\x0b\x32(.onceonly.v1.CertificateType.TitlesEntry\x12\x44\n\x0c\x64\x65scriptions\x18\r \x03(\x0b\x32..onceonly.v1.CertificateType.DescriptionsEntry\x12\x12\n\nintroduced\x18\x0e \x01(\t\x12\x0e\n\x06sunset\x18\x0f \x01(\t\x12\x13\n\x0breplaced_by\x18\x10 \x01(\t\x1a-\n\x0bTitlesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11\x44\x65scriptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"(\n\x0cProviderInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"p\n\x07\x43\x61talog\x12\x37\n\x11\x63\x65rtificate_types\x18\x01 \x03(\x0b\x32\x1c.onceonly.v1.CertificateType\x12,\n\tproviders\x18\x02 \x03(\x0b\x32\x19.onceonly.v1.ProviderInfo\"\x10\n\x0eGetJwksRequest\"\x14\n\x04Jwks\x12\x0c\n\x04json\x18\x01 \x01(\t\"\xbe\x01\n\nBulkHeader\x12\'\n\x08\x63onsumer\x18\x01 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\"\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x12.onceonly.v1.Check\x12\x0e\n\x06window\x18\x05 \x01(\r\"H\n\x0b\x42ulkSubject\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07subject\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Subject\"s\n\x11\x42ulkVerifyRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.onceonly.v1.BulkHeaderH\x00\x12+\n\x07subject\x18\x02 \x01(\x0b\x32\x18.onceonly.v1.BulkSubjectH\x00\x42\x06\n\x04item\"\x86\x01\n\x10\x42ulkVerifyResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.onceonly.v1.VerifyResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result*\xba\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HECK_STATUS_VERIFIED\x10\x01\x12\"\n\x1e\x43HECK_STATUS_SUBJECT_NOT_FOUND\x10\x02\x12\x1c\n\x18\x43HECK_STATUS_UNAVAILABLE\x10\x03\x12\x18\n\x14\x43HECK_STATUS_TIMEOUT\x10\x04\x12\x16\n\x12\x43HECK_STATUS_ERROR\x10\x05\x32\x9b\x02\n\x06\x42roker\x12\x41\n\x06Verify\x12\x1a.onceonly.v1.VerifyRequest\x1a\x1b.onceonly.v1.VerifyResponse\x12O\n\nVerifyBulk\x12\x1e.onceonly.v1.BulkVerifyRequest\x1a\x1d.onceonly.v1.BulkVerifyResult(\x01\x30\x01\x12\x42\n\nGetCatalog\x12\x1e.onceonly.v1.GetCatalogRequest\x1a\x14.onceonly.v1.Catalog\x12\x39\n\x07GetJwks\x12\x1b.onceonly.v1.GetJwksRequest\x1a\x11.onceonly.v1.Jwksb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHECK_PARAMETERSENTRY']._loaded_options = None
   _globals['_CHECK_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_CHECKSTATUS']._serialized_start=2117
-  _globals['_CHECKSTATUS']._serialized_end=2303
+  _globals['_CERTIFICATETYPE_TITLESENTRY']._loaded_options = None
+  _globals['_CERTIFICATETYPE_TITLESENTRY']._serialized_options = b'8\001'
+  _globals['_CERTIFICATETYPE_DESCRIPTIONSENTRY']._loaded_options = None
+  _globals['_CERTIFICATETYPE_DESCRIPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CHECKSTATUS']._serialized_start=2452
+  _globals['_CHECKSTATUS']._serialized_end=2638
   _globals['_CHECK']._serialized_start=156
   _globals['_CHECK']._serialized_end=299
   _globals['_CHECK_PARAMETERSENTRY']._serialized_start=250
@@ -54,23 +58,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALLOWEDUSE']._serialized_start=966
   _globals['_ALLOWEDUSE']._serialized_end=1101
   _globals['_CERTIFICATETYPE']._serialized_start=1104
-  _globals['_CERTIFICATETYPE']._serialized_end=1397
-  _globals['_PROVIDERINFO']._serialized_start=1399
-  _globals['_PROVIDERINFO']._serialized_end=1439
-  _globals['_CATALOG']._serialized_start=1441
-  _globals['_CATALOG']._serialized_end=1553
-  _globals['_GETJWKSREQUEST']._serialized_start=1555
-  _globals['_GETJWKSREQUEST']._serialized_end=1571
-  _globals['_JWKS']._serialized_start=1573
-  _globals['_JWKS']._serialized_end=1593
-  _globals['_BULKHEADER']._serialized_start=1596
-  _globals['_BULKHEADER']._serialized_end=1786
-  _globals['_BULKSUBJECT']._serialized_start=1788
-  _globals['_BULKSUBJECT']._serialized_end=1860
-  _globals['_BULKVERIFYREQUEST']._serialized_start=1862
-  _globals['_BULKVERIFYREQUEST']._serialized_end=1977
-  _globals['_BULKVERIFYRESULT']._serialized_start=1980
-  _globals['_BULKVERIFYRESULT']._serialized_end=2114
-  _globals['_BROKER']._serialized_start=2306
-  _globals['_BROKER']._serialized_end=2589
+  _globals['_CERTIFICATETYPE']._serialized_end=1732
+  _globals['_CERTIFICATETYPE_TITLESENTRY']._serialized_start=1634
+  _globals['_CERTIFICATETYPE_TITLESENTRY']._serialized_end=1679
+  _globals['_CERTIFICATETYPE_DESCRIPTIONSENTRY']._serialized_start=1681
+  _globals['_CERTIFICATETYPE_DESCRIPTIONSENTRY']._serialized_end=1732
+  _globals['_PROVIDERINFO']._serialized_start=1734
+  _globals['_PROVIDERINFO']._serialized_end=1774
+  _globals['_CATALOG']._serialized_start=1776
+  _globals['_CATALOG']._serialized_end=1888
+  _globals['_GETJWKSREQUEST']._serialized_start=1890
+  _globals['_GETJWKSREQUEST']._serialized_end=1906
+  _globals['_JWKS']._serialized_start=1908
+  _globals['_JWKS']._serialized_end=1928
+  _globals['_BULKHEADER']._serialized_start=1931
+  _globals['_BULKHEADER']._serialized_end=2121
+  _globals['_BULKSUBJECT']._serialized_start=2123
+  _globals['_BULKSUBJECT']._serialized_end=2195
+  _globals['_BULKVERIFYREQUEST']._serialized_start=2197
+  _globals['_BULKVERIFYREQUEST']._serialized_end=2312
+  _globals['_BULKVERIFYRESULT']._serialized_start=2315
+  _globals['_BULKVERIFYRESULT']._serialized_end=2449
+  _globals['_BROKER']._serialized_start=2641
+  _globals['_BROKER']._serialized_end=2924
 # @@protoc_insertion_point(module_scope)

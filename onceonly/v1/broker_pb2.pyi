@@ -108,7 +108,21 @@ class AllowedUse(_message.Message):
     def __init__(self, agreement_id: _Optional[str] = ..., agreement_version: _Optional[int] = ..., procedure_code: _Optional[str] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ...) -> None: ...
 
 class CertificateType(_message.Message):
-    __slots__ = ("id", "title", "description", "provider_id", "parameters", "claims", "allowed_legal_bases", "attests_value", "allowed")
+    __slots__ = ("id", "title", "description", "provider_id", "parameters", "claims", "allowed_legal_bases", "attests_value", "allowed", "parameters_schema", "claims_schema", "titles", "descriptions", "introduced", "sunset", "replaced_by")
+    class TitlesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class DescriptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +132,13 @@ class CertificateType(_message.Message):
     ALLOWED_LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
     ATTESTS_VALUE_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    TITLES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_FIELD_NUMBER: _ClassVar[int]
+    SUNSET_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     description: str
@@ -127,7 +148,14 @@ class CertificateType(_message.Message):
     allowed_legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
     attests_value: bool
     allowed: _containers.RepeatedCompositeFieldContainer[AllowedUse]
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., provider_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., allowed_legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., attests_value: _Optional[bool] = ..., allowed: _Optional[_Iterable[_Union[AllowedUse, _Mapping]]] = ...) -> None: ...
+    parameters_schema: str
+    claims_schema: str
+    titles: _containers.ScalarMap[str, str]
+    descriptions: _containers.ScalarMap[str, str]
+    introduced: str
+    sunset: str
+    replaced_by: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., provider_id: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., claims: _Optional[_Iterable[_Union[_common_pb2.FieldSpec, _Mapping]]] = ..., allowed_legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., attests_value: _Optional[bool] = ..., allowed: _Optional[_Iterable[_Union[AllowedUse, _Mapping]]] = ..., parameters_schema: _Optional[str] = ..., claims_schema: _Optional[str] = ..., titles: _Optional[_Mapping[str, str]] = ..., descriptions: _Optional[_Mapping[str, str]] = ..., introduced: _Optional[str] = ..., sunset: _Optional[str] = ..., replaced_by: _Optional[str] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
     __slots__ = ("id", "name")
