@@ -127,7 +127,7 @@ class AgreementVersion:
 
 
 def providers_concerned(terms: Agreement, catalog: Catalog) -> tuple[str, ...]:
-    found = {catalog.get(cid) for cid in terms.certificate_type_ids}
+    found = (catalog.get(cid) for cid in terms.certificate_type_ids)
     return tuple(sorted({c.provider_id for c in found if c is not None}))
 
 

@@ -38,9 +38,9 @@ class CertificateTypeDef:
     claims: tuple[FieldSpec, ...]
     legal_bases: frozenset[LegalBasisKind]
     attests_value: bool
-    titles: Mapping[str, str] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Language → title ("en" is ``title``; "es" from ``title_es``)."""
-    descriptions: Mapping[str, str] = field(default_factory=dict)
+    descriptions: Mapping[str, str] = field(default_factory=dict, hash=False)
     introduced: dt.date | None = None
     """When this version was published."""
     sunset: dt.date | None = None
