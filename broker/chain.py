@@ -34,7 +34,7 @@ _REPLIES: sa.Table = ReplyRow.__table__  # type: ignore[attr-defined]
 HASHED_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in _TRACES.columns if c.name not in ("id", "record_hash")
 )
-ADDED_LATER: dict[str, Any] = {"officer_identification": "", "reply_hash": ""}
+ADDED_LATER: dict[str, Any] = {"officer_identification": "", "reply_hash": "", "agreements": ""}
 """Columns added after records were first chained, with the value older records have: hashed
 only when a record sets them, so that adding one leaves every earlier hash valid."""
 

@@ -21,6 +21,7 @@ from onceonly.vocabulary import (
 __all__ = [
     "ALLOWED",
     "Agreement",
+    "AgreementRef",
     "AllowedUse",
     "CheckOutcome",
     "CheckRequest",
@@ -122,10 +123,21 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
+class AgreementRef:
+    """The agreement version under which a certificate type was verified."""
+
+    certificate_type_id: str
+    agreement_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyDecision:
     """What policy decided: allowed (no violations) or denied (every broken rule; the first decides)."""
 
     violations: tuple[Violation, ...] = ()
+    grounds: tuple[AgreementRef, ...] = ()
+    """When allowed: the agreement (and version) that allows each certificate type."""
 
     @property
     def allowed(self) -> bool:
@@ -180,6 +192,9 @@ class TraceRecord:
     outcomes: tuple[TracedOutcome, ...]
     duration_ms: int
     officer_identification: OfficerIdentification | None = None
+    agreements: tuple[AgreementRef, ...] = ()
+    """The agreement version that allowed each certificate type (granted requests; empty in
+    traces written before it was recorded)."""
     """How the officer was identified (``None`` in traces written before it was recorded)."""
 
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from onceonly.broker.chain import ChainHead, checkpoint_values, load_head, reply_hash
 from onceonly.broker.domain import (
+    AgreementRef,
     CheckStatus,
     Decision,
     DenialReason,
@@ -633,6 +634,11 @@ def _trace_values(r: TraceRecord) -> dict[str, Any]:
         "duration_ms": r.duration_ms,
         "officer_identification": r.officer_identification.value if r.officer_identification else "",
         "reply_hash": "",  # set by ``append`` when a reply is stored with the record
+        "agreements": orjson.dumps(
+            [[g.certificate_type_id, g.agreement_id, g.version] for g in r.agreements]
+        ).decode()
+        if r.agreements
+        else "",
     }
 
 
@@ -671,4 +677,5 @@ def trace_from_row(m: Any) -> TraceRecord:
         officer_identification=OfficerIdentification(m["officer_identification"])
         if m.get("officer_identification")
         else None,
+        agreements=tuple(AgreementRef(c, a, int(v)) for c, a, v in json.loads(m.get("agreements") or "[]")),
     )

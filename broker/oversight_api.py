@@ -163,6 +163,12 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
         chain_id=entry.chain_id,
         seq=entry.seq,
         officer_identification=_identified(r),
+        agreements=[
+            oversight_pb2.TracedAgreement(
+                certificate_type_id=g.certificate_type_id, agreement_id=g.agreement_id, version=g.version
+            )
+            for g in r.agreements
+        ],
     )
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from onceonly.broker.catalog import Catalog, CertificateTypeDef
 from onceonly.broker.domain import (
-    ALLOWED,
     Agreement,
+    AgreementRef,
     AllowedUse,
     ConsumerRef,
     DenialReason,
@@ -102,7 +102,7 @@ class Policy:
         return uses
 
     def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision:
-        """Decide: :data:`~onceonly.broker.domain.ALLOWED` if every check is allowed, or a denial.
+        """Decide: allowed (with the agreement that allows each check) or a denial.
 
         A denial lists every broken rule (one per refused check); the first decides the
         reason. An unknown consumer, a self-query or an unauthorised procedure stop early:
@@ -154,16 +154,19 @@ class Policy:
         basis = request.legal_basis
         reference = normalise_reference(basis.reference) if basis.kind is LegalBasisKind.LAW else ""
         violations: list[Violation] = []
+        grounds: list[AgreementRef] = []
         seen: set[str] = set()
         for check in request.checks:
             cid = check.certificate_type_id
             if cid in seen:  # the same type twice (other parameters) has the same answer
                 continue
             seen.add(cid)
-            violation = self._check(cid, candidates, org, procedure, basis.kind, reference, now, consumer)
-            if violation is not None:
-                violations.append(violation)
-        return PolicyDecision(tuple(violations)) if violations else ALLOWED
+            found = self._check(cid, candidates, org, procedure, basis.kind, reference, now, consumer)
+            if isinstance(found, Violation):
+                violations.append(found)
+            else:
+                grounds.append(AgreementRef(cid, found.id, found.version))
+        return PolicyDecision(tuple(violations)) if violations else PolicyDecision(grounds=tuple(grounds))
 
     def _check(
         self,
@@ -175,8 +178,8 @@ class Policy:
         reference: str,
         now: dt.datetime,
         consumer: ConsumerRef,
-    ) -> Violation | None:
-        """None if some agreement allows ``cid``; else the failure of the best candidate."""
+    ) -> Violation | Agreement:
+        """The agreement that allows ``cid``; else the failure of the best candidate."""
         cert = self._catalog.get(cid)
         if cert is None:
             return Violation(
@@ -199,7 +202,7 @@ class Policy:
             covered = True
             failure = _first_failure(p, cert, kind, reference, now, consumer)
             if failure is None:
-                return None
+                return p.agreement
             if best is None or failure[0] > best[0]:
                 best = failure
         if not covered or best is None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from onceonly.broker.domain import (
+    AgreementRef,
     CheckOutcome,
     CheckRequest,
     Decision,
@@ -34,6 +35,7 @@ def trace_record(
     duration_ms: int,
     outcomes: Sequence[CheckOutcome] = (),
     violations: Sequence[Violation] = (),
+    grounds: Sequence[AgreementRef] = (),
 ) -> TraceRecord:
     """The trace of ``request``: granted with ``outcomes``, or denied for ``violations``."""
     return TraceRecord(
@@ -66,6 +68,7 @@ def trace_record(
             for o in outcomes
         ),
         duration_ms=duration_ms,
+        agreements=tuple(grounds),
         officer_identification=request.consumer.officer_identification,
     )
 

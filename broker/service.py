@@ -28,6 +28,7 @@ from onceonly.broker.attestation import AttestationSigner
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.contracts import ProviderContracts, describe_mismatches
 from onceonly.broker.domain import (
+    AgreementRef,
     AllowedUse,
     CheckOutcome,
     CheckRequest,
@@ -169,7 +170,7 @@ class VerificationService:
         )
         result = VerifyResult(request.request_id, trace_id, outcomes, now)
         reply = idempotency.result_reply(request, result)
-        record = self._record(request, trace_id, now, started, outcomes=outcomes)
+        record = self._record(request, trace_id, now, started, outcomes=outcomes, grounds=decision.grounds)
         stands = await self._commit(record, reply)
         if stands is not reply:
             return idempotency.replay(stands, request)
@@ -184,6 +185,7 @@ class VerificationService:
         *,
         outcomes: tuple[CheckOutcome, ...] = (),
         violations: list[Violation] | None = None,
+        grounds: tuple[AgreementRef, ...] = (),
     ) -> TraceRecord:
         return trace_record(
             request,
@@ -193,6 +195,7 @@ class VerificationService:
             duration_ms=_ms(started),
             outcomes=outcomes,
             violations=violations or (),
+            grounds=grounds,
         )
 
     async def _commit(self, record: TraceRecord, reply: StoredReply) -> StoredReply:

@@ -211,6 +211,9 @@ class TraceRow(SQLModel, table=True):
     officer_identification: str = Field(default="", max_length=16)
     """TOKEN, CERTIFICATE or INSECURE; empty in traces written before it was recorded."""
     reply_hash: str = Field(default="", max_length=64)
+    agreements: str = Field(default="", sa_type=sa.Text)
+    """JSON ``[[certificate type, agreement, version], …]``: what allowed a granted request; empty
+    for denials and in records written before it was recorded."""
     """SHA-256 of the reply stored with this record (see ``chain.reply_hash``), so the chain
     covers stored replies too; empty when none was stored, and in records written before."""
 

@@ -90,6 +90,8 @@ class Trace:
     seq: int
     officer_identification: str = ""
     """TOKEN (authenticated), CERTIFICATE (asserted by an application) or INSECURE; empty if not recorded."""
+    agreements: tuple[tuple[str, str, int], ...] = ()
+    """Granted: (certificate type, agreement, version) that allowed each check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,7 @@ def _trace(m: oversight_pb2.TraceEntry) -> Trace:
         chain_id=m.chain_id,
         seq=m.seq,
         officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
+        agreements=tuple((a.certificate_type_id, a.agreement_id, a.version) for a in m.agreements),
     )
 
 

@@ -27,7 +27,7 @@ from onceonly.v1 import broker_pb2 as onceonly_dot_v1_dot_broker__pb2
 from onceonly.v1 import common_pb2 as onceonly_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bonceonly/v1/oversight.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/broker.proto\x1a\x18onceonly/v1/common.proto\"\xab\x02\n\x0bTraceFilter\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x63onsumer_organization_id\x18\x03 \x01(\t\x12\x12\n\nofficer_id\x18\x04 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x05 \x01(\t\x12\x35\n\x10legal_basis_kind\x18\x06 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x13\n\x0bprovider_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\"d\n\x11ListTracesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.onceonly.v1.TraceFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"}\n\x0bTracedCheck\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.onceonly.v1.CheckStatus\x12\x12\n\nlatency_ms\x18\x04 \x01(\r\"\xcc\x04\n\nTraceEntry\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x63onsumer\x18\x04 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x05 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x06 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x38\n\x15subject_document_type\x18\x07 \x01(\x0e\x32\x19.onceonly.v1.DocumentType\x12\x1c\n\x14\x63\x65rtificate_type_ids\x18\x08 \x03(\t\x12\'\n\x08\x64\x65\x63ision\x18\t \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\n \x01(\x0e\x32\x19.onceonly.v1.DenialReason\x12\x15\n\rdenial_detail\x18\x0b \x01(\t\x12(\n\x06\x63hecks\x18\x0c \x03(\x0b\x32\x18.onceonly.v1.TracedCheck\x12\x13\n\x0b\x64uration_ms\x18\r \x01(\r\x12\x10\n\x08\x63hain_id\x18\x0e \x01(\t\x12\x0b\n\x03seq\x18\x0f \x01(\x04\x12\x42\n\x16officer_identification\x18\x10 \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\"V\n\x12ListTracesResponse\x12\'\n\x06traces\x18\x01 \x03(\x0b\x32\x17.onceonly.v1.TraceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x0fGetUsageRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.onceonly.v1.UsageGrouping\"\xd0\x01\n\x08UsageRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x31\n\x06\x63ounts\x18\x03 \x03(\x0b\x32!.onceonly.v1.UsageRow.CountsEntry\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\r\x12\x16\n\x0elatency_p90_ms\x18\x05 \x01(\r\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\r\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x8b\x01\n\x05Usage\x12,\n\x08group_by\x18\x01 \x01(\x0e\x32\x1a.onceonly.v1.UsageGrouping\x12#\n\x04rows\x18\x02 \x03(\x0b\x32\x15.onceonly.v1.UsageRow\x12\x16\n\x0etraces_scanned\x18\x03 \x01(\x04\x12\x17\n\x0fhours_rolled_up\x18\x04 \x01(\r\"\xec\x01\n\x18GetResidentReportRequest\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12,\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x14\n\x0c\x63\x61se_file_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x03\n\x0eResidentAccess\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x63onsumer_organization_id\x18\x03 \x01(\t\x12\"\n\x1a\x63onsumer_organization_name\x18\x04 \x01(\t\x12\x15\n\rconsumer_unit\x18\x05 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x06 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x07 \x01(\t\x12,\n\x0blegal_basis\x18\x08 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x1c\n\x14\x63\x65rtificate_type_ids\x18\t \x03(\t\x12\'\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\x0b \x01(\x0e\x32\x19.onceonly.v1.DenialReason\x12\x42\n\x16officer_identification\x18\x0c \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\"X\n\x0eResidentReport\x12-\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32\x1b.onceonly.v1.ResidentAccess\x12\x17\n\x0freport_trace_id\x18\x02 \x01(\t\"\x1a\n\x18GetWitnessedHeadsRequest\"T\n\rWitnessedHead\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\";\n\x0eWitnessedHeads\x12)\n\x05heads\x18\x01 \x03(\x0b\x32\x1a.onceonly.v1.WitnessedHead*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_GRANTED\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_DENIED\x10\x02*\x87\x01\n\rUsageGrouping\x12\x1e\n\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_GROUPING_PROVIDER\x10\x01\x12\x1b\n\x17USAGE_GROUPING_CONSUMER\x10\x02\x12\x1c\n\x18USAGE_GROUPING_PROCEDURE\x10\x03\x32\xca\x02\n\tOversight\x12M\n\nListTraces\x12\x1e.onceonly.v1.ListTracesRequest\x1a\x1f.onceonly.v1.ListTracesResponse\x12<\n\x08GetUsage\x12\x1c.onceonly.v1.GetUsageRequest\x1a\x12.onceonly.v1.Usage\x12W\n\x11GetResidentReport\x12%.onceonly.v1.GetResidentReportRequest\x1a\x1b.onceonly.v1.ResidentReport\x12W\n\x11GetWitnessedHeads\x12%.onceonly.v1.GetWitnessedHeadsRequest\x1a\x1b.onceonly.v1.WitnessedHeadsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bonceonly/v1/oversight.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/broker.proto\x1a\x18onceonly/v1/common.proto\"\xab\x02\n\x0bTraceFilter\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x63onsumer_organization_id\x18\x03 \x01(\t\x12\x12\n\nofficer_id\x18\x04 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x05 \x01(\t\x12\x35\n\x10legal_basis_kind\x18\x06 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x13\n\x0bprovider_id\x18\x07 \x01(\t\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\"d\n\x11ListTracesRequest\x12(\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x18.onceonly.v1.TraceFilter\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"}\n\x0bTracedCheck\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0e\x32\x18.onceonly.v1.CheckStatus\x12\x12\n\nlatency_ms\x18\x04 \x01(\r\"\xfe\x04\n\nTraceEntry\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x08\x63onsumer\x18\x04 \x01(\x0b\x32\x15.onceonly.v1.Consumer\x12%\n\x07purpose\x18\x05 \x01(\x0b\x32\x14.onceonly.v1.Purpose\x12,\n\x0blegal_basis\x18\x06 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x38\n\x15subject_document_type\x18\x07 \x01(\x0e\x32\x19.onceonly.v1.DocumentType\x12\x1c\n\x14\x63\x65rtificate_type_ids\x18\x08 \x03(\t\x12\'\n\x08\x64\x65\x63ision\x18\t \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\n \x01(\x0e\x32\x19.onceonly.v1.DenialReason\x12\x15\n\rdenial_detail\x18\x0b \x01(\t\x12(\n\x06\x63hecks\x18\x0c \x03(\x0b\x32\x18.onceonly.v1.TracedCheck\x12\x13\n\x0b\x64uration_ms\x18\r \x01(\r\x12\x10\n\x08\x63hain_id\x18\x0e \x01(\t\x12\x0b\n\x03seq\x18\x0f \x01(\x04\x12\x42\n\x16officer_identification\x18\x10 \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\x12\x30\n\nagreements\x18\x11 \x03(\x0b\x32\x1c.onceonly.v1.TracedAgreement\"U\n\x0fTracedAgreement\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\"V\n\x12ListTracesResponse\x12\'\n\x06traces\x18\x01 \x03(\x0b\x32\x17.onceonly.v1.TraceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x95\x01\n\x0fGetUsageRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08group_by\x18\x03 \x01(\x0e\x32\x1a.onceonly.v1.UsageGrouping\"\xd0\x01\n\x08UsageRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x31\n\x06\x63ounts\x18\x03 \x03(\x0b\x32!.onceonly.v1.UsageRow.CountsEntry\x12\x16\n\x0elatency_p50_ms\x18\x04 \x01(\r\x12\x16\n\x0elatency_p90_ms\x18\x05 \x01(\r\x12\x16\n\x0elatency_p99_ms\x18\x06 \x01(\r\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x8b\x01\n\x05Usage\x12,\n\x08group_by\x18\x01 \x01(\x0e\x32\x1a.onceonly.v1.UsageGrouping\x12#\n\x04rows\x18\x02 \x03(\x0b\x32\x15.onceonly.v1.UsageRow\x12\x16\n\x0etraces_scanned\x18\x03 \x01(\x04\x12\x17\n\x0fhours_rolled_up\x18\x04 \x01(\r\"\xec\x01\n\x18GetResidentReportRequest\x12%\n\x07subject\x18\x01 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12,\n\x0blegal_basis\x18\x03 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x14\n\x0c\x63\x61se_file_id\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x03\n\x0eResidentAccess\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18\x63onsumer_organization_id\x18\x03 \x01(\t\x12\"\n\x1a\x63onsumer_organization_name\x18\x04 \x01(\t\x12\x15\n\rconsumer_unit\x18\x05 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x06 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x07 \x01(\t\x12,\n\x0blegal_basis\x18\x08 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x1c\n\x14\x63\x65rtificate_type_ids\x18\t \x03(\t\x12\'\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\x0b \x01(\x0e\x32\x19.onceonly.v1.DenialReason\x12\x42\n\x16officer_identification\x18\x0c \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\"X\n\x0eResidentReport\x12-\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32\x1b.onceonly.v1.ResidentAccess\x12\x17\n\x0freport_trace_id\x18\x02 \x01(\t\"\x1a\n\x18GetWitnessedHeadsRequest\"T\n\rWitnessedHead\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\t\";\n\x0eWitnessedHeads\x12)\n\x05heads\x18\x01 \x03(\x0b\x32\x1a.onceonly.v1.WitnessedHead*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_GRANTED\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_DENIED\x10\x02*\x87\x01\n\rUsageGrouping\x12\x1e\n\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x1b\n\x17USAGE_GROUPING_PROVIDER\x10\x01\x12\x1b\n\x17USAGE_GROUPING_CONSUMER\x10\x02\x12\x1c\n\x18USAGE_GROUPING_PROCEDURE\x10\x03\x32\xca\x02\n\tOversight\x12M\n\nListTraces\x12\x1e.onceonly.v1.ListTracesRequest\x1a\x1f.onceonly.v1.ListTracesResponse\x12<\n\x08GetUsage\x12\x1c.onceonly.v1.GetUsageRequest\x1a\x12.onceonly.v1.Usage\x12W\n\x11GetResidentReport\x12%.onceonly.v1.GetResidentReportRequest\x1a\x1b.onceonly.v1.ResidentReport\x12W\n\x11GetWitnessedHeads\x12%.onceonly.v1.GetWitnessedHeadsRequest\x1a\x1b.onceonly.v1.WitnessedHeadsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGEROW_COUNTSENTRY']._loaded_options = None
   _globals['_USAGEROW_COUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=2807
-  _globals['_DECISION']._serialized_end=2886
-  _globals['_USAGEGROUPING']._serialized_start=2889
-  _globals['_USAGEGROUPING']._serialized_end=3024
+  _globals['_DECISION']._serialized_start=2944
+  _globals['_DECISION']._serialized_end=3023
+  _globals['_USAGEGROUPING']._serialized_start=3026
+  _globals['_USAGEGROUPING']._serialized_end=3161
   _globals['_TRACEFILTER']._serialized_start=130
   _globals['_TRACEFILTER']._serialized_end=429
   _globals['_LISTTRACESREQUEST']._serialized_start=431
@@ -47,29 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACEDCHECK']._serialized_start=533
   _globals['_TRACEDCHECK']._serialized_end=658
   _globals['_TRACEENTRY']._serialized_start=661
-  _globals['_TRACEENTRY']._serialized_end=1249
-  _globals['_LISTTRACESRESPONSE']._serialized_start=1251
-  _globals['_LISTTRACESRESPONSE']._serialized_end=1337
-  _globals['_GETUSAGEREQUEST']._serialized_start=1340
-  _globals['_GETUSAGEREQUEST']._serialized_end=1489
-  _globals['_USAGEROW']._serialized_start=1492
-  _globals['_USAGEROW']._serialized_end=1700
-  _globals['_USAGEROW_COUNTSENTRY']._serialized_start=1655
-  _globals['_USAGEROW_COUNTSENTRY']._serialized_end=1700
-  _globals['_USAGE']._serialized_start=1703
-  _globals['_USAGE']._serialized_end=1842
-  _globals['_GETRESIDENTREPORTREQUEST']._serialized_start=1845
-  _globals['_GETRESIDENTREPORTREQUEST']._serialized_end=2081
-  _globals['_RESIDENTACCESS']._serialized_start=2084
-  _globals['_RESIDENTACCESS']._serialized_end=2540
-  _globals['_RESIDENTREPORT']._serialized_start=2542
-  _globals['_RESIDENTREPORT']._serialized_end=2630
-  _globals['_GETWITNESSEDHEADSREQUEST']._serialized_start=2632
-  _globals['_GETWITNESSEDHEADSREQUEST']._serialized_end=2658
-  _globals['_WITNESSEDHEAD']._serialized_start=2660
-  _globals['_WITNESSEDHEAD']._serialized_end=2744
-  _globals['_WITNESSEDHEADS']._serialized_start=2746
-  _globals['_WITNESSEDHEADS']._serialized_end=2805
-  _globals['_OVERSIGHT']._serialized_start=3027
-  _globals['_OVERSIGHT']._serialized_end=3357
+  _globals['_TRACEENTRY']._serialized_end=1299
+  _globals['_TRACEDAGREEMENT']._serialized_start=1301
+  _globals['_TRACEDAGREEMENT']._serialized_end=1386
+  _globals['_LISTTRACESRESPONSE']._serialized_start=1388
+  _globals['_LISTTRACESRESPONSE']._serialized_end=1474
+  _globals['_GETUSAGEREQUEST']._serialized_start=1477
+  _globals['_GETUSAGEREQUEST']._serialized_end=1626
+  _globals['_USAGEROW']._serialized_start=1629
+  _globals['_USAGEROW']._serialized_end=1837
+  _globals['_USAGEROW_COUNTSENTRY']._serialized_start=1792
+  _globals['_USAGEROW_COUNTSENTRY']._serialized_end=1837
+  _globals['_USAGE']._serialized_start=1840
+  _globals['_USAGE']._serialized_end=1979
+  _globals['_GETRESIDENTREPORTREQUEST']._serialized_start=1982
+  _globals['_GETRESIDENTREPORTREQUEST']._serialized_end=2218
+  _globals['_RESIDENTACCESS']._serialized_start=2221
+  _globals['_RESIDENTACCESS']._serialized_end=2677
+  _globals['_RESIDENTREPORT']._serialized_start=2679
+  _globals['_RESIDENTREPORT']._serialized_end=2767
+  _globals['_GETWITNESSEDHEADSREQUEST']._serialized_start=2769
+  _globals['_GETWITNESSEDHEADSREQUEST']._serialized_end=2795
+  _globals['_WITNESSEDHEAD']._serialized_start=2797
+  _globals['_WITNESSEDHEAD']._serialized_end=2881
+  _globals['_WITNESSEDHEADS']._serialized_start=2883
+  _globals['_WITNESSEDHEADS']._serialized_end=2942
+  _globals['_OVERSIGHT']._serialized_start=3164
+  _globals['_OVERSIGHT']._serialized_end=3494
 # @@protoc_insertion_point(module_scope)

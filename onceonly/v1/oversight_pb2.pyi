@@ -77,7 +77,7 @@ class TracedCheck(_message.Message):
     def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., status: _Optional[_Union[_broker_pb2.CheckStatus, str]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
 
 class TraceEntry(_message.Message):
-    __slots__ = ("trace_id", "request_id", "created_at", "consumer", "purpose", "legal_basis", "subject_document_type", "certificate_type_ids", "decision", "denial_reason", "denial_detail", "checks", "duration_ms", "chain_id", "seq", "officer_identification")
+    __slots__ = ("trace_id", "request_id", "created_at", "consumer", "purpose", "legal_basis", "subject_document_type", "certificate_type_ids", "decision", "denial_reason", "denial_detail", "checks", "duration_ms", "chain_id", "seq", "officer_identification", "agreements")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class TraceEntry(_message.Message):
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     OFFICER_IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     request_id: str
     created_at: _timestamp_pb2.Timestamp
@@ -110,7 +111,18 @@ class TraceEntry(_message.Message):
     chain_id: str
     seq: int
     officer_identification: _common_pb2.OfficerIdentification
-    def __init__(self, trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject_document_type: _Optional[_Union[_common_pb2.DocumentType, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., denial_detail: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[TracedCheck, _Mapping]]] = ..., duration_ms: _Optional[int] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ...) -> None: ...
+    agreements: _containers.RepeatedCompositeFieldContainer[TracedAgreement]
+    def __init__(self, trace_id: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer: _Optional[_Union[_common_pb2.Consumer, _Mapping]] = ..., purpose: _Optional[_Union[_common_pb2.Purpose, _Mapping]] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., subject_document_type: _Optional[_Union[_common_pb2.DocumentType, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., denial_detail: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[TracedCheck, _Mapping]]] = ..., duration_ms: _Optional[int] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ..., agreements: _Optional[_Iterable[_Union[TracedAgreement, _Mapping]]] = ...) -> None: ...
+
+class TracedAgreement(_message.Message):
+    __slots__ = ("certificate_type_id", "agreement_id", "version")
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    certificate_type_id: str
+    agreement_id: str
+    version: int
+    def __init__(self, certificate_type_id: _Optional[str] = ..., agreement_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ListTracesResponse(_message.Message):
     __slots__ = ("traces", "next_page_token")

@@ -6,7 +6,9 @@ import json
 import sqlite3
 
 import grpc
+import pytest
 
+from onceonly.broker.app import BrokerApp
 from onceonly.providers import synthetic
 from onceonly.v1 import broker_pb2, common_pb2
 from tests.conftest import (
@@ -17,6 +19,8 @@ from tests.conftest import (
     verify_failure,
     verify_request,
 )
+from tests.consumers.test_cli import cli
+from tests.consumers.test_oversight_cli import oversight
 
 ALL_CHECKS = (*HOUSING_CHECKS, (HOUSEHOLD, {}))
 
@@ -163,3 +167,31 @@ async def test_ledger_unavailable_fails_closed_and_recovers(platform: Platform) 
     assert row["trace_id"] == reply.trace_id
     assert await stub.Verify(request, timeout=10) == reply
     assert len(platform.trace_rows()) == 1
+
+
+async def test_a_granted_trace_names_the_agreement_version_behind_each_check(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    """What allowed a request is part of its trace (and of the hash chain): the agreement and its
+    version, per certificate type; a denial names none."""
+    stub = platform.stub(broker)
+    await stub.Verify(verify_request(), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Verify(verify_request(procedure_code="PARKING-PERMIT"), timeout=10)
+    granted = platform.trace_rows(decision="GRANTED")[0]
+    assert sorted(json.loads(granted["agreements"])) == sorted(
+        [cid, "madrid-housing-rent-subsidy", 1] for cid, _ in HOUSING_CHECKS
+    )
+    assert platform.trace_rows(decision="DENIED")[0]["agreements"] == ""
+    code, out, err = await cli("ledger", "verify", "--var-dir", str(platform.var_dir))
+    assert code == 0, out + err
+
+
+async def test_oversight_sees_which_agreement_allowed_a_request(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    await platform.stub(broker).Verify(verify_request(), timeout=10)
+    code, out, err = await oversight(platform, broker, "traces", "--json")
+    assert code == 0, out + err
+    [trace] = json.loads(out)
+    assert {tuple(a)[1:] for a in trace["agreements"]} == {("madrid-housing-rent-subsidy", 1)}
