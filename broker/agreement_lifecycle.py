@@ -38,7 +38,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from onceonly.broker.agreements import agreement_from_terms, agreement_terms, agreement_to_values
+from onceonly.broker.agreements import (
+    agreement_from_terms,
+    agreement_terms,
+    agreement_to_values,
+    disclosure_problem,
+)
 from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind
@@ -166,6 +171,10 @@ def validate_terms(
         errors.text(f"{prefix}laws", law, max_len=200)
     if terms.valid_until is not None and terms.valid_until <= terms.valid_from:
         errors.add(f"{prefix}valid_until", "must be later than valid_from")
+    problem = disclosure_problem(terms.disclosure, terms.disclosure_until, terms.disclosure_law)
+    if problem:
+        errors.add(f"{prefix}{problem[0]}", problem[1])
+    errors.text(f"{prefix}disclosure_law", terms.disclosure_law, max_len=200, required=False)
     errors.raise_if_any()
 
 

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
 from onceonly.broker.storage import AgreementRow, AgreementVersionRow, OrganisationRow, VetoRow
-from onceonly.vocabulary import OrganisationKind
+from onceonly.vocabulary import Disclosure, OrganisationKind
 
 __all__ = [
     "PolicyStore",
@@ -209,6 +209,17 @@ def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Cat
     description = entry.get("description", "")
     if not isinstance(description, str):
         raise ValueError(f"{where}: 'description' must be a string")
+    try:
+        disclosure = Disclosure(entry.get("disclosure", Disclosure.IMMEDIATE.value))
+    except ValueError:
+        raise ValueError(f"{where}: 'disclosure' must be one of {[d.value for d in Disclosure]}") from None
+    disclosure_until = _day(entry.get("disclosure_until"), "disclosure_until", where)
+    disclosure_law = entry.get("disclosure_law", "")
+    if not isinstance(disclosure_law, str):
+        raise ValueError(f"{where}: 'disclosure_law' must be a string")
+    problem = disclosure_problem(disclosure, disclosure_until, disclosure_law)
+    if problem:
+        raise ValueError(f"{where}: {problem[1]}")
     return Agreement(
         id=aid,
         organization_id=_text(entry, "organization", where),
@@ -222,6 +233,9 @@ def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Cat
         description=description,
         officer_token_required=flags["officer_token_required"],
         officer_document_required=flags["officer_document_required"],
+        disclosure=disclosure,
+        disclosure_until=disclosure_until.date() if disclosure_until is not None else None,
+        disclosure_law=disclosure_law.strip(),
     )
 
 
@@ -287,6 +301,21 @@ def _upsert_veto(session: Session, veto: Veto) -> None:
         row.reason = veto.reason
 
 
+def disclosure_problem(
+    disclosure: Disclosure, until: dt.date | dt.datetime | None, law: str
+) -> tuple[str, str] | None:
+    """(field, what is wrong) with an agreement's disclosure terms, or ``None``."""
+    if disclosure is Disclosure.DEFERRED and until is None:
+        return "disclosure_until", "a DEFERRED disclosure needs the date from which residents may see"
+    if disclosure is Disclosure.WITHHELD and not law.strip():
+        return "disclosure_law", "a WITHHELD disclosure needs the law that allows it"
+    return None
+
+
+TERM_DEFAULTS: dict[str, Any] = {"disclosure": "IMMEDIATE", "disclosure_until": None, "disclosure_law": ""}
+"""Terms recorded before they existed read as these."""
+
+
 def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]:
     """An agreement's terms as JSON-ready data (as recorded in ``agreement_versions`` and logged)."""
     return {
@@ -303,6 +332,9 @@ def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]
         "valid_from": a.valid_from.astimezone(dt.UTC).isoformat(),
         "valid_until": None if a.valid_until is None else a.valid_until.astimezone(dt.UTC).isoformat(),
         "description": a.description,
+        "disclosure": a.disclosure.value,
+        "disclosure_until": a.disclosure_until.isoformat() if a.disclosure_until else None,
+        "disclosure_law": a.disclosure_law,
     }
 
 
@@ -323,6 +355,11 @@ def agreement_from_terms(agreement_id: str, version: int, body: Mapping[str, Any
         officer_token_required=bool(body.get("officer_token_required", False)),
         officer_document_required=bool(body.get("officer_document_required", False)),
         version=version,
+        disclosure=Disclosure(body.get("disclosure") or "IMMEDIATE"),
+        disclosure_until=dt.date.fromisoformat(body["disclosure_until"])
+        if body.get("disclosure_until")
+        else None,
+        disclosure_law=body.get("disclosure_law", ""),
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from onceonly.vocabulary import (
     CheckStatus,
     Decision,
     DenialReason,
+    Disclosure,
     DocumentType,
     LegalBasisKind,
     OfficerIdentification,
@@ -245,6 +246,12 @@ class Agreement:
     """The version in force (each change to an agreement's terms is a new version)."""
     suspended: str = ""
     """Why an oversight body suspended it (empty: not suspended); it then allows nothing."""
+    disclosure: Disclosure = Disclosure.IMMEDIATE
+    """When residents may see the accesses made under it."""
+    disclosure_until: date | None = None
+    """DEFERRED: the day from which they may."""
+    disclosure_law: str = ""
+    """WITHHELD: the law that allows it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from onceonly.grpc_types import Context
 from onceonly.status import abort
 from onceonly.v1 import governance_pb2, governance_pb2_grpc
 from onceonly.validation import FieldErrors
-from onceonly.vocabulary import AgreementAction, OrganisationKind
-from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, LEGAL_BASIS_KIND, ORGANISATION_KIND
+from onceonly.vocabulary import AgreementAction, Disclosure, OrganisationKind
+from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, DISCLOSURE, LEGAL_BASIS_KIND, ORGANISATION_KIND
 
 SERVICE_NAME = governance_pb2.DESCRIPTOR.services_by_name["Governance"].full_name
 MAX_PAGE = 500
@@ -82,6 +82,15 @@ def terms_from_message(agreement_id: str, msg: governance_pb2.AgreementTerms) ->
     if valid_from is None and not any(v.field == "terms.valid_from" for v in errors.violations):
         errors.add("terms.valid_from", "is required")
     valid_until = _time(msg, "valid_until", errors)
+    disclosure = DISCLOSURE.from_proto(msg.disclosure) if msg.disclosure else Disclosure.IMMEDIATE
+    if disclosure is None:
+        errors.add("terms.disclosure", f"must be {DISCLOSURE.choices()}")
+    disclosure_until = None
+    if msg.disclosure_until.strip():
+        try:
+            disclosure_until = dt.date.fromisoformat(msg.disclosure_until.strip())
+        except ValueError:
+            errors.add("terms.disclosure_until", "must be a date YYYY-MM-DD")
     errors.raise_if_any()
     assert valid_from is not None
     terms = Agreement(
@@ -97,6 +106,9 @@ def terms_from_message(agreement_id: str, msg: governance_pb2.AgreementTerms) ->
         description=msg.description.strip(),
         officer_token_required=msg.officer_token_required,
         officer_document_required=msg.officer_document_required,
+        disclosure=disclosure or Disclosure.IMMEDIATE,
+        disclosure_until=disclosure_until,
+        disclosure_law=msg.disclosure_law.strip(),
     )
     return terms, msg.unit.strip(), msg.accountable.strip()
 
@@ -116,6 +128,9 @@ def terms_message(v: AgreementVersion) -> governance_pb2.AgreementTerms:
         officer_document_required=t.officer_document_required,
         valid_from=_stamp(t.valid_from),
         description=t.description,
+        disclosure=DISCLOSURE.to_proto(t.disclosure),
+        disclosure_until=t.disclosure_until.isoformat() if t.disclosure_until else "",
+        disclosure_law=t.disclosure_law,
     )
     if t.valid_until is not None:
         msg.valid_until.CopyFrom(_stamp(t.valid_until))

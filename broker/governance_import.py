@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from onceonly.broker.agreement_lifecycle import StoredState
-from onceonly.broker.agreements import agreement_terms, agreement_to_values
+from onceonly.broker.agreements import TERM_DEFAULTS, agreement_terms, agreement_to_values
 from onceonly.broker.domain import Agreement, Organisation, Veto
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent
 from onceonly.broker.storage import AgreementRow, AgreementVersionRow, OrganisationRow, VetoRow
@@ -102,8 +102,9 @@ def plan(conn: sa.Connection, wanted: ImportFile, *, full: bool = True) -> list[
                 changes.append(
                     ImportChange("agreement", "ADD", a.id, f"{a.organization_id} {a.procedure_code}", a)
                 )
-        elif full and current[1] != terms:
-            differ = sorted(k for k in terms if terms[k] != current[1].get(k))
+        elif full and {**TERM_DEFAULTS, **current[1]} != terms:
+            before = {**TERM_DEFAULTS, **current[1]}
+            differ = sorted(k for k in terms if terms[k] != before.get(k))
             changes.append(
                 ImportChange("agreement", "CHANGE", a.id, f"version {current[0] + 1}: {', '.join(differ)}", a)
             )

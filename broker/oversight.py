@@ -124,6 +124,9 @@ def _only_provider(record: TraceRecord, provider_id: str) -> TraceRecord:
 class ResidentAccess:
     record: TraceRecord
     organisation_name: str
+    disclosure: str = ""
+    """Flag for oversight: "DEFERRED until …" or "WITHHELD under …" when an agreement behind the
+    access hides it from the resident (the strictest, if several); empty when shown to them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,5 +245,18 @@ class OversightService:
         names = await asyncio.to_thread(
             self._queries.organisation_names, (r.consumer_organization_id for r in records)
         )
-        accesses = tuple(ResidentAccess(r, names.get(r.consumer_organization_id, "")) for r in records)
+        flags = await asyncio.to_thread(
+            self._queries.disclosures, {(g.agreement_id, g.version) for r in records for g in r.agreements}
+        )
+
+        def flag(r: TraceRecord) -> str:
+            found = sorted(
+                {flags[key] for g in r.agreements if (key := (g.agreement_id, g.version)) in flags}
+            )
+            withheld = [f for f in found if f.startswith("WITHHELD")]
+            return (withheld or found or [""])[0]
+
+        accesses = tuple(
+            ResidentAccess(r, names.get(r.consumer_organization_id, ""), flag(r)) for r in records
+        )
         return ResidentReport(accesses, trace.trace_id)

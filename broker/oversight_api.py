@@ -189,6 +189,7 @@ def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
         decision=DECISION.to_proto(r.decision),
         denial_reason=_denial(r),
         officer_identification=_identified(r),
+        disclosure=access.disclosure,
     )
 
 

@@ -51,6 +51,11 @@ class TraceQueries(Protocol):
         """Registered names of the organisations ``ids`` (those without one are left out)."""
         ...
 
+    def disclosures(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """(agreement, version) → how its accesses are disclosed to residents, where they are not
+        at once: "DEFERRED until YYYY-MM-DD" or "WITHHELD under <law>"."""
+        ...
+
 
 class WitnessReader(Protocol):
     """The signed chain heads kept outside the database (see ``onceonly.broker.witness``)."""

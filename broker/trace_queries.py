@@ -22,7 +22,7 @@ from onceonly.broker import usage_rollup
 from onceonly.broker.domain import Decision, TraceRecord
 from onceonly.broker.errors import QueryTooLong
 from onceonly.broker.ledger import trace_from_row
-from onceonly.broker.storage import OrganisationRow, TraceRow
+from onceonly.broker.storage import AgreementVersionRow, OrganisationRow, TraceRow
 from onceonly.broker.traces import TraceEntry, TraceFilter, TracePage, encode_page_token
 from onceonly.broker.usage import Grouping, Tallies, UsageTable, add_sample, sample_from_columns, table
 
@@ -223,6 +223,29 @@ class SqlTraceQueries:
                 sa.select(_ORGANISATIONS.c.id, _ORGANISATIONS.c.name).where(_ORGANISATIONS.c.id.in_(wanted))
             )
             return {row.id: row.name for row in found}
+
+    def disclosures(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        wanted = set(refs)
+        if not wanted:
+            return {}
+        versions = AgreementVersionRow.__table__  # type: ignore[attr-defined]
+        out = {}
+        with self.budgeted_connection() as conn:
+            rows = conn.execute(
+                sa.select(versions.c.agreement_id, versions.c.version, versions.c.terms).where(
+                    versions.c.agreement_id.in_(sorted({a for a, _ in wanted}))
+                )
+            )
+            for aid, version, terms in rows:
+                if (aid, version) not in wanted:
+                    continue
+                body = json.loads(terms)
+                kind = body.get("disclosure") or "IMMEDIATE"
+                if kind == "DEFERRED":
+                    out[(aid, version)] = f"DEFERRED until {body.get('disclosure_until')}"
+                elif kind == "WITHHELD":
+                    out[(aid, version)] = f"WITHHELD under {body.get('disclosure_law')}"
+        return out
 
     @contextlib.contextmanager
     def _stream(self, query: sa.Select[Any]) -> Iterator[Iterator[sa.RowMapping]]:

@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 
 from onceonly.consumers.client import BrokerClient, broker_error
 from onceonly.v1 import governance_pb2, governance_pb2_grpc
-from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, LEGAL_BASIS_KIND, ORGANISATION_KIND
+from onceonly.wire import AGREEMENT_ACTION, AGREEMENT_STATE, DISCLOSURE, LEGAL_BASIS_KIND, ORGANISATION_KIND
 
 __all__ = [
     "ACTIONS",
@@ -93,6 +93,10 @@ class AgreementTerms:
     officer_token_required: bool = False
     officer_document_required: bool = False
     description: str = ""
+    disclosure: str = "IMMEDIATE"
+    """IMMEDIATE, DEFERRED (until ``disclosure_until``) or WITHHELD (under ``disclosure_law``)."""
+    disclosure_until: dt.date | None = None
+    disclosure_law: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,7 @@ class AgreementView:
     """(provider, reason) of vetoes while in force."""
     suspended: str
     note: str
+    disclosure: str = "IMMEDIATE"
 
 
 def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -149,7 +154,12 @@ def _terms_message(t: AgreementTerms) -> governance_pb2.AgreementTerms:
         officer_document_required=t.officer_document_required,
         valid_from=_stamp(t.valid_from),
         description=t.description,
+        disclosure=DISCLOSURE.number(t.disclosure),
+        disclosure_until=t.disclosure_until.isoformat() if t.disclosure_until else "",
+        disclosure_law=t.disclosure_law,
     )
+    if t.disclosure.strip() and not msg.disclosure:
+        raise ValueError(f"disclosure must be {DISCLOSURE.choices()}, got {t.disclosure!r}")
     if t.valid_until is not None:
         msg.valid_until.CopyFrom(_stamp(t.valid_until))
     return msg
@@ -178,6 +188,12 @@ def _view(a: governance_pb2.AgreementVersion) -> AgreementView:
         vetoes=tuple((v.provider_id, v.reason) for v in a.vetoes),
         suspended=a.suspended,
         note=a.note,
+        disclosure=(
+            {
+                "DEFERRED": f"DEFERRED until {t.disclosure_until}",
+                "WITHHELD": f"WITHHELD under {t.disclosure_law}",
+            }.get(DISCLOSURE.name(t.disclosure), "IMMEDIATE")
+        ),
     )
 
 

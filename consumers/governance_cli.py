@@ -160,6 +160,9 @@ def read_proposal(path: Path) -> tuple[str, AgreementTerms]:
         officer_token_required=a.officer_token_required,
         officer_document_required=a.officer_document_required,
         description=a.description,
+        disclosure=a.disclosure.value,
+        disclosure_until=a.disclosure_until,
+        disclosure_law=a.disclosure_law,
     )
 
 

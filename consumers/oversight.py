@@ -127,6 +127,8 @@ class Access:
     decision: str
     denial_reason: str
     officer_identification: str = ""
+    disclosure: str = ""
+    """"DEFERRED until …" or "WITHHELD under …" when hidden from the resident; empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ def _access(m: oversight_pb2.ResidentAccess) -> Access:
         decision=DECISION.name(m.decision),
         denial_reason=DENIAL_REASON.name(m.denial_reason),
         officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
+        disclosure=m.disclosure,
     )
 
 

@@ -161,6 +161,7 @@ async def cmd_resident(args: argparse.Namespace) -> int:
                 ", ".join(a.certificate_type_ids) or "-",
                 OFFICER_LABELS.get(a.officer_identification, "-"),
                 a.decision + (f" ({a.denial_reason})" if a.denial_reason else ""),
+                a.disclosure or "-",
             )
             for a in report.accesses
         ]
@@ -174,6 +175,7 @@ async def cmd_resident(args: argparse.Namespace) -> int:
             "certificates",
             "officer",
             "decision",
+            "hidden from the resident",
         ]
         print(table(headers, rows))
         print(f"{len(report.accesses)} access(es); this lookup is recorded as trace {report.report_trace_id}")

@@ -18,6 +18,7 @@ __all__ = [
     "CheckStatus",
     "Decision",
     "DenialReason",
+    "Disclosure",
     "DocumentType",
     "LegalBasisKind",
     "OfficerIdentification",
@@ -121,6 +122,16 @@ class AgreementAction(enum.StrEnum):
     RESUME = "RESUME"
     REVOKE = "REVOKE"
     """The consumer (or the operator) ends the agreement."""
+
+
+class Disclosure(enum.StrEnum):
+    """When a resident may see that their data was consulted under an agreement."""
+
+    IMMEDIATE = "IMMEDIATE"
+    DEFERRED = "DEFERRED"
+    """Hidden from the resident until a date (an investigation must not be tipped off)."""
+    WITHHELD = "WITHHELD"
+    """Never shown to the resident, under a law that allows it (e.g. tax inspections)."""
 
 
 class Decision(enum.StrEnum):

@@ -24,6 +24,7 @@ from onceonly.vocabulary import (
     CheckStatus,
     Decision,
     DenialReason,
+    Disclosure,
     DocumentType,
     LegalBasisKind,
     OfficerIdentification,
@@ -38,6 +39,7 @@ __all__ = [
     "CHECK_STATUS",
     "DECISION",
     "DENIAL_REASON",
+    "DISCLOSURE",
     "DOCUMENT_TYPE",
     "LEGAL_BASIS_KIND",
     "OFFICER_IDENTIFICATION",
@@ -145,3 +147,4 @@ ATTEST_RESULT = ProtoEnum(provider_pb2.AttestResponse.Result, AttestResult)
 ORGANISATION_KIND = ProtoEnum(governance_pb2.OrganisationKind, OrganisationKind)
 AGREEMENT_STATE = ProtoEnum(governance_pb2.AgreementState, AgreementState)
 AGREEMENT_ACTION = ProtoEnum(governance_pb2.AgreementAction, AgreementAction)
+DISCLOSURE = ProtoEnum(governance_pb2.Disclosure, Disclosure)

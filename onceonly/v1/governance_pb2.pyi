@@ -33,6 +33,13 @@ class AgreementAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGREEMENT_ACTION_RESUME: _ClassVar[AgreementAction]
     AGREEMENT_ACTION_REVOKE: _ClassVar[AgreementAction]
 
+class Disclosure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCLOSURE_UNSPECIFIED: _ClassVar[Disclosure]
+    DISCLOSURE_IMMEDIATE: _ClassVar[Disclosure]
+    DISCLOSURE_DEFERRED: _ClassVar[Disclosure]
+    DISCLOSURE_WITHHELD: _ClassVar[Disclosure]
+
 class OrganisationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORGANISATION_KIND_UNSPECIFIED: _ClassVar[OrganisationKind]
@@ -56,6 +63,10 @@ AGREEMENT_ACTION_LIFT_VETO: AgreementAction
 AGREEMENT_ACTION_SUSPEND: AgreementAction
 AGREEMENT_ACTION_RESUME: AgreementAction
 AGREEMENT_ACTION_REVOKE: AgreementAction
+DISCLOSURE_UNSPECIFIED: Disclosure
+DISCLOSURE_IMMEDIATE: Disclosure
+DISCLOSURE_DEFERRED: Disclosure
+DISCLOSURE_WITHHELD: Disclosure
 ORGANISATION_KIND_UNSPECIFIED: OrganisationKind
 ORGANISATION_KIND_CONSUMER: OrganisationKind
 ORGANISATION_KIND_PROVIDER: OrganisationKind
@@ -63,7 +74,7 @@ ORGANISATION_KIND_OVERSIGHT: OrganisationKind
 ORGANISATION_KIND_OPERATOR: OrganisationKind
 
 class AgreementTerms(_message.Message):
-    __slots__ = ("organization_id", "unit", "accountable", "procedure_code", "certificate_type_ids", "legal_bases", "laws", "consent_required", "officer_token_required", "officer_document_required", "valid_from", "valid_until", "description")
+    __slots__ = ("organization_id", "unit", "accountable", "procedure_code", "certificate_type_ids", "legal_bases", "laws", "consent_required", "officer_token_required", "officer_document_required", "valid_from", "valid_until", "description", "disclosure", "disclosure_until", "disclosure_law")
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTABLE_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +88,9 @@ class AgreementTerms(_message.Message):
     VALID_FROM_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_LAW_FIELD_NUMBER: _ClassVar[int]
     organization_id: str
     unit: str
     accountable: str
@@ -90,7 +104,10 @@ class AgreementTerms(_message.Message):
     valid_from: _timestamp_pb2.Timestamp
     valid_until: _timestamp_pb2.Timestamp
     description: str
-    def __init__(self, organization_id: _Optional[str] = ..., unit: _Optional[str] = ..., accountable: _Optional[str] = ..., procedure_code: _Optional[str] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., consent_required: _Optional[bool] = ..., officer_token_required: _Optional[bool] = ..., officer_document_required: _Optional[bool] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    disclosure: Disclosure
+    disclosure_until: str
+    disclosure_law: str
+    def __init__(self, organization_id: _Optional[str] = ..., unit: _Optional[str] = ..., accountable: _Optional[str] = ..., procedure_code: _Optional[str] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., consent_required: _Optional[bool] = ..., officer_token_required: _Optional[bool] = ..., officer_document_required: _Optional[bool] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., disclosure_until: _Optional[str] = ..., disclosure_law: _Optional[str] = ...) -> None: ...
 
 class ProviderDecision(_message.Message):
     __slots__ = ("provider_id", "decision", "reason", "at")

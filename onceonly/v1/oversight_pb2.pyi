@@ -194,7 +194,7 @@ class GetResidentReportRequest(_message.Message):
     def __init__(self, subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., case_file_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ResidentAccess(_message.Message):
-    __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason", "officer_identification")
+    __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason", "officer_identification", "disclosure")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,7 @@ class ResidentAccess(_message.Message):
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
     OFFICER_IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     created_at: _timestamp_pb2.Timestamp
     consumer_organization_id: str
@@ -219,7 +220,8 @@ class ResidentAccess(_message.Message):
     decision: Decision
     denial_reason: _common_pb2.DenialReason
     officer_identification: _common_pb2.OfficerIdentification
-    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., consumer_unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ...) -> None: ...
+    disclosure: str
+    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., consumer_unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., decision: _Optional[_Union[Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ..., disclosure: _Optional[str] = ...) -> None: ...
 
 class ResidentReport(_message.Message):
     __slots__ = ("accesses", "report_trace_id")

@@ -94,6 +94,9 @@ class MemoryTraceQueries:
     def organisation_names(self, ids: Iterable[str]) -> dict[str, str]:
         return {i: self._names[i] for i in ids if i in self._names}
 
+    def disclosures(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        return {}
+
 
 class TaggedPseudonyms:
     """A visibly fake pseudonymiser: the tests check the document number never reaches a trace."""

@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 
 from onceonly.broker.app import BrokerApp
 from onceonly.v1 import common_pb2, governance_pb2, governance_pb2_grpc
-from tests.broker.oversight_workload import failure_of
+from tests.broker.oversight_workload import failure_of, oversight_stub, report_request
 from tests.broker.test_replicas import start_replicas
 from tests.conftest import (
     LAW,
@@ -26,6 +26,7 @@ from tests.conftest import (
     TAX_COMPLIANCE,
     Platform,
     RpcFailure,
+    resident,
     rpc_failure,
     verify_request,
 )
@@ -367,3 +368,30 @@ async def test_an_agreement_may_allow_no_objection(platform: Platform, broker: B
     )
     await act(platform, broker, "registry-admin", APPROVE)
     assert await ask(PARKING) == "GRANTED"
+
+
+async def test_an_agreement_may_defer_or_withhold_disclosure_to_residents(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    """Resident disclosure per agreement: DEFERRED needs its date, WITHHELD its law; oversight's
+    resident report flags the accesses made under it (the resident-facing view hides them)."""
+    deferred = {"disclosure": governance_pb2.DISCLOSURE_DEFERRED}
+    missing = await failure_of(propose(platform, broker, **deferred))
+    assert missing.code is grpc.StatusCode.INVALID_ARGUMENT and missing.fields == ["terms.disclosure_until"]
+    withheld = await failure_of(propose(platform, broker, disclosure=governance_pb2.DISCLOSURE_WITHHELD))
+    assert withheld.fields == ["terms.disclosure_law"]
+
+    proposed = await propose(platform, broker, **deferred, disclosure_until="2027-06-30")
+    assert (proposed.agreement.terms.disclosure, proposed.agreement.terms.disclosure_until) == (
+        governance_pb2.DISCLOSURE_DEFERRED,
+        "2027-06-30",
+    )
+    await act(platform, broker, "registry-admin", APPROVE)
+    await act(platform, broker, "tax-admin", APPROVE)
+    person = resident()
+    request = verify_request(person, procedure_code=PARKING, checks=PARKING_CHECKS)
+    await platform.stub(broker).Verify(request, timeout=10)
+    await platform.stub(broker).Verify(verify_request(person), timeout=10)  # under the seeded agreement
+    report = await oversight_stub(platform, broker).GetResidentReport(report_request(person), timeout=10)
+    flags = {a.procedure_code: a.disclosure for a in report.accesses}
+    assert flags == {PARKING: "DEFERRED until 2027-06-30", "HOUSING-RENT-SUBSIDY": ""}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from onceonly.broker.agreements import PolicyStore
+from onceonly.broker.agreements import PolicyStore, parse_agreement
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, OrganisationKind, Veto
 from onceonly.broker.storage import create_engine, init_schema
@@ -225,3 +225,24 @@ def test_agreement_needs_a_known_organisation(store: PolicyStore) -> None:
     )
     with pytest.raises(sa.exc.IntegrityError):  # foreign keys are enforced
         store.add_agreement(orphan)
+
+
+def test_disclosure_terms_in_a_governance_file() -> None:
+    base = {
+        "organization": "L01280796",
+        "procedure": "P",
+        "certificate_types": ["registry.residence/v1"],
+        "legal_bases": ["CONSENT"],
+        "valid_from": "2025-01-01",
+    }
+    deferred = parse_agreement(
+        "a", {**base, "disclosure": "DEFERRED", "disclosure_until": "2027-06-30"}, "f", None
+    )
+    assert (deferred.disclosure.value, str(deferred.disclosure_until)) == ("DEFERRED", "2027-06-30")
+    assert parse_agreement("b", base, "f", None).disclosure.value == "IMMEDIATE"
+    with pytest.raises(ValueError, match="needs the date"):
+        parse_agreement("c", {**base, "disclosure": "DEFERRED"}, "f", None)
+    with pytest.raises(ValueError, match="needs the law"):
+        parse_agreement("d", {**base, "disclosure": "WITHHELD"}, "f", None)
+    with pytest.raises(ValueError, match="'disclosure' must be one of"):
+        parse_agreement("e", {**base, "disclosure": "LATER"}, "f", None)
