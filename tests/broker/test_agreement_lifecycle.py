@@ -375,7 +375,7 @@ async def test_an_agreement_may_defer_or_withhold_disclosure_to_residents(
 ) -> None:
     """Resident disclosure per agreement: DEFERRED needs its date, WITHHELD its law; oversight's
     resident report flags the accesses made under it (the resident-facing view hides them)."""
-    deferred = {"disclosure": governance_pb2.DISCLOSURE_DEFERRED}
+    deferred: dict[str, Any] = {"disclosure": governance_pb2.DISCLOSURE_DEFERRED}
     missing = await failure_of(propose(platform, broker, **deferred))
     assert missing.code is grpc.StatusCode.INVALID_ARGUMENT and missing.fields == ["terms.disclosure_until"]
     withheld = await failure_of(propose(platform, broker, disclosure=governance_pb2.DISCLOSURE_WITHHELD))
