@@ -338,6 +338,17 @@ class GovernanceService:
                 role=principal.kind,
             )
         wanted = read_governance_file(text, source, self._require_catalog())
+        if not wanted.agreements:
+            # An empty or wrong file would otherwise revoke every agreement in force at once.
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "file",
+                        f"{source} declares no agreement: importing it would revoke every agreement in "
+                        "force; revoke agreements one by one (onceonly governance revoke) if that is meant",
+                    )
+                ]
+            )
 
         def work(conn: sa.Connection) -> ImportDone:
             changes = importing.plan(conn, wanted)

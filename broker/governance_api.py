@@ -17,7 +17,7 @@ from onceonly.broker.governance import GovernanceService, validated_organisation
 from onceonly.broker.governance_log import LoggedEvent
 from onceonly.errors import FieldViolation, InvalidArgument, unauthenticated
 from onceonly.grpc_types import Context
-from onceonly.status import abort
+from onceonly.status import answers
 from onceonly.v1 import governance_pb2, governance_pb2_grpc
 from onceonly.validation import FieldErrors
 from onceonly.vocabulary import AgreementAction, Disclosure, OrganisationKind
@@ -185,127 +185,105 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
     def __init__(self, service: GovernanceService) -> None:
         self._service = service
 
+    @answers
     async def RegisterOrganisation(
         self, request: governance_pb2.RegisterOrganisationRequest, context: Context
     ) -> governance_pb2.RegisterOrganisationResponse:
-        try:
-            principal = _principal()
-            o = request.organisation
-            organisation = validated_organisation(
-                o.id, o.name, ORGANISATION_KIND.from_proto(o.kind), o.contact
-            )
-            done = await self._service.register_organisation(principal, organisation)
-            return governance_pb2.RegisterOrganisationResponse(
-                organisation=organisation_message(done.organisation), event=event_message(done.event)
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        principal = _principal()
+        o = request.organisation
+        organisation = validated_organisation(o.id, o.name, ORGANISATION_KIND.from_proto(o.kind), o.contact)
+        done = await self._service.register_organisation(principal, organisation)
+        return governance_pb2.RegisterOrganisationResponse(
+            organisation=organisation_message(done.organisation), event=event_message(done.event)
+        )
 
+    @answers
     async def ListOrganisations(
         self, request: governance_pb2.ListOrganisationsRequest, context: Context
     ) -> governance_pb2.ListOrganisationsResponse:
-        try:
-            _principal()
-            found = await self._service.organisations()
-            return governance_pb2.ListOrganisationsResponse(
-                organisations=[organisation_message(o) for o in found]
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        _principal()
+        found = await self._service.organisations()
+        return governance_pb2.ListOrganisationsResponse(
+            organisations=[organisation_message(o) for o in found]
+        )
 
+    @answers
     async def GetGovernanceLog(
         self, request: governance_pb2.GetGovernanceLogRequest, context: Context
     ) -> governance_pb2.GovernanceLog:
-        try:
-            _principal()
-            size = min(request.page_size or MAX_PAGE, MAX_PAGE)
-            events = await self._service.log(after_seq=request.after_seq, limit=size)
-            return governance_pb2.GovernanceLog(events=[event_message(e) for e in events])
-        except Exception as exc:
-            await abort(context, exc)
+        _principal()
+        size = min(request.page_size or MAX_PAGE, MAX_PAGE)
+        # A position beyond any the log can reach reads as its end (not as an integer overflow).
+        events = await self._service.log(after_seq=min(request.after_seq, 2**62), limit=size)
+        return governance_pb2.GovernanceLog(events=[event_message(e) for e in events])
 
     async def _informed(self) -> list[str]:
         return [o.id for o in await self._service.organisations() if o.kind is OrganisationKind.OVERSIGHT]
 
+    @answers
     async def ProposeAgreement(
         self, request: governance_pb2.ProposeAgreementRequest, context: Context
     ) -> governance_pb2.AgreementChange:
-        try:
-            principal = _principal()
-            terms, unit, accountable = terms_from_message(request.agreement_id, request.terms)
-            done = await self._service.propose_agreement(principal, terms, unit, accountable)
-            return governance_pb2.AgreementChange(
-                agreement=version_message(done.version, self._service.now(), await self._informed()),
-                event=event_message(done.event),
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        principal = _principal()
+        terms, unit, accountable = terms_from_message(request.agreement_id, request.terms)
+        done = await self._service.propose_agreement(principal, terms, unit, accountable)
+        return governance_pb2.AgreementChange(
+            agreement=version_message(done.version, self._service.now(), await self._informed()),
+            event=event_message(done.event),
+        )
 
+    @answers
     async def ActOnAgreement(
         self, request: governance_pb2.ActOnAgreementRequest, context: Context
     ) -> governance_pb2.AgreementChange:
-        try:
-            principal = _principal()
-            action = AGREEMENT_ACTION.from_proto(request.action)
-            if action is None:
-                raise InvalidArgument([FieldViolation("action", f"must be {AGREEMENT_ACTION.choices()}")])
-            done = await self._service.act_on_agreement(
-                principal, request.agreement_id.strip(), request.version or None, action, request.reason
-            )
-            return governance_pb2.AgreementChange(
-                agreement=version_message(done.version, self._service.now(), await self._informed()),
-                event=event_message(done.event),
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        principal = _principal()
+        action = AGREEMENT_ACTION.from_proto(request.action)
+        if action is None:
+            raise InvalidArgument([FieldViolation("action", f"must be {AGREEMENT_ACTION.choices()}")])
+        done = await self._service.act_on_agreement(
+            principal, request.agreement_id.strip(), request.version or None, action, request.reason
+        )
+        return governance_pb2.AgreementChange(
+            agreement=version_message(done.version, self._service.now(), await self._informed()),
+            event=event_message(done.event),
+        )
 
+    @answers
     async def ListAgreements(
         self, request: governance_pb2.ListAgreementsRequest, context: Context
     ) -> governance_pb2.ListAgreementsResponse:
-        try:
-            _principal()
-            found = await self._service.agreements(request.agreement_id.strip() or None)
-            now, informed = self._service.now(), await self._informed()
-            return governance_pb2.ListAgreementsResponse(
-                agreements=[version_message(v, now, informed) for v in found]
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        _principal()
+        found = await self._service.agreements(request.agreement_id.strip() or None)
+        now, informed = self._service.now(), await self._informed()
+        return governance_pb2.ListAgreementsResponse(
+            agreements=[version_message(v, now, informed) for v in found]
+        )
 
+    @answers
     async def ImportGovernance(
         self, request: governance_pb2.ImportGovernanceRequest, context: Context
     ) -> governance_pb2.ImportGovernanceResponse:
-        try:
-            principal = _principal()
-            name = request.file_name.strip() or "governance file"
-            done = await self._service.import_file(
-                principal, request.file_text, name, dry_run=request.dry_run
-            )
-            return governance_pb2.ImportGovernanceResponse(
-                changes=[
-                    governance_pb2.ImportChange(
-                        what=c.what, action=c.action, subject=c.subject, detail=c.detail
-                    )
-                    for c in done.changes
-                ],
-                events=[event_message(e) for e in done.events],
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        principal = _principal()
+        name = request.file_name.strip() or "governance file"
+        done = await self._service.import_file(principal, request.file_text, name, dry_run=request.dry_run)
+        return governance_pb2.ImportGovernanceResponse(
+            changes=[
+                governance_pb2.ImportChange(what=c.what, action=c.action, subject=c.subject, detail=c.detail)
+                for c in done.changes
+            ],
+            events=[event_message(e) for e in done.events],
+        )
 
+    @answers
     async def GetJoiningStatus(
         self, request: governance_pb2.GetJoiningStatusRequest, context: Context
     ) -> governance_pb2.JoiningStatus:
-        try:
-            principal = _principal()
-            status = await self._service.joining_status(principal, request.organization_id.strip())
-            return governance_pb2.JoiningStatus(
-                organisation=organisation_message(status.organisation),
-                items=[
-                    governance_pb2.ChecklistItem(name=i.name, done=i.done, detail=i.detail)
-                    for i in status.items
-                ],
-                complete=status.complete,
-            )
-        except Exception as exc:
-            await abort(context, exc)
+        principal = _principal()
+        status = await self._service.joining_status(principal, request.organization_id.strip())
+        return governance_pb2.JoiningStatus(
+            organisation=organisation_message(status.organisation),
+            items=[
+                governance_pb2.ChecklistItem(name=i.name, done=i.done, detail=i.detail) for i in status.items
+            ],
+            complete=status.complete,
+        )

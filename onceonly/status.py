@@ -9,9 +9,10 @@ a bug: it is logged here and the caller gets ``INTERNAL`` with nothing revealing
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterable
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, message
@@ -36,6 +37,7 @@ from onceonly.grpc_types import Context
 from onceonly.wire import DENIAL_REASON
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 DetailsBuilder = Callable[[OnceOnlyError], Iterable[message.Message]]
 
@@ -157,3 +159,19 @@ async def abort(context: Context, error: BaseException | grpc.Status) -> NoRetur
         error = grpc_status(error)
     await context.abort_with_status(error)
     raise AssertionError("unreachable")  # pragma: no cover - abort_with_status raises
+
+
+def answers(
+    method: Callable[[Any, Any, Context], Awaitable[R]],
+) -> Callable[[Any, Any, Context], Awaitable[R]]:
+    """A servicer method whose every failure ends its call through :func:`abort`: an error raised
+    on purpose with its status and details, anything else as ``INTERNAL`` (and logged)."""
+
+    @functools.wraps(method)
+    async def answered(self: Any, request: Any, context: Context) -> R:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            await abort(context, exc)
+
+    return answered

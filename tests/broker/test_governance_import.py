@@ -141,3 +141,15 @@ async def test_the_start_up_seed_only_adds_what_is_missing(platform: Platform, t
     again = await platform.start_broker(agreements_seed=edited(tmp_path))
     assert log_size(platform) == seeded, "nothing missing, nothing recorded"
     assert await decision(platform, again, **SEPE_REQUEST) == "GRANTED", "not revoked by an old file"
+
+
+async def test_a_file_without_agreements_revokes_nothing(
+    platform: Platform, broker: BrokerApp, tmp_path: Path
+) -> None:
+    """An empty (or wrong) file would revoke every agreement in force at once: it is refused."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing here\n", "utf-8")
+    before = log_size(platform)
+    code, out, err = await command(platform, broker, "governance", "import", str(empty))
+    assert code == 2 and "declares no agreement" in out + err, out + err
+    assert log_size(platform) == before and await decision(platform, broker) == "GRANTED"

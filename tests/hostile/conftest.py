@@ -179,6 +179,17 @@ class HostilePlatform:
         self.oversight = p.channel(self.broker.target, tls=ClientTls.from_dir(pki.dir, "oversight"))
         provider_caller = pki.issue("hostile-provider-registry", role="provider", org="registry")
         self.as_provider = p.channel(self.broker.target, tls=provider_caller)
+        self.governance_callers = {
+            "operator": p.channel(self.broker.target, tls=ClientTls.from_dir(pki.dir, "operator")),
+            "consumer-admin": p.channel(
+                self.broker.target, tls=pki.issue("hostile-housing-admin", role="consumer-admin", org=ORG)
+            ),
+            "provider-admin": p.channel(
+                self.broker.target, tls=pki.issue("hostile-tax-admin", role="provider-admin", org="tax")
+            ),
+            "oversight": self.oversight,
+            "consumer": self.consumer,
+        }
         self.broker_stub = broker_pb2_grpc.BrokerStub(self.consumer)
         self.oversight_stub = oversight_pb2_grpc.OversightStub(self.oversight)
         self.provider_channels = {
