@@ -411,8 +411,7 @@ def act(
         if state not in (StoredState.PROPOSED, StoredState.ACTIVE):
             raise not_allowed()
         if state == StoredState.ACTIVE:
-            conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == agreement_id))
-            conn.execute(sa.delete(_AGREEMENTS).where(_AGREEMENTS.c.id == agreement_id))
+            stop_enforcing(conn, agreement_id)
         _set_state(conn, v, StoredState.REVOKED, now, f"revoked by {provider}: {reason}")
     return _version(conn, catalog, agreement_id, v.terms.version)
 
@@ -447,18 +446,35 @@ def _set_state(
 
 def _activate(conn: sa.Connection, v: AgreementVersion, now: dt.datetime) -> None:
     """Every provider approved ``v``: it replaces the version enforced until now."""
+    _set_state(conn, v, StoredState.ACTIVE, now)
+    put_in_force(conn, v.terms)
+
+
+def put_in_force(conn: sa.Connection, terms: Agreement) -> None:
+    """Enforce ``terms`` (its version recorded ACTIVE already) in place of the version enforced until
+    now: that one is superseded, its vetoes cleared (the new terms were agreed), and policy's
+    ``agreements`` row rewritten."""
     conn.execute(
         sa.update(_VERSIONS)
-        .where(_VERSIONS.c.agreement_id == v.terms.id, _VERSIONS.c.state == StoredState.ACTIVE)
+        .where(
+            _VERSIONS.c.agreement_id == terms.id,
+            _VERSIONS.c.state == StoredState.ACTIVE,
+            _VERSIONS.c.version != terms.version,
+        )
         .values(state=StoredState.SUPERSEDED)
     )
-    _set_state(conn, v, StoredState.ACTIVE, now)
-    conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == v.terms.id))
-    values = agreement_to_values(v.terms)
-    if conn.execute(sa.select(_AGREEMENTS.c.id).where(_AGREEMENTS.c.id == v.terms.id)).first() is None:
+    conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == terms.id))
+    values = agreement_to_values(terms)
+    if conn.execute(sa.select(_AGREEMENTS.c.id).where(_AGREEMENTS.c.id == terms.id)).first() is None:
         conn.execute(sa.insert(_AGREEMENTS), values)
     else:
-        conn.execute(sa.update(_AGREEMENTS).where(_AGREEMENTS.c.id == v.terms.id).values(**values))
+        conn.execute(sa.update(_AGREEMENTS).where(_AGREEMENTS.c.id == terms.id).values(**values))
+
+
+def stop_enforcing(conn: sa.Connection, agreement_id: str) -> None:
+    """Policy no longer enforces ``agreement_id`` (revoked): its row and its vetoes go."""
+    conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == agreement_id))
+    conn.execute(sa.delete(_AGREEMENTS).where(_AGREEMENTS.c.id == agreement_id))
 
 
 def terms_body(v: AgreementVersion) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
-from onceonly.broker.storage import AgreementRow, AgreementVersionRow, OrganisationRow, VetoRow
+from onceonly.broker.storage import AgreementRow, OrganisationRow, VetoRow
 from onceonly.vocabulary import Disclosure, OrganisationKind
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "agreement_to_values",
     "parse_agreement",
     "parse_seed",
-    "record_seeded",
 ]
 
 
@@ -88,7 +87,6 @@ class PolicyStore:
             for a in agreements:
                 session.merge(_agreement_to_row(a))
             session.flush()
-            record_seeded(session, agreements, dt.datetime.now(dt.UTC))
             for v in vetoes:
                 _upsert_veto(session, v)
         return len(orgs) + len(agreements) + len(vetoes)
@@ -367,29 +365,6 @@ def agreement_to_values(a: Agreement) -> dict[str, Any]:
     """The ``agreements`` row (what policy enforces) of an agreement in force."""
     row = _agreement_to_row(a)
     return {c.name: getattr(row, c.name) for c in AgreementRow.__table__.columns}  # type: ignore[attr-defined]
-
-
-def record_seeded(session: Session, agreements: list[Agreement], now: dt.datetime) -> None:
-    """Give agreements written by a seed file a version record (ACTIVE), if they have none, so that
-    governance shows them and can act on them."""
-    for a in agreements:
-        known = session.exec(
-            select(AgreementVersionRow).where(AgreementVersionRow.agreement_id == a.id)
-        ).first()
-        if known is not None:
-            continue
-        session.add(
-            AgreementVersionRow(
-                agreement_id=a.id,
-                version=a.version,
-                state="ACTIVE",
-                terms=json.dumps(agreement_terms(a, "", ""), sort_keys=True),
-                proposed_by="seed",
-                proposed_at=now,
-                decided_at=now,
-                note="recorded from the seed file",
-            )
-        )
 
 
 def _agreement_to_row(a: Agreement) -> AgreementRow:

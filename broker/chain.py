@@ -137,6 +137,21 @@ def checkpoint_values(
 # --- verification -----------------------------------------------------------------------------
 
 
+def signature_problem(token: str, keys: Mapping[str, Any], expected: Mapping[str, Any], differs: str) -> str:
+    """Why ``token`` — a compact JWS (EdDSA) by one of ``keys`` (``kid`` → public key) — does not
+    sign the claims ``expected``: an unknown key, a bad signature, or ``differs`` when it signs
+    other values. Empty when it does."""
+    try:
+        kid = str(jwt.get_unverified_header(token).get("kid"))
+        key = keys.get(kid)
+        if key is None:
+            return f"signed by unknown key {kid!r}"
+        claims = jwt.decode(token, key, algorithms=["EdDSA"])
+    except jwt.InvalidTokenError as exc:
+        return f"bad signature ({exc})"
+    return differs if any(claims.get(k) != v for k, v in expected.items()) else ""
+
+
 @dataclass
 class ChainReport:
     """What verification found in one chain. ``problems`` is empty for an intact chain."""

@@ -114,7 +114,7 @@ def bootstrap(
     engine: sa.Engine,
     path: Path,
     catalog: Catalog,
-    log: GovernanceLog,
+    governance_log: GovernanceLog,
     now: dt.datetime,
     witness: WitnessLog | None = None,
 ) -> int:
@@ -131,7 +131,7 @@ def bootstrap(
 
     def work(conn: sa.Connection) -> int:
         changes = importing.plan(conn, wanted, full=False)
-        importing.apply(conn, changes, wanted, log, SEED_ACTOR, now)
+        importing.apply(conn, changes, wanted, governance_log, SEED_ACTOR, now)
         return len(changes)
 
     count = in_logged_transaction(engine, work)

@@ -14,7 +14,7 @@ from onceonly.broker.agreement_lifecycle import AgreementVersion
 from onceonly.broker.auth import Principal, current_principal
 from onceonly.broker.domain import Agreement, Organisation
 from onceonly.broker.governance import GovernanceService, validated_organisation
-from onceonly.broker.governance_log import LoggedEvent
+from onceonly.broker.governance_log import LoggedEvent, body_text
 from onceonly.errors import FieldViolation, InvalidArgument, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.status import answers
@@ -44,7 +44,7 @@ def event_message(e: LoggedEvent) -> governance_pb2.GovernanceEvent:
         ),
         action=e.action,
         subject=e.subject,
-        body_json=_json(e.body),
+        body_json=body_text(e.body),
         prev_hash=e.prev_hash,
         hash=e.hash,
         signature=e.signature,
@@ -166,12 +166,6 @@ def version_message(
     if v.decided_at is not None:
         msg.decided_at.CopyFrom(_stamp(v.decided_at))
     return msg
-
-
-def _json(body: object) -> str:
-    import orjson
-
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _principal() -> Principal:

@@ -18,6 +18,7 @@ old file never undoes what was decided through the platform.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -26,17 +27,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from onceonly.broker.agreement_lifecycle import StoredState
-from onceonly.broker.agreements import TERM_DEFAULTS, agreement_terms, agreement_to_values
+from onceonly.broker.agreement_lifecycle import StoredState, put_in_force, stop_enforcing
+from onceonly.broker.agreements import TERM_DEFAULTS, agreement_terms
 from onceonly.broker.domain import Agreement, Organisation, Veto
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent
-from onceonly.broker.storage import AgreementRow, AgreementVersionRow, OrganisationRow, VetoRow
+from onceonly.broker.storage import AgreementVersionRow, OrganisationRow, VetoRow
 
 __all__ = ["ImportChange", "ImportFile", "apply", "plan"]
 
 _ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
 _VERSIONS: sa.Table = AgreementVersionRow.__table__  # type: ignore[attr-defined]
-_AGREEMENTS: sa.Table = AgreementRow.__table__  # type: ignore[attr-defined]
 _VETOES: sa.Table = VetoRow.__table__  # type: ignore[attr-defined]
 
 
@@ -156,12 +156,7 @@ def apply(
             a: Agreement = c.payload
             unit, accountable = wanted.units.get(a.id, ("", ""))
             version = _next_version(conn, a.id)
-            a = Agreement(**{**_fields(a), "version": version})
-            conn.execute(
-                sa.update(_VERSIONS)
-                .where(_VERSIONS.c.agreement_id == a.id, _VERSIONS.c.state == StoredState.ACTIVE)
-                .values(state=StoredState.SUPERSEDED)
-            )
+            a = dataclasses.replace(a, version=version)
             body = agreement_terms(a, unit, accountable)
             conn.execute(
                 sa.insert(_VERSIONS),
@@ -176,17 +171,11 @@ def apply(
                     "note": "imported",
                 },
             )
-            conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == a.id))
-            values = agreement_to_values(a)
-            if conn.execute(sa.select(_AGREEMENTS.c.id).where(_AGREEMENTS.c.id == a.id)).first() is None:
-                conn.execute(sa.insert(_AGREEMENTS), values)
-            else:
-                conn.execute(sa.update(_AGREEMENTS).where(_AGREEMENTS.c.id == a.id).values(**values))
+            put_in_force(conn, a)
             action = "AGREEMENT_IMPORTED"
             c = ImportChange(c.what, c.action, f"{a.id}/{version}", c.detail)
         elif c.what == "agreement":  # REVOKE
-            conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == c.subject))
-            conn.execute(sa.delete(_AGREEMENTS).where(_AGREEMENTS.c.id == c.subject))
+            stop_enforcing(conn, c.subject)
             in_force = (_VERSIONS.c.agreement_id == c.subject, _VERSIONS.c.state == StoredState.ACTIVE)
             revoked_version = conn.execute(sa.select(_VERSIONS.c.version).where(*in_force)).scalar()
             conn.execute(
@@ -220,7 +209,3 @@ def _next_version(conn: sa.Connection, agreement_id: str) -> int:
         sa.select(sa.func.max(_VERSIONS.c.version)).where(_VERSIONS.c.agreement_id == agreement_id)
     ).scalar()
     return int(latest or 0) + 1
-
-
-def _fields(a: Agreement) -> dict[str, Any]:
-    return {name: getattr(a, name) for name in a.__slots__}

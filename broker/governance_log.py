@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import jwt
 import orjson
 import sqlalchemy as sa
 
+from onceonly.broker.chain import signature_problem
 from onceonly.broker.storage import GovernanceEventRow
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "GovernanceLog",
     "GovernanceLogReport",
     "LoggedEvent",
+    "body_text",
     "event_hash",
     "verify_governance_log",
 ]
@@ -94,7 +95,8 @@ def event_hash(values: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _body_text(body: Mapping[str, Any]) -> str:
+def body_text(body: Mapping[str, Any]) -> str:
+    """An entry's content as the log holds it: canonical JSON, keys sorted."""
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -126,7 +128,7 @@ class GovernanceLog:
             "actor_via": actor.via,
             "action": action,
             "subject": subject,
-            "body": _body_text(body),
+            "body": body_text(body),
             "prev_hash": prev_hash,
         }
         values["hash"] = event_hash(values)
@@ -239,14 +241,9 @@ def verify_governance_log(engine: sa.Engine, keys: Mapping[str, Any]) -> Governa
 
 
 def _signature_problem(m: Mapping[str, Any], keys: Mapping[str, Any]) -> str:
-    try:
-        kid = str(jwt.get_unverified_header(m["signature"]).get("kid"))
-        key = keys.get(kid)
-        if key is None:
-            return f"signed by unknown key {kid!r}"
-        claims = jwt.decode(m["signature"], key, algorithms=["EdDSA"])
-    except jwt.InvalidTokenError as exc:
-        return f"bad signature ({exc})"
-    if (claims.get("seq"), claims.get("hash")) != (m["seq"], m["hash"]):
-        return "the entry differs from what was signed (re-hashed without the broker's key)"
-    return ""
+    return signature_problem(
+        m["signature"],
+        keys,
+        {"seq": m["seq"], "hash": m["hash"]},
+        "the entry differs from what was signed (re-hashed without the broker's key)",
+    )

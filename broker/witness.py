@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import sqlalchemy as sa
 
-from onceonly.broker.chain import ChainHead, load_head
-from onceonly.broker.storage import CheckpointRow, TraceRow
+from onceonly.broker.chain import ChainHead, load_head, signature_problem
+from onceonly.broker.storage import CheckpointRow, GovernanceEventRow, TraceRow
 from onceonly.errors import Unavailable
 
 __all__ = [
@@ -42,6 +41,7 @@ GOVERNANCE_CHAIN = "governance-log"
 
 _TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS: sa.Table = CheckpointRow.__table__  # type: ignore[attr-defined]
+_GOVERNANCE_EVENTS: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
 
 
 class ChainCut(Unavailable):
@@ -124,21 +124,11 @@ def _hash_at(conn: sa.Connection, chain_id: str, seq: int) -> str | None:
 
 def _signed(w: Witnessed, keys: Mapping[str, Any]) -> str:
     """Why the witnessed head's signature is not acceptable ("" when it is)."""
-    try:
-        kid = str(jwt.get_unverified_header(w.signature).get("kid"))
-        key = keys.get(kid)
-        if key is None:
-            return f"signed by unknown key {kid!r}"
-        claims = jwt.decode(w.signature, key, algorithms=["EdDSA"])
-    except jwt.InvalidTokenError as exc:
-        return f"bad signature ({exc})"
-    if (claims.get("chain_id"), claims.get("seq"), claims.get("head_hash")) != (
-        w.chain_id,
-        w.seq,
-        w.head_hash,
-    ):
-        return "the line differs from what was signed"
-    return ""
+    if w.chain_id == GOVERNANCE_CHAIN:  # the governance log signs {seq, hash}
+        expected: dict[str, Any] = {"seq": w.seq, "hash": w.head_hash}
+    else:
+        expected = {"chain_id": w.chain_id, "seq": w.seq, "head_hash": w.head_hash}
+    return signature_problem(w.signature, keys, expected, "the line differs from what was signed")
 
 
 def witness_problems(
@@ -206,27 +196,16 @@ def governance_witness_problems(
 ) -> list[str]:
     """What the database contradicts in the witnessed heads of the governance log: entries cut
     from its end (or the whole log deleted), or an entry there that is not the one witnessed."""
-    from onceonly.broker.storage import GovernanceEventRow  # (the governance tables, only here)
-
-    events: sa.Table = GovernanceEventRow.__table__  # type: ignore[attr-defined]
+    events = _GOVERNANCE_EVENTS
     found: list[str] = []
     with engine.connect() as conn:
         for w in heads:
             if w.chain_id != GOVERNANCE_CHAIN:
                 continue
             where = f"witnessed governance entry {w.seq}"
-            try:
-                kid = str(jwt.get_unverified_header(w.signature).get("kid"))
-                key = keys.get(kid)
-                claims = jwt.decode(w.signature, key, algorithms=["EdDSA"]) if key is not None else None
-            except jwt.InvalidTokenError as exc:
-                found.append(f"{where}: bad signature ({exc})")
-                continue
-            if claims is None:
-                found.append(f"{where}: signed by unknown key {kid!r}")
-                continue
-            if (claims.get("seq"), claims.get("hash")) != (w.seq, w.head_hash):
-                found.append(f"{where}: the line differs from what was signed")
+            bad = _signed(w, keys)
+            if bad:
+                found.append(f"{where}: {bad}")
                 continue
             held = conn.execute(sa.select(events.c.hash).where(events.c.seq == w.seq)).scalar()
             if held is None:
