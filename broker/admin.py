@@ -52,6 +52,11 @@ def add_admin_commands(sub: Any) -> None:
     purge = ledger_sub.add_parser("purge", help="remove records older than the retention period")
     common(purge)
     purge.add_argument("--older-than-days", type=int, required=True, help="retention period in days")
+    purge.add_argument(
+        "--force",
+        action="store_true",
+        help="purge even when a master agreement states a longer retention",
+    )
     purge.set_defaults(handler=cmd_ledger_purge)
 
     keys = sub.add_parser("keys", help="manage the broker's signing keys")
@@ -147,6 +152,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
         print("error: --older-than-days must be at least 1", file=sys.stderr)
         return 2
     from onceonly.broker.chain import purge_before
+    from onceonly.broker.master_agreements import latest_masters
     from onceonly.broker.storage import create_engine, init_schema
     from onceonly.broker.trace_queries import SqlTraceQueries
 
@@ -154,6 +160,18 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
     engine = create_engine(config.effective_database_url)
     try:
         init_schema(engine)
+        with engine.connect() as conn:
+            kept = [m for m in latest_masters(conn).values() if m.retention_days > args.older_than_days]
+        if kept and not args.force:
+            longest = max(kept, key=lambda m: m.retention_days)
+            print(
+                f"error: master agreement {longest.id!r} (version {longest.version}) states that traces "
+                f"are kept {longest.retention_days} days; purging after {args.older_than_days} would "
+                "destroy records it promises to keep (use --older-than-days "
+                f"{longest.retention_days}, or --force if the agreements were changed)",
+                file=sys.stderr,
+            )
+            return 2
         # Usage outlives the traces: roll up every closed hour before any of them goes.
         rolled = SqlTraceQueries(engine).roll_up_closed_hours(limit_hours=10**7)
         result = purge_before(engine, datetime.now(UTC) - timedelta(days=args.older_than_days))

@@ -21,15 +21,24 @@ LIFT_VETO      the provider that vetoed                            ACTIVE, vetoe
 SUSPEND        ``oversight``                                       ACTIVE, not suspended
 RESUME         ``oversight``                                       ACTIVE, suspended
 REVOKE         ``consumer-admin`` of its organisation, ``operator``  PROPOSED or ACTIVE
+ENDORSE        the governing body its master agreement names        PROPOSED
+               (its ``operator`` or ``oversight`` role)
+RELEASE_       ``oversight``, ``consumer-admin`` of its             DEFERRED disclosure, not
+DISCLOSURE     organisation                                          released; ACTIVE, SUPERSEDED
+                                                                     or REVOKED
 =============  ==================================================  ======================
 
-A provider is concerned when the version covers one of its certificate types. A version becomes
-ACTIVE when every provider concerned has approved it; the version it replaces becomes SUPERSEDED,
-and vetoes of the replaced version are cleared (the providers approved the new terms).
+A provider is concerned when the version covers one of its certificate types. Every proposal is
+bound to a master agreement (:mod:`broker.master_agreements`): it may not go beyond the clauses of
+the master's latest version, which it records. A version becomes ACTIVE when every provider
+concerned has approved it and, where its master agreement names a governing body, that body has
+endorsed it; the version it replaces becomes SUPERSEDED, and vetoes of the replaced version are
+cleared (the providers approved the new terms).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -46,7 +55,8 @@ from onceonly.broker.agreements import (
 )
 from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
-from onceonly.broker.domain import Agreement, LegalBasisKind
+from onceonly.broker.domain import Agreement, LegalBasisKind, MasterAgreement
+from onceonly.broker.master_agreements import limit_violations, load_masters, unknown_laws
 from onceonly.broker.storage import (
     AgreementDecisionRow,
     AgreementRow,
@@ -54,15 +64,23 @@ from onceonly.broker.storage import (
     OrganisationRow,
     VetoRow,
 )
-from onceonly.errors import FailedPrecondition, NotFound, RuleViolation, permission_denied
+from onceonly.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    RuleViolation,
+    permission_denied,
+)
 from onceonly.validation import CODE_PATTERN, ID_PATTERN, FieldErrors
-from onceonly.vocabulary import AgreementAction, AgreementState, OrganisationKind
+from onceonly.vocabulary import AgreementAction, AgreementState, Disclosure, OrganisationKind
 
 __all__ = [
     "AgreementVersion",
     "ProviderDecision",
     "StoredState",
     "act",
+    "bind_to_master",
     "load_versions",
     "propose",
     "validate_terms",
@@ -111,6 +129,15 @@ class AgreementVersion:
     """Providers' vetoes of it while in force: provider → reason."""
     suspended: str
     """Why an oversight body suspended it (empty: not suspended)."""
+    master: MasterAgreement | None = None
+    """The version of the master agreement it was agreed under (``None``: before masters)."""
+    released: str = ""
+    """A DEFERRED disclosure released early: who, when and why (empty: not released)."""
+
+    @property
+    def endorser(self) -> str:
+        """The governing body that must endorse it (its master agreement's ``endorsed_by``)."""
+        return self.master.endorsed_by if self.master is not None else ""
 
     def state(self, now: dt.datetime) -> AgreementState:
         s = self.stored_state
@@ -126,9 +153,13 @@ class AgreementVersion:
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
-        """Providers concerned that have not decided on this (proposed) version."""
+        """Providers concerned (and the governing body, where it must endorse) that have not decided
+        on this (proposed) version."""
         decided = {d.provider_id for d in self.decisions}
-        return tuple(p for p in self.providers if p not in decided)
+        waiting = [p for p in self.providers if p not in decided]
+        if self.endorser and self.endorser not in decided:
+            waiting.append(self.endorser)
+        return tuple(waiting)
 
 
 def providers_concerned(terms: Agreement, catalog: Catalog) -> tuple[str, ...]:
@@ -151,8 +182,13 @@ def validate_terms(
     errors = FieldErrors()
     errors.text("agreement_id", terms.id, max_len=128, pattern=ID_PATTERN)
     errors.text(f"{prefix}organization_id", terms.organization_id, max_len=64, pattern=ID_PATTERN)
-    errors.text(f"{prefix}procedure_code", terms.procedure_code, max_len=128, pattern=CODE_PATTERN)
+    if not terms.procedure_codes:
+        errors.add(f"{prefix}procedure_codes", "is required")
+    for code in sorted(terms.procedure_codes):
+        errors.text(f"{prefix}procedure_codes", code, max_len=128, pattern=CODE_PATTERN)
     errors.text(f"{prefix}unit", unit, max_len=200)
+    errors.text(f"{prefix}data_protection_officer", terms.data_protection_officer, max_len=200)
+    errors.text(f"{prefix}master_agreement_id", terms.master_agreement_id, max_len=128, pattern=ID_PATTERN)
     errors.text(f"{prefix}accountable", accountable, max_len=200)
     errors.text(f"{prefix}description", terms.description, max_len=2000, required=False)
     org = conn.execute(sa.select(_ORGS.c.kind).where(_ORGS.c.id == terms.organization_id)).scalar()
@@ -178,6 +214,54 @@ def validate_terms(
     errors.raise_if_any()
 
 
+def bind_to_master(
+    conn: sa.Connection,
+    terms: Agreement,
+    prefix: str = "terms.",
+    pending: Mapping[str, MasterAgreement] | None = None,
+) -> Agreement:
+    """``terms`` bound to the latest version of their master agreement (``master_version`` set).
+
+    ``InvalidArgument`` when the master agreement is not recorded (nor in ``pending``: masters an
+    import records in the same change) or a cited law is unknown to the platform (no master
+    agreement lists it); ``FailedPrecondition`` (``MASTER_AGREEMENT_LIMIT``) naming every clause
+    the terms go beyond.
+    """
+    masters = {r.master.id: r.master for r in load_masters(conn)}
+    masters.update(pending or {})
+    master = masters.get(terms.master_agreement_id)
+    if master is None:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    f"{prefix}master_agreement_id",
+                    f"names {terms.master_agreement_id!r}, which is not a registered master agreement",
+                )
+            ]
+        )
+    known = {law for m in masters.values() for law in m.laws}
+    unknown = unknown_laws(known, terms)
+    if unknown:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    f"{prefix}{field}",
+                    f"cites {law!r}, which no master agreement lists: the law is unknown to the platform",
+                )
+                for field, law in unknown
+            ]
+        )
+    violations = limit_violations(master, terms)
+    if violations:
+        raise FailedPrecondition(
+            f"agreement {terms.id!r} goes beyond master agreement {master.id!r} "
+            f"(version {master.version}): " + "; ".join(v.description for v in violations),
+            reason="MASTER_AGREEMENT_LIMIT",
+            violations=violations,
+        )
+    return dataclasses.replace(terms, master_version=master.version)
+
+
 # --- reading ------------------------------------------------------------------------------------
 
 
@@ -199,6 +283,7 @@ def load_versions(
         r.id: (r.version, r.suspended)
         for r in conn.execute(sa.select(_AGREEMENTS.c.id, _AGREEMENTS.c.version, _AGREEMENTS.c.suspended))
     }
+    masters = {(r.master.id, r.master.version): r.master for r in load_masters(conn)}
     vetoes: dict[str, dict[str, str]] = {}
     for v in conn.execute(sa.select(_VETOES)):
         vetoes.setdefault(v.agreement_id, {})[v.provider_id] = v.reason
@@ -208,6 +293,7 @@ def load_versions(
         terms = agreement_from_terms(r.agreement_id, r.version, body)
         in_force = enforced.get(r.agreement_id)
         current = r.state == StoredState.ACTIVE and in_force is not None and in_force[0] == r.version
+        master = masters.get((terms.master_agreement_id, terms.master_version))
         out.append(
             AgreementVersion(
                 terms=terms,
@@ -222,6 +308,8 @@ def load_versions(
                 decisions=tuple(decisions.get((r.agreement_id, r.version), ())),
                 vetoes=vetoes.get(r.agreement_id, {}) if current else {},
                 suspended=in_force[1] if current and in_force is not None else "",
+                master=master,
+                released=r.released,
             )
         )
     return out
@@ -286,6 +374,7 @@ def propose(
             f"for itself only, not for {terms.organization_id}",
         )
     validate_terms(conn, terms, unit, accountable, catalog)
+    terms = bind_to_master(conn, terms)
     existing = load_versions(conn, catalog, terms.id)
     if existing and existing[-1].terms.organization_id != terms.organization_id:
         raise permission_denied(
@@ -367,21 +456,11 @@ def act(
                 raise _refuse(
                     "ALREADY_DECIDED", subject, f"{provider} has already decided on version {v.terms.version}"
                 )
-            conn.execute(
-                sa.insert(_DECISIONS),
-                {
-                    "agreement_id": agreement_id,
-                    "version": v.terms.version,
-                    "provider_id": provider,
-                    "decision": action.value,
-                    "reason": reason,
-                    "at": now,
-                },
-            )
+            _decide(conn, v, provider, action, reason, now)
             if action is AgreementAction.VETO:
                 _set_state(conn, v, StoredState.REJECTED, now, f"vetoed by {provider}: {reason}")
-            elif set(v.waiting_for) == {provider}:
-                _activate(conn, v, now)
+            else:
+                _activate_if_agreed(conn, catalog, v, now)
         elif state == StoredState.ACTIVE and action is AgreementAction.VETO:
             if provider in v.vetoes:
                 raise not_allowed(f"{provider} has vetoed it already")
@@ -413,10 +492,81 @@ def act(
         if state == StoredState.ACTIVE:
             stop_enforcing(conn, agreement_id)
         _set_state(conn, v, StoredState.REVOKED, now, f"revoked by {provider}: {reason}")
+    elif action is AgreementAction.ENDORSE:
+        if not v.endorser or provider != v.endorser or principal.kind not in ("operator", "oversight"):
+            raise permission_denied(
+                "ENDORSER_ONLY",
+                f"rule ENDORSER_ONLY: agreement {agreement_id!r} version {v.terms.version} is endorsed "
+                + (
+                    f"by {v.endorser} (its operator or oversight role)"
+                    if v.endorser
+                    else "by no one: its master agreement names no governing body"
+                )
+                + f", not by a {principal.kind} of {provider}",
+                role=principal.kind,
+            )
+        if state != StoredState.PROPOSED:
+            raise not_allowed()
+        if any(d.provider_id == provider for d in v.decisions):
+            raise _refuse(
+                "ALREADY_DECIDED", subject, f"{provider} has already endorsed version {v.terms.version}"
+            )
+        _decide(conn, v, provider, action, reason, now)
+        _activate_if_agreed(conn, catalog, v, now)
+    elif action is AgreementAction.RELEASE_DISCLOSURE:
+        own_admin = principal.kind == "consumer-admin" and provider == v.terms.organization_id
+        if not (own_admin or principal.kind == "oversight"):
+            raise permission_denied(
+                "RELEASE_NOT_PERMITTED",
+                "rule RELEASE_NOT_PERMITTED: a deferred disclosure is released by oversight or the "
+                f"consumer's administrators, not by a {principal.kind} of {provider}",
+                role=principal.kind,
+            )
+        if v.terms.disclosure is not Disclosure.DEFERRED:
+            raise not_allowed(f"its disclosure is {v.terms.disclosure.value}, not DEFERRED")
+        if v.released:
+            raise not_allowed(f"released already, {v.released}")
+        if state in (StoredState.PROPOSED, StoredState.REJECTED):
+            raise not_allowed("nothing was accessed under it")
+        conn.execute(
+            sa.update(_VERSIONS)
+            .where(_VERSIONS.c.agreement_id == agreement_id, _VERSIONS.c.version == v.terms.version)
+            .values(released=f"by {provider} on {now:%Y-%m-%d %H:%M} UTC: {reason}")
+        )
     return _version(conn, catalog, agreement_id, v.terms.version)
 
 
-_REASON_REQUIRED = frozenset({AgreementAction.VETO, AgreementAction.SUSPEND, AgreementAction.REVOKE})
+def _decide(
+    conn: sa.Connection, v: AgreementVersion, by: str, action: AgreementAction, reason: str, now: dt.datetime
+) -> None:
+    conn.execute(
+        sa.insert(_DECISIONS),
+        {
+            "agreement_id": v.terms.id,
+            "version": v.terms.version,
+            "provider_id": by,
+            "decision": action.value,
+            "reason": reason,
+            "at": now,
+        },
+    )
+
+
+def _activate_if_agreed(conn: sa.Connection, catalog: Catalog, v: AgreementVersion, now: dt.datetime) -> None:
+    """Put ``v`` in force once nobody it waits for is left (every provider approved, endorsed)."""
+    after = _version(conn, catalog, v.terms.id, v.terms.version)
+    if not after.waiting_for:
+        _activate(conn, after, now)
+
+
+_REASON_REQUIRED = frozenset(
+    {
+        AgreementAction.VETO,
+        AgreementAction.SUSPEND,
+        AgreementAction.REVOKE,
+        AgreementAction.RELEASE_DISCLOSURE,
+    }
+)
 _PAST = {
     AgreementAction.APPROVE: "approved",
     AgreementAction.VETO: "vetoed",
@@ -424,6 +574,8 @@ _PAST = {
     AgreementAction.SUSPEND: "suspended",
     AgreementAction.RESUME: "resumed",
     AgreementAction.REVOKE: "revoked",
+    AgreementAction.ENDORSE: "endorsed",
+    AgreementAction.RELEASE_DISCLOSURE: "released for residents to see",
 }
 
 
@@ -464,6 +616,18 @@ def put_in_force(conn: sa.Connection, terms: Agreement) -> None:
         .values(state=StoredState.SUPERSEDED)
     )
     conn.execute(sa.delete(_VETOES).where(_VETOES.c.agreement_id == terms.id))
+    master = next(
+        (
+            r.master
+            for r in load_masters(conn, terms.master_agreement_id)
+            if r.master.version == terms.master_version
+        ),
+        None,
+    )
+    if master is not None:
+        terms = dataclasses.replace(
+            terms, quota_per_minute=master.quota_per_minute, quota_per_day=master.quota_per_day
+        )
     values = agreement_to_values(terms)
     if conn.execute(sa.select(_AGREEMENTS.c.id).where(_AGREEMENTS.c.id == terms.id)).first() is None:
         conn.execute(sa.insert(_AGREEMENTS), values)

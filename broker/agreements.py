@@ -17,7 +17,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from onceonly.broker.catalog import Catalog
-from onceonly.broker.domain import Agreement, LegalBasisKind, Organisation, PolicySnapshot, Veto
+from onceonly.broker.domain import (
+    Agreement,
+    LegalBasisKind,
+    MasterAgreement,
+    Organisation,
+    PolicySnapshot,
+    Veto,
+)
 from onceonly.broker.storage import AgreementRow, OrganisationRow, VetoRow
 from onceonly.vocabulary import Disclosure, OrganisationKind
 
@@ -27,7 +34,9 @@ __all__ = [
     "agreement_terms",
     "agreement_to_values",
     "parse_agreement",
+    "parse_masters",
     "parse_seed",
+    "recorded_terms",
 ]
 
 
@@ -128,7 +137,7 @@ def parse_seed(
     Dates are whole days in UTC: ``valid_from`` starts at its midnight and ``valid_until``
     is inclusive (the agreement ends at the midnight after it), as people read them.
     """
-    unknown = set(data) - {"organisations", "agreements", "vetoes"}
+    unknown = set(data) - {"organisations", "master_agreements", "agreements", "vetoes"}
     if unknown:
         raise ValueError(f"{source}: unknown sections {sorted(unknown)}")
     orgs: dict[str, Organisation] = {}
@@ -175,6 +184,51 @@ def parse_seed(
     return list(orgs.values()), list(agreements.values()), list(vetoes.values())
 
 
+def parse_masters(data: Mapping[str, Any], source: str = "seed") -> list[MasterAgreement]:
+    """The ``[[master_agreements]]`` of a parsed governance file; ``ValueError`` names the entry.
+    (Clauses are checked against the catalog and the organisations when recorded.)"""
+    masters: dict[str, MasterAgreement] = {}
+    for i, entry in enumerate(_tables(data, "master_agreements", source)):
+        mid = _text(entry, "id", f"{source}: master_agreements[{i}]")
+        where = f"{source}: master agreement {mid!r}"
+        if mid in masters:
+            raise ValueError(f"{where} declared twice")
+        try:
+            bases = frozenset(LegalBasisKind(b) for b in _text_list(entry, "legal_bases", where))
+        except ValueError:
+            raise ValueError(
+                f"{where}: legal_bases must be among {[k.value for k in LegalBasisKind]}"
+            ) from None
+        try:
+            disclosures = frozenset(
+                Disclosure(d) for d in _text_list(entry, "disclosures", where) or [Disclosure.IMMEDIATE.value]
+            )
+        except ValueError:
+            raise ValueError(f"{where}: disclosures must be among {[d.value for d in Disclosure]}") from None
+        numbers = {}
+        for key in ("retention_days", "quota_per_minute", "quota_per_day"):
+            value = entry.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}: {key!r} must be a whole number, 0 or more")
+            numbers[key] = value
+        endorsed_by = entry.get("endorsed_by", "")
+        if not isinstance(endorsed_by, str):
+            raise ValueError(f"{where}: 'endorsed_by' must be an organisation code")
+        masters[mid] = MasterAgreement(
+            id=mid,
+            title=_text(entry, "title", where),
+            procedure_codes=frozenset(_text_list(entry, "procedures", where)),
+            purposes=tuple(_text_list(entry, "purposes", where)),
+            certificate_type_ids=frozenset(_text_list(entry, "certificate_types", where)),
+            legal_bases=bases,
+            laws=frozenset(_text_list(entry, "laws", where)),
+            disclosures=disclosures,
+            endorsed_by=endorsed_by.strip(),
+            **numbers,
+        )
+    return list(masters.values())
+
+
 def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Catalog | None) -> Agreement:
     cert_types = _text_list(entry, "certificate_types", where)
     if not cert_types:
@@ -204,9 +258,16 @@ def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Cat
     valid_until = None if until_day is None else until_day + dt.timedelta(days=1)
     if valid_until is not None and valid_until <= valid_from:
         raise ValueError(f"{where}: valid_until is before valid_from")
-    description = entry.get("description", "")
-    if not isinstance(description, str):
-        raise ValueError(f"{where}: 'description' must be a string")
+    texts = {}
+    for key in ("description", "master", "data_protection_officer"):
+        texts[key] = entry.get(key, "")
+        if not isinstance(texts[key], str):
+            raise ValueError(f"{where}: {key!r} must be a string")
+    procedures = _text_list(entry, "procedures", where)
+    if "procedure" in entry:
+        procedures = [_text(entry, "procedure", where), *procedures]
+    if not procedures:
+        raise ValueError(f"{where}: missing 'procedures' (or 'procedure')")
     try:
         disclosure = Disclosure(entry.get("disclosure", Disclosure.IMMEDIATE.value))
     except ValueError:
@@ -221,16 +282,18 @@ def parse_agreement(aid: str, entry: Mapping[str, Any], where: str, catalog: Cat
     return Agreement(
         id=aid,
         organization_id=_text(entry, "organization", where),
-        procedure_code=_text(entry, "procedure", where),
+        procedure_codes=frozenset(procedures),
         certificate_type_ids=frozenset(cert_types),
         legal_bases=bases,
         legal_references=frozenset(laws),
         consent_required=flags["consent_required"],
         valid_from=valid_from,
         valid_until=valid_until,
-        description=description,
+        description=texts["description"],
         officer_token_required=flags["officer_token_required"],
         officer_document_required=flags["officer_document_required"],
+        master_agreement_id=texts["master"].strip(),
+        data_protection_officer=texts["data_protection_officer"].strip(),
         disclosure=disclosure,
         disclosure_until=disclosure_until.date() if disclosure_until is not None else None,
         disclosure_law=disclosure_law.strip(),
@@ -310,8 +373,23 @@ def disclosure_problem(
     return None
 
 
-TERM_DEFAULTS: dict[str, Any] = {"disclosure": "IMMEDIATE", "disclosure_until": None, "disclosure_law": ""}
+TERM_DEFAULTS: dict[str, Any] = {
+    "disclosure": "IMMEDIATE",
+    "disclosure_until": None,
+    "disclosure_law": "",
+    "master_agreement_id": "",
+    "master_version": 0,
+    "data_protection_officer": "",
+}
 """Terms recorded before they existed read as these."""
+
+
+def recorded_terms(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Recorded terms in today's shape (older versions named one ``procedure_code``)."""
+    out = {**TERM_DEFAULTS, **body}
+    if "procedure_code" in out:
+        out["procedure_codes"] = [out.pop("procedure_code")]
+    return out
 
 
 def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]:
@@ -320,7 +398,7 @@ def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]
         "organization_id": a.organization_id,
         "unit": unit,
         "accountable": accountable,
-        "procedure_code": a.procedure_code,
+        "procedure_codes": sorted(a.procedure_codes),
         "certificate_type_ids": sorted(a.certificate_type_ids),
         "legal_bases": sorted(k.value for k in a.legal_bases),
         "laws": sorted(a.legal_references),
@@ -333,16 +411,20 @@ def agreement_terms(a: Agreement, unit: str, accountable: str) -> dict[str, Any]
         "disclosure": a.disclosure.value,
         "disclosure_until": a.disclosure_until.isoformat() if a.disclosure_until else None,
         "disclosure_law": a.disclosure_law,
+        "master_agreement_id": a.master_agreement_id,
+        "master_version": a.master_version,
+        "data_protection_officer": a.data_protection_officer,
     }
 
 
 def agreement_from_terms(agreement_id: str, version: int, body: Mapping[str, Any]) -> Agreement:
     """The :class:`Agreement` of recorded terms (see :func:`agreement_terms`)."""
+    body = recorded_terms(body)
     until = body.get("valid_until")
     return Agreement(
         id=agreement_id,
         organization_id=body["organization_id"],
-        procedure_code=body["procedure_code"],
+        procedure_codes=frozenset(body["procedure_codes"]),
         certificate_type_ids=frozenset(body["certificate_type_ids"]),
         legal_bases=frozenset(LegalBasisKind(k) for k in body["legal_bases"]),
         legal_references=frozenset(body["laws"]),
@@ -358,6 +440,9 @@ def agreement_from_terms(agreement_id: str, version: int, body: Mapping[str, Any
         if body.get("disclosure_until")
         else None,
         disclosure_law=body.get("disclosure_law", ""),
+        master_agreement_id=body["master_agreement_id"],
+        master_version=int(body["master_version"]),
+        data_protection_officer=body["data_protection_officer"],
     )
 
 
@@ -371,7 +456,8 @@ def _agreement_to_row(a: Agreement) -> AgreementRow:
     return AgreementRow(
         id=a.id,
         organization_id=a.organization_id,
-        procedure_code=a.procedure_code,
+        procedure_code=min(a.procedure_codes),
+        procedure_codes=json.dumps(sorted(a.procedure_codes)),
         certificate_type_ids=json.dumps(sorted(a.certificate_type_ids)),
         legal_bases=json.dumps(sorted(k.value for k in a.legal_bases)),
         legal_references=json.dumps(sorted(a.legal_references)),
@@ -383,6 +469,10 @@ def _agreement_to_row(a: Agreement) -> AgreementRow:
         officer_document_required=a.officer_document_required,
         version=a.version,
         suspended=a.suspended,
+        master_agreement_id=a.master_agreement_id,
+        master_version=a.master_version,
+        quota_per_minute=a.quota_per_minute,
+        quota_per_day=a.quota_per_day,
     )
 
 
@@ -390,7 +480,7 @@ def _agreement_from_row(row: AgreementRow) -> Agreement:
     return Agreement(
         id=row.id,
         organization_id=row.organization_id,
-        procedure_code=row.procedure_code,
+        procedure_codes=frozenset(json.loads(row.procedure_codes)) or frozenset({row.procedure_code}),
         certificate_type_ids=frozenset(json.loads(row.certificate_type_ids)),
         legal_bases=frozenset(LegalBasisKind(k) for k in json.loads(row.legal_bases)),
         legal_references=frozenset(json.loads(row.legal_references)),
@@ -402,4 +492,8 @@ def _agreement_from_row(row: AgreementRow) -> Agreement:
         officer_document_required=row.officer_document_required,
         version=row.version,
         suspended=row.suspended,
+        master_agreement_id=row.master_agreement_id,
+        master_version=row.master_version,
+        quota_per_minute=row.quota_per_minute,
+        quota_per_day=row.quota_per_day,
     )

@@ -34,6 +34,7 @@ from onceonly.broker.oversight_api import OversightServicer
 from onceonly.broker.policy import Policy
 from onceonly.broker.policy_notify import listen_for_changes
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
+from onceonly.broker.quotas import SqlQuotas
 from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema, normalise_url
 from onceonly.broker.trace_queries import SqlTraceQueries
@@ -275,6 +276,7 @@ async def start_broker(
         ),
         # With the platform PKI, every provider answer must carry the provider's signature.
         evidence=None if secured.tls is None else EvidenceVerifier.from_ca_file(secured.tls.ca),
+        quotas=SqlQuotas(engine),
     )
     admission = (
         AdmissionControl(

@@ -33,12 +33,14 @@ __all__ = [
     "DocumentType",
     "LegalBasis",
     "LegalBasisKind",
+    "MasterAgreement",
     "OfficerIdentification",
     "Organisation",
     "OrganisationKind",
     "PolicyDecision",
     "PolicySnapshot",
     "PurposeRef",
+    "QuotaBreach",
     "StoredReply",
     "SubjectId",
     "TraceRecord",
@@ -230,7 +232,8 @@ class Agreement:
 
     id: str
     organization_id: str
-    procedure_code: str
+    procedure_codes: frozenset[str]
+    """The procedures it serves (one or more)."""
     certificate_type_ids: frozenset[str]
     legal_bases: frozenset[LegalBasisKind]
     legal_references: frozenset[str]
@@ -252,6 +255,53 @@ class Agreement:
     """DEFERRED: the day from which they may."""
     disclosure_law: str = ""
     """WITHHELD: the law that allows it."""
+    master_agreement_id: str = ""
+    """The master agreement whose clauses bind it (empty: recorded before master agreements)."""
+    master_version: int = 0
+    quota_per_minute: int = 0
+    """Its master agreement's cap on the consumer's requests per minute (0: none)."""
+    quota_per_day: int = 0
+    data_protection_officer: str = ""
+    """Consulted: the consumer's data-protection officer (a named role)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterAgreement:
+    """A master data-sharing agreement: standard clauses, as data, that agreements are bound to.
+
+    An agreement under it may serve only its procedures (all, when it lists none), cover only its
+    certificate types, allow only its legal bases, cite only its laws and choose only its
+    disclosures; its consumer's requests are capped by its quotas.
+    """
+
+    id: str
+    title: str
+    procedure_codes: frozenset[str]
+    purposes: tuple[str, ...]
+    certificate_type_ids: frozenset[str]
+    legal_bases: frozenset[LegalBasisKind]
+    laws: frozenset[str]
+    disclosures: frozenset[Disclosure] = frozenset({Disclosure.IMMEDIATE})
+    retention_days: int = 0
+    """How long the traces of requests under it are kept (0: not stated)."""
+    quota_per_minute: int = 0
+    """Requests per minute each consumer may make under it (0: no cap)."""
+    quota_per_day: int = 0
+    endorsed_by: str = ""
+    """The governing body (an operator or oversight organisation) that must endorse each agreement
+    under it before it comes into force (empty: none)."""
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaBreach:
+    """A master agreement's cap reached: which window (``minute`` or ``day``), its cap, and how
+    long until the window ends."""
+
+    master_agreement_id: str
+    window: str
+    cap: int
+    retry_after_s: float
 
 
 @dataclass(frozen=True, slots=True)

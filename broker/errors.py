@@ -27,7 +27,9 @@ __all__ = [
     "OnceOnlyError",
     "PolicyDenied",
     "QueryTooLong",
+    "QuotaExceeded",
     "UnknownCertificateType",
+    "denied",
 ]
 
 
@@ -76,6 +78,36 @@ class PolicyDenied(PermissionDenied):
     @property
     def denial_reason(self) -> DenialReason:
         return self.denials[0].reason
+
+
+class QuotaExceeded(ResourceExhausted):
+    """The consumer used up a quota of a master agreement: a policy denial sent as
+    ``RESOURCE_EXHAUSTED`` with ``QuotaFailure`` naming the agreement (traced like any denial)."""
+
+    def __init__(self, violations: list[Violation], trace_id: str = "", retry_after_s: float | None = None):
+        self.denials = violations
+        self.trace_id = trace_id
+        first = violations[0]
+        super().__init__(
+            f"denied by policy ({first.reason.value}): {first.description}",
+            reason=first.reason.value,
+            retry_after_s=retry_after_s,
+            metadata={"trace_id": trace_id, "subject": first.subject},
+            quota_violations=[FieldViolation(v.subject, v.description) for v in violations],
+        )
+
+    @property
+    def denial_reason(self) -> DenialReason:
+        return self.denials[0].reason
+
+
+def denied(
+    violations: list[Violation], trace_id: str = "", retry_after_s: float | None = None
+) -> OnceOnlyError:
+    """The error of a denial: ``QuotaExceeded`` for a quota, ``PolicyDenied`` for any other rule."""
+    if violations and violations[0].reason is DenialReason.QUOTA_EXCEEDED:
+        return QuotaExceeded(violations, trace_id, retry_after_s)
+    return PolicyDenied(violations, trace_id)
 
 
 class DuplicateRequest(AlreadyExists):

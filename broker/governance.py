@@ -6,8 +6,10 @@ refused — naming the rule — with nothing recorded when it is not allowed:
 
 * registering an organisation: the platform operator only (``OPERATOR_ONLY``); a code that is
   taken is ``ALREADY_EXISTS``;
+* registering a master agreement (or a new version of one): the platform operator only;
 * proposing a version of an agreement and acting on one (approve, veto, lift a veto, suspend,
-  resume, revoke): see :mod:`broker.agreement_lifecycle` for who may do what from which state.
+  resume, revoke, endorse, release a deferred disclosure): see :mod:`broker.agreement_lifecycle`
+  for who may do what from which state.
 
 Reading is open to every member: the organisations (codes, names, kinds, contacts) and the
 governance log, so that anyone can see who decided what.
@@ -28,11 +30,12 @@ import sqlalchemy as sa
 
 from onceonly.broker import agreement_lifecycle as lifecycle
 from onceonly.broker import governance_import as importing
-from onceonly.broker.agreements import parse_seed
+from onceonly.broker import master_agreements as masters
+from onceonly.broker.agreements import parse_masters, parse_seed
 from onceonly.broker.auth import Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import ChainHead
-from onceonly.broker.domain import Agreement, Organisation
+from onceonly.broker.domain import Agreement, MasterAgreement, Organisation
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent, in_logged_transaction
 from onceonly.broker.joining import JoiningStatus, joining_status
 from onceonly.broker.policy_notify import notify_change
@@ -48,6 +51,7 @@ __all__ = [
     "AgreementChanged",
     "GovernanceService",
     "ImportDone",
+    "MasterRegistered",
     "OrganisationRegistered",
     "bootstrap",
     "read_governance_file",
@@ -56,6 +60,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ORGANISATION_REGISTERED = "ORGANISATION_REGISTERED"
+MASTER_AGREEMENT_REGISTERED = "MASTER_AGREEMENT_REGISTERED"
 _ORGS: sa.Table = OrganisationRow.__table__  # type: ignore[attr-defined]
 _MAX_NAME = 200
 _MAX_CONTACT = 256
@@ -68,6 +73,8 @@ _LOGGED = {
     AgreementAction.SUSPEND: "SUSPENDED",
     AgreementAction.RESUME: "RESUMED",
     AgreementAction.REVOKE: "REVOKED",
+    AgreementAction.ENDORSE: "ENDORSED",
+    AgreementAction.RELEASE_DISCLOSURE: "DISCLOSURE_RELEASED",
 }
 T = TypeVar("T")
 
@@ -91,6 +98,10 @@ def read_governance_file(text: str, source: str, catalog: Catalog) -> importing.
     try:
         data = tomllib.loads(text)
         orgs, agreements, vetoes = parse_seed(data, source, catalog)
+        master_list = parse_masters(data, source)
+        for a in agreements:
+            if not a.master_agreement_id:
+                raise ValueError(f"{source}: agreement {a.id!r}: missing 'master' (its master agreement)")
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         raise InvalidArgument(
             [FieldViolation("file", str(exc) if source in str(exc) else f"{source}: {exc}")]
@@ -107,7 +118,7 @@ def read_governance_file(text: str, source: str, catalog: Catalog) -> importing.
                 ]
             )
         units[str(entry["id"])] = (unit, accountable)
-    return importing.ImportFile(orgs, agreements, vetoes, units)
+    return importing.ImportFile(orgs, agreements, vetoes, units, master_list, source)
 
 
 def bootstrap(
@@ -130,11 +141,14 @@ def bootstrap(
         raise ValueError(exc.message) from None
 
     def work(conn: sa.Connection) -> int:
-        changes = importing.plan(conn, wanted, full=False)
+        changes = importing.plan(conn, wanted, full=False, catalog=catalog)
         importing.apply(conn, changes, wanted, governance_log, SEED_ACTOR, now)
         return len(changes)
 
-    count = in_logged_transaction(engine, work)
+    try:
+        count = in_logged_transaction(engine, work)
+    except InvalidArgument as exc:
+        raise ValueError(exc.message) from None
     if count:
         witness_governance_head(engine, witness)
     return count
@@ -154,8 +168,24 @@ def witness_governance_head(engine: sa.Engine, witness: WitnessLog | None) -> No
         log.error("cannot write the governance log's head to the witness", extra={"error": str(exc)})
 
 
+def _operator_only(principal: Principal, what: str) -> None:
+    if principal.kind != "operator":
+        raise permission_denied(
+            "OPERATOR_ONLY",
+            f"rule OPERATOR_ONLY: only the platform operator {what}, not a {principal.kind}",
+            role=principal.kind,
+        )
+
+
 SEED_ACTOR = Actor("onceonly", "operator", "seed")
 """Who records a seed file's contents at the broker's start."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRegistered:
+    master: masters.RecordedMaster
+    event: LoggedEvent | None
+    """``None`` when the clauses were recorded already (nothing changed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +240,7 @@ class GovernanceService:
         self, principal: Principal, organisation: Organisation
     ) -> OrganisationRegistered:
         """Add a member organisation (operator only), logged."""
-        if principal.kind != "operator":
-            raise permission_denied(
-                "OPERATOR_ONLY",
-                "rule OPERATOR_ONLY: only the platform operator registers organisations, "
-                f"not a {principal.kind}",
-                role=principal.kind,
-            )
+        _operator_only(principal, "registers organisations")
 
         def work(conn: sa.Connection) -> OrganisationRegistered:
             taken = conn.execute(sa.select(_ORGS.c.name).where(_ORGS.c.id == organisation.id)).first()
@@ -246,6 +270,38 @@ class GovernanceService:
             return OrganisationRegistered(organisation, event)
 
         return await self._commit(work)
+
+    async def register_master(self, principal: Principal, master: MasterAgreement) -> MasterRegistered:
+        """Record a master agreement, or a new version when its clauses differ (operator only), logged."""
+        _operator_only(principal, "registers master agreements")
+        catalog = self._require_catalog()
+
+        def work(conn: sa.Connection) -> MasterRegistered:
+            masters.validate_master(conn, master, catalog, prefix="master_agreement.")
+            now = self._clock()
+            recorded = masters.record_master(conn, master, principal.organization_id, now)
+            if recorded is None:
+                return MasterRegistered(masters.load_masters(conn, master.id)[-1], None)
+            event = self._log.append(
+                conn,
+                actor_of(principal),
+                MASTER_AGREEMENT_REGISTERED,
+                f"{recorded.id}/{recorded.version}",
+                masters.master_body(recorded),
+                now,
+            )
+            return MasterRegistered(masters.RecordedMaster(recorded, principal.organization_id, now), event)
+
+        return await self._commit(work)
+
+    async def masters(self, master_id: str | None = None) -> list[masters.RecordedMaster]:
+        """Every version of every master agreement (or of one), by id and version."""
+
+        def read() -> list[masters.RecordedMaster]:
+            with self._engine.connect() as conn:
+                return masters.load_masters(conn, master_id)
+
+        return await asyncio.to_thread(read)
 
     async def propose_agreement(
         self, principal: Principal, terms: Agreement, unit: str, accountable: str
@@ -330,13 +386,7 @@ class GovernanceService:
     ) -> ImportDone:
         """Make what is recorded match a governance file (operator only): the changes, and their log
         entries (none for a dry run). A bad file is ``InvalidArgument`` naming the entry."""
-        if principal.kind != "operator":
-            raise permission_denied(
-                "OPERATOR_ONLY",
-                "rule OPERATOR_ONLY: only the platform operator imports governance files, "
-                f"not a {principal.kind}",
-                role=principal.kind,
-            )
+        _operator_only(principal, "imports governance files")
         wanted = read_governance_file(text, source, self._require_catalog())
         if not wanted.agreements:
             # An empty or wrong file would otherwise revoke every agreement in force at once.
@@ -351,7 +401,7 @@ class GovernanceService:
             )
 
         def work(conn: sa.Connection) -> ImportDone:
-            changes = importing.plan(conn, wanted)
+            changes = importing.plan(conn, wanted, catalog=self._require_catalog())
             if dry_run:
                 return ImportDone(changes, [])
             return ImportDone(

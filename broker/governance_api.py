@@ -12,9 +12,10 @@ from google.protobuf import timestamp_pb2
 
 from onceonly.broker.agreement_lifecycle import AgreementVersion
 from onceonly.broker.auth import Principal, current_principal
-from onceonly.broker.domain import Agreement, Organisation
+from onceonly.broker.domain import Agreement, MasterAgreement, Organisation
 from onceonly.broker.governance import GovernanceService, validated_organisation
 from onceonly.broker.governance_log import LoggedEvent, body_text
+from onceonly.broker.master_agreements import RecordedMaster
 from onceonly.errors import FieldViolation, InvalidArgument, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.status import answers
@@ -96,7 +97,7 @@ def terms_from_message(agreement_id: str, msg: governance_pb2.AgreementTerms) ->
     terms = Agreement(
         id=agreement_id.strip(),
         organization_id=msg.organization_id.strip(),
-        procedure_code=msg.procedure_code.strip(),
+        procedure_codes=frozenset(c.strip() for c in msg.procedure_codes),
         certificate_type_ids=frozenset(c.strip() for c in msg.certificate_type_ids),
         legal_bases=frozenset(bases),
         legal_references=frozenset(law.strip() for law in msg.laws),
@@ -109,6 +110,8 @@ def terms_from_message(agreement_id: str, msg: governance_pb2.AgreementTerms) ->
         disclosure=disclosure or Disclosure.IMMEDIATE,
         disclosure_until=disclosure_until,
         disclosure_law=msg.disclosure_law.strip(),
+        master_agreement_id=msg.master_agreement_id.strip(),
+        data_protection_officer=msg.data_protection_officer.strip(),
     )
     return terms, msg.unit.strip(), msg.accountable.strip()
 
@@ -119,7 +122,7 @@ def terms_message(v: AgreementVersion) -> governance_pb2.AgreementTerms:
         organization_id=t.organization_id,
         unit=v.unit,
         accountable=v.accountable,
-        procedure_code=t.procedure_code,
+        procedure_codes=sorted(t.procedure_codes),
         certificate_type_ids=sorted(t.certificate_type_ids),
         legal_bases=[LEGAL_BASIS_KIND.to_proto(k) for k in sorted(t.legal_bases)],
         laws=sorted(t.legal_references),
@@ -131,6 +134,8 @@ def terms_message(v: AgreementVersion) -> governance_pb2.AgreementTerms:
         disclosure=DISCLOSURE.to_proto(t.disclosure),
         disclosure_until=t.disclosure_until.isoformat() if t.disclosure_until else "",
         disclosure_law=t.disclosure_law,
+        master_agreement_id=t.master_agreement_id,
+        data_protection_officer=t.data_protection_officer,
     )
     if t.valid_until is not None:
         msg.valid_until.CopyFrom(_stamp(t.valid_until))
@@ -162,10 +167,71 @@ def version_message(
         vetoes=[governance_pb2.AgreementVeto(provider_id=p, reason=r) for p, r in sorted(v.vetoes.items())],
         suspended=v.suspended,
         informed=informed,
+        master_version=v.terms.master_version,
+        endorsed_by=v.endorser,
+        disclosure_released=v.released,
+        quota_per_minute=v.master.quota_per_minute if v.master else 0,
+        quota_per_day=v.master.quota_per_day if v.master else 0,
     )
     if v.decided_at is not None:
         msg.decided_at.CopyFrom(_stamp(v.decided_at))
     return msg
+
+
+def master_message(r: RecordedMaster) -> governance_pb2.MasterAgreement:
+    m = r.master
+    return governance_pb2.MasterAgreement(
+        id=m.id,
+        version=m.version,
+        title=m.title,
+        procedure_codes=sorted(m.procedure_codes),
+        purposes=list(m.purposes),
+        certificate_type_ids=sorted(m.certificate_type_ids),
+        legal_bases=[LEGAL_BASIS_KIND.to_proto(k) for k in sorted(m.legal_bases)],
+        laws=sorted(m.laws),
+        retention_days=m.retention_days,
+        disclosures=[DISCLOSURE.to_proto(d) for d in sorted(m.disclosures)],
+        quota_per_minute=m.quota_per_minute,
+        quota_per_day=m.quota_per_day,
+        endorsed_by=m.endorsed_by,
+        registered_by=r.registered_by,
+        registered_at=_stamp(r.registered_at),
+    )
+
+
+def master_from_message(msg: governance_pb2.MasterAgreement) -> MasterAgreement:
+    """The clauses of a master agreement, or ``InvalidArgument`` for what cannot even be read (the
+    rest is checked by :func:`broker.master_agreements.validate_master`)."""
+    errors = FieldErrors()
+    bases = set()
+    for i, kind in enumerate(msg.legal_bases):
+        found = LEGAL_BASIS_KIND.from_proto(kind)
+        if found is None:
+            errors.add(f"master_agreement.legal_bases[{i}]", f"must be {LEGAL_BASIS_KIND.choices()}")
+        else:
+            bases.add(found)
+    disclosures = set()
+    for i, number in enumerate(msg.disclosures):
+        d = DISCLOSURE.from_proto(number)
+        if d is None:
+            errors.add(f"master_agreement.disclosures[{i}]", f"must be {DISCLOSURE.choices()}")
+        else:
+            disclosures.add(d)
+    errors.raise_if_any()
+    return MasterAgreement(
+        id=msg.id.strip(),
+        title=msg.title.strip(),
+        procedure_codes=frozenset(c.strip() for c in msg.procedure_codes),
+        purposes=tuple(p.strip() for p in msg.purposes),
+        certificate_type_ids=frozenset(c.strip() for c in msg.certificate_type_ids),
+        legal_bases=frozenset(bases),
+        laws=frozenset(law.strip() for law in msg.laws),
+        disclosures=frozenset(disclosures or {Disclosure.IMMEDIATE}),
+        retention_days=msg.retention_days,
+        quota_per_minute=msg.quota_per_minute,
+        quota_per_day=msg.quota_per_day,
+        endorsed_by=msg.endorsed_by.strip(),
+    )
 
 
 def _principal() -> Principal:
@@ -251,6 +317,27 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
         now, informed = self._service.now(), await self._informed()
         return governance_pb2.ListAgreementsResponse(
             agreements=[version_message(v, now, informed) for v in found]
+        )
+
+    @answers
+    async def RegisterMasterAgreement(
+        self, request: governance_pb2.RegisterMasterAgreementRequest, context: Context
+    ) -> governance_pb2.MasterAgreementChange:
+        principal = _principal()
+        done = await self._service.register_master(principal, master_from_message(request.master_agreement))
+        reply = governance_pb2.MasterAgreementChange(master_agreement=master_message(done.master))
+        if done.event is not None:
+            reply.event.CopyFrom(event_message(done.event))
+        return reply
+
+    @answers
+    async def ListMasterAgreements(
+        self, request: governance_pb2.ListMasterAgreementsRequest, context: Context
+    ) -> governance_pb2.ListMasterAgreementsResponse:
+        _principal()
+        found = await self._service.masters(request.master_agreement_id.strip() or None)
+        return governance_pb2.ListMasterAgreementsResponse(
+            master_agreements=[master_message(r) for r in found]
         )
 
     @answers

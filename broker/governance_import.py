@@ -1,10 +1,12 @@
-"""Importing a governance file (organisations, agreements, vetoes — the seed file's format) as recorded
-governance changes, under the operator's role.
+"""Importing a governance file (organisations, master agreements, agreements, vetoes — the seed file's
+format) as recorded governance changes, under the operator's role.
 
 :func:`plan` compares the file with what is recorded and lists the changes; :func:`apply` makes
 them, each with its entry in the governance log, in the caller's transaction:
 
 * an organisation not registered is registered; one whose name, kind or contact differ is updated;
+* a master agreement not recorded, or whose clauses differ from its latest version, gets a new
+  version (agreements in the file are bound to it, and so get a new version too);
 * an agreement not recorded, or whose terms differ from the version in force (or that has none in
   force), gets a new version in force (the one it replaces is superseded);
 * an agreement in force that the file does not list is revoked (``full`` only);
@@ -27,11 +29,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from onceonly.broker.agreement_lifecycle import StoredState, put_in_force, stop_enforcing
-from onceonly.broker.agreements import TERM_DEFAULTS, agreement_terms
-from onceonly.broker.domain import Agreement, Organisation, Veto
+from onceonly.broker import master_agreements as masters
+from onceonly.broker.agreement_lifecycle import StoredState, bind_to_master, put_in_force, stop_enforcing
+from onceonly.broker.agreements import agreement_terms, recorded_terms
+from onceonly.broker.catalog import Catalog
+from onceonly.broker.domain import Agreement, MasterAgreement, Organisation, Veto
 from onceonly.broker.governance_log import Actor, GovernanceLog, LoggedEvent
 from onceonly.broker.storage import AgreementVersionRow, OrganisationRow, VetoRow
+from onceonly.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 __all__ = ["ImportChange", "ImportFile", "apply", "plan"]
 
@@ -47,6 +52,9 @@ class ImportFile:
     vetoes: Sequence[Veto]
     units: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Agreement id → (unit, accountable), where the file names them."""
+    masters: Sequence[MasterAgreement] = ()
+    source: str = "file"
+    """The file's name, for messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +78,20 @@ def _active(conn: sa.Connection) -> dict[str, tuple[int, dict[str, Any]]]:
     return {r.agreement_id: (r.version, json.loads(r.terms)) for r in rows}
 
 
-def plan(conn: sa.Connection, wanted: ImportFile, *, full: bool = True) -> list[ImportChange]:
-    """The changes that would make what is recorded match ``wanted``."""
+def _bad_entry(source: str, what: str, exc: InvalidArgument | FailedPrecondition) -> InvalidArgument:
+    details = (
+        [f"{v.field} {v.description}" for v in exc.violations]
+        if isinstance(exc, InvalidArgument)
+        else [f"{v.subject}: {v.description}" for v in exc.violations]
+    )
+    return InvalidArgument([FieldViolation("file", f"{source}: {what}: {'; '.join(details)}")])
+
+
+def plan(
+    conn: sa.Connection, wanted: ImportFile, *, full: bool = True, catalog: Catalog | None = None
+) -> list[ImportChange]:
+    """The changes that would make what is recorded match ``wanted``; ``InvalidArgument`` (field
+    ``file``) naming an entry that breaks a rule (a master agreement's clause, an unknown law)."""
     changes: list[ImportChange] = []
     orgs = {r.id: r for r in conn.execute(sa.select(_ORGS))}
     for o in wanted.organisations:
@@ -89,6 +109,21 @@ def plan(conn: sa.Connection, wanted: ImportFile, *, full: bool = True) -> list[
                 if old != new
             ]
             changes.append(ImportChange("organisation", "CHANGE", o.id, "; ".join(differ), o))
+    kinds = {r.id: r.kind for r in orgs.values()} | {o.id: o.kind.value for o in wanted.organisations}
+    latest = {r.master.id: r.master for r in masters.load_masters(conn)}
+    pending: dict[str, MasterAgreement] = {}
+    for m in wanted.masters:
+        if catalog is not None:
+            try:
+                masters.validate_master(conn, m, catalog, organisations=kinds)
+            except InvalidArgument as exc:
+                raise _bad_entry(wanted.source, f"master agreement {m.id!r}", exc) from None
+        last = latest.get(m.id)
+        if last is None or (full and masters.master_body(last) != masters.master_body(m)):
+            version = (last.version if last else 0) + 1
+            pending[m.id] = dataclasses.replace(m, version=version)
+            action = "ADD" if last is None else "CHANGE"
+            changes.append(ImportChange("master agreement", action, m.id, f"version {version}: {m.title}", m))
     active = _active(conn)
     known = {r[0] for r in conn.execute(sa.select(_VERSIONS.c.agreement_id).distinct())}
     listed = set()
@@ -98,16 +133,23 @@ def plan(conn: sa.Connection, wanted: ImportFile, *, full: bool = True) -> list[
         terms = agreement_terms(a, unit, accountable)
         current = active.get(a.id)
         if current is None:
-            if full or a.id not in known:
-                changes.append(
-                    ImportChange("agreement", "ADD", a.id, f"{a.organization_id} {a.procedure_code}", a)
-                )
-        elif full and {**TERM_DEFAULTS, **current[1]} != terms:
-            before = {**TERM_DEFAULTS, **current[1]}
-            differ = sorted(k for k in terms if terms[k] != before.get(k))
-            changes.append(
-                ImportChange("agreement", "CHANGE", a.id, f"version {current[0] + 1}: {', '.join(differ)}", a)
+            if not (full or a.id not in known):
+                continue
+            procedures = " ".join(sorted(a.procedure_codes))
+            change = ImportChange("agreement", "ADD", a.id, f"{a.organization_id} {procedures}", a)
+        elif full and _agreed(recorded_terms(current[1])) != _agreed(terms):
+            before = recorded_terms(current[1])
+            differ = sorted(k for k in _agreed(terms) if terms[k] != before.get(k))
+            change = ImportChange(
+                "agreement", "CHANGE", a.id, f"version {current[0] + 1}: {', '.join(differ)}", a
             )
+        else:
+            continue
+        try:  # a new version is bound to its master agreement's latest clauses
+            bound = bind_to_master(conn, a, prefix="", pending=pending)
+        except (InvalidArgument, FailedPrecondition) as exc:
+            raise _bad_entry(wanted.source, f"agreement {a.id!r}", exc) from None
+        changes.append(dataclasses.replace(change, payload=bound))
     if full:
         for aid in sorted(set(active) - listed):
             changes.append(ImportChange("agreement", "REVOKE", aid, "not in the file", None))
@@ -152,6 +194,12 @@ def apply(
                 conn.execute(sa.update(_ORGS).where(_ORGS.c.id == o.id).values(**values))
                 action = "ORGANISATION_UPDATED"
             body = values
+        elif c.what == "master agreement":
+            recorded = masters.record_master(conn, c.payload, actor.organization_id, now)
+            if recorded is None:  # recorded since the plan was made: nothing to log
+                continue
+            action, body = "MASTER_AGREEMENT_REGISTERED", masters.master_body(recorded)
+            c = ImportChange(c.what, c.action, f"{recorded.id}/{recorded.version}", c.detail)
         elif c.what == "agreement" and c.action in ("ADD", "CHANGE"):
             a: Agreement = c.payload
             unit, accountable = wanted.units.get(a.id, ("", ""))
@@ -202,6 +250,12 @@ def apply(
             action, body = "AGREEMENT_VETO_LIFTED", {"provider": provider}
         events.append(log.append(conn, actor, action, c.subject, {**body, "imported": True}, now))
     return events
+
+
+def _agreed(terms: dict[str, Any]) -> dict[str, Any]:
+    """Terms as compared with a file: an agreement in force keeps the master version it was agreed
+    under until its own terms change."""
+    return {k: v for k, v in terms.items() if k != "master_version"}
 
 
 def _next_version(conn: sa.Connection, agreement_id: str) -> int:

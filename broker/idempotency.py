@@ -27,7 +27,7 @@ from onceonly.broker.domain import (
     VerifyResult,
     Violation,
 )
-from onceonly.broker.errors import DuplicateRequest, PolicyDenied
+from onceonly.broker.errors import DuplicateRequest, denied
 
 __all__ = ["RecentReplies", "decode_result", "denial_reply", "encode_result", "replay", "result_reply"]
 
@@ -125,12 +125,12 @@ def _violation(entry: Any) -> Violation:
 
 def replay(stored: StoredReply, request: VerificationRequest) -> VerifyResult:
     """The answer ``stored`` stands for; ``DuplicateRequest`` if ``request`` has another body,
-    ``PolicyDenied`` if the request was denied."""
+    ``PolicyDenied`` (``QuotaExceeded`` for a quota) if the request was denied."""
     if stored.request_digest != request.digest:
         raise DuplicateRequest(request.request_id)
     data = orjson.loads(stored.payload)
     if stored.kind == "denied":
-        raise PolicyDenied([_violation(v) for v in data["violations"]], data["trace_id"])
+        raise denied([_violation(v) for v in data["violations"]], data["trace_id"])
     return decode_result(data)
 
 

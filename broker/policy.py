@@ -70,8 +70,14 @@ class Policy:
                 references=frozenset(normalise_reference(r) for r in a.legal_references),
                 vetoes=vetoes.get(a.id, {}),
             )
-            index.setdefault((a.organization_id, a.procedure_code), []).append(prepared)
+            for procedure in a.procedure_codes:
+                index.setdefault((a.organization_id, procedure), []).append(prepared)
         self._index = {key: tuple(agreements) for key, agreements in index.items()}
+        self._by_id = {a.id: a for a in snapshot.agreements}
+
+    def agreement(self, agreement_id: str) -> Agreement | None:
+        """The agreement (as enforced) with this id."""
+        return self._by_id.get(agreement_id)
 
     def allowed_uses(self, organization_id: str, now: dt.datetime) -> dict[str, list[AllowedUse]]:
         """Certificate type id → how ``organization_id`` may use it now (agreements in force, not

@@ -13,12 +13,28 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from onceonly.broker.domain import AllowedUse, PolicyDecision, StoredReply, TraceRecord, VerificationRequest
+from onceonly.broker.domain import (
+    Agreement,
+    AllowedUse,
+    PolicyDecision,
+    QuotaBreach,
+    StoredReply,
+    TraceRecord,
+    VerificationRequest,
+)
 from onceonly.broker.traces import TraceFilter, TracePage
 from onceonly.broker.usage import Grouping, UsageTable
 from onceonly.broker.witness import Witnessed
 
-__all__ = ["EvidenceCheck", "Ledger", "PolicyCheck", "Pseudonymiser", "TraceQueries", "WitnessReader"]
+__all__ = [
+    "EvidenceCheck",
+    "Ledger",
+    "PolicyCheck",
+    "Pseudonymiser",
+    "QuotaCounter",
+    "TraceQueries",
+    "WitnessReader",
+]
 
 
 class Ledger(Protocol):
@@ -52,8 +68,9 @@ class TraceQueries(Protocol):
         ...
 
     def disclosures(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        """(agreement, version) → how its accesses are disclosed to residents, where they are not
-        at once: "DEFERRED until YYYY-MM-DD" or "WITHHELD under <law>"."""
+        """(agreement, version) → how its accesses are hidden from residents now, where they are:
+        "DEFERRED until YYYY-MM-DD" (before that day, unless released early) or
+        "WITHHELD under <law>"."""
         ...
 
 
@@ -86,3 +103,14 @@ class PolicyCheck(Protocol):
     def evaluate(self, request: VerificationRequest, now: dt.datetime) -> PolicyDecision: ...
 
     def allowed_uses(self, organization_id: str, now: dt.datetime) -> dict[str, list[AllowedUse]]: ...
+
+    def agreement(self, agreement_id: str) -> Agreement | None: ...
+
+
+class QuotaCounter(Protocol):
+    """Counts a consumer's requests against a master agreement's caps (see
+    ``onceonly.broker.quotas.SqlQuotas``)."""
+
+    async def take(
+        self, master_agreement_id: str, organization_id: str, per_minute: int, per_day: int, now: dt.datetime
+    ) -> QuotaBreach | None: ...

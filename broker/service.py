@@ -33,14 +33,16 @@ from onceonly.broker.domain import (
     CheckOutcome,
     CheckRequest,
     CheckStatus,
+    DenialReason,
+    PolicyDecision,
     StoredReply,
     TraceRecord,
     VerificationRequest,
     VerifyResult,
     Violation,
 )
-from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable, PolicyDenied
-from onceonly.broker.ports import EvidenceCheck, Ledger, PolicyCheck, Pseudonymiser
+from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable, denied
+from onceonly.broker.ports import EvidenceCheck, Ledger, PolicyCheck, Pseudonymiser, QuotaCounter
 from onceonly.broker.providers import ProviderAnswer, ProviderClient, ProviderError, ProviderQuery
 from onceonly.broker.records import attestation_payload, trace_record
 from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims
@@ -95,6 +97,7 @@ class VerificationService:
         pseudonymiser: Pseudonymiser,
         settings: ServiceSettings | None = None,
         evidence: EvidenceCheck | None = None,
+        quotas: QuotaCounter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.catalog = catalog
@@ -105,6 +108,7 @@ class VerificationService:
         self._pseudonymiser = pseudonymiser
         self.settings = settings or ServiceSettings()
         self._evidence = evidence
+        self._quotas = quotas
         self._clock = clock
         self._replies = idempotency.RecentReplies(self.settings.replay_cache_size)
         self.contracts = ProviderContracts(catalog, providers, evidence)
@@ -138,8 +142,12 @@ class VerificationService:
         started = time.perf_counter()
         trace_id = new_trace_id()
         now = self._clock()
+        policy = self._policy()
         with telemetry.span("onceonly.policy"):
-            decision = self._policy().evaluate(request, now)
+            decision = policy.evaluate(request, now)
+        retry_after_s = None
+        if decision.allowed and self._quotas is not None:
+            decision, retry_after_s = await self._take_quotas(policy, request, decision, now)
         if not decision.allowed:
             violations = list(decision.violations)
             telemetry.set_attributes(
@@ -155,7 +163,7 @@ class VerificationService:
             if stands is not reply:
                 # An earlier life of the broker answered this id: that answer (and its trace) stands.
                 return idempotency.replay(stands, request)
-            raise PolicyDenied(violations, trace_id)
+            raise denied(violations, trace_id, retry_after_s)
 
         telemetry.set_attributes({"onceonly.trace_id": trace_id, "onceonly.decision": "GRANTED"})
         timeout = self.settings.provider_timeout_s
@@ -175,6 +183,37 @@ class VerificationService:
         if stands is not reply:
             return idempotency.replay(stands, request)
         return result
+
+    async def _take_quotas(
+        self, policy: PolicyCheck, request: VerificationRequest, decision: PolicyDecision, now: datetime
+    ) -> tuple[PolicyDecision, float | None]:
+        """Count the request against the quotas of the master agreements it is allowed under; a
+        denial (``QUOTA_EXCEEDED``, naming the agreement) when one is used up."""
+        assert self._quotas is not None
+        org = request.consumer.organization_id
+        counted: set[str] = set()
+        for ground in decision.grounds:
+            agreement = policy.agreement(ground.agreement_id)
+            if agreement is None or not (agreement.quota_per_minute or agreement.quota_per_day):
+                continue
+            if agreement.master_agreement_id in counted:
+                continue
+            counted.add(agreement.master_agreement_id)
+            breach = await self._quotas.take(
+                agreement.master_agreement_id, org, agreement.quota_per_minute, agreement.quota_per_day, now
+            )
+            if breach is not None:
+                per = "minute" if breach.window == "minute" else "day"
+                violation = Violation(
+                    DenialReason.QUOTA_EXCEEDED,
+                    f"agreement {agreement.id}",
+                    f"Organisation {org!r} has made its {breach.cap} requests per {per} allowed by master "
+                    f"agreement {agreement.master_agreement_id!r} (version {agreement.master_version}) "
+                    f"under agreement {agreement.id!r} (version {agreement.version}); try again in "
+                    f"{breach.retry_after_s:.0f} s with a new request id.",
+                )
+                return PolicyDecision((violation,)), breach.retry_after_s
+        return decision, None
 
     def _record(
         self,

@@ -29,7 +29,9 @@ __all__ = [
     "AgreementVersionRow",
     "CheckpointRow",
     "GovernanceEventRow",
+    "MasterAgreementRow",
     "OrganisationRow",
+    "QuotaCounterRow",
     "ReplyRow",
     "TraceRow",
     "UTCDateTime",
@@ -119,6 +121,13 @@ class AgreementRow(SQLModel, table=True):
     """The version of the agreement in force (see ``agreement_versions``)."""
     suspended: str = Field(default="", sa_type=sa.Text)
     """Why an oversight body suspended it (who, when, the stated reason); empty: not suspended."""
+    procedure_codes: str = Field(default="[]", sa_type=sa.Text)
+    """Every procedure it serves (JSON list); ``procedure_code`` keeps the first, for older readers."""
+    master_agreement_id: str = Field(default="", max_length=128)
+    master_version: int = 0
+    quota_per_minute: int = 0
+    """Requests per minute its consumer may make under its master agreement (0: no cap)."""
+    quota_per_day: int = 0
 
 
 class AgreementVersionRow(SQLModel, table=True):
@@ -140,6 +149,34 @@ class AgreementVersionRow(SQLModel, table=True):
     decided_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     note: str = Field(default="", sa_type=sa.Text)
     """Why it was rejected or revoked."""
+    released: str = Field(default="", sa_type=sa.Text)
+    """A DEFERRED disclosure released early: who, when and why (empty: not released)."""
+
+
+class MasterAgreementRow(SQLModel, table=True):
+    """One version of a master agreement: standard clauses agreements are bound to (JSON ``terms``)."""
+
+    __tablename__ = "master_agreements"
+
+    id: str = Field(primary_key=True, max_length=128)
+    version: int = Field(primary_key=True)
+    terms: str = Field(sa_type=sa.Text)
+    registered_by: str = Field(max_length=64)
+    registered_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
+class QuotaCounterRow(SQLModel, table=True):
+    """Requests a consumer made under a master agreement's quota in one window (minute or day)."""
+
+    __tablename__ = "quota_counters"
+
+    master_agreement_id: str = Field(primary_key=True, max_length=128)
+    organization_id: str = Field(primary_key=True, max_length=64)
+    window: str = Field(primary_key=True, max_length=8)
+    """``minute`` or ``day``."""
+    window_start: int = Field(primary_key=True)
+    """The window's first second (Unix time)."""
+    count: int = 0
 
 
 class AgreementDecisionRow(SQLModel, table=True):
@@ -273,6 +310,8 @@ _TABLES = [
     AgreementRow.__table__,  # type: ignore[attr-defined]
     AgreementVersionRow.__table__,  # type: ignore[attr-defined]
     AgreementDecisionRow.__table__,  # type: ignore[attr-defined]
+    MasterAgreementRow.__table__,  # type: ignore[attr-defined]
+    QuotaCounterRow.__table__,  # type: ignore[attr-defined]
     VetoRow.__table__,  # type: ignore[attr-defined]
     TraceRow.__table__,  # type: ignore[attr-defined]
     ReplyRow.__table__,  # type: ignore[attr-defined]

@@ -232,17 +232,20 @@ class SqlTraceQueries:
         out = {}
         with self.budgeted_connection() as conn:
             rows = conn.execute(
-                sa.select(versions.c.agreement_id, versions.c.version, versions.c.terms).where(
-                    versions.c.agreement_id.in_(sorted({a for a, _ in wanted}))
-                )
+                sa.select(
+                    versions.c.agreement_id, versions.c.version, versions.c.terms, versions.c.released
+                ).where(versions.c.agreement_id.in_(sorted({a for a, _ in wanted})))
             )
-            for aid, version, terms in rows:
+            today = dt.datetime.now(dt.UTC).date().isoformat()
+            for aid, version, terms, released in rows:
                 if (aid, version) not in wanted:
                     continue
                 body = json.loads(terms)
                 kind = body.get("disclosure") or "IMMEDIATE"
                 if kind == "DEFERRED":
-                    out[(aid, version)] = f"DEFERRED until {body.get('disclosure_until')}"
+                    until = str(body.get("disclosure_until"))
+                    if not released and until > today:  # hidden until that day, unless released
+                        out[(aid, version)] = f"DEFERRED until {until}"
                 elif kind == "WITHHELD":
                     out[(aid, version)] = f"WITHHELD under {body.get('disclosure_law')}"
         return out

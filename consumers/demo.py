@@ -299,20 +299,23 @@ def _logged(entry: GovernanceEntry, view: AgreementView) -> tuple[object, ...]:
 
 async def governance(broker_target: str, pki_dir: Path, resident: Resident) -> list[str]:
     """An agreement made through the platform: the housing office's administrators propose it, the
-    two providers concerned approve it, it is in force on the next request; then the tax agency
-    vetoes it, and the next request is refused naming the veto."""
+    two providers concerned approve it and the governing body its master agreement names (the
+    operator) endorses it, it is in force on the next request; then the tax agency vetoes it, and the
+    next request is refused naming the veto."""
     print("\ngovernance: the housing office proposes an agreement for residents' parking permits")
     admin = DEMO_CONSUMER_ADMIN[1]
     terms = AgreementTerms(
         organization_id=DEMO_CONSUMER[0],
         unit="Mobility — parking permits",
         accountable="Head of the Mobility Service",
-        procedure_code=PARKING,
+        procedure_codes=(PARKING,),
         certificate_type_ids=("registry.residence/v1", "tax.compliance/v1"),
         legal_bases=("LAW",),
         laws=("Ley 39/2015 art. 28",),
         valid_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
         description="Residents' parking permits: registered in the municipality and up to date with taxes",
+        master_agreement_id="municipal-benefits",
+        data_protection_officer="Data Protection Officer, Madrid City Council",
     )
     rows: list[tuple[object, ...]] = []
 
@@ -322,9 +325,11 @@ async def governance(broker_target: str, pki_dir: Path, resident: Resident) -> l
     async with await as_(admin) as gov:
         view, entry = await gov.propose_agreement(PARKING_AGREEMENT, terms)
         rows.append(_logged(entry, view))
-    for provider in view.waiting_for:
-        async with await as_(f"{provider}-admin") as gov:
-            view, entry = await gov.act_on_agreement(PARKING_AGREEMENT, "APPROVE")
+    for party in view.waiting_for:
+        # The providers concerned approve; the governing body (the operator) endorses.
+        endorses = party == DEMO_OPERATOR[0]
+        async with await as_(DEMO_OPERATOR[1] if endorses else f"{party}-admin") as gov:
+            view, entry = await gov.act_on_agreement(PARKING_AGREEMENT, "ENDORSE" if endorses else "APPROVE")
             rows.append(_logged(entry, view))
     problems = [] if view.state == "IN_FORCE" else [f"the approved agreement is {view.state}, not IN_FORCE"]
 

@@ -29,11 +29,12 @@ __all__ = [
     "GovernanceClient",
     "GovernanceEntry",
     "ImportChange",
+    "MasterAgreement",
     "Organisation",
 ]
 
 ACTIONS = AGREEMENT_ACTION.names
-"""APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME, REVOKE."""
+"""APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME, REVOKE, ENDORSE, RELEASE_DISCLOSURE."""
 
 R = TypeVar("R")
 
@@ -68,7 +69,7 @@ class GovernanceEntry:
 @dataclass(frozen=True, slots=True)
 class ImportChange:
     what: str
-    """organisation, agreement or veto."""
+    """organisation, master agreement, agreement or veto."""
     action: str
     """ADD, CHANGE, REVOKE or LIFT."""
     subject: str
@@ -82,10 +83,10 @@ class AgreementTerms:
     organization_id: str
     unit: str
     accountable: str
-    procedure_code: str
+    procedure_codes: tuple[str, ...]
     certificate_type_ids: tuple[str, ...]
     legal_bases: tuple[str, ...]
-    """LAW, CONSENT."""
+    """LAW, CONSENT, NO_OBJECTION."""
     laws: tuple[str, ...]
     valid_from: dt.datetime
     valid_until: dt.datetime | None = None
@@ -97,6 +98,33 @@ class AgreementTerms:
     """IMMEDIATE, DEFERRED (until ``disclosure_until``) or WITHHELD (under ``disclosure_law``)."""
     disclosure_until: dt.date | None = None
     disclosure_law: str = ""
+    master_agreement_id: str = ""
+    """The master agreement whose clauses bind it (required)."""
+    data_protection_officer: str = ""
+    """Consulted: the consumer's data-protection officer, a named role (required)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterAgreement:
+    """A master agreement's clauses (see ``MasterAgreement`` in governance.proto)."""
+
+    id: str
+    title: str
+    certificate_type_ids: tuple[str, ...]
+    legal_bases: tuple[str, ...]
+    laws: tuple[str, ...] = ()
+    procedure_codes: tuple[str, ...] = ()
+    """Empty: any procedure."""
+    purposes: tuple[str, ...] = ()
+    disclosures: tuple[str, ...] = ("IMMEDIATE",)
+    retention_days: int = 0
+    quota_per_minute: int = 0
+    quota_per_day: int = 0
+    endorsed_by: str = ""
+    version: int = 0
+    """Output only, as are the two below."""
+    registered_by: str = ""
+    registered_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +137,7 @@ class AgreementView:
     organization_id: str
     unit: str
     accountable: str
-    procedure_code: str
+    procedure_codes: tuple[str, ...]
     certificate_type_ids: tuple[str, ...]
     legal_bases: tuple[str, ...]
     laws: tuple[str, ...]
@@ -126,6 +154,13 @@ class AgreementView:
     suspended: str
     note: str
     disclosure: str = "IMMEDIATE"
+    master_agreement_id: str = ""
+    master_version: int = 0
+    data_protection_officer: str = ""
+    endorsed_by: str = ""
+    disclosure_released: str = ""
+    quota_per_minute: int = 0
+    quota_per_day: int = 0
 
 
 def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -145,7 +180,7 @@ def _terms_message(t: AgreementTerms) -> governance_pb2.AgreementTerms:
         organization_id=t.organization_id,
         unit=t.unit,
         accountable=t.accountable,
-        procedure_code=t.procedure_code,
+        procedure_codes=list(t.procedure_codes),
         certificate_type_ids=list(t.certificate_type_ids),
         legal_bases=bases,
         laws=list(t.laws),
@@ -157,6 +192,8 @@ def _terms_message(t: AgreementTerms) -> governance_pb2.AgreementTerms:
         disclosure=DISCLOSURE.number(t.disclosure),
         disclosure_until=t.disclosure_until.isoformat() if t.disclosure_until else "",
         disclosure_law=t.disclosure_law,
+        master_agreement_id=t.master_agreement_id,
+        data_protection_officer=t.data_protection_officer,
     )
     if t.disclosure.strip() and not msg.disclosure:
         raise ValueError(f"disclosure must be {DISCLOSURE.choices()}, got {t.disclosure!r}")
@@ -174,7 +211,7 @@ def _view(a: governance_pb2.AgreementVersion) -> AgreementView:
         organization_id=t.organization_id,
         unit=t.unit,
         accountable=t.accountable,
-        procedure_code=t.procedure_code,
+        procedure_codes=tuple(t.procedure_codes),
         certificate_type_ids=tuple(t.certificate_type_ids),
         legal_bases=tuple(LEGAL_BASIS_KIND.name(k) for k in t.legal_bases),
         laws=tuple(t.laws),
@@ -194,6 +231,56 @@ def _view(a: governance_pb2.AgreementVersion) -> AgreementView:
                 "WITHHELD": f"WITHHELD under {t.disclosure_law}",
             }.get(DISCLOSURE.name(t.disclosure), "IMMEDIATE")
         ),
+        master_agreement_id=t.master_agreement_id,
+        master_version=a.master_version,
+        data_protection_officer=t.data_protection_officer,
+        endorsed_by=a.endorsed_by,
+        disclosure_released=a.disclosure_released,
+        quota_per_minute=a.quota_per_minute,
+        quota_per_day=a.quota_per_day,
+    )
+
+
+def _master(m: governance_pb2.MasterAgreement) -> MasterAgreement:
+    return MasterAgreement(
+        id=m.id,
+        title=m.title,
+        certificate_type_ids=tuple(m.certificate_type_ids),
+        legal_bases=tuple(LEGAL_BASIS_KIND.name(k) for k in m.legal_bases),
+        laws=tuple(m.laws),
+        procedure_codes=tuple(m.procedure_codes),
+        purposes=tuple(m.purposes),
+        disclosures=tuple(DISCLOSURE.name(d) for d in m.disclosures),
+        retention_days=m.retention_days,
+        quota_per_minute=m.quota_per_minute,
+        quota_per_day=m.quota_per_day,
+        endorsed_by=m.endorsed_by,
+        version=m.version,
+        registered_by=m.registered_by,
+        registered_at=m.registered_at.ToDatetime(tzinfo=dt.UTC) if m.HasField("registered_at") else None,
+    )
+
+
+def _master_message(m: MasterAgreement) -> governance_pb2.MasterAgreement:
+    bases = [LEGAL_BASIS_KIND.number(b) for b in m.legal_bases]
+    disclosures = [DISCLOSURE.number(d) for d in m.disclosures]
+    if not all(bases) or not all(disclosures):
+        raise ValueError(
+            f"legal bases must be {LEGAL_BASIS_KIND.choices()} and disclosures {DISCLOSURE.choices()}"
+        )
+    return governance_pb2.MasterAgreement(
+        id=m.id,
+        title=m.title,
+        procedure_codes=list(m.procedure_codes),
+        purposes=list(m.purposes),
+        certificate_type_ids=list(m.certificate_type_ids),
+        legal_bases=bases,
+        laws=list(m.laws),
+        retention_days=m.retention_days,
+        disclosures=disclosures,
+        quota_per_minute=m.quota_per_minute,
+        quota_per_day=m.quota_per_day,
+        endorsed_by=m.endorsed_by,
     )
 
 
@@ -260,8 +347,7 @@ class GovernanceClient(BrokerClient):
     async def act_on_agreement(
         self, agreement_id: str, action: str, *, reason: str = "", version: int = 0
     ) -> tuple[AgreementView, GovernanceEntry]:
-        """APPROVE, VETO, LIFT_VETO, SUSPEND, RESUME or REVOKE a version (0: the pending one, else
-        the one in force)."""
+        """One of :data:`ACTIONS` on a version (0: the pending one, else the one in force)."""
         number = AGREEMENT_ACTION.number(action)
         if not number:
             raise ValueError(f"action must be {AGREEMENT_ACTION.choices()}, got {action!r}")
@@ -277,6 +363,23 @@ class GovernanceClient(BrokerClient):
             self._governance.ListAgreements, governance_pb2.ListAgreementsRequest(agreement_id=agreement_id)
         )
         return [_view(a) for a in reply.agreements]
+
+    async def register_master(
+        self, master: MasterAgreement
+    ) -> tuple[MasterAgreement, GovernanceEntry | None]:
+        """Register a master agreement or a new version of it (the operator only); the log entry
+        (``None`` when those clauses were recorded already)."""
+        request = governance_pb2.RegisterMasterAgreementRequest(master_agreement=_master_message(master))
+        reply = await self._call(self._governance.RegisterMasterAgreement, request)
+        return _master(reply.master_agreement), _entry(reply.event) if reply.HasField("event") else None
+
+    async def masters(self, master_id: str = "") -> list[MasterAgreement]:
+        """Every version of every master agreement (or of one)."""
+        reply = await self._call(
+            self._governance.ListMasterAgreements,
+            governance_pb2.ListMasterAgreementsRequest(master_agreement_id=master_id),
+        )
+        return [_master(m) for m in reply.master_agreements]
 
     async def import_file(
         self, text: str, name: str = "", *, dry_run: bool = False

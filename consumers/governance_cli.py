@@ -49,6 +49,7 @@ from onceonly.consumers.governance import (
     AgreementTerms,
     AgreementView,
     GovernanceClient,
+    MasterAgreement,
     Organisation,
 )
 
@@ -150,7 +151,7 @@ def read_proposal(path: Path) -> tuple[str, AgreementTerms]:
         organization_id=a.organization_id,
         unit=texts["unit"],
         accountable=texts["accountable"],
-        procedure_code=a.procedure_code,
+        procedure_codes=tuple(sorted(a.procedure_codes)),
         certificate_type_ids=tuple(sorted(a.certificate_type_ids)),
         legal_bases=tuple(sorted(k.value for k in a.legal_bases)),
         laws=tuple(sorted(a.legal_references)),
@@ -163,6 +164,8 @@ def read_proposal(path: Path) -> tuple[str, AgreementTerms]:
         disclosure=a.disclosure.value,
         disclosure_until=a.disclosure_until,
         disclosure_law=a.disclosure_law,
+        master_agreement_id=a.master_agreement_id,
+        data_protection_officer=a.data_protection_officer,
     )
 
 
@@ -170,6 +173,9 @@ def _print_agreements(views: list[AgreementView]) -> None:
     rows = []
     for v in views:
         notes = [f"waiting for {', '.join(v.waiting_for)}"] if v.waiting_for else []
+        notes += [f"endorsed by {v.endorsed_by}"] if v.endorsed_by and not v.waiting_for else []
+        notes += [f"disclosure {v.disclosure}"] if v.disclosure != "IMMEDIATE" else []
+        notes += [f"released {v.disclosure_released}"] if v.disclosure_released else []
         notes += [f"veto by {p}: {r}" for p, r in v.vetoes]
         notes += [f"suspended {v.suspended}"] if v.suspended else []
         notes += [v.note] if v.note else []
@@ -179,12 +185,22 @@ def _print_agreements(views: list[AgreementView]) -> None:
                 v.version,
                 v.state,
                 v.organization_id,
-                v.procedure_code,
-                ", ".join(v.consulted),
+                " ".join(v.procedure_codes),
+                f"{v.master_agreement_id} v{v.master_version}" if v.master_agreement_id else "-",
+                ", ".join(
+                    [
+                        *v.consulted,
+                        *([f"DPO: {v.data_protection_officer}"] if v.data_protection_officer else []),
+                    ]
+                ),
                 "; ".join(notes) or "-",
             )
         )
-    print(table(["agreement", "version", "state", "consumer", "procedure", "consulted", "notes"], rows))
+    print(
+        table(
+            ["agreement", "version", "state", "consumer", "procedures", "master", "consulted", "notes"], rows
+        )
+    )
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
@@ -250,6 +266,56 @@ async def cmd_agreements(args: argparse.Namespace) -> int:
     return await _run(args, body)
 
 
+def _print_masters(masters: list[MasterAgreement]) -> None:
+    rows = []
+    for m in masters:
+        quotas = ", ".join(
+            f"{n}/{unit}" for n, unit in ((m.quota_per_minute, "min"), (m.quota_per_day, "day")) if n
+        )
+        rows.append(
+            (
+                m.id,
+                m.version,
+                m.title,
+                " ".join(m.procedure_codes) or "any",
+                ", ".join(m.certificate_type_ids),
+                "/".join(m.legal_bases),
+                ", ".join(m.disclosures),
+                quotas or "-",
+                f"{m.retention_days} d" if m.retention_days else "-",
+                m.endorsed_by or "-",
+            )
+        )
+    print(
+        table(
+            [
+                "master agreement",
+                "version",
+                "title",
+                "procedures",
+                "certificate types",
+                "bases",
+                "disclosures",
+                "quotas",
+                "retention",
+                "endorsed by",
+            ],
+            rows,
+        )
+    )
+
+
+async def cmd_masters(args: argparse.Namespace) -> int:
+    async def body(client: GovernanceClient) -> None:
+        found = await client.masters(args.id or "")
+        if args.json:
+            print(dump_json([asdict(m) for m in found]))
+        else:
+            _print_masters(found)
+
+    return await _run(args, body)
+
+
 async def cmd_propose(args: argparse.Namespace) -> int:
     async def body(client: GovernanceClient) -> None:
         agreement_id, terms = read_proposal(args.file)
@@ -278,12 +344,13 @@ async def cmd_act(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> argparse.ArgumentParser:
-    """Register ``onceonly governance orgs|register|log``."""
+    """Register ``onceonly governance …``."""
     parent = client_command(sub, "governance", "member organisations and the governance log")
     commands = parent.add_subparsers(
         dest="governance_command",
         required=True,
-        metavar="{orgs,register,log,import,status,agreements,propose,approve,veto,lift-veto,suspend,resume,revoke}",
+        metavar="{orgs,register,log,import,status,masters,agreements,propose,approve,veto,lift-veto,suspend,"
+        "resume,revoke,endorse,release-disclosure}",
     )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -305,13 +372,16 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
         "import", "make the recorded governance match a file: the differences, recorded (the operator only)"
     )
     importing.add_argument(
-        "file", type=Path, help="organisations, agreements and vetoes, as in the seed file"
+        "file", type=Path, help="organisations, master agreements, agreements and vetoes, as in the seed file"
     )
     importing.add_argument("--dry-run", action="store_true", help="show the changes; record nothing")
     importing.set_defaults(handler=cmd_import)
     status = command("status", "an organisation's joining checklist, checked against what is recorded")
     status.add_argument("org", help="the organisation's code")
     status.set_defaults(handler=cmd_status)
+    masters = command("masters", "every version of every master agreement, with its clauses")
+    masters.add_argument("--id", help="only this master agreement")
+    masters.set_defaults(handler=cmd_masters)
     agreements = command("agreements", "every version of every agreement, with its state")
     agreements.add_argument("--id", help="only this agreement")
     agreements.set_defaults(handler=cmd_agreements)
@@ -323,7 +393,7 @@ def add_commands(sub: Any) -> argparse.ArgumentParser:
         p = command(name, _ACT_HELP[action])
         p.add_argument("agreement", help="the agreement id")
         p.add_argument("--version", type=int, default=0, help="the version (default: pending, else in force)")
-        p.add_argument("--reason", help="why (required to veto, suspend or revoke)")
+        p.add_argument("--reason", help="why (required to veto, suspend, revoke or release a disclosure)")
         p.set_defaults(handler=cmd_act, action=action)
     return parent
 
@@ -335,4 +405,7 @@ _ACT_HELP = {
     "SUSPEND": "suspend an agreement in force, at once (oversight)",
     "RESUME": "resume a suspended agreement (oversight)",
     "REVOKE": "revoke an agreement (its consumer's administrators, or the operator)",
+    "ENDORSE": "endorse a proposed agreement (the governing body its master agreement names)",
+    "RELEASE_DISCLOSURE": "let residents see, from now on, accesses under a DEFERRED disclosure "
+    "(oversight, or the consumer's administrators)",
 }

@@ -181,8 +181,11 @@ class ResourceExhausted(OnceOnlyError):
         retry_after_s: float | None = None,
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        quota_violations: Sequence[FieldViolation] = (),
     ) -> None:
         self.retry_after_s = retry_after_s
+        self.quota_violations = list(quota_violations)
+        """The quotas used up (``google.rpc.QuotaFailure``): ``field`` is the quota's subject."""
         super().__init__(message, reason=reason, metadata=metadata)
 
 

@@ -89,6 +89,13 @@ def _retry_info(exc: OnceOnlyError) -> Iterable[message.Message]:
         yield error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
         )
+    if exc.quota_violations:
+        yield error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=v.field, description=v.description)
+                for v in exc.quota_violations
+            ]
+        )
 
 
 ERROR_TABLE: dict[type[OnceOnlyError], tuple[int, DetailsBuilder]] = {

@@ -63,6 +63,7 @@ class DenialReason(enum.StrEnum):
     SELF_QUERY_FORBIDDEN = "SELF_QUERY_FORBIDDEN"
     OFFICER_NOT_AUTHENTICATED = "OFFICER_NOT_AUTHENTICATED"
     OFFICER_DOCUMENT_REQUIRED = "OFFICER_DOCUMENT_REQUIRED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 class OfficerIdentification(enum.StrEnum):
@@ -121,6 +122,11 @@ class AgreementAction(enum.StrEnum):
     """An oversight body suspends an agreement in force, at once."""
     RESUME = "RESUME"
     REVOKE = "REVOKE"
+    ENDORSE = "ENDORSE"
+    """The governing body named by the master agreement endorses a proposed version."""
+    RELEASE_DISCLOSURE = "RELEASE_DISCLOSURE"
+    """A DEFERRED disclosure is released before its date (oversight, or the consumer's
+    administrators): residents see the accesses made under that version from then on."""
     """The consumer (or the operator) ends the agreement."""
 
 

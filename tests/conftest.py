@@ -453,6 +453,8 @@ class RpcFailure:
     bad_request: error_details_pb2.BadRequest | None
     precondition: error_details_pb2.PreconditionFailure | None
     raw_details: bytes
+    quota: error_details_pb2.QuotaFailure | None = None
+    retry: error_details_pb2.RetryInfo | None = None
 
     @property
     def fields(self) -> list[str]:
@@ -462,6 +464,7 @@ class RpcFailure:
 def rpc_failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     info = bad = pre = None
+    quota, retry = None, None
     raw = b""
     if status is not None:
         raw = status.SerializeToString()
@@ -475,7 +478,13 @@ def rpc_failure(exc: grpc.aio.AioRpcError) -> RpcFailure:
             elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
                 pre = error_details_pb2.PreconditionFailure()
                 detail.Unpack(pre)
-    return RpcFailure(exc.code(), exc.details() or "", info, bad, pre, raw)
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                quota = error_details_pb2.QuotaFailure()
+                detail.Unpack(quota)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+    return RpcFailure(exc.code(), exc.details() or "", info, bad, pre, raw, quota, retry)
 
 
 async def verify_failure(

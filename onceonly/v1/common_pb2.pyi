@@ -42,6 +42,7 @@ class DenialReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENIAL_REASON_SELF_QUERY_FORBIDDEN: _ClassVar[DenialReason]
     DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: _ClassVar[DenialReason]
     DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: _ClassVar[DenialReason]
+    DENIAL_REASON_QUOTA_EXCEEDED: _ClassVar[DenialReason]
 
 class OfficerIdentification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -74,6 +75,7 @@ DENIAL_REASON_PROVIDER_VETO: DenialReason
 DENIAL_REASON_SELF_QUERY_FORBIDDEN: DenialReason
 DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: DenialReason
 DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: DenialReason
+DENIAL_REASON_QUOTA_EXCEEDED: DenialReason
 OFFICER_IDENTIFICATION_UNSPECIFIED: OfficerIdentification
 OFFICER_IDENTIFICATION_TOKEN: OfficerIdentification
 OFFICER_IDENTIFICATION_CERTIFICATE: OfficerIdentification

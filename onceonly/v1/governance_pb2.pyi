@@ -32,6 +32,8 @@ class AgreementAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGREEMENT_ACTION_SUSPEND: _ClassVar[AgreementAction]
     AGREEMENT_ACTION_RESUME: _ClassVar[AgreementAction]
     AGREEMENT_ACTION_REVOKE: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_ENDORSE: _ClassVar[AgreementAction]
+    AGREEMENT_ACTION_RELEASE_DISCLOSURE: _ClassVar[AgreementAction]
 
 class Disclosure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -63,6 +65,8 @@ AGREEMENT_ACTION_LIFT_VETO: AgreementAction
 AGREEMENT_ACTION_SUSPEND: AgreementAction
 AGREEMENT_ACTION_RESUME: AgreementAction
 AGREEMENT_ACTION_REVOKE: AgreementAction
+AGREEMENT_ACTION_ENDORSE: AgreementAction
+AGREEMENT_ACTION_RELEASE_DISCLOSURE: AgreementAction
 DISCLOSURE_UNSPECIFIED: Disclosure
 DISCLOSURE_IMMEDIATE: Disclosure
 DISCLOSURE_DEFERRED: Disclosure
@@ -73,12 +77,72 @@ ORGANISATION_KIND_PROVIDER: OrganisationKind
 ORGANISATION_KIND_OVERSIGHT: OrganisationKind
 ORGANISATION_KIND_OPERATOR: OrganisationKind
 
+class MasterAgreement(_message.Message):
+    __slots__ = ("id", "version", "title", "procedure_codes", "purposes", "certificate_type_ids", "legal_bases", "laws", "retention_days", "disclosures", "quota_per_minute", "quota_per_day", "endorsed_by", "registered_by", "registered_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODES_FIELD_NUMBER: _ClassVar[int]
+    PURPOSES_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
+    LAWS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    ENDORSED_BY_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_BY_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: int
+    title: str
+    procedure_codes: _containers.RepeatedScalarFieldContainer[str]
+    purposes: _containers.RepeatedScalarFieldContainer[str]
+    certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
+    legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
+    laws: _containers.RepeatedScalarFieldContainer[str]
+    retention_days: int
+    disclosures: _containers.RepeatedScalarFieldContainer[Disclosure]
+    quota_per_minute: int
+    quota_per_day: int
+    endorsed_by: str
+    registered_by: str
+    registered_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[int] = ..., title: _Optional[str] = ..., procedure_codes: _Optional[_Iterable[str]] = ..., purposes: _Optional[_Iterable[str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., retention_days: _Optional[int] = ..., disclosures: _Optional[_Iterable[_Union[Disclosure, str]]] = ..., quota_per_minute: _Optional[int] = ..., quota_per_day: _Optional[int] = ..., endorsed_by: _Optional[str] = ..., registered_by: _Optional[str] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterMasterAgreementRequest(_message.Message):
+    __slots__ = ("master_agreement",)
+    MASTER_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    master_agreement: MasterAgreement
+    def __init__(self, master_agreement: _Optional[_Union[MasterAgreement, _Mapping]] = ...) -> None: ...
+
+class MasterAgreementChange(_message.Message):
+    __slots__ = ("master_agreement", "event")
+    MASTER_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    master_agreement: MasterAgreement
+    event: GovernanceEvent
+    def __init__(self, master_agreement: _Optional[_Union[MasterAgreement, _Mapping]] = ..., event: _Optional[_Union[GovernanceEvent, _Mapping]] = ...) -> None: ...
+
+class ListMasterAgreementsRequest(_message.Message):
+    __slots__ = ("master_agreement_id",)
+    MASTER_AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    master_agreement_id: str
+    def __init__(self, master_agreement_id: _Optional[str] = ...) -> None: ...
+
+class ListMasterAgreementsResponse(_message.Message):
+    __slots__ = ("master_agreements",)
+    MASTER_AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    master_agreements: _containers.RepeatedCompositeFieldContainer[MasterAgreement]
+    def __init__(self, master_agreements: _Optional[_Iterable[_Union[MasterAgreement, _Mapping]]] = ...) -> None: ...
+
 class AgreementTerms(_message.Message):
-    __slots__ = ("organization_id", "unit", "accountable", "procedure_code", "certificate_type_ids", "legal_bases", "laws", "consent_required", "officer_token_required", "officer_document_required", "valid_from", "valid_until", "description", "disclosure", "disclosure_until", "disclosure_law")
+    __slots__ = ("organization_id", "unit", "accountable", "procedure_codes", "certificate_type_ids", "legal_bases", "laws", "consent_required", "officer_token_required", "officer_document_required", "valid_from", "valid_until", "description", "disclosure", "disclosure_until", "disclosure_law", "master_agreement_id", "data_protection_officer")
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     UNIT_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTABLE_FIELD_NUMBER: _ClassVar[int]
-    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODES_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
     LEGAL_BASES_FIELD_NUMBER: _ClassVar[int]
     LAWS_FIELD_NUMBER: _ClassVar[int]
@@ -91,10 +155,12 @@ class AgreementTerms(_message.Message):
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_UNTIL_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_LAW_FIELD_NUMBER: _ClassVar[int]
+    MASTER_AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_PROTECTION_OFFICER_FIELD_NUMBER: _ClassVar[int]
     organization_id: str
     unit: str
     accountable: str
-    procedure_code: str
+    procedure_codes: _containers.RepeatedScalarFieldContainer[str]
     certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
     legal_bases: _containers.RepeatedScalarFieldContainer[_common_pb2.LegalBasisKind]
     laws: _containers.RepeatedScalarFieldContainer[str]
@@ -107,7 +173,9 @@ class AgreementTerms(_message.Message):
     disclosure: Disclosure
     disclosure_until: str
     disclosure_law: str
-    def __init__(self, organization_id: _Optional[str] = ..., unit: _Optional[str] = ..., accountable: _Optional[str] = ..., procedure_code: _Optional[str] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., consent_required: _Optional[bool] = ..., officer_token_required: _Optional[bool] = ..., officer_document_required: _Optional[bool] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., disclosure_until: _Optional[str] = ..., disclosure_law: _Optional[str] = ...) -> None: ...
+    master_agreement_id: str
+    data_protection_officer: str
+    def __init__(self, organization_id: _Optional[str] = ..., unit: _Optional[str] = ..., accountable: _Optional[str] = ..., procedure_codes: _Optional[_Iterable[str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., legal_bases: _Optional[_Iterable[_Union[_common_pb2.LegalBasisKind, str]]] = ..., laws: _Optional[_Iterable[str]] = ..., consent_required: _Optional[bool] = ..., officer_token_required: _Optional[bool] = ..., officer_document_required: _Optional[bool] = ..., valid_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., disclosure_until: _Optional[str] = ..., disclosure_law: _Optional[str] = ..., master_agreement_id: _Optional[str] = ..., data_protection_officer: _Optional[str] = ...) -> None: ...
 
 class ProviderDecision(_message.Message):
     __slots__ = ("provider_id", "decision", "reason", "at")
@@ -130,7 +198,7 @@ class AgreementVeto(_message.Message):
     def __init__(self, provider_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class AgreementVersion(_message.Message):
-    __slots__ = ("agreement_id", "version", "state", "terms", "proposed_by", "proposed_at", "decided_at", "note", "consulted", "waiting_for", "decisions", "vetoes", "suspended", "informed")
+    __slots__ = ("agreement_id", "version", "state", "terms", "proposed_by", "proposed_at", "decided_at", "note", "consulted", "waiting_for", "decisions", "vetoes", "suspended", "informed", "master_version", "endorsed_by", "disclosure_released", "quota_per_minute", "quota_per_day")
     AGREEMENT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +213,11 @@ class AgreementVersion(_message.Message):
     VETOES_FIELD_NUMBER: _ClassVar[int]
     SUSPENDED_FIELD_NUMBER: _ClassVar[int]
     INFORMED_FIELD_NUMBER: _ClassVar[int]
+    MASTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENDORSED_BY_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     agreement_id: str
     version: int
     state: AgreementState
@@ -159,7 +232,12 @@ class AgreementVersion(_message.Message):
     vetoes: _containers.RepeatedCompositeFieldContainer[AgreementVeto]
     suspended: str
     informed: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agreement_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[AgreementState, str]] = ..., terms: _Optional[_Union[AgreementTerms, _Mapping]] = ..., proposed_by: _Optional[str] = ..., proposed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., consulted: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[ProviderDecision, _Mapping]]] = ..., vetoes: _Optional[_Iterable[_Union[AgreementVeto, _Mapping]]] = ..., suspended: _Optional[str] = ..., informed: _Optional[_Iterable[str]] = ...) -> None: ...
+    master_version: int
+    endorsed_by: str
+    disclosure_released: str
+    quota_per_minute: int
+    quota_per_day: int
+    def __init__(self, agreement_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[AgreementState, str]] = ..., terms: _Optional[_Union[AgreementTerms, _Mapping]] = ..., proposed_by: _Optional[str] = ..., proposed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., consulted: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., decisions: _Optional[_Iterable[_Union[ProviderDecision, _Mapping]]] = ..., vetoes: _Optional[_Iterable[_Union[AgreementVeto, _Mapping]]] = ..., suspended: _Optional[str] = ..., informed: _Optional[_Iterable[str]] = ..., master_version: _Optional[int] = ..., endorsed_by: _Optional[str] = ..., disclosure_released: _Optional[str] = ..., quota_per_minute: _Optional[int] = ..., quota_per_day: _Optional[int] = ...) -> None: ...
 
 class ProposeAgreementRequest(_message.Message):
     __slots__ = ("agreement_id", "terms")

@@ -74,6 +74,16 @@ class GovernanceStub:
                 request_serializer=onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_governance__pb2.JoiningStatus.FromString,
                 _registered_method=True)
+        self.RegisterMasterAgreement = channel.unary_unary(
+                '/onceonly.v1.Governance/RegisterMasterAgreement',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.RegisterMasterAgreementRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.MasterAgreementChange.FromString,
+                _registered_method=True)
+        self.ListMasterAgreements = channel.unary_unary(
+                '/onceonly.v1.Governance/ListMasterAgreements',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.FromString,
+                _registered_method=True)
 
 
 class GovernanceServicer:
@@ -148,6 +158,22 @@ class GovernanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterMasterAgreement(self, request, context):
+        """Register a master agreement, or a new version of one whose clauses change (the operator
+        only). Agreements proposed under it from then on are checked against this version; those
+        already in force keep the version they were agreed under.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMasterAgreements(self, request, context):
+        """Every version of every master agreement (or of one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +216,16 @@ def add_GovernanceServicer_to_server(servicer, server):
                     servicer.GetJoiningStatus,
                     request_deserializer=onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_governance__pb2.JoiningStatus.SerializeToString,
+            ),
+            'RegisterMasterAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterMasterAgreement,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.RegisterMasterAgreementRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.MasterAgreementChange.SerializeToString,
+            ),
+            'ListMasterAgreements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMasterAgreements,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +444,60 @@ class Governance:
             '/onceonly.v1.Governance/GetJoiningStatus',
             onceonly_dot_v1_dot_governance__pb2.GetJoiningStatusRequest.SerializeToString,
             onceonly_dot_v1_dot_governance__pb2.JoiningStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterMasterAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/RegisterMasterAgreement',
+            onceonly_dot_v1_dot_governance__pb2.RegisterMasterAgreementRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.MasterAgreementChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMasterAgreements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/ListMasterAgreements',
+            onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

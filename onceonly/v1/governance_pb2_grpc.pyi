@@ -72,6 +72,13 @@ class GovernanceStub:
     provider: in the catalog, a check answered, an agreement covering its data). Its own, or
     any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
     """
+    RegisterMasterAgreement: _grpc.UnaryUnaryMultiCallable[_governance_pb2.RegisterMasterAgreementRequest, _governance_pb2.MasterAgreementChange]
+    """Register a master agreement, or a new version of one whose clauses change (the operator
+    only). Agreements proposed under it from then on are checked against this version; those
+    already in force keep the version they were agreed under.
+    """
+    ListMasterAgreements: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ListMasterAgreementsRequest, _governance_pb2.ListMasterAgreementsResponse]
+    """Every version of every master agreement (or of one)."""
 
 @_typing.type_check_only
 class GovernanceAsyncStub(GovernanceStub):
@@ -110,6 +117,13 @@ class GovernanceAsyncStub(GovernanceStub):
     provider: in the catalog, a check answered, an agreement covering its data). Its own, or
     any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
     """
+    RegisterMasterAgreement: _aio.UnaryUnaryMultiCallable[_governance_pb2.RegisterMasterAgreementRequest, _governance_pb2.MasterAgreementChange]  # type: ignore[assignment]
+    """Register a master agreement, or a new version of one whose clauses change (the operator
+    only). Agreements proposed under it from then on are checked against this version; those
+    already in force keep the version they were agreed under.
+    """
+    ListMasterAgreements: _aio.UnaryUnaryMultiCallable[_governance_pb2.ListMasterAgreementsRequest, _governance_pb2.ListMasterAgreementsResponse]  # type: ignore[assignment]
+    """Every version of every master agreement (or of one)."""
 
 class GovernanceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -193,5 +207,24 @@ class GovernanceServicer(metaclass=_abc_1.ABCMeta):
         provider: in the catalog, a check answered, an agreement covering its data). Its own, or
         any for the operator and oversight (PERMISSION_DENIED, OWN_STATUS_ONLY, otherwise).
         """
+
+    @_abc_1.abstractmethod
+    def RegisterMasterAgreement(
+        self,
+        request: _governance_pb2.RegisterMasterAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.MasterAgreementChange, _abc.Awaitable[_governance_pb2.MasterAgreementChange]]:
+        """Register a master agreement, or a new version of one whose clauses change (the operator
+        only). Agreements proposed under it from then on are checked against this version; those
+        already in force keep the version they were agreed under.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMasterAgreements(
+        self,
+        request: _governance_pb2.ListMasterAgreementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.ListMasterAgreementsResponse, _abc.Awaitable[_governance_pb2.ListMasterAgreementsResponse]]:
+        """Every version of every master agreement (or of one)."""
 
 def add_GovernanceServicer_to_server(servicer: GovernanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,7 @@ AGREEMENT = "madrid-parking-permit"
 A = governance_pb2
 APPROVE, VETO, LIFT = A.AGREEMENT_ACTION_APPROVE, A.AGREEMENT_ACTION_VETO, A.AGREEMENT_ACTION_LIFT_VETO
 SUSPEND, RESUME, REVOKE = A.AGREEMENT_ACTION_SUSPEND, A.AGREEMENT_ACTION_RESUME, A.AGREEMENT_ACTION_REVOKE
+ENDORSE, RELEASE = A.AGREEMENT_ACTION_ENDORSE, A.AGREEMENT_ACTION_RELEASE_DISCLOSURE
 PARKING_CHECKS: tuple[tuple[str, dict[str, str]], ...] = (
     (RESIDENCE, {"municipality_code": MUNICIPALITY}),
     (TAX_COMPLIANCE, {}),
@@ -71,7 +72,9 @@ def terms(**changes: Any) -> governance_pb2.AgreementTerms:
         "organization_id": ORG,
         "unit": "Mobility — parking permits",
         "accountable": "Head of the Mobility Service",
-        "procedure_code": PARKING,
+        "procedure_codes": [PARKING],
+        "master_agreement_id": "municipal-benefits",
+        "data_protection_officer": "Data Protection Officer, Madrid City Council",
         "certificate_type_ids": [RESIDENCE, TAX_COMPLIANCE],
         "legal_bases": [common_pb2.LEGAL_BASIS_KIND_LAW],
         "laws": [LAW],
@@ -99,6 +102,23 @@ def act(
         agreement_id=AGREEMENT, version=version, action=action, reason=reason
     )
     return stub(platform, app, who).ActOnAgreement(request, timeout=5)
+
+
+async def agree(platform: Platform, app: BrokerApp) -> Any:
+    """Everyone the pending proposal waits for agrees: the providers approve, the governing body
+    (the operator) endorses. The version as it stands after."""
+    listed = await stub(platform, app, "oversight").ListAgreements(
+        governance_pb2.ListAgreementsRequest(agreement_id=AGREEMENT), timeout=5
+    )
+    pending = [a for a in listed.agreements if a.state == A.AGREEMENT_STATE_PROPOSED][-1]
+    done = None
+    for party in pending.waiting_for:
+        if party == "SGAD":
+            done = await act(platform, app, "operator", ENDORSE)
+        else:
+            done = await act(platform, app, f"{party}-admin", APPROVE)
+    assert done is not None
+    return done.agreement
 
 
 async def outcome(platform: Platform, app: BrokerApp, checks: Any = PARKING_CHECKS) -> str | RpcFailure:
@@ -130,11 +150,14 @@ async def test_the_whole_lifecycle_takes_effect_on_the_next_request(
     proposed = await propose(platform, broker)
     v = proposed.agreement
     assert (v.agreement_id, v.version, v.state) == (AGREEMENT, 1, A.AGREEMENT_STATE_PROPOSED)
+    # The master agreement (municipal-benefits) names the operator as the governing body that endorses.
     assert (list(v.consulted), list(v.waiting_for), list(v.informed)) == (
         ["registry", "tax"],
-        ["registry", "tax"],
+        ["registry", "tax", "SGAD"],
         ["AEPD"],
     )
+    assert (v.terms.master_agreement_id, v.master_version, v.endorsed_by) == ("municipal-benefits", 1, "SGAD")
+    assert v.terms.data_protection_officer == "Data Protection Officer, Madrid City Council"
     assert (v.terms.unit, v.terms.accountable) == (
         "Mobility — parking permits",
         "Head of the Mobility Service",
@@ -145,9 +168,19 @@ async def test_the_whole_lifecycle_takes_effect_on_the_next_request(
     )
 
     half = await act(platform, broker, "registry-admin", APPROVE)
-    assert half.agreement.state == A.AGREEMENT_STATE_PROPOSED and list(half.agreement.waiting_for) == ["tax"]
-    done = await act(platform, broker, "tax-admin", APPROVE)
-    assert done.agreement.state == A.AGREEMENT_STATE_IN_FORCE and done.event.action == "AGREEMENT_APPROVED"
+    assert half.agreement.state == A.AGREEMENT_STATE_PROPOSED
+    assert list(half.agreement.waiting_for) == ["tax", "SGAD"]
+    approved = await act(platform, broker, "tax-admin", APPROVE)
+    assert approved.agreement.state == A.AGREEMENT_STATE_PROPOSED
+    assert list(approved.agreement.waiting_for) == ["SGAD"]
+    assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED", "not endorsed yet"
+    done = await act(platform, broker, "operator", ENDORSE)
+    assert done.agreement.state == A.AGREEMENT_STATE_IN_FORCE and done.event.action == "AGREEMENT_ENDORSED"
+    assert [(d.provider_id, d.decision) for d in done.agreement.decisions] == [
+        ("SGAD", ENDORSE),
+        ("registry", APPROVE),
+        ("tax", APPROVE),
+    ]
     assert await outcome(platform, broker) == "GRANTED"
 
     # A provider's veto suspends the agreement for its data, at once, naming version and reason.
@@ -172,9 +205,10 @@ async def test_the_whole_lifecycle_takes_effect_on_the_next_request(
     assert await outcome(platform, broker) == "GRANTED"
 
     # Renewal is a new version; the old one stays in force until the new one is approved.
-    renewed = await propose(platform, broker, laws=[LAW, "Ley 40/2015 art. 155"])
+    renewed = await propose(platform, broker, laws=[LAW, "Ley 12/2023 art. 17"])
     assert renewed.agreement.version == 2
     assert await outcome(platform, broker) == "GRANTED"
+    await act(platform, broker, "operator", ENDORSE, version=2)  # in any order
     await act(platform, broker, "registry-admin", APPROVE, version=2)
     await act(platform, broker, "tax-admin", APPROVE, version=2)
     listed = await stub(platform, broker, "housing-office").ListAgreements(
@@ -190,7 +224,7 @@ async def test_the_whole_lifecycle_takes_effect_on_the_next_request(
     assert reason_of(await outcome(platform, broker)) == "PROCEDURE_NOT_AUTHORISED"
 
     code, out, err = await cli("ledger", "verify", "--var-dir", str(platform.var_dir))
-    assert code == 0 and f"governance log: {seeded + 11} entries: intact" in out, out + err
+    assert code == 0 and f"governance log: {seeded + 13} entries: intact" in out, out + err
 
 
 async def test_a_veto_of_the_proposal_rejects_it(platform: Platform, broker: BrokerApp) -> None:
@@ -236,6 +270,10 @@ async def test_every_transition_is_authorised_by_role_and_a_refusal_records_noth
         ("tax-admin", REVOKE, grpc.StatusCode.PERMISSION_DENIED, "REVOKE_NOT_PERMITTED"),
         ("oversight", SUSPEND, grpc.StatusCode.FAILED_PRECONDITION, "TRANSITION_NOT_ALLOWED"),
         ("tax-admin", LIFT, grpc.StatusCode.FAILED_PRECONDITION, "TRANSITION_NOT_ALLOWED"),
+        ("tax-admin", ENDORSE, grpc.StatusCode.PERMISSION_DENIED, "ENDORSER_ONLY"),
+        ("oversight", ENDORSE, grpc.StatusCode.PERMISSION_DENIED, "ENDORSER_ONLY"),
+        ("registry-admin", RELEASE, grpc.StatusCode.PERMISSION_DENIED, "RELEASE_NOT_PERMITTED"),
+        ("housing-admin", RELEASE, grpc.StatusCode.FAILED_PRECONDITION, "TRANSITION_NOT_ALLOWED"),
     ]:
         failure = await failure_of(act(platform, broker, who, action, "because"))
         assert (failure.code, failure.info and failure.info.reason) == (code, reason), (
@@ -268,7 +306,7 @@ async def test_bad_terms_name_their_fields(platform: Platform, broker: BrokerApp
             platform,
             broker,
             organization_id=ORG,
-            procedure_code="parking permit",
+            procedure_codes=["parking permit"],
             certificate_type_ids=["nope/v1"],
             laws=[],
             unit="",
@@ -276,7 +314,7 @@ async def test_bad_terms_name_their_fields(platform: Platform, broker: BrokerApp
     )
     assert failure.code is grpc.StatusCode.INVALID_ARGUMENT
     assert failure.fields == [
-        "terms.procedure_code",
+        "terms.procedure_codes",
         "terms.unit",
         "terms.certificate_type_ids",
         "terms.laws",
@@ -322,8 +360,7 @@ async def test_a_veto_recorded_on_one_replica_reaches_the_other_at_once_on_postg
     await platform.start_reference_providers()
     a, b = await start_replicas(platform, postgres_url, policy_refresh_s=3600)
     await propose(platform, a)
-    await act(platform, a, "registry-admin", APPROVE)
-    await act(platform, a, "tax-admin", APPROVE)
+    await agree(platform, a)
     assert await _eventually(platform, b, lambda r: r == "GRANTED") == "GRANTED"
     await act(platform, a, "tax-admin", VETO, "audit pending")
     vetoed = await _eventually(platform, b, lambda r: not isinstance(r, str))
@@ -366,7 +403,7 @@ async def test_an_agreement_may_allow_no_objection(platform: Platform, broker: B
         legal_bases=[common_pb2.LEGAL_BASIS_KIND_NO_OBJECTION],
         laws=[],
     )
-    await act(platform, broker, "registry-admin", APPROVE)
+    await agree(platform, broker)
     assert await ask(PARKING) == "GRANTED"
 
 
@@ -386,8 +423,7 @@ async def test_an_agreement_may_defer_or_withhold_disclosure_to_residents(
         governance_pb2.DISCLOSURE_DEFERRED,
         "2027-06-30",
     )
-    await act(platform, broker, "registry-admin", APPROVE)
-    await act(platform, broker, "tax-admin", APPROVE)
+    await agree(platform, broker)
     person = resident()
     request = verify_request(person, procedure_code=PARKING, checks=PARKING_CHECKS)
     await platform.stub(broker).Verify(request, timeout=10)

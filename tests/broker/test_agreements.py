@@ -61,7 +61,7 @@ def test_shipped_seed_gives_the_demo_snapshot(store: PolicyStore) -> None:
             "operations@sgad.example",
         ),
     }
-    by_key = {(a.organization_id, a.procedure_code): a for a in snap.agreements}
+    by_key = {(a.organization_id, min(a.procedure_codes)): a for a in snap.agreements}
     assert set(by_key) == {
         ("L01280796", "HOUSING-RENT-SUBSIDY"),
         ("L01280796", "SOCIAL-EMERGENCY-AID"),
@@ -191,7 +191,7 @@ def test_helpers_round_trip(store: PolicyStore) -> None:
     agreement = Agreement(
         id="a1",
         organization_id="ORG1",
-        procedure_code="P",
+        procedure_codes=frozenset({"P"}),
         certificate_type_ids=frozenset({"tax.compliance/v1"}),
         legal_bases=frozenset({LAW}),
         legal_references=frozenset({"Ley 1/2000 art. 1"}),
@@ -215,7 +215,7 @@ def test_agreement_needs_a_known_organisation(store: PolicyStore) -> None:
     orphan = Agreement(
         id="a1",
         organization_id="NOBODY",
-        procedure_code="P",
+        procedure_codes=frozenset({"P"}),
         certificate_type_ids=frozenset({"tax.compliance/v1"}),
         legal_bases=frozenset({CONSENT}),
         legal_references=frozenset(),

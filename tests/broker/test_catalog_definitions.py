@@ -78,7 +78,7 @@ def test_a_version_past_its_sunset_is_refused_naming_its_replacement() -> None:
     agreement = Agreement(
         id="a",
         organization_id="ORG",
-        procedure_code="P",
+        procedure_codes=frozenset({"P"}),
         certificate_type_ids=frozenset({"x.fact/v1", "x.fact/v2"}),
         legal_bases=frozenset({LegalBasisKind.LAW}),
         legal_references=frozenset({"Ley 1/2000"}),

@@ -42,14 +42,14 @@ async def decision(platform: Platform, app: BrokerApp, **request: object) -> str
 
 
 def edited(tmp_path: Path) -> Path:
-    """The seed file with: Madrid's housing agreement citing one more law, the SEPE agreement
-    removed, the tax agency's veto of Barcelona's agreement removed, and the Data Protection
-    Agency renamed."""
+    """The seed file with: the municipal master agreement and Madrid's housing agreement citing one
+    more law, the SEPE agreement removed, the tax agency's veto of Barcelona's agreement removed,
+    and the Data Protection Agency renamed."""
     text = SEED.read_text("utf-8")
+    assert text.count('laws = ["Ley 39/2015 art. 28", "Ley 12/2023 art. 17"]') == 2
     text = text.replace(
         'laws = ["Ley 39/2015 art. 28", "Ley 12/2023 art. 17"]',
         'laws = ["Ley 39/2015 art. 28", "Ley 12/2023 art. 17", "Ley 40/2015 art. 155"]',
-        1,
     )
     start = text.index('[[agreements]]\nid = "sepe-job-seeker-support"')
     end = text.index("[[agreements]]", start + 10)
@@ -69,12 +69,12 @@ async def test_import_shows_then_records_every_difference(platform: Platform, tm
 
     code, out, err = await command(platform, app, "governance", "import", str(SEED), "--dry-run")
     assert code == 0, err
-    assert "dry run: 13 change(s) would be made; nothing was recorded" in out
+    assert "dry run: 15 change(s) would be made; nothing was recorded" in out
     assert log_size(platform) == 0 and await decision(platform, app) == "UNKNOWN_CONSUMER"
 
     code, out, err = await command(platform, app, "governance", "import", str(SEED))
     assert code == 0, err
-    assert "13 change(s) recorded: governance log entries 1..13" in out
+    assert "15 change(s) recorded: governance log entries 1..15" in out
     assert await decision(platform, app) == "GRANTED"
     assert await decision(platform, app, **SEPE_REQUEST) == "GRANTED"
     barcelona: dict[str, Any] = {"organization_id": "L08019030", "checks": (("tax.compliance/v1", {}),)}
@@ -89,12 +89,13 @@ async def test_import_shows_then_records_every_difference(platform: Platform, tm
     lines = {tuple(line.split()[:3]) for line in out.splitlines()}
     assert {
         ("organisation", "CHANGE", "AEPD"),
+        ("master", "agreement", "CHANGE"),
         ("agreement", "CHANGE", "madrid-housing-rent-subsidy"),
         ("agreement", "REVOKE", "sepe-job-seeker-support"),
         ("veto", "LIFT", "barcelona-housing-rent-subsidy/tax"),
     } <= lines, out
     code, out, err = await command(platform, app, "governance", "import", str(changed))
-    assert code == 0 and "4 change(s) recorded" in out, out + err
+    assert code == 0 and "5 change(s) recorded" in out, out + err
     assert await decision(platform, app, **SEPE_REQUEST) == "PROCEDURE_NOT_AUTHORISED"
     assert await decision(platform, app, **barcelona) == "GRANTED"
     assert await decision(platform, app, law="Ley 40/2015 art. 155") == "GRANTED"

@@ -90,9 +90,10 @@ async def test_ledger_purge_keeps_recent_records(platform: Platform) -> None:
     await platform.client(app).verify(**verify_kwargs())
     await app.stop(0)
 
-    code, out, err = await cli(
-        "ledger", "purge", "--older-than-days", "30", "--var-dir", str(platform.var_dir)
-    )
+    purge = ("ledger", "purge", "--older-than-days", "30", "--var-dir", str(platform.var_dir))
+    code, out, err = await cli(*purge)
+    assert code == 2 and "states that traces are kept 1825 days" in err, "the master agreements' retention"
+    code, out, err = await cli(*purge, "--force")
     assert code == 0, err
     assert "purged 0 records" in out
     assert len(platform.trace_rows()) == 1

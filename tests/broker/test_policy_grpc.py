@@ -79,7 +79,7 @@ async def _add_special_agreements(app: BrokerApp) -> None:
         Agreement(
             id=PAST,
             organization_id=ORG,
-            procedure_code="LIBRARY-CARD",
+            procedure_codes=frozenset({"LIBRARY-CARD"}),
             certificate_type_ids=frozenset({RESIDENCE}),
             legal_bases=frozenset({LegalBasisKind.LAW}),
             legal_references=frozenset({LAW}),
@@ -92,7 +92,7 @@ async def _add_special_agreements(app: BrokerApp) -> None:
         Agreement(
             id=VETOED,
             organization_id=ORG,
-            procedure_code="YOUTH-HOUSING",
+            procedure_codes=frozenset({"YOUTH-HOUSING"}),
             certificate_type_ids=frozenset({RESIDENCE, TAX_COMPLIANCE}),
             legal_bases=frozenset({LegalBasisKind.LAW}),
             legal_references=frozenset({LAW}),

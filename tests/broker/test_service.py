@@ -79,7 +79,7 @@ def core(catalog: Catalog) -> Core:
             Agreement(
                 id="agr-1",
                 organization_id=ORG,
-                procedure_code="HOUSING-RENT-SUBSIDY",
+                procedure_codes=frozenset({"HOUSING-RENT-SUBSIDY"}),
                 certificate_type_ids=frozenset({RESIDENCE, TAX}),
                 legal_bases=frozenset({LegalBasisKind.LAW}),
                 legal_references=frozenset({LAW_REF}),

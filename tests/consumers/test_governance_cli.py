@@ -57,12 +57,31 @@ id = "madrid-parking-permit"
 organization = "L01280796"
 unit = "Mobility — parking permits"
 accountable = "Head of the Mobility Service"
-procedure = "PARKING-PERMIT"
+master = "municipal-benefits"
+data_protection_officer = "Data Protection Officer, Madrid City Council"
+procedures = ["PARKING-PERMIT"]
 certificate_types = ["registry.residence/v1"]
 legal_bases = ["LAW"]
 laws = ["Ley 39/2015 art. 28"]
 valid_from = "2025-01-01"
 """
+
+
+async def test_master_agreements_are_listed_with_their_clauses(platform: Platform, broker: BrokerApp) -> None:
+    code, out, err = await command(platform, broker, "governance", "masters", consumer=True)
+    assert code == EXIT_OK, err
+    municipal = next(line for line in out.splitlines() if line.startswith("municipal-benefits"))
+    assert "PARKING-PERMIT" in municipal and "1825 d" in municipal and "SGAD" in municipal
+    code, out, err = await command(
+        platform, broker, "governance", "masters", "--json", "--id", "employment-services"
+    )
+    assert code == EXIT_OK, err
+    [master] = json.loads(out)
+    assert (master["version"], master["procedure_codes"], master["laws"]) == (
+        1,
+        ["JOB-SEEKER-SUPPORT"],
+        ["Ley 3/2023 art. 3"],
+    )
 
 
 async def test_an_agreement_proposed_approved_vetoed_and_revoked_from_the_command_line(
@@ -77,11 +96,13 @@ async def test_an_agreement_proposed_approved_vetoed_and_revoked_from_the_comman
         platform, broker, "governance", "propose", str(proposal), "--cert", "housing-admin"
     )
     assert code == EXIT_OK, out + err
-    assert "PROPOSED" in out and "waiting for registry" in out
+    assert "PROPOSED" in out and "waiting for registry, SGAD" in out and "municipal-benefits v1" in out
     code, out, err = await command(
         platform, broker, "governance", "approve", "madrid-parking-permit", "--cert", "registry-admin"
     )
-    assert code == EXIT_OK and "IN_FORCE" in out and "AGREEMENT_APPROVED" in out, out + err
+    assert code == EXIT_OK and "waiting for SGAD" in out and "AGREEMENT_APPROVED" in out, out + err
+    code, out, err = await command(platform, broker, "governance", "endorse", "madrid-parking-permit")
+    assert code == EXIT_OK and "IN_FORCE" in out and "AGREEMENT_ENDORSED" in out, out + err
     code, out, err = await command(
         platform, broker, "governance", "veto", "madrid-parking-permit", "--cert", "registry-admin"
     )

@@ -51,7 +51,11 @@ terms = st.one_of(
         organization_id=st.sampled_from(["L01280796", "AEPD", "tax", "nobody", ""]),
         unit=texts(),
         accountable=texts(),
-        procedure_code=st.one_of(st.just("HOSTILE-PROC"), texts()),
+        procedure_codes=st.lists(
+            st.one_of(st.just("HOSTILE-PROC"), st.just("PARKING-PERMIT"), texts()), max_size=3
+        ),
+        master_agreement_id=st.sampled_from(["municipal-benefits", "employment-services", "nope", ""]),
+        data_protection_officer=texts(),
         certificate_type_ids=st.lists(
             st.sampled_from(["registry.residence/v1", "tax.compliance/v1", "x/v9"]), max_size=3
         ),
@@ -85,7 +89,7 @@ def test_propose(
             governance_pb2.ActOnAgreementRequest,
             agreement_id=AGREEMENTS,
             version=st.integers(0, 2**32 - 1),
-            action=st.sampled_from([0, 1, 2, 3, 4, 5, 6, 77]),
+            action=st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 77]),
             reason=texts(),
         ),
     ),
@@ -103,6 +107,10 @@ toml_like = st.one_of(
             "[[agreements]]\nid = 3",
             '[[agreements]]\nid = "a"\norganization = "L01280796"\nprocedure = "P"\ncertificate_types = "x"',
             "[[vetoes]]\nagreement = []",
+            '[[master_agreements]]\nid = "m"\ntitle = "T"\ncertificate_types = ["x/v9"]\n'
+            'legal_bases = ["LAW"]',
+            '[[master_agreements]]\nid = "m"\nquota_per_day = -1',
+            '[[agreements]]\nid = "a"\nmaster = "nope"\norganization = "L01280796"\nprocedures = []',
             '[[organisations]]\nid = "Z"\nname = "Z"\nkind = 7',
             "[x]\ny = 1",
             "\x00",
@@ -127,6 +135,7 @@ def test_import(hostile: HostilePlatform, text: str, dry_run: bool, caller: str)
         messages(governance_pb2.GetJoiningStatusRequest.DESCRIPTOR),
         messages(governance_pb2.ListAgreementsRequest.DESCRIPTOR),
         messages(governance_pb2.GetGovernanceLogRequest.DESCRIPTOR),
+        messages(governance_pb2.ListMasterAgreementsRequest.DESCRIPTOR),
     ),
     caller=CALLERS,
 )
@@ -136,8 +145,37 @@ def test_the_other_calls(hostile: HostilePlatform, request: Any, caller: str) ->
         "GetJoiningStatusRequest": "GetJoiningStatus",
         "ListAgreementsRequest": "ListAgreements",
         "GetGovernanceLogRequest": "GetGovernanceLog",
+        "ListMasterAgreementsRequest": "ListMasterAgreements",
     }[type(request).__name__]
     _check(hostile, rpc, caller, request)
+
+
+masters = st.one_of(
+    messages(governance_pb2.MasterAgreement.DESCRIPTOR),
+    st.builds(
+        governance_pb2.MasterAgreement,
+        id=st.one_of(st.sampled_from(["hostile-master", "municipal-benefits", ""]), texts()),
+        title=texts(),
+        procedure_codes=st.lists(st.one_of(st.just("HOSTILE-PROC"), texts()), max_size=2),
+        certificate_type_ids=st.lists(st.sampled_from(["registry.residence/v1", "x/v9"]), max_size=2),
+        legal_bases=st.lists(st.sampled_from([0, 1, 2, 3, 99]), max_size=3),
+        laws=st.lists(texts(), max_size=2),
+        disclosures=st.lists(st.sampled_from([0, 1, 2, 3, 42]), max_size=3),
+        retention_days=st.integers(0, 2**32 - 1),
+        quota_per_minute=st.integers(0, 2**32 - 1),
+        quota_per_day=st.integers(0, 2**32 - 1),
+        endorsed_by=st.sampled_from(["SGAD", "AEPD", "tax", "nobody", ""]),
+    ),
+)
+
+
+@settings(max_examples=examples(120))
+@given(master=masters, caller=CALLERS)
+def test_register_master(
+    hostile: HostilePlatform, master: governance_pb2.MasterAgreement, caller: str
+) -> None:
+    request = governance_pb2.RegisterMasterAgreementRequest(master_agreement=master)
+    _check(hostile, "RegisterMasterAgreement", caller, request)
 
 
 _ = common_pb2  # the legal-basis numbers above are common.proto's
