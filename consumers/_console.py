@@ -1,7 +1,7 @@
 """What every command of the ``onceonly`` tool shares: exit codes, tables, errors, credentials.
 
-Exit codes: 0 answered, 2 invalid input, 3 denied by policy, 4 broker unavailable,
-5 not authenticated, 1 anything else.
+Exit codes: 0 answered, 2 invalid input, 3 denied by policy (a quota used up included),
+4 broker unavailable, 5 not authenticated, 1 anything else.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from onceonly.consumers.client import (
     BrokerClient,
     BrokerError,
     Denied,
+    Exhausted,
     InsecureIdentity,
     InvalidArgument,
     NotFound,
@@ -49,6 +50,10 @@ def print_error(err: BrokerError) -> None:
         print(f"  field {fld}: {description}", file=sys.stderr)
     for rule, subject, description in err.rule_violations:
         print(f"  rule {rule} ({subject}): {description}", file=sys.stderr)
+    for subject, description in err.quota_violations:
+        print(f"  quota ({subject}): {description}", file=sys.stderr)
+    if err.retry_after_s is not None:
+        print(f"  retry after {err.retry_after_s:.0f} s", file=sys.stderr)
     if err.trace_id:
         print(f"  trace {err.trace_id}", file=sys.stderr)
 
@@ -64,6 +69,8 @@ def error_json(err: BrokerError) -> dict[str, Any]:
             "rule_violations": [
                 {"rule": r, "subject": s, "description": d} for r, s, d in err.rule_violations
             ],
+            "quota_violations": [{"subject": s, "description": d} for s, d in err.quota_violations],
+            "retry_after_s": err.retry_after_s,
         }
     }
 
@@ -71,7 +78,7 @@ def error_json(err: BrokerError) -> dict[str, Any]:
 def exit_code(err: BrokerError) -> int:
     if isinstance(err, (InvalidArgument, NotFound)):
         return EXIT_INVALID
-    if isinstance(err, Denied):
+    if isinstance(err, Denied) or (isinstance(err, Exhausted) and err.reason == "QUOTA_EXCEEDED"):
         return EXIT_DENIED
     if isinstance(err, Unavailable):
         return EXIT_UNAVAILABLE

@@ -157,6 +157,8 @@ class BrokerError(Exception):
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[tuple[str, str]] = (),
         rule_violations: Sequence[tuple[str, str, str]] = (),
+        quota_violations: Sequence[tuple[str, str]] = (),
+        retry_after_s: float | None = None,
     ):
         super().__init__(message)
         self.code = code
@@ -165,6 +167,10 @@ class BrokerError(Exception):
         self.metadata = dict(metadata or {})
         self.field_violations = list(field_violations)
         self.rule_violations = list(rule_violations)
+        self.quota_violations = list(quota_violations)
+        """(subject, description) of each quota used up (``QuotaFailure``)."""
+        self.retry_after_s = retry_after_s
+        """When to try again (``RetryInfo``), if the broker said."""
 
     @property
     def trace_id(self) -> str:
@@ -195,6 +201,12 @@ class Unauthenticated(BrokerError):
     """UNAUTHENTICATED: no, or no valid, credentials (``reason`` says which: TOKEN_EXPIRED…)."""
 
 
+class Exhausted(BrokerError):
+    """RESOURCE_EXHAUSTED: a quota or a capacity is used up. ``reason`` QUOTA_EXCEEDED: the consumer
+    made the requests its master agreement allows (``quota_violations`` names the agreement; retry
+    after ``retry_after_s`` with a new request id); otherwise the broker is overloaded."""
+
+
 _ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: Denied,
@@ -203,6 +215,7 @@ _ERRORS: dict[grpc.StatusCode, type[BrokerError]] = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Exhausted,
 }
 
 
@@ -233,6 +246,8 @@ def _error_from_status(status: Any) -> BrokerError:
     reason, metadata = "", {}
     fields: list[tuple[str, str]] = []
     rules: list[tuple[str, str, str]] = []
+    quotas: list[tuple[str, str]] = []
+    retry_after_s = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -246,8 +261,16 @@ def _error_from_status(status: Any) -> BrokerError:
             failure = error_details_pb2.PreconditionFailure()
             detail.Unpack(failure)
             rules = [(v.type, v.subject, v.description) for v in failure.violations]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            quotas = [(v.subject, v.description) for v in quota.violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
     cls = _ERRORS.get(code, BrokerError)
-    return cls(code.name, status.message or code.name, reason, metadata, fields, rules)
+    return cls(code.name, status.message or code.name, reason, metadata, fields, rules, quotas, retry_after_s)
 
 
 def _verification(reply: broker_pb2.VerifyResponse) -> Verification:

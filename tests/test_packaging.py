@@ -27,6 +27,7 @@ CLIENT_API = [
     "ClientTls",
     "Consumer",
     "Denied",
+    "Exhausted",
     "InsecureIdentity",
     "InvalidArgument",
     "LegalBasis",

@@ -24,8 +24,9 @@ from tests.broker.test_agreement_lifecycle import (
     propose,
     stub,
 )
-from tests.conftest import LAW, RESIDENCE, Platform, resident, rpc_failure, verify_request
+from tests.conftest import LAW, MUNICIPALITY, ORG, RESIDENCE, Platform, resident, rpc_failure, verify_request
 from tests.consumers.test_cli import cli
+from tests.consumers.test_oversight_cli import command
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -197,8 +198,20 @@ async def test_a_quota_refuses_beyond_its_cap_and_the_refusal_is_traced(
         await platform.stub(broker).Verify(requests[2], timeout=10)
     assert again.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert len(platform.trace_rows(request_id=requests[2].request_id)) == 1
-    # Another consumer's requests are not capped by Madrid's quota; other agreements are not capped.
+    # Agreements under other master agreements are not capped.
     await platform.stub(broker).Verify(verify_request(resident()), timeout=10)
+
+    # The command line says which quota, until when, and exits as a denial.
+    person = resident()
+    code, out, err = await command(
+        platform, broker, "verify", "--org", ORG, "--unit", "Mobility", "--officer", "officer-1",
+        "--procedure", PARKING, "--purpose", "Parking permit", "--case-file", "EXP-1", "--law", LAW,
+        "--subject", f"{person.document_type}:{person.document_number}",
+        "--check", f"{RESIDENCE}:municipality_code={MUNICIPALITY}", consumer=True,
+    )  # fmt: skip
+    assert code == 3, out + err
+    assert "RESOURCE_EXHAUSTED QUOTA_EXCEEDED" in err and f"quota (agreement {AGREEMENT})" in err
+    assert "retry after" in err and "Traceback" not in err
 
 
 async def test_a_deferred_disclosure_is_released_early_by_an_audited_action(
