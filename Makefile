@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test fuzz lint format protos clean bench soak
+.PHONY: install demo console test fuzz lint format protos clean bench soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ install: $(STAMP) ## create .venv and install onceonly with its dev tools
 demo: $(STAMP) ## start the platform on loopback, run a caseworker scenario, stop
 	$(PY) -m onceonly demo
 
+console: $(STAMP) ## the demo platform and the web console, left running for a person to browse (Ctrl-C stops)
+	$(PY) -m onceonly demo --keep
+
 # The storage, ledger and policy-store tests also run on PostgreSQL: scripts/pg.sh starts a
 # throwaway server on loopback (installing Debian's postgresql package if there is none),
 # passes its URL in ONCEONLY_TEST_POSTGRES_URL, and stops it afterwards, pass or fail.
-test: $(STAMP) ## run the whole test suite (SQLite and a throwaway PostgreSQL on loopback)
-	PYTHON=$(PY) scripts/pg.sh run $(PY) -m pytest $(PYTEST_ARGS)
+# The console's browser tests drive Debian's Chromium (scripts/chromium.sh installs it if missing).
+test: $(STAMP) ## run the whole test suite (SQLite, a throwaway PostgreSQL on loopback, headless Chromium)
+	ONCEONLY_CHROMIUM=$$(scripts/chromium.sh path) PYTHON=$(PY) scripts/pg.sh run $(PY) -m pytest $(PYTEST_ARGS)
 
 # The hostile-input tests (tests/hostile) with twenty times the default number of cases, random seeds.
 fuzz: $(STAMP) ## property-based hostile input at depth (HYPOTHESIS_PROFILE=deep): every RPC, raw bytes, parsers

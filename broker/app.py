@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import sqlalchemy as sa
+from cryptography import x509
 
 from onceonly import telemetry
 from onceonly.broker.admission import OVERSIGHT_METHODS, AdmissionControl, AdmissionInterceptor
@@ -120,6 +121,7 @@ class BrokerApp:
     admission: AdmissionControl | None = None
     """The in-flight bound (``ONCEONLY_MAX_IN_FLIGHT``), if any."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    quotas: SqlQuotas | None = None
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -145,6 +147,8 @@ class BrokerApp:
         await self.ledger.close()
         for client in self.providers.values():
             await client.close()
+        if self.quotas is not None:
+            self.quotas.close()
         self.engine.dispose()
 
 
@@ -263,6 +267,7 @@ async def start_broker(
             log.info("request digests of stored replies keyed", extra={"replies": rekeyed})
         keyed_marker.parent.mkdir(parents=True, exist_ok=True)
         keyed_marker.touch()
+    quotas = SqlQuotas.beside(engine, config.db_busy_timeout_ms)
     service = VerificationService(
         catalog=catalog,
         policy=policy,
@@ -276,7 +281,7 @@ async def start_broker(
         ),
         # With the platform PKI, every provider answer must carry the provider's signature.
         evidence=None if secured.tls is None else EvidenceVerifier.from_ca_file(secured.tls.ca),
-        quotas=SqlQuotas(engine),
+        quotas=quotas,
     )
     admission = (
         AdmissionControl(
@@ -301,7 +306,13 @@ async def start_broker(
     revocations = RevocationList.beside(secured.tls.ca) if secured.tls is not None else None
     peers = PeerConnections(config.max_connections_per_peer) if config.max_connections_per_peer > 0 else None
     interceptors.append(
-        AuthInterceptor(secured.tokens, insecure=config.insecure, revocations=revocations, peers=peers)
+        AuthInterceptor(
+            secured.tokens,
+            insecure=config.insecure,
+            revocations=revocations,
+            peers=peers,
+            trusted=x509.load_pem_x509_certificates(secured.tls.ca.read_bytes()) if secured.tls else (),
+        )
     )
     queries = SqlTraceQueries(engine, budget_s=config.oversight_query_timeout_ms / 1000)
     governance = GovernanceService(
@@ -340,7 +351,9 @@ async def start_broker(
             await client.close()
         engine.dispose()
         raise
-    app = BrokerApp(config, server, service, ledger, engine, policy, provider_clients, admission)
+    app = BrokerApp(
+        config, server, service, ledger, engine, policy, provider_clients, admission, quotas=quotas
+    )
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))

@@ -8,6 +8,11 @@
   file): signature, issuer, audience and expiry. The token names the organisation (claim
   ``org``) and the officer (claim ``sub``). An issuer vouches only for the organisations it
   is configured for. With a client certificate as well, both must name the same organisation.
+* **Relayed by the console.** The web console (a client certificate with ``OU=console``) calls on
+  behalf of the person signed in to it: with their bearer token (checked as above), or with the
+  client certificate they presented to the console, DER in base64 in ``x-onceonly-forwarded-cert``
+  (checked again here against the platform CA, its validity and the revocation list). The console
+  itself may do nothing else; anyone else sending that header is refused (``FORWARDING_NOT_ALLOWED``).
 * **Insecure** (local development only, loopback only, never a default): the caller is taken
   from ``x-onceonly-org`` / ``x-onceonly-officer`` / ``x-onceonly-role`` metadata.
 
@@ -19,8 +24,10 @@ credentials ends ``UNAUTHENTICATED`` with an ``ErrorInfo`` reason (``UNAUTHENTIC
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextvars
+import datetime as dt
 import json
 import logging
 import threading
@@ -32,11 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from onceonly.errors import PermissionDenied, Unauthenticated, permission_denied, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.guard import (
+    FORWARDED_CERT_HEADER,
     INSECURE_OFFICER_HEADER,
     INSECURE_ORG_HEADER,
     INSECURE_ROLE_HEADER,
@@ -45,7 +54,7 @@ from onceonly.guard import (
     peer_certificate,
 )
 from onceonly.peers import PeerConnections
-from onceonly.pki import ROLES, RevocationList, certificate_identity
+from onceonly.pki import ROLES, RevocationList, certificate_identity, forwarded_identity
 from onceonly.vocabulary import OfficerIdentification
 
 log = logging.getLogger(__name__)
@@ -64,7 +73,7 @@ class Principal:
     officer_id: str | None
     """The officer named by a JWT (``None`` for a certificate, which names an application)."""
     via: str
-    """``mtls`` | ``jwt`` | ``insecure``"""
+    """``mtls`` | ``jwt`` | ``insecure`` | ``console`` (a certificate relayed by the console)"""
 
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -326,6 +335,9 @@ def bearer_token(context: Context) -> str | None:
     return token.strip()
 
 
+CONSOLE_ROLE = "console"
+
+
 @dataclass
 class BrokerAuthenticator:
     """Establishes the :class:`Principal` of a call, or refuses it."""
@@ -333,6 +345,8 @@ class BrokerAuthenticator:
     tokens: TokenVerifier | None = None
     insecure: bool = False
     revocations: RevocationList | None = None
+    trusted: Sequence[x509.Certificate] = ()
+    """The CA certificates a relayed certificate must come from."""
 
     def __call__(self, context: Context, method: str) -> Principal:
         token = bearer_token(context)
@@ -341,10 +355,37 @@ class BrokerAuthenticator:
         if pem is not None:
             identity = certificate_identity(pem, self.revocations)
             from_cert = Principal(identity.role, identity.organization_id, None, "mtls")
+        forwarded = metadata_value(context, FORWARDED_CERT_HEADER)
+        relayed = from_cert is not None and from_cert.kind == CONSOLE_ROLE
+        if forwarded is not None:
+            if not relayed:
+                raise permission_denied(
+                    "FORWARDING_NOT_ALLOWED",
+                    "rule FORWARDING_NOT_ALLOWED: only the console relays certificates in "
+                    + FORWARDED_CERT_HEADER,
+                )
+            if token is not None:
+                raise unauthenticated(
+                    "IDENTITY_CONFLICT", "the console relays a certificate or a token, not both"
+                )
+            try:
+                der = base64.b64decode(forwarded, validate=True)
+            except ValueError:
+                raise unauthenticated(
+                    "FORWARDED_CERTIFICATE", "the forwarded certificate is not base64"
+                ) from None
+            person = forwarded_identity(der, self.trusted, self.revocations, dt.datetime.now(dt.UTC))
+            if person.role == CONSOLE_ROLE:
+                raise unauthenticated(
+                    "FORWARDED_CERTIFICATE", "the console cannot relay a console certificate"
+                )
+            return Principal(person.role, person.organization_id, None, "console")
         if token is not None:
             if self.tokens is None:
                 raise unauthenticated("TOKEN_ISSUER", "this broker is configured to accept no bearer tokens")
             from_token = self.tokens.verify(token)
+            if relayed:
+                return from_token  # the person signed in to the console with this token
             if from_cert is not None and (
                 from_cert.organization_id != from_token.organization_id or from_cert.kind != from_token.kind
             ):
@@ -376,10 +417,13 @@ def AuthInterceptor(
     insecure: bool = False,
     revocations: RevocationList | None = None,
     peers: PeerConnections | None = None,
+    trusted: Sequence[x509.Certificate] = (),
 ) -> GuardInterceptor[Principal]:
     """The broker's interceptor: every call but health and reflection needs a :class:`Principal`
     (and, with ``peers``, a connection within its address's cap)."""
-    return GuardInterceptor(BrokerAuthenticator(tokens, insecure, revocations), _principal, peers=peers)
+    return GuardInterceptor(
+        BrokerAuthenticator(tokens, insecure, revocations, trusted), _principal, peers=peers
+    )
 
 
 # --- rules of the Broker service ------------------------------------------------------------
@@ -388,6 +432,7 @@ def AuthInterceptor(
 _IDENTIFIED_BY = {
     "jwt": OfficerIdentification.TOKEN,
     "mtls": OfficerIdentification.CERTIFICATE,
+    "console": OfficerIdentification.CERTIFICATE,
     "insecure": OfficerIdentification.INSECURE,
 }
 

@@ -341,6 +341,20 @@ class GovernanceServicer(governance_pb2_grpc.GovernanceServicer):
         )
 
     @answers
+    async def WhoAmI(self, request: governance_pb2.WhoAmIRequest, context: Context) -> governance_pb2.Caller:
+        principal = _principal()
+        caller = governance_pb2.Caller(
+            organization_id=principal.organization_id,
+            role=principal.kind,
+            via=principal.via,
+            officer_id=principal.officer_id or "",
+        )
+        found = [o for o in await self._service.organisations() if o.id == principal.organization_id]
+        if found:
+            caller.organisation.CopyFrom(organisation_message(found[0]))
+        return caller
+
+    @answers
     async def ImportGovernance(
         self, request: governance_pb2.ImportGovernanceRequest, context: Context
     ) -> governance_pb2.ImportGovernanceResponse:

@@ -3,9 +3,10 @@
 Who may ask what (:func:`scope_for`):
 
 * an ``oversight`` principal may use everything;
-* a ``provider`` principal may list the traces of queries that reached its own data (a check
-  it served) and see its own usage row, and nothing else; the checks of other providers are
-  left out of what it sees;
+* a ``provider`` principal (the provider's application or its administrators, ``provider-admin``)
+  may list the traces of queries that reached its own data (a check it served) and see its own
+  usage row, and nothing else; the checks of other providers are left out of what it sees;
+* a consumer's administrators (``consumer-admin``) may list their own organisation's traces;
 * anyone else is refused (``OVERSIGHT_ONLY``).
 
 The service holds no SQL: it reads through the :class:`~onceonly.broker.ports.TraceQueries`
@@ -68,23 +69,36 @@ REPORT_UNIT = "oversight"
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What a principal may see: everything (``provider_id`` ``None``) or one provider's data."""
+    """What a principal may see: everything, one provider's data (``provider_id``), or one
+    consumer's requests (``consumer_id``)."""
 
     provider_id: str | None = None
+    consumer_id: str | None = None
 
 
-def scope_for(principal: Principal | None, rpc: str, *, provider_allowed: bool) -> Scope:
+PROVIDER_ROLES = frozenset({"provider", "provider-admin"})
+
+
+def scope_for(
+    principal: Principal | None, rpc: str, *, provider_allowed: bool, consumer_allowed: bool = False
+) -> Scope:
     """The scope of ``principal`` for ``rpc``; ``PermissionDenied`` (``OVERSIGHT_ONLY``) if it has none."""
     if principal is not None and principal.kind == "oversight":
         return Scope()
-    if principal is not None and principal.kind == "provider" and provider_allowed:
+    if principal is not None and principal.kind in PROVIDER_ROLES and provider_allowed:
         return Scope(provider_id=principal.organization_id)
+    if principal is not None and principal.kind == "consumer-admin" and consumer_allowed:
+        return Scope(consumer_id=principal.organization_id)
     kind = principal.kind if principal is not None else "unauthenticated"
     return _oversight_only(rpc, kind)
 
 
 def _oversight_only(rpc: str, kind: str) -> NoReturn:
-    what = "a provider may only list traces and usage of its own data" if kind == "provider" else ""
+    what = {
+        "provider": "a provider may only list traces and usage of its own data",
+        "provider-admin": "a provider may only list traces and usage of its own data",
+        "consumer-admin": "a consumer's administrators may only list their own organisation's traces",
+    }.get(kind, "")
     raise permission_denied(
         "OVERSIGHT_ONLY",
         f"rule OVERSIGHT_ONLY: a {kind} may not call Oversight.{rpc}" + (f"; {what}" if what else ""),
@@ -92,8 +106,15 @@ def _oversight_only(rpc: str, kind: str) -> NoReturn:
     )
 
 
-def own_data_only(scope: Scope, provider_id: str) -> PermissionDenied | None:
-    """Refusal for a provider naming another provider's data; ``None`` if allowed."""
+def own_data_only(scope: Scope, provider_id: str, consumer_id: str = "") -> PermissionDenied | None:
+    """Refusal for a provider naming another provider's data, or a consumer another consumer's
+    requests; ``None`` if allowed."""
+    if scope.consumer_id is not None and consumer_id and consumer_id != scope.consumer_id:
+        return permission_denied(
+            "CONSUMER_OWN_DATA_ONLY",
+            f"rule CONSUMER_OWN_DATA_ONLY: {scope.consumer_id} may only see its own requests",
+            field="filter.consumer_organization_id",
+        )
     if scope.provider_id is None or not provider_id or provider_id == scope.provider_id:
         return None
     return permission_denied(
@@ -167,12 +188,14 @@ class OversightService:
     async def list_traces(
         self, filter_: TraceFilter, scope: Scope, *, page_size: int = 0, page_token: str = ""
     ) -> TracePage:
-        refusal = own_data_only(scope, filter_.provider_id)
+        refusal = own_data_only(scope, filter_.provider_id, filter_.consumer_organization_id)
         if refusal is not None:
             raise refusal
         filter_.validate()
         if scope.provider_id is not None:
             filter_ = replace(filter_, provider_id=scope.provider_id)
+        if scope.consumer_id is not None:
+            filter_ = replace(filter_, consumer_organization_id=scope.consumer_id)
         after = decode_page_token(page_token, filter_) if page_token else None
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = await asyncio.to_thread(self._queries.page, filter_, size, after)

@@ -206,7 +206,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
         self, request: oversight_pb2.ListTracesRequest, context: Context
     ) -> oversight_pb2.ListTracesResponse:
         try:
-            scope = scope_for(current_principal(), "ListTraces", provider_allowed=True)
+            scope = scope_for(current_principal(), "ListTraces", provider_allowed=True, consumer_allowed=True)
             page = await self._service.list_traces(
                 trace_filter(request.filter),
                 scope,

@@ -362,11 +362,14 @@ def _private_database_file(path: Path) -> None:
                 existing.chmod(0o600)
 
 
-def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any) -> sa.Engine:
+def create_engine(
+    url: str | URL, *, busy_timeout_ms: int = 5000, synchronous: str = "FULL", **kwargs: Any
+) -> sa.Engine:
     """Create an engine with the settings the ledger relies on to fail closed promptly.
 
     SQLite: make the file's directory; connections run in WAL mode (readers never block
-    the writer) with ``synchronous=FULL`` so that a committed trace survives a power cut,
+    the writer) with ``synchronous=FULL`` so that a committed trace survives a power cut
+    (``NORMAL`` for data that may lose its last commits to a power cut, such as quota counters),
     and wait at most ``busy_timeout_ms`` for a lock.
 
     PostgreSQL: psycopg 3; a statement waits at most ``busy_timeout_ms`` for a lock
@@ -375,6 +378,8 @@ def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any)
 
     Other URLs are passed to SQLAlchemy unchanged.
     """
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError("synchronous must be FULL or NORMAL")
     parsed = normalise_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgresql":
@@ -398,7 +403,7 @@ def create_engine(url: str | URL, *, busy_timeout_ms: int = 5000, **kwargs: Any)
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

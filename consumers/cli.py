@@ -3,6 +3,7 @@
     onceonly pki init|issue …                   development CA (onceonly.pki)
     onceonly serve broker …                     the broker (onceonly.broker.commands)
     onceonly serve provider NAME …              a reference provider (onceonly.providers.commands)
+    onceonly serve console …                    the web console (onceonly.consumers.console.commands)
     onceonly ledger verify|purge, keys rotate   operator commands (onceonly.broker.admin)
     onceonly verify | verify-bulk | catalog | jwks   (onceonly.consumers.verify_cli)
     onceonly oversight traces|usage|resident   (onceonly.consumers.oversight_cli)
@@ -25,6 +26,7 @@ from typing import Any
 from onceonly import pki
 from onceonly.broker import commands as broker_commands
 from onceonly.consumers import demo, governance_cli, health, oversight_cli, verify_cli
+from onceonly.consumers.console import commands as console_commands
 from onceonly.providers import commands as provider_commands
 from onceonly.serving import install_event_loop_policy
 
@@ -42,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     pki.add_arguments(pki_parser)
     pki_parser.set_defaults(handler=_cmd_pki)
 
-    serve = sub.add_parser("serve", help="run the broker or a reference provider")
-    serve_sub = serve.add_subparsers(dest="role", required=True, metavar="{broker,provider}")
+    serve = sub.add_parser("serve", help="run the broker, a reference provider or the web console")
+    serve_sub = serve.add_subparsers(dest="role", required=True, metavar="{broker,provider,console}")
     broker_commands.add_commands(sub, serve_sub)  # serve broker; ledger; keys
     provider_commands.add_commands(serve_sub)  # serve provider NAME
+    console_commands.add_commands(serve_sub)  # serve console
 
     verify_cli.add_commands(sub)  # verify, verify-bulk, catalog, jwks
     oversight_cli.add_commands(sub)  # oversight traces|usage|resident

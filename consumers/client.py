@@ -22,12 +22,14 @@ rules named by the broker, and the trace id of a denied request.
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import jwt
@@ -35,7 +37,12 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from onceonly.guard import INSECURE_OFFICER_HEADER, INSECURE_ORG_HEADER, INSECURE_ROLE_HEADER
+from onceonly.guard import (
+    FORWARDED_CERT_HEADER,
+    INSECURE_OFFICER_HEADER,
+    INSECURE_ORG_HEADER,
+    INSECURE_ROLE_HEADER,
+)
 from onceonly.pki import ClientTls
 from onceonly.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from onceonly.wire import CHECK_STATUS, DOCUMENT_TYPE, LEGAL_BASIS_KIND
@@ -354,15 +361,33 @@ class BrokerClient:
             metadata.append(("authorization", f"Bearer {token}"))
         self._metadata = tuple(metadata) or None
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+        self._owns_channel = True
 
-    async def __aenter__(self) -> BrokerClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
+
+    def acting_for(self, *, certificate_der: bytes | None = None, token: str | None = None) -> Self:
+        """This client (its channel, which stays its own) calling on behalf of a person: the client
+        certificate they presented to a console, or their bearer token. Only a console's certificate
+        (``OU=console``) may do this; the broker checks the person's credential itself. Closing the
+        returned client does not close the channel."""
+        if (certificate_der is None) == (token is None):
+            raise ValueError("act for a person by their certificate or their token (one of them)")
+        relay = copy.copy(self)
+        relay._owns_channel = False
+        relay._metadata = (
+            (("authorization", f"Bearer {token}"),)
+            if token is not None
+            else ((FORWARDED_CERT_HEADER, base64.b64encode(certificate_der or b"").decode()),)
+        )
+        return relay
 
     async def verify(
         self,

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from onceonly.consumers.client import (
     Subject,
     verify_attestation,
 )
+from onceonly.consumers.console.probe import heading, open_page, wait_for_console
 from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import OFFICER_LABELS, OversightClient
 from onceonly.pki import (
@@ -48,6 +50,7 @@ from onceonly.pki import (
     DEMO_OPERATOR,
     DEMO_OVERSIGHT,
     ClientTls,
+    export_pkcs12,
     init_pki,
 )
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
@@ -117,13 +120,14 @@ class DemoIdp:
     key: ec.EllipticCurvePrivateKey
     issuers_toml: Path
 
-    def mint(self, officer_id: str, organization_id: str, ttl_s: int = 300) -> str:
+    def mint(self, officer_id: str, organization_id: str, ttl_s: int = 300, role: str = "consumer") -> str:
         now = int(time.time())
         claims = {
             "iss": IDP_ISSUER,
             "aud": BROKER_AUDIENCE,
             "sub": officer_id,
             "org": organization_id,
+            "role": role,
             "iat": now,
             "exp": now + ttl_s,
         }
@@ -162,6 +166,7 @@ def make_idp(directory: Path) -> DemoIdp:
         f'audience = "{BROKER_AUDIENCE}"\n'
         'public_keys = ["idp.pem"]\n'
         f'organizations = ["{DEMO_CONSUMER[0]}"]\n'
+        'roles = ["consumer", "consumer-admin"]\n'
     )
     return DemoIdp(key, issuers)
 
@@ -400,7 +405,56 @@ async def spoofing_is_refused(client: BrokerClient, resident: Resident) -> list[
     return ["a spoofed consumer was answered"]
 
 
-async def run_demo(var_dir: Path | None = None) -> int:
+CONSOLE_PEOPLE = ("oversight", "tax-admin", "housing-admin")
+"""Whose certificates the demo exports for a browser (PKCS#12, password ``demo``)."""
+
+
+async def console_tour(url: str, pki_dir: Path) -> list[str]:
+    """Open the console as the oversight body, a provider and the housing office, as a browser would."""
+    await wait_for_console(url + "/", ClientTls(pki_dir / "ca.pem"))
+    print(f"\nconsole on {url} (HTTPS; sign in with a client certificate, or a token):")
+    problems: list[str] = []
+    rows = []
+    tour = (
+        ("oversight", "/oversight", "Madrid — Housing Office", "the traces of every request"),
+        ("tax-admin", "/provider", "HOUSING-RENT-SUBSIDY", "who used the tax agency's data, and why"),
+        ("housing-admin", "/consumer", "PROVIDER_VETO", "its requests, and its denials with what to do"),
+    )
+    for name, path, expected, shows in tour:
+        tls = ClientTls.from_dir(pki_dir, name)
+        status, page = await open_page(url + path, tls)
+        _, home = await open_page(url + "/", tls)
+        rows.append((f"{name}.pem", heading(home), path, status, shows))
+        if status != 200 or expected not in page:
+            problems.append(f"the console's {path} for {name} answered {status} without {expected!r}")
+    print(table(["certificate", "signed in as", "page", "status", "shows"], rows))
+    return problems
+
+
+async def keep_running(console_url: str, pki_dir: Path, idp: DemoIdp, broker_target: str) -> None:
+    """``onceonly demo --keep``: leave everything running for a person to browse, until Ctrl-C."""
+    exported = [export_pkcs12(pki_dir, name, b"demo") for name in CONSOLE_PEOPLE]
+    token = idp.mint("officer-0042", DEMO_CONSUMER[0], ttl_s=3600, role="consumer-admin")
+    (pki_dir.parent / "idp" / "token.txt").write_text(token + "\n", "utf-8")
+    print(
+        f"\nthe platform keeps running: console {console_url}, broker {broker_target}\n"
+        f"  in a browser, import a certificate (password: demo): {', '.join(str(p) for p in exported)}\n"
+        f"  and trust {pki_dir / 'ca.pem'}; or sign in with the token in "
+        f"{pki_dir.parent / 'idp' / 'token.txt'} (the housing office's administrators, valid one hour)\n"
+        "  press Ctrl-C to stop"
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
     var_dir = var_dir or Path(os.environ.get("ONCEONLY_VAR_DIR", "var")) / "demo"
     log_dir = var_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -464,6 +518,13 @@ async def run_demo(var_dir: Path | None = None) -> int:
         problems += await scenario(broker_target, pki_dir, idp, token_target)
         problems += await resident_report(broker_target, pki_dir, personas()[0][1])
         problems += await governance(broker_target, pki_dir, personas()[0][1])
+        console_url = f"https://127.0.0.1:{free_port()}"
+        console_args = ["serve", "console", "--listen", console_url.removeprefix("https://")]
+        console_args += ["--broker", broker_target, "--tls-dir", str(pki_dir)]
+        processes.append(spawn("console", console_args, log_dir, console_url, env))
+        problems += await console_tour(console_url, pki_dir)
+        if keep:
+            await keep_running(console_url, pki_dir, idp, broker_target)
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -485,10 +546,14 @@ if __name__ == "__main__":
 
 def add_commands(sub: Any) -> None:
     """Register ``onceonly demo``."""
-    sub.add_parser("demo", help="run the whole platform and a caseworker scenario").set_defaults(
-        handler=cmd_demo
+    p = sub.add_parser("demo", help="run the whole platform and a caseworker scenario")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the platform and the web console running for a person to browse, until Ctrl-C",
     )
+    p.set_defaults(handler=cmd_demo)
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    return await run_demo()
+    return await run_demo(keep=args.keep)

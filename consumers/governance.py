@@ -311,9 +311,6 @@ class GovernanceClient(BrokerClient):
         super().__init__(*args, **kwargs)
         self._governance = governance_pb2_grpc.GovernanceStub(self._channel)
 
-    async def __aenter__(self) -> GovernanceClient:
-        return self
-
     async def _call(self, rpc: Callable[..., Awaitable[R]], request: object) -> R:
         """One call with this client's deadline and credentials; a failure as a ``BrokerError``."""
         try:
@@ -401,6 +398,13 @@ class GovernanceClient(BrokerClient):
         )
         items = [(i.name, i.done, i.detail) for i in reply.items]
         return _organisation(reply.organisation), items, reply.complete
+
+    async def who_am_i(self) -> tuple[str, str, str, str, Organisation | None]:
+        """Who the broker takes this client to be: (organisation, role, via, officer, the
+        organisation as registered or ``None``)."""
+        reply = await self._call(self._governance.WhoAmI, governance_pb2.WhoAmIRequest())
+        org = _organisation(reply.organisation) if reply.HasField("organisation") else None
+        return reply.organization_id, reply.role, reply.via, reply.officer_id, org
 
     async def organisations(self) -> list[Organisation]:
         reply = await self._call(

@@ -213,9 +213,6 @@ class OversightClient(BrokerClient):
         super().__init__(*args, **kwargs)
         self._oversight = oversight_pb2_grpc.OversightStub(self._channel)
 
-    async def __aenter__(self) -> OversightClient:
-        return self
-
     async def list_traces(
         self, query: TraceQuery = TraceQuery(), *, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[Trace], str]:

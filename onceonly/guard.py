@@ -32,6 +32,9 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 """Methods every TLS peer may call without further authentication."""
 
 INSECURE_ORG_HEADER = "x-onceonly-org"
+FORWARDED_CERT_HEADER = "x-onceonly-forwarded-cert"
+"""Metadata in which the web console relays the client certificate (DER, base64) of the person
+signed in to it; the broker checks it (see ``onceonly.broker.auth``)."""
 INSECURE_OFFICER_HEADER = "x-onceonly-officer"
 INSECURE_ROLE_HEADER = "x-onceonly-role"
 """Metadata naming the caller in explicitly insecure (local development) mode only."""

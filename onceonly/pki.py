@@ -43,10 +43,21 @@ from onceonly.errors import unauthenticated
 
 log = logging.getLogger(__name__)
 
-ROLES = ("consumer", "oversight", "provider", "broker", "operator", "consumer-admin", "provider-admin")
+ROLES = (
+    "consumer",
+    "oversight",
+    "provider",
+    "broker",
+    "operator",
+    "consumer-admin",
+    "provider-admin",
+    "console",
+)
 """The roles a certificate subject (``OU``) may carry. ``consumer`` and ``provider`` are applications
 (they verify, they answer); ``consumer-admin`` and ``provider-admin`` are the people who decide on
-agreements for their organisation (propose; approve or veto); ``operator`` registers organisations."""
+agreements for their organisation (propose; approve or veto); ``operator`` registers organisations;
+``console`` is the web console, which may only relay the people signed in to it (see
+:func:`forwarded_identity`)."""
 
 DEFAULT_PKI_DIR = Path("var/pki")
 BROKER_ORGANISATION = "onceonly"
@@ -57,6 +68,9 @@ DEMO_CONSUMER = ("L01280796", "housing-office")
 DEMO_OVERSIGHT = ("AEPD", "oversight")
 DEMO_OPERATOR = ("SGAD", "operator")
 DEMO_CONSUMER_ADMIN = (DEMO_CONSUMER[0], "housing-admin")
+CONSOLE_NAME = "console"
+"""The web console's certificate (``console.pem``, organisation ``SGAD``: the operator runs it): its
+HTTPS server certificate, and its client certificate towards the broker."""
 """The housing office's administrators (``housing-admin.pem``): they propose its agreements. Each
 provider's administrators are ``<provider>-admin.pem``: they approve or veto."""
 """The platform operator of the development CA (``operator.pem``): it registers organisations."""
@@ -376,7 +390,34 @@ def init_pki(
         issued[f"{provider}-admin"] = ca.issue(
             f"{provider}-admin", role="provider-admin", organization_id=provider
         )
+    issued[CONSOLE_NAME] = ca.issue(
+        CONSOLE_NAME,
+        role="console",
+        organization_id=DEMO_OPERATOR[0],
+        server=True,
+        client=True,
+        server_names=server_names,
+    )
     return issued
+
+
+def export_pkcs12(directory: Path, name: str, password: bytes) -> Path:
+    """``name``'s certificate and key as ``NAME.p12`` beside them (mode 0600), for importing into a
+    browser to sign in to the console."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    cert = x509.load_pem_x509_certificate(_read(cert_path(directory, name), "certificate"))
+    key = serialization.load_pem_private_key(_read(key_path(directory, name), "key"), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{name}'s key is not an EC key")
+    data = pkcs12.serialize_key_and_certificates(
+        name.encode(), key, cert, None, serialization.BestAvailableEncryption(password)
+    )
+    out = directory / f"{name}.p12"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return out
 
 
 # --- reading identities ---------------------------------------------------------------------
@@ -490,6 +531,44 @@ def certificate_identity(pem: bytes, revocations: RevocationList | None) -> Cert
             f"the client certificate (serial {identity.serial:x}) has been revoked by the platform CA",
         )
     return identity
+
+
+def forwarded_identity(
+    der: bytes, trusted: Sequence[x509.Certificate], revocations: RevocationList | None, now: dt.datetime
+) -> CertIdentity:
+    """The identity of a certificate the console relays for the person signed in to it (who presented
+    it to the console's HTTPS port); ``Unauthenticated`` (``FORWARDED_CERTIFICATE``) unless it was
+    issued by a trusted CA, is valid now, is a client certificate and names an identity, or
+    ``CERTIFICATE_REVOKED``. The console's TLS server checked the same, but the broker does not take
+    the console's word for it."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise unauthenticated("FORWARDED_CERTIFICATE", "the forwarded certificate is not DER X.509") from None
+    issuer = next((ca for ca in trusted if _issued_by(cert, ca)), None)
+    if issuer is None:
+        raise unauthenticated(
+            "FORWARDED_CERTIFICATE", "the forwarded certificate is not from the platform CA"
+        )
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise unauthenticated("FORWARDED_CERTIFICATE", "the forwarded certificate is not valid now")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+        raise unauthenticated(
+            "FORWARDED_CERTIFICATE", "the forwarded certificate is not a client certificate"
+        )
+    return certificate_identity(cert.public_bytes(serialization.Encoding.PEM), revocations)
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:  # another issuer, a bad signature, an unsupported key: not this CA's
+        return False
+    return True
 
 
 # --- TLS configuration for servers and channels ---------------------------------------------

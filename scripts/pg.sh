@@ -27,11 +27,10 @@ PG_DIR=$(cd "$PG_DIR" && pwd -P)
 URL_FILE=$PG_DIR/url
 DATA_FILE=$PG_DIR/datadir # where the cluster lives (var/pg/data unless postgres cannot reach it)
 
-say() { printf 'pg.sh: %s\n' "$*" >&2; }
-die() {
-  say "$*"
-  exit 1
-}
+SCRIPT=pg.sh
+ROOT_HINT="PostgreSQL is not installed and installing it needs root: run 'apt-get install postgresql' as root"
+# shellcheck source=scripts/lib.sh
+. "scripts/lib.sh"
 
 find_bin() {
   local dir
@@ -42,16 +41,6 @@ find_bin() {
     fi
   done
   return 1
-}
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    die "PostgreSQL is not installed and installing it needs root: run 'apt-get install postgresql' as root"
-  fi
 }
 
 install_postgres() {

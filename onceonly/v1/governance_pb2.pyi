@@ -77,6 +77,24 @@ ORGANISATION_KIND_PROVIDER: OrganisationKind
 ORGANISATION_KIND_OVERSIGHT: OrganisationKind
 ORGANISATION_KIND_OPERATOR: OrganisationKind
 
+class WhoAmIRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("organization_id", "role", "via", "officer_id", "organisation")
+    ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORGANISATION_FIELD_NUMBER: _ClassVar[int]
+    organization_id: str
+    role: str
+    via: str
+    officer_id: str
+    organisation: Organisation
+    def __init__(self, organization_id: _Optional[str] = ..., role: _Optional[str] = ..., via: _Optional[str] = ..., officer_id: _Optional[str] = ..., organisation: _Optional[_Union[Organisation, _Mapping]] = ...) -> None: ...
+
 class MasterAgreement(_message.Message):
     __slots__ = ("id", "version", "title", "procedure_codes", "purposes", "certificate_type_ids", "legal_bases", "laws", "retention_days", "disclosures", "quota_per_minute", "quota_per_day", "endorsed_by", "registered_by", "registered_at")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -84,6 +84,11 @@ class GovernanceStub:
                 request_serializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/onceonly.v1.Governance/WhoAmI',
+                request_serializer=onceonly_dot_v1_dot_governance__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_governance__pb2.Caller.FromString,
+                _registered_method=True)
 
 
 class GovernanceServicer:
@@ -174,6 +179,14 @@ class GovernanceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """Who the broker takes the caller to be (for a console: the person it relays), and that
+        caller's organisation as registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +239,11 @@ def add_GovernanceServicer_to_server(servicer, server):
                     servicer.ListMasterAgreements,
                     request_deserializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=onceonly_dot_v1_dot_governance__pb2.WhoAmIRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_governance__pb2.Caller.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -498,6 +516,33 @@ class Governance:
             '/onceonly.v1.Governance/ListMasterAgreements',
             onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsRequest.SerializeToString,
             onceonly_dot_v1_dot_governance__pb2.ListMasterAgreementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Governance/WhoAmI',
+            onceonly_dot_v1_dot_governance__pb2.WhoAmIRequest.SerializeToString,
+            onceonly_dot_v1_dot_governance__pb2.Caller.FromString,
             options,
             channel_credentials,
             insecure,

@@ -79,6 +79,10 @@ class GovernanceStub:
     """
     ListMasterAgreements: _grpc.UnaryUnaryMultiCallable[_governance_pb2.ListMasterAgreementsRequest, _governance_pb2.ListMasterAgreementsResponse]
     """Every version of every master agreement (or of one)."""
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_governance_pb2.WhoAmIRequest, _governance_pb2.Caller]
+    """Who the broker takes the caller to be (for a console: the person it relays), and that
+    caller's organisation as registered.
+    """
 
 @_typing.type_check_only
 class GovernanceAsyncStub(GovernanceStub):
@@ -124,6 +128,10 @@ class GovernanceAsyncStub(GovernanceStub):
     """
     ListMasterAgreements: _aio.UnaryUnaryMultiCallable[_governance_pb2.ListMasterAgreementsRequest, _governance_pb2.ListMasterAgreementsResponse]  # type: ignore[assignment]
     """Every version of every master agreement (or of one)."""
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_governance_pb2.WhoAmIRequest, _governance_pb2.Caller]  # type: ignore[assignment]
+    """Who the broker takes the caller to be (for a console: the person it relays), and that
+    caller's organisation as registered.
+    """
 
 class GovernanceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -226,5 +234,15 @@ class GovernanceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_governance_pb2.ListMasterAgreementsResponse, _abc.Awaitable[_governance_pb2.ListMasterAgreementsResponse]]:
         """Every version of every master agreement (or of one)."""
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _governance_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_governance_pb2.Caller, _abc.Awaitable[_governance_pb2.Caller]]:
+        """Who the broker takes the caller to be (for a console: the person it relays), and that
+        caller's organisation as registered.
+        """
 
 def add_GovernanceServicer_to_server(servicer: GovernanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

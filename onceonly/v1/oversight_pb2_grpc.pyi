@@ -4,10 +4,11 @@ isort:skip_file
 The Oversight service: what oversight bodies (and, for their own data, provider
 agencies) call to review the purpose-tagged trace ledger.
 
-Open to principals whose role is `oversight`. A `provider` principal may call
-ListTraces (only traces whose checks reached its own data) and GetUsage grouped by
-PROVIDER (only its own row). Anyone else is refused with PERMISSION_DENIED and
-ErrorInfo reason OVERSIGHT_ONLY.
+Open to principals whose role is `oversight`. A `provider` or `provider-admin` principal may
+call ListTraces (only traces whose checks reached its own data) and GetUsage grouped by
+PROVIDER (only its own row); a `consumer-admin` may call ListTraces for its own
+organisation's requests (another's: CONSUMER_OWN_DATA_ONLY). Anyone else is refused with
+PERMISSION_DENIED and ErrorInfo reason OVERSIGHT_ONLY.
 """
 
 from collections import abc as _abc

@@ -1,0 +1,639 @@
+"""The web console: pages for provider agencies, consumer agencies and oversight bodies, served over
+the broker's gRPC services.
+
+The console decides nothing about data. A person signs in with the client certificate their browser
+presents to the console's HTTPS port, or with a token from their organisation's identity provider;
+every call the console makes to the broker carries that credential (relayed through the console's
+own ``OU=console`` certificate, see ``onceonly.broker.auth``), and the broker decides what it may
+see and do. The console only chooses which pages to offer a role: a page outside a person's role is
+403 and logged, and the broker refuses the data anyway.
+
+Pages are rendered on the server (Jinja2), with one stylesheet and no script. Every form carries a
+CSRF token; the session cookie is ``HttpOnly; Secure; SameSite=Strict`` and holds a random id only
+(tokens stay on the server); every response carries a strict Content-Security-Policy. No document
+number ever appears in a URL or a log line: the resident report is a POST.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onceonly.consumers.client import (
+    BrokerError,
+    InvalidArgument,
+    LegalBasis,
+    Subject,
+    Unauthenticated,
+    Unavailable,
+)
+from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
+from onceonly.consumers.governance import AgreementView, GovernanceClient, GovernanceEntry
+from onceonly.consumers.oversight import OversightClient, Trace, TraceQuery
+
+__all__ = ["ConsoleClient", "ConsoleSettings", "create_app"]
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "onceonly_console"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+MAX_SCAN = 2000
+"""Traces read for one dashboard (newest first)."""
+IDENTITY_TTL_S = 60.0
+ADVICE_KEYS = frozenset(k for k in MESSAGES["en"] if k.startswith("advice_"))
+
+PROVIDER_ROLES = ("provider-admin", "provider")
+CONSUMER_ROLES = ("consumer-admin",)
+OVERSIGHT_ROLES = ("oversight",)
+NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/provider", "provider_page", PROVIDER_ROLES),
+    ("/consumer", "consumer_page", CONSUMER_ROLES),
+    ("/oversight", "oversight_page", OVERSIGHT_ROLES),
+    ("/oversight/resident", "resident_page", OVERSIGHT_ROLES),
+    ("/oversight/ledger", "ledger_page", OVERSIGHT_ROLES),
+    ("/governance/log", "governance_log", ()),
+)
+"""Path, title key, roles (empty: every signed-in person)."""
+
+
+class ConsoleClient(GovernanceClient, OversightClient):
+    """The console's own client of the broker (its ``OU=console`` certificate): Broker, Governance and
+    Oversight over one channel. It acts only for a person, through :meth:`acting_for`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    """Signs the session cookie (a fresh one per process unless given)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who is signed in, as the broker confirmed it (``WhoAmI``)."""
+
+    organization_id: str
+    organisation_name: str
+    role: str
+    via: str
+    officer_id: str
+    certificate_der: bytes | None = None
+    token: str | None = None
+
+
+class _Identities:
+    """The broker's answer to "who is this credential", kept for a minute; and the tokens people
+    signed in with, by session id (never in the cookie)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, Person]] = {}
+        self.tokens: dict[str, tuple[float, str]] = {}
+
+    def get(self, key: str) -> Person | None:
+        found = self._known.get(key)
+        if found is None or found[0] < time.monotonic():
+            self._known.pop(key, None)
+            return None
+        return found[1]
+
+    def put(self, key: str, person: Person) -> None:
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[key] = (time.monotonic() + IDENTITY_TTL_S, person)
+
+
+def client_certificate(scope: Scope) -> bytes | None:
+    """The DER client certificate the person presented on this connection (see
+    :mod:`onceonly.consumers.console.server`), or ``None``."""
+    tls = scope.get("extensions", {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or ()
+    if not chain:
+        return None
+    cert = x509.load_pem_x509_certificate(chain[0].encode() if isinstance(chain[0], str) else chain[0])
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+class SecurityHeaders:
+    """Adds the Content-Security-Policy and friends to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"cache-control", b"no-store"),
+                    (b"strict-transport-security", b"max-age=31536000"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class Console:
+    """The pages, over one :class:`ConsoleClient`."""
+
+    def __init__(self, client: ConsoleClient) -> None:
+        self.client = client
+        self.identities = _Identities()
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.env = env
+
+    # --- identity --------------------------------------------------------------------------
+
+    async def person(self, request: Request) -> Person | None:
+        der = client_certificate(request.scope)
+        token: str | None = None
+        if der is not None:
+            key = "cert:" + hashlib.sha256(der).hexdigest()
+            relay = self.client.acting_for(certificate_der=der)
+        else:
+            found = self.identities.tokens.get(request.session.get("sid", ""))
+            if not found or found[0] < time.time():
+                return None
+            token = found[1]
+            key = "token:" + hashlib.sha256(token.encode()).hexdigest()
+            relay = self.client.acting_for(token=token)
+        known = self.identities.get(key)
+        if known is not None:
+            return known
+        org, role, via, officer, registered = await relay.who_am_i()
+        name = registered.name if registered is not None else org
+        person = Person(org, name, role, via, officer, certificate_der=der, token=token)
+        self.identities.put(key, person)
+        return person
+
+    def relay(self, person: Person) -> ConsoleClient:
+        if person.certificate_der is not None:
+            return self.client.acting_for(certificate_der=person.certificate_der)
+        return self.client.acting_for(token=person.token)
+
+    # --- rendering -------------------------------------------------------------------------
+
+    def language(self, request: Request) -> str:
+        asked = request.query_params.get("lang")
+        if asked in LANGUAGES:
+            request.session["lang"] = asked
+        return pick_language(request.session.get("lang"), request.headers.get("accept-language", ""))
+
+    def render(
+        self, request: Request, template: str, person: Person | None, status: int = 200, /, **context: Any
+    ) -> HTMLResponse:
+        lang = self.language(request)
+        if "csrf" not in request.session:
+            request.session["csrf"] = secrets.token_urlsafe(24)
+
+        def t(key: str, **values: object) -> str:
+            return translate(lang, key, **values)
+
+        nav = [
+            (path, t(title))
+            for path, title, roles in NAV
+            if person is not None and (not roles or person.role in roles)
+        ]
+        html = self.env.get_template(template).render(
+            t=t,
+            lang=lang,
+            languages=LANGUAGES,
+            person=person,
+            nav=nav,
+            path=request.url.path,
+            csrf=request.session["csrf"],
+            advice_keys=ADVICE_KEYS,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    async def check_csrf(self, request: Request) -> FormData:
+        form = await request.form()
+        sent = str(form.get("csrf", ""))
+        expected = str(request.session.get("csrf", ""))
+        if not expected or not hmac.compare_digest(sent, expected):
+            raise _Refused(403, "csrf")
+        return form
+
+    # --- routes ----------------------------------------------------------------------------
+
+    def page(
+        self, roles: Sequence[str], handler: Callable[[Request, Person], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A page for signed-in people of ``roles`` (empty: everyone signed in)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                person = await self.person(request)
+            except Unauthenticated:
+                person = None
+            except Unavailable:
+                return self.render(request, "error.html", None, 503, message_key="broker_unavailable")
+            if person is None:
+                return RedirectResponse("/", status_code=303)
+            if roles and person.role not in roles:
+                log.warning(
+                    "console page outside the role",
+                    extra={
+                        "event": "security",
+                        "path": request.url.path,
+                        "org": person.organization_id,
+                        "role": person.role,
+                    },
+                )
+                return self.render(request, "forbidden.html", person, 403)
+            try:
+                return await handler(request, person)
+            except _Refused as refused:
+                return self.render(request, "forbidden.html", person, refused.status)
+            except Unavailable:
+                return self.render(request, "error.html", person, 503, message_key="broker_unavailable")
+            except BrokerError as exc:
+                if exc.code == "PERMISSION_DENIED":
+                    return self.render(request, "forbidden.html", person, 403)
+                log.warning("console call refused", extra={"code": exc.code, "reason": exc.reason})
+                return self.render(request, "error.html", person, 502, message=exc.message)
+
+        return endpoint
+
+    async def home(self, request: Request) -> Response:
+        try:
+            person = await self.person(request)
+        except (Unauthenticated, Unavailable):
+            person = None
+        if person is None:
+            return self.render(request, "signin.html", None, error="")
+        return self.render(request, "home.html", person)
+
+    async def signin_token(self, request: Request) -> Response:
+        form = await self.check_csrf_anonymous(request)
+        token = str(form.get("token", "")).strip()
+        if not token or len(token) > 8192:
+            return self.render(request, "signin.html", None, 400, error="token")
+        try:
+            org, role, via, _, _ = await self.client.acting_for(token=token).who_am_i()
+        except (Unauthenticated, InvalidArgument) as exc:
+            return self.render(request, "signin.html", None, 401, error=exc.message)
+        sid = secrets.token_urlsafe(24)
+        request.session.clear()
+        request.session["sid"] = sid
+        self.identities.tokens[sid] = (time.time() + 8 * 3600, token)
+        log.info("console sign-in", extra={"org": org, "role": role, "via": via})
+        return RedirectResponse("/", status_code=303)
+
+    async def check_csrf_anonymous(self, request: Request) -> FormData:
+        try:
+            return await self.check_csrf(request)
+        except _Refused:
+            raise _Refused(403, "csrf") from None
+
+    async def signout(self, request: Request) -> Response:
+        await self.check_csrf(request)
+        self.identities.tokens.pop(request.session.get("sid", ""), None)
+        request.session.clear()
+        return RedirectResponse("/", status_code=303)
+
+    # provider agency ----------------------------------------------------------------------
+
+    async def provider_page(self, request: Request, person: Person) -> Response:
+        since, until, period_error = _period(request)
+        client = self.relay(person)
+        traces = await _scan(client, TraceQuery(since=since, until=until))
+        own = [(t, c) for t in traces for c in t.checks if c.provider_id == person.organization_id]
+        names = await self.names()
+        by = {
+            "consumer": _count(
+                names.get(t.consumer_organization_id, t.consumer_organization_id) for t, _ in own
+            ),
+            "procedure": _count(t.procedure_code for t, _ in own),
+            "purpose": _count(t.purpose_text for t, _ in own),
+            "legal_basis": _count(t.legal_basis_kind for t, _ in own),
+            "certificate_type": _count(c.certificate_type_id for _, c in own),
+        }
+        days = _by_day((t.created_at, c.status) for t, c in own)
+        problems = _by_day((t.created_at, c.status) for t, c in own if c.status in ("TIMEOUT", "ERROR"))
+        answered = [c.latency_ms for _, c in own if c.status not in ("TIMEOUT", "SKIPPED")]
+        latency = _percentiles(answered)
+        agreements = [a for a in await client.agreements() if person.organization_id in a.consulted]
+        pending = [a for a in agreements if a.state == "PROPOSED" and person.organization_id in a.waiting_for]
+        return self.render(
+            request,
+            "provider.html",
+            person,
+            **_period_texts(since, until),
+            period_error=period_error,
+            by=by,
+            days=days,
+            problems=problems,
+            latency=latency,
+            scanned=len(traces),
+            agreements=agreements,
+            pending=pending,
+            names=names,
+            notice=request.query_params.get("done", ""),
+            act_error=request.session.pop("flash", ""),
+        )
+
+    async def act(self, request: Request, person: Person) -> Response:
+        form = await self.check_csrf(request)
+        agreement_id = str(form.get("agreement", ""))
+        action = str(form.get("action", ""))
+        version = int(str(form.get("version", "0")) or 0)
+        if action not in ("APPROVE", "VETO"):
+            raise _Refused(400, "action")
+        reason = str(form.get("reason", "")).strip()
+        try:
+            await self.relay(person).act_on_agreement(agreement_id, action, reason=reason, version=version)
+        except InvalidArgument as exc:
+            request.session["flash"] = exc.message
+            return RedirectResponse("/provider?done=error", status_code=303)
+        return RedirectResponse("/provider?done=" + action.lower(), status_code=303)
+
+    # consumer agency ----------------------------------------------------------------------
+
+    async def consumer_page(self, request: Request, person: Person) -> Response:
+        since, until, period_error = _period(request)
+        client = self.relay(person)
+        traces = await _scan(client, TraceQuery(since=since, until=until))
+        outcomes = _count(f"{t.procedure_code}\t{t.decision}" for t in traces)
+        table: dict[str, dict[str, int]] = collections.defaultdict(dict)
+        for key, n in outcomes.items():
+            procedure, decision = key.split("\t")
+            table[procedure][decision] = n
+        denials: dict[str, list[Trace]] = collections.defaultdict(list)
+        for t in traces:
+            if t.decision == "DENIED":
+                denials[t.denial_reason].append(t)
+        agreements = [a for a in await client.agreements() if a.organization_id == person.organization_id]
+        return self.render(
+            request,
+            "consumer.html",
+            person,
+            **_period_texts(since, until),
+            period_error=period_error,
+            table=dict(sorted(table.items())),
+            denials=[
+                (reason, len(found), _distinct(found[0].denial_detail))
+                for reason, found in sorted(denials.items(), key=lambda kv: -len(kv[1]))
+            ],
+            agreements=agreements,
+            scanned=len(traces),
+            names=await self.names(),
+        )
+
+    # oversight -----------------------------------------------------------------------------
+
+    async def oversight_page(self, request: Request, person: Person) -> Response:
+        q = request.query_params
+        errors: list[tuple[str, str]] = []
+        since, until, period_error = _period(request, default_days=None)
+        if period_error:
+            errors.append(("since", period_error))
+        query = TraceQuery(
+            since=since,
+            until=until,
+            consumer_organization_id=q.get("consumer", "").strip(),
+            officer_id=q.get("officer", "").strip(),
+            procedure_code=q.get("procedure", "").strip(),
+            legal_basis_kind=q.get("legal_basis", "").strip().upper(),
+            provider_id=q.get("provider", "").strip(),
+            certificate_type_id=q.get("certificate_type", "").strip(),
+            outcome=q.get("outcome", "").strip().upper(),
+        )
+        traces: list[Trace] = []
+        next_token = ""
+        if not errors:
+            try:
+                traces, next_token = await self.relay(person).list_traces(
+                    query, page_size=50, page_token=q.get("page", "")
+                )
+            except InvalidArgument as exc:
+                errors += [(f.split(".")[-1], d) for f, d in exc.field_violations] or [
+                    ("filter", exc.message)
+                ]
+            except ValueError as exc:
+                errors.append(("legal_basis", str(exc)))
+        next_url = ""
+        if next_token:
+            params = dict(q)
+            params["page"] = next_token
+            next_url = "/oversight?" + "&".join(f"{k}={_quote(v)}" for k, v in params.items())
+        return self.render(
+            request,
+            "oversight.html",
+            person,
+            400 if errors else 200,
+            names=await self.names(),
+            q=q,
+            errors=errors,
+            traces=traces,
+            next_url=next_url,
+        )
+
+    async def resident_page(self, request: Request, person: Person) -> Response:
+        if request.method == "GET":
+            return self.render(request, "resident.html", person, report=None, errors=[], form={})
+        form = await self.check_csrf(request)
+        values = {
+            k: str(form.get(k, "")).strip()
+            for k in ("document_type", "document_number", "purpose", "case_file", "law")
+        }
+        errors: list[tuple[str, str]] = []
+        for name in ("document_number", "purpose", "law"):
+            if not values[name]:
+                errors.append((name, "required"))
+        report = None
+        if not errors:
+            try:
+                report = await self.relay(person).resident_report(
+                    Subject(values["document_type"] or "DNI", values["document_number"]),
+                    purpose=values["purpose"],
+                    legal_basis=LegalBasis.law(values["law"]),
+                    case_file_id=values["case_file"],
+                )
+            except InvalidArgument as exc:
+                errors = [(f.split(".")[-1], d) for f, d in exc.field_violations] or [
+                    ("document_number", exc.message)
+                ]
+        safe_form = {k: v for k, v in values.items() if k != "document_number"}
+        return self.render(
+            request,
+            "resident.html",
+            person,
+            400 if errors else 200,
+            report=report,
+            errors=errors,
+            form=safe_form,
+        )
+
+    async def ledger_page(self, request: Request, person: Person) -> Response:
+        heads = await self.relay(person).witnessed_heads()
+        return self.render(request, "ledger.html", person, heads=heads)
+
+    async def governance_log(self, request: Request, person: Person) -> Response:
+        entries: list[GovernanceEntry] = []
+        async for entry in self.relay(person).log():
+            entries.append(entry)
+        return self.render(request, "governance_log.html", person, entries=list(reversed(entries))[:500])
+
+    async def names(self) -> dict[str, str]:
+        return {o.id: o.name for o in await self.client.organisations()}
+
+    # --- application -----------------------------------------------------------------------
+
+    def app(self, settings: ConsoleSettings) -> Starlette:
+        routes = [
+            Route("/", self.home),
+            Route("/signin/token", self.signin_token, methods=["POST"]),
+            Route("/signout", self.signout, methods=["POST"]),
+            Route("/provider", self.page(PROVIDER_ROLES, self.provider_page)),
+            Route("/provider/act", self.page(("provider-admin",), self.act), methods=["POST"]),
+            Route("/consumer", self.page(CONSUMER_ROLES, self.consumer_page)),
+            Route("/oversight", self.page(OVERSIGHT_ROLES, self.oversight_page)),
+            Route(
+                "/oversight/resident", self.page(OVERSIGHT_ROLES, self.resident_page), methods=["GET", "POST"]
+            ),
+            Route("/oversight/ledger", self.page(OVERSIGHT_ROLES, self.ledger_page)),
+            Route("/governance/log", self.page((), self.governance_log)),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+        middleware = [
+            Middleware(SecurityHeaders),
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret,
+                session_cookie=SESSION_COOKIE,
+                same_site="strict",
+                https_only=True,
+                max_age=8 * 3600,
+            ),
+        ]
+        return Starlette(routes=routes, middleware=middleware, exception_handlers={404: self.not_found})
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        return self.render(request, "error.html", None, 404, message_key="not_found")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+
+
+def create_app(client: ConsoleClient, settings: ConsoleSettings | None = None) -> Starlette:
+    """The console's ASGI application over ``client`` (the console's own certificate)."""
+    return Console(client).app(settings or ConsoleSettings())
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _period(
+    request: Request, default_days: int | None = 30
+) -> tuple[dt.datetime | None, dt.datetime | None, str]:
+    """(since, until exclusive) from the ``since``/``until`` dates of the query; a bad date is an error
+    naming the field."""
+    q = request.query_params
+    today = dt.datetime.now(dt.UTC).date()
+    since = until = None
+    try:
+        if q.get("since"):
+            d = dt.date.fromisoformat(q["since"])
+            since = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+        elif default_days is not None:
+            d = today - dt.timedelta(days=default_days)
+            since = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+        if q.get("until"):
+            d = dt.date.fromisoformat(q["until"]) + dt.timedelta(days=1)
+            until = dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+    except ValueError:
+        return None, None, "dates are YYYY-MM-DD"
+    if since is not None and until is not None and until <= since:
+        return None, None, "until is before since"
+    return since, until, ""
+
+
+def _period_texts(since: dt.datetime | None, until: dt.datetime | None) -> dict[str, str]:
+    """The dates a period form shows (``until`` inclusive, as people read it)."""
+    return {
+        "since_text": since.date().isoformat() if since else "",
+        "until_text": (until - dt.timedelta(days=1)).date().isoformat() if until else "",
+    }
+
+
+async def _scan(client: OversightClient, query: TraceQuery) -> list[Trace]:
+    return [t async for t in client.traces(query, limit=MAX_SCAN)]
+
+
+def _distinct(detail: str) -> str:
+    """A denial's detail with each broken rule once (a rule broken by several checks repeats)."""
+    return " ".join(
+        dict.fromkeys(part.strip().rstrip(".") + "." for part in detail.split(";") if part.strip())
+    )
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    return dict(collections.Counter(v or "-" for v in values).most_common())
+
+
+def _by_day(items: Iterable[tuple[dt.datetime, str]]) -> list[tuple[str, dict[str, int]]]:
+    days: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for when, status in items:
+        days[when.date().isoformat()][status] += 1
+    return [(d, dict(c)) for d, c in sorted(days.items(), reverse=True)]
+
+
+def _percentiles(values: list[int]) -> dict[str, int] | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return {"p50": values[0], "p90": values[0], "p99": values[0]}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49]), "p90": round(cuts[89]), "p99": round(cuts[98])}
+
+
+_ = AgreementView  # the templates read its fields

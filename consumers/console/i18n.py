@@ -1,0 +1,244 @@
+"""The console's words in English and Spanish. A missing translation falls back to English; a missing
+key is a bug (a test renders every page in both languages)."""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "es")
+DEFAULT_LANGUAGE = "en"
+
+_EN: dict[str, str] = {
+    "title": "onceonly console",
+    "skip": "Skip to the content",
+    "signed_in_as": "Signed in as",
+    "sign_out": "Sign out",
+    "language": "Language",
+    "home": "Home",
+    "provider_page": "Who used my data",
+    "consumer_page": "My requests",
+    "oversight_page": "Trace search",
+    "resident_page": "Resident report",
+    "ledger_page": "Ledger integrity",
+    "governance_log": "Governance log",
+    "agreements": "Agreements",
+    "sign_in": "Sign in",
+    "sign_in_certificate": "With your client certificate",
+    "sign_in_certificate_help": (
+        "Your browser presents the certificate your organisation was issued by the platform's CA. "
+        "None was presented on this connection."
+    ),
+    "sign_in_token": "With a token from your organisation's identity provider",
+    "token": "Token",
+    "token_help": "Paste the signed token (JWT) your identity provider issued to you.",
+    "who_decides": (
+        "What you see is decided by the broker from your certificate or token, never by this page."
+    ),
+    "forbidden": "This page is not for your role",
+    "forbidden_help": "Your role ({role}) may not see this page. The attempt was logged.",
+    "not_found": "Not found",
+    "error": "Something went wrong",
+    "broker_unavailable": "The broker cannot be reached right now; try again shortly.",
+    "period": "Period",
+    "since": "From (date)",
+    "until": "Until (date, inclusive)",
+    "show": "Show",
+    "consumer": "Consumer",
+    "procedure": "Procedure",
+    "purpose": "Purpose",
+    "legal_basis": "Legal basis",
+    "certificate_type": "Certificate type",
+    "provider": "Provider",
+    "outcome": "Outcome",
+    "count": "Count",
+    "requests": "Requests",
+    "checks": "Checks",
+    "latency": "Latency of my answers (ms)",
+    "p50": "p50",
+    "p90": "p90",
+    "p99": "p99",
+    "by_day": "By day and outcome",
+    "day": "Day",
+    "errors_timeouts": "Timeouts and errors",
+    "none": "Nothing in this period.",
+    "scanned_note": "From the {n} most recent traces of the period.",
+    "agreement": "Agreement",
+    "version": "Version",
+    "state": "State",
+    "waiting_for": "Waiting for",
+    "pending_approvals": "Waiting for my decision",
+    "approve": "Approve",
+    "veto": "Veto",
+    "reason": "Reason",
+    "reason_help": "Required to veto: the consumer and oversight read it.",
+    "done": "Done.",
+    "denials": "My denials, by reason",
+    "what_to_do": "What to do",
+    "trace": "Trace",
+    "when": "When",
+    "officer": "Officer",
+    "decision": "Decision",
+    "filter": "Filter",
+    "any": "any",
+    "next_page": "Next page",
+    "resident_lookup": "Look up a resident",
+    "document_type": "Document type",
+    "document_number": "Document number",
+    "case_file": "Case file",
+    "report_purpose": "Why you look (recorded in the ledger)",
+    "report_traced": "This lookup was itself recorded in the ledger as trace {trace}.",
+    "hidden_from_resident": "Hidden from the resident",
+    "chain": "Chain",
+    "head_seq": "Last position",
+    "head_hash": "Head hash",
+    "witnessed_heads": "Signed chain heads kept outside the database (the witness)",
+    "ledger_help": (
+        "An auditor checks these heads against the database with `onceonly ledger verify`; a head here "
+        "that the database does not reach means records were removed."
+    ),
+    "actor": "By",
+    "action": "Action",
+    "subject": "Subject",
+    "role_pages": "Your pages",
+    "advice_PROCEDURE_NOT_AUTHORISED": "No agreement covers this procedure: propose one.",
+    "advice_CERTIFICATE_TYPE_NOT_COVERED": (
+        "Your agreement does not cover this certificate type: propose a new version that does."
+    ),
+    "advice_LEGAL_BASIS_NOT_ALLOWED": "Cite a legal basis the agreement and the certificate type allow.",
+    "advice_LEGAL_REFERENCE_NOT_IN_AGREEMENT": "Cite one of the laws your agreement lists, or add the law.",
+    "advice_CONSENT_REQUIRED": "This agreement needs the resident's consent: record it and cite it.",
+    "advice_AGREEMENT_NOT_IN_FORCE": "The agreement is suspended, expired or not yet in force.",
+    "advice_PROVIDER_VETO": "The provider vetoed the agreement: read its reason and talk to it.",
+    "advice_SELF_QUERY_FORBIDDEN": "Officers may not look themselves up.",
+    "advice_OFFICER_NOT_AUTHENTICATED": "Sign officers in with your identity provider's tokens.",
+    "advice_OFFICER_DOCUMENT_REQUIRED": "Send the officer's own identity document with the request.",
+    "advice_QUOTA_EXCEEDED": "The master agreement's quota is used up: wait for the window to end.",
+    "advice_UNKNOWN_CONSUMER": "Your organisation is not registered as a consumer: ask the operator.",
+}
+
+_ES: dict[str, str] = {
+    "title": "consola onceonly",
+    "skip": "Ir al contenido",
+    "signed_in_as": "Sesión iniciada como",
+    "sign_out": "Cerrar sesión",
+    "language": "Idioma",
+    "home": "Inicio",
+    "provider_page": "Quién usó mis datos",
+    "consumer_page": "Mis peticiones",
+    "oversight_page": "Búsqueda de trazas",
+    "resident_page": "Informe de una persona",
+    "ledger_page": "Integridad del registro",
+    "governance_log": "Registro de gobernanza",
+    "agreements": "Convenios",
+    "sign_in": "Iniciar sesión",
+    "sign_in_certificate": "Con su certificado de cliente",
+    "sign_in_certificate_help": (
+        "Su navegador presenta el certificado que la autoridad de certificación de la plataforma emitió "
+        "a su organización. En esta conexión no se presentó ninguno."
+    ),
+    "sign_in_token": "Con un token del proveedor de identidad de su organización",
+    "token": "Token",
+    "token_help": "Pegue el token firmado (JWT) que le emitió su proveedor de identidad.",
+    "who_decides": (
+        "Lo que ve lo decide el intermediador a partir de su certificado o token, nunca esta página."
+    ),
+    "forbidden": "Esta página no corresponde a su perfil",
+    "forbidden_help": "Su perfil ({role}) no puede ver esta página. El intento ha quedado registrado.",
+    "not_found": "No encontrado",
+    "error": "Algo ha fallado",
+    "broker_unavailable": "No se puede contactar con el intermediador; inténtelo de nuevo en breve.",
+    "period": "Periodo",
+    "since": "Desde (fecha)",
+    "until": "Hasta (fecha, incluida)",
+    "show": "Mostrar",
+    "consumer": "Cesionario",
+    "procedure": "Procedimiento",
+    "purpose": "Finalidad",
+    "legal_basis": "Base jurídica",
+    "certificate_type": "Tipo de certificado",
+    "provider": "Emisor",
+    "outcome": "Resultado",
+    "count": "Número",
+    "requests": "Peticiones",
+    "checks": "Comprobaciones",
+    "latency": "Latencia de mis respuestas (ms)",
+    "p50": "p50",
+    "p90": "p90",
+    "p99": "p99",
+    "by_day": "Por día y resultado",
+    "day": "Día",
+    "errors_timeouts": "Tiempos agotados y errores",
+    "none": "Nada en este periodo.",
+    "scanned_note": "A partir de las {n} trazas más recientes del periodo.",
+    "agreement": "Convenio",
+    "version": "Versión",
+    "state": "Estado",
+    "waiting_for": "Pendiente de",
+    "pending_approvals": "Pendientes de mi decisión",
+    "approve": "Aprobar",
+    "veto": "Vetar",
+    "reason": "Motivo",
+    "reason_help": "Obligatorio para vetar: lo leen el cesionario y la autoridad de control.",
+    "done": "Hecho.",
+    "denials": "Mis denegaciones, por motivo",
+    "what_to_do": "Qué hacer",
+    "trace": "Traza",
+    "when": "Cuándo",
+    "officer": "Funcionario",
+    "decision": "Decisión",
+    "filter": "Filtrar",
+    "any": "cualquiera",
+    "next_page": "Página siguiente",
+    "resident_lookup": "Consultar a una persona",
+    "document_type": "Tipo de documento",
+    "document_number": "Número de documento",
+    "case_file": "Expediente",
+    "report_purpose": "Motivo de la consulta (queda registrado)",
+    "report_traced": "Esta consulta ha quedado registrada en el registro como la traza {trace}.",
+    "hidden_from_resident": "Oculto a la persona",
+    "chain": "Cadena",
+    "head_seq": "Última posición",
+    "head_hash": "Hash de cabecera",
+    "witnessed_heads": "Cabeceras firmadas guardadas fuera de la base de datos (el testigo)",
+    "ledger_help": (
+        "Un auditor contrasta estas cabeceras con la base de datos con `onceonly ledger verify`; una "
+        "cabecera que la base de datos no alcanza significa que se borraron registros."
+    ),
+    "actor": "Por",
+    "action": "Acción",
+    "subject": "Objeto",
+    "role_pages": "Sus páginas",
+    "advice_PROCEDURE_NOT_AUTHORISED": "Ningún convenio cubre este procedimiento: proponga uno.",
+    "advice_CERTIFICATE_TYPE_NOT_COVERED": (
+        "Su convenio no cubre este tipo de certificado: proponga una nueva versión que lo cubra."
+    ),
+    "advice_LEGAL_BASIS_NOT_ALLOWED": "Cite una base jurídica que permitan el convenio y el certificado.",
+    "advice_LEGAL_REFERENCE_NOT_IN_AGREEMENT": "Cite una de las leyes de su convenio, o añada la ley.",
+    "advice_CONSENT_REQUIRED": "Este convenio exige el consentimiento de la persona: regístrelo y cítelo.",
+    "advice_AGREEMENT_NOT_IN_FORCE": "El convenio está suspendido, vencido o aún no en vigor.",
+    "advice_PROVIDER_VETO": "El emisor vetó el convenio: lea su motivo y hable con él.",
+    "advice_SELF_QUERY_FORBIDDEN": "Un funcionario no puede consultarse a sí mismo.",
+    "advice_OFFICER_NOT_AUTHENTICATED": (
+        "Autentique a los funcionarios con tokens de su proveedor de identidad."
+    ),
+    "advice_OFFICER_DOCUMENT_REQUIRED": "Envíe el documento de identidad del funcionario con la petición.",
+    "advice_QUOTA_EXCEEDED": "La cuota del convenio marco se ha agotado: espere a que termine el periodo.",
+    "advice_UNKNOWN_CONSUMER": "Su organización no está registrada como cesionaria: pídalo al operador.",
+}
+
+MESSAGES: dict[str, dict[str, str]] = {"en": _EN, "es": _ES}
+
+
+def translate(language: str, key: str, **values: object) -> str:
+    """The text of ``key`` in ``language`` (English if it has none), with ``values`` filled in."""
+    text = MESSAGES.get(language, _EN).get(key) or _EN[key]
+    return text.format(**values) if values else text
+
+
+def pick_language(requested: str | None, accept_language: str) -> str:
+    """The language asked for (a query or cookie), else the first supported one the browser accepts."""
+    if requested in LANGUAGES:
+        return requested
+    for part in accept_language.split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return DEFAULT_LANGUAGE
