@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo console test fuzz lint format protos clean bench soak
+.PHONY: install demo console test fuzz lint format protos clean bench bench-usage soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ fuzz: $(STAMP) ## property-based hostile input at depth (HYPOTHESIS_PROFILE=deep
 
 bench: $(STAMP) ## measure the broker against a bare relay and a direct call (var/bench/latest.json)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Usage facts over a year of 10 million traces on a throwaway PostgreSQL (about 10 minutes;
+# e.g. USAGE_BENCH_ARGS="--traces 1000000" for a quicker look); writes var/bench/usage_facts.json.
+bench-usage: $(STAMP) ## time the usage aggregates behind the console and open data (PostgreSQL)
+	PYTHON=$(PY) scripts/pg.sh run sh -c '$(PY) -m bench.usage_facts --database-url "$$ONCEONLY_TEST_POSTGRES_URL" $(USAGE_BENCH_ARGS)'
 
 # A bounded soak (default 180 s; e.g. SOAK_ARGS="--duration 60"): mixed workload while providers
 # are restarted and one is slowed; writes var/soak/latest.json; fails if any answer was untraced.

@@ -41,7 +41,7 @@ UNARY_METHODS = ("/onceonly.v1.Broker/Verify",)
 BULK_METHODS = ("/onceonly.v1.Broker/VerifyBulk",)
 OVERSIGHT_METHODS = tuple(
     f"/onceonly.v1.Oversight/{m}"
-    for m in ("ListTraces", "GetUsage", "GetResidentReport", "GetWitnessedHeads")
+    for m in ("ListTraces", "GetUsage", "GetResidentReport", "GetWitnessedHeads", "QueryUsage")
 )
 _WARN_EVERY_S = 1.0
 

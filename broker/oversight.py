@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NoReturn
 
@@ -40,6 +41,7 @@ from onceonly.broker.traces import (
     range_violations,
 )
 from onceonly.broker.usage import Grouping, UsageTable
+from onceonly.broker.usage_facts import FactFilter, FactTable
 from onceonly.broker.witness import Witnessed
 from onceonly.errors import PermissionDenied, permission_denied
 
@@ -58,6 +60,8 @@ __all__ = [
     "scope_for",
 ]
 
+OPEN_DATA_MINIMUM = 10
+"""Open data withholds a fact counted fewer times than this (so that no one person stands out)."""
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 REPORT_PROCEDURE = "OVERSIGHT-RESIDENT-REPORT"
@@ -223,6 +227,45 @@ class OversightService:
             raise InvalidRequest([FieldViolation("until", bad[0].description)])
         filter_ = TraceFilter(since=since, until=until, provider_id=scope.provider_id or "")
         return await asyncio.to_thread(self._queries.usage, filter_, grouping, scope.provider_id)
+
+    # usage facts
+
+    async def facts(
+        self,
+        scope: Scope,
+        filter_: FactFilter,
+        group_by: Sequence[str],
+        bucket: str,
+        *,
+        open_data: bool = False,
+    ) -> FactTable:
+        """Usage facts within ``scope``: a provider's own checks (without request counts), a
+        consumer's own requests; for open data, facts counted fewer than :data:`OPEN_DATA_MINIMUM`
+        times are withheld."""
+        equal = dict(filter_.equal or {})
+        refusal = own_data_only(
+            scope, equal.get("provider_id", ""), equal.get("consumer_organization_id", "")
+        )
+        if refusal is not None:
+            raise refusal
+        bad = range_violations(filter_.since, filter_.until, "")
+        if bad:
+            raise InvalidRequest([FieldViolation("until", bad[0].description)])
+        if scope.provider_id is not None:
+            equal["provider_id"] = scope.provider_id
+        if scope.consumer_id is not None:
+            equal["consumer_organization_id"] = scope.consumer_id
+        filter_ = replace(filter_, equal=equal)
+        table = await asyncio.to_thread(self._queries.facts, filter_, group_by, bucket)
+        rows = table.rows
+        if scope.provider_id is not None:
+            rows = tuple(replace(r, requests=0) for r in rows)
+        if open_data:
+            rows = tuple(
+                replace(r, checks=0, requests=0, suppressed=True) if r.checks < OPEN_DATA_MINIMUM else r
+                for r in rows
+            )
+        return replace(table, rows=rows)
 
     # resident report
 

@@ -19,7 +19,16 @@ from onceonly.broker.domain import (
     TraceRecord,
 )
 from onceonly.broker.errors import FieldViolation, InvalidRequest
-from onceonly.broker.oversight import OversightService, ResidentAccess, TraceEntry, TraceFilter, scope_for
+from onceonly.broker.oversight import (
+    OversightService,
+    ResidentAccess,
+    Scope,
+    TraceEntry,
+    TraceFilter,
+    scope_for,
+)
+from onceonly.broker.usage_facts import FactFilter
+from onceonly.errors import unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.status import abort
 from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
@@ -31,6 +40,8 @@ from onceonly.wire import (
     DOCUMENT_TYPE,
     LEGAL_BASIS_KIND,
     OFFICER_IDENTIFICATION,
+    USAGE_BUCKET,
+    USAGE_DIMENSION,
     USAGE_GROUPING,
 )
 
@@ -42,7 +53,10 @@ SERVICE_NAME = oversight_pb2.DESCRIPTOR.services_by_name["Oversight"].full_name
 
 
 def _time(
-    msg: oversight_pb2.TraceFilter | oversight_pb2.GetUsageRequest | oversight_pb2.GetResidentReportRequest,
+    msg: oversight_pb2.TraceFilter
+    | oversight_pb2.GetUsageRequest
+    | oversight_pb2.GetResidentReportRequest
+    | oversight_pb2.QueryUsageRequest,
     name: str,
     prefix: str = "",
 ) -> dt.datetime | None:
@@ -243,6 +257,76 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
                 ],
                 traces_scanned=table.traces_scanned,
                 hours_rolled_up=table.hours_rolled_up,
+            )
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def QueryUsage(
+        self, request: oversight_pb2.QueryUsageRequest, context: Context
+    ) -> oversight_pb2.UsageFacts:
+        try:
+            principal = current_principal()
+            if request.open_data:
+                if principal is None:
+                    raise unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+                scope = Scope()
+            else:
+                scope = scope_for(principal, "QueryUsage", provider_allowed=True, consumer_allowed=True)
+            errors: list[FieldViolation] = []
+            group_by = []
+            for i, number in enumerate(request.group_by):
+                dimension = USAGE_DIMENSION.from_proto(number)
+                if dimension is None:
+                    errors.append(FieldViolation(f"group_by[{i}]", f"must be {USAGE_DIMENSION.choices()}"))
+                elif dimension.value in group_by:
+                    errors.append(FieldViolation(f"group_by[{i}]", "repeats a dimension"))
+                else:
+                    group_by.append(dimension.value)
+            bucket = USAGE_BUCKET.from_proto(request.bucket) if request.bucket else None
+            if request.bucket and bucket is None:
+                errors.append(FieldViolation("bucket", f"must be {USAGE_BUCKET.choices()}"))
+            equal = {}
+            for name in (
+                "consumer_organization_id",
+                "procedure_code",
+                "certificate_type_id",
+                "provider_id",
+                "outcome",
+                "denial_reason",
+            ):
+                value: str = getattr(request, name).strip()
+                if len(value) > 128 or any(ord(c) < 32 for c in value):
+                    errors.append(FieldViolation(name, "must be at most 128 printable characters"))
+                elif value:
+                    equal[name] = value
+            if request.legal_basis_kind:
+                kind = LEGAL_BASIS_KIND.from_proto(request.legal_basis_kind)
+                if kind is None:
+                    errors.append(FieldViolation("legal_basis_kind", f"must be {LEGAL_BASIS_KIND.choices()}"))
+                else:
+                    equal["legal_basis_kind"] = kind.value
+            if errors:
+                raise InvalidRequest(errors)
+            table = await self._service.facts(
+                scope,
+                FactFilter(since=_time(request, "since"), until=_time(request, "until"), equal=equal),
+                group_by,
+                bucket.value if bucket is not None else "all",
+                open_data=request.open_data,
+            )
+            return oversight_pb2.UsageFacts(
+                facts=[
+                    oversight_pb2.UsageFact(
+                        bucket=r.bucket,
+                        dimensions=list(r.dimensions),
+                        checks=r.checks,
+                        requests=r.requests,
+                        suppressed=r.suppressed,
+                    )
+                    for r in table.rows
+                ],
+                hours_rolled_up=table.hours_rolled_up,
+                traces_scanned=table.traces_scanned,
             )
         except Exception as exc:
             await abort(context, exc)

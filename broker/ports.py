@@ -10,7 +10,7 @@ the tests, so that the services run without sockets or a database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from onceonly.broker.domain import (
@@ -24,6 +24,7 @@ from onceonly.broker.domain import (
 )
 from onceonly.broker.traces import TraceFilter, TracePage
 from onceonly.broker.usage import Grouping, UsageTable
+from onceonly.broker.usage_facts import FactFilter, FactTable
 from onceonly.broker.witness import Witnessed
 
 __all__ = [
@@ -61,6 +62,10 @@ class TraceQueries(Protocol):
         self, subject_ref: str, exclude_trace_id: str, since: dt.datetime | None, until: dt.datetime | None
     ) -> list[TraceRecord]:
         """Every trace about the subject with pseudonym ``subject_ref``, newest first."""
+        ...
+
+    def facts(self, filter_: FactFilter, group_by: Sequence[str], bucket: str) -> FactTable:
+        """Usage facts summed by ``bucket`` and ``group_by`` (see ``onceonly.broker.usage_facts``)."""
         ...
 
     def organisation_names(self, ids: Iterable[str]) -> dict[str, str]:

@@ -35,6 +35,7 @@ __all__ = [
     "ReplyRow",
     "TraceRow",
     "UTCDateTime",
+    "UsageFactRow",
     "UsageHourRow",
     "VetoRow",
     "create_engine",
@@ -305,6 +306,25 @@ class UsageHourRow(SQLModel, table=True):
     latencies: str = Field(default="{}", sa_type=sa.Text)
 
 
+class UsageFactRow(SQLModel, table=True):
+    """Checks of one closed hour counted by consumer, procedure, legal-basis kind, certificate
+    type, provider, outcome and denial reason (``broker.usage_facts``); ``requests`` counts each
+    request once. The row with outcome ``*HOUR*`` says the hour was rolled up."""
+
+    __tablename__ = "usage_facts"
+
+    hour: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
+    consumer_organization_id: str = Field(primary_key=True, max_length=64)
+    procedure_code: str = Field(primary_key=True, max_length=128)
+    legal_basis_kind: str = Field(primary_key=True, max_length=16)
+    certificate_type_id: str = Field(primary_key=True, max_length=128)
+    provider_id: str = Field(primary_key=True, max_length=64)
+    outcome: str = Field(primary_key=True, max_length=32)
+    denial_reason: str = Field(primary_key=True, max_length=64)
+    checks: int = 0
+    requests: int = 0
+
+
 _TABLES = [
     OrganisationRow.__table__,  # type: ignore[attr-defined]
     AgreementRow.__table__,  # type: ignore[attr-defined]
@@ -317,6 +337,7 @@ _TABLES = [
     ReplyRow.__table__,  # type: ignore[attr-defined]
     CheckpointRow.__table__,  # type: ignore[attr-defined]
     UsageHourRow.__table__,  # type: ignore[attr-defined]
+    UsageFactRow.__table__,  # type: ignore[attr-defined]
     GovernanceEventRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)

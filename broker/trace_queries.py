@@ -13,12 +13,12 @@ import dataclasses
 import datetime as dt
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from onceonly.broker import usage_rollup
+from onceonly.broker import usage_facts, usage_rollup
 from onceonly.broker.domain import Decision, TraceRecord
 from onceonly.broker.errors import QueryTooLong
 from onceonly.broker.ledger import trace_from_row
@@ -199,7 +199,18 @@ class SqlTraceQueries:
                 usage_rollup.closed_before(dt.datetime.now(dt.UTC)),
                 earliest + limit_hours * usage_rollup.HOUR,
             )
-            return usage_rollup.roll_up(conn, earliest, end) if earliest < end else 0
+            if earliest >= end:
+                return 0
+            rolled = usage_rollup.roll_up(conn, earliest, end)
+            usage_facts.roll_up(conn, earliest, end)
+            return rolled
+
+    def facts(
+        self, filter_: usage_facts.FactFilter, group_by: Sequence[str], bucket: str
+    ) -> usage_facts.FactTable:
+        """Usage facts summed by ``bucket`` and ``group_by`` (see :func:`broker.usage_facts.query`)."""
+        with self.budgeted_connection() as conn:
+            return usage_facts.query(conn, filter_, group_by, bucket)
 
     def of_subject(
         self, subject_ref: str, exclude_trace_id: str, since: dt.datetime | None, until: dt.datetime | None

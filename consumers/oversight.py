@@ -15,7 +15,7 @@ The ``onceonly oversight`` commands are in :mod:`consumers.oversight_cli`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ from onceonly.wire import (
     DOCUMENT_TYPE,
     LEGAL_BASIS_KIND,
     OFFICER_IDENTIFICATION,
+    USAGE_BUCKET,
+    USAGE_DIMENSION,
     USAGE_GROUPING,
 )
 
@@ -110,6 +112,17 @@ class Usage:
     rows: tuple[UsageRow, ...]
     traces_scanned: int
     hours_rolled_up: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """Usage facts summed in one bucket for one combination of the grouped dimensions."""
+
+    bucket: str
+    dimensions: tuple[str, ...]
+    checks: int
+    requests: int
+    suppressed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +306,44 @@ class OversightClient(BrokerClient):
             reply.traces_scanned,
             reply.hours_rolled_up,
         )
+
+    async def query_usage(
+        self,
+        group_by: Sequence[str] = (),
+        *,
+        bucket: str = "",
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        open_data: bool = False,
+        **equal: str,
+    ) -> tuple[list[Fact], int, int]:
+        """Usage facts grouped by ``group_by`` (CONSUMER, PROCEDURE, LEGAL_BASIS_KIND,
+        CERTIFICATE_TYPE, PROVIDER, OUTCOME, DENIAL_REASON) and ``bucket`` (HOUR, DAY, MONTH; empty:
+        the whole range), filtered by ``equal`` (e.g. ``provider_id="tax"``); with the hours taken
+        from aggregates and the traces read."""
+        dimensions = [USAGE_DIMENSION.number(d) for d in group_by]
+        if not all(dimensions):
+            raise ValueError(f"group by {USAGE_DIMENSION.choices()}, not {list(group_by)!r}")
+        request = oversight_pb2.QueryUsageRequest(group_by=dimensions, open_data=open_data)
+        if bucket:
+            request.bucket = USAGE_BUCKET.number(bucket)
+            if not request.bucket:
+                raise ValueError(f"bucket must be {USAGE_BUCKET.choices()}, not {bucket!r}")
+        kind = equal.pop("legal_basis_kind", "")
+        if kind:
+            request.legal_basis_kind = LEGAL_BASIS_KIND.number(kind)
+        for name, value in equal.items():
+            setattr(request, name, value)
+        if since is not None:
+            request.since.CopyFrom(_stamp(since))
+        if until is not None:
+            request.until.CopyFrom(_stamp(until))
+        try:
+            reply = await self._oversight.QueryUsage(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        facts = [Fact(f.bucket, tuple(f.dimensions), f.checks, f.requests, f.suppressed) for f in reply.facts]
+        return facts, reply.hours_rolled_up, reply.traces_scanned
 
     async def resident_report(
         self,

@@ -24,6 +24,8 @@ __all__ = [
     "OfficerIdentification",
     "OrganisationKind",
     "SubjectId",
+    "UsageBucket",
+    "UsageDimension",
     "UsageGrouping",
 ]
 
@@ -151,6 +153,26 @@ class UsageGrouping(enum.StrEnum):
     PROVIDER = "PROVIDER"
     CONSUMER = "CONSUMER"
     PROCEDURE = "PROCEDURE"
+
+
+class UsageDimension(enum.StrEnum):
+    """What usage facts are grouped and filtered by (the value: the aggregate's column)."""
+
+    CONSUMER = "consumer_organization_id"
+    PROCEDURE = "procedure_code"
+    LEGAL_BASIS_KIND = "legal_basis_kind"
+    CERTIFICATE_TYPE = "certificate_type_id"
+    PROVIDER = "provider_id"
+    OUTCOME = "outcome"
+    DENIAL_REASON = "denial_reason"
+
+
+class UsageBucket(enum.StrEnum):
+    """How usage facts are summed over time (unspecified on the wire: the whole range)."""
+
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
 
 
 @dataclass(frozen=True, slots=True)

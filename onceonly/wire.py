@@ -29,6 +29,8 @@ from onceonly.vocabulary import (
     LegalBasisKind,
     OfficerIdentification,
     OrganisationKind,
+    UsageBucket,
+    UsageDimension,
     UsageGrouping,
 )
 
@@ -45,6 +47,8 @@ __all__ = [
     "OFFICER_IDENTIFICATION",
     "ORGANISATION_KIND",
     "PARAMETER_TYPE",
+    "USAGE_BUCKET",
+    "USAGE_DIMENSION",
     "USAGE_GROUPING",
     "ProtoEnum",
     "short_enum_names",
@@ -142,6 +146,8 @@ DENIAL_REASON = ProtoEnum(common_pb2.DenialReason, DenialReason)
 CHECK_STATUS = ProtoEnum(broker_pb2.CheckStatus, CheckStatus)
 DECISION = ProtoEnum(oversight_pb2.Decision, Decision)
 USAGE_GROUPING = ProtoEnum(oversight_pb2.UsageGrouping, UsageGrouping)
+USAGE_DIMENSION = ProtoEnum(oversight_pb2.UsageDimension, UsageDimension)
+USAGE_BUCKET = ProtoEnum(oversight_pb2.UsageBucket, UsageBucket)
 OFFICER_IDENTIFICATION = ProtoEnum(common_pb2.OfficerIdentification, OfficerIdentification)
 ATTEST_RESULT = ProtoEnum(provider_pb2.AttestResponse.Result, AttestResult)
 ORGANISATION_KIND = ProtoEnum(governance_pb2.OrganisationKind, OrganisationKind)

@@ -17,14 +17,16 @@ number ever appears in a URL or a log line: the resident report is a POST.
 from __future__ import annotations
 
 import collections
+import csv
 import datetime as dt
 import hashlib
 import hmac
+import io
 import logging
 import secrets
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,7 +54,7 @@ from onceonly.consumers.client import (
 )
 from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
 from onceonly.consumers.governance import AgreementView, GovernanceClient, GovernanceEntry
-from onceonly.consumers.oversight import OversightClient, Trace, TraceQuery
+from onceonly.consumers.oversight import Fact, OversightClient, Trace, TraceQuery
 
 __all__ = ["ConsoleClient", "ConsoleSettings", "create_app"]
 
@@ -64,8 +66,13 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-MAX_SCAN = 2000
-"""Traces read for one dashboard (newest first)."""
+DEFAULT_MINUTES_SAVED = 30
+"""Minutes a resident saves per certificate not brought, where no figure is configured for its type."""
+OPEN_DATA_MINIMUM = 10
+OPEN_DATA_DIMENSIONS = ("CONSUMER", "PROCEDURE", "CERTIFICATE_TYPE", "LEGAL_BASIS_KIND", "OUTCOME")
+OPEN_DATA_COLUMNS = ("organisation", "procedure", "certificate_type", "legal_basis_kind", "result")
+PURPOSE_SAMPLE = 500
+"""Traces read (newest first) for what the aggregates do not hold: purposes, denial details."""
 IDENTITY_TTL_S = 60.0
 ADVICE_KEYS = frozenset(k for k in MESSAGES["en"] if k.startswith("advice_"))
 
@@ -92,6 +99,24 @@ class ConsoleClient(GovernanceClient, OversightClient):
 class ConsoleSettings:
     session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     """Signs the session cookie (a fresh one per process unless given)."""
+    minutes_per_certificate: Mapping[str, int] = field(default_factory=dict)
+    """Open data's impact: the minutes a resident saves when a certificate of a type is verified
+    instead of brought (``ONCEONLY_CONSOLE_MINUTES``: ``type=minutes,…``)."""
+    default_minutes: int = DEFAULT_MINUTES_SAVED
+
+    def minutes_for(self, certificate_type_id: str) -> int:
+        return self.minutes_per_certificate.get(certificate_type_id, self.default_minutes)
+
+    @staticmethod
+    def parse_minutes(text: str) -> dict[str, int]:
+        """``type=minutes,…`` as a mapping; ``ValueError`` naming the bad entry."""
+        out = {}
+        for entry in filter(None, (e.strip() for e in text.split(","))):
+            name, _, minutes = entry.partition("=")
+            if not name.strip() or not minutes.strip().isdigit():
+                raise ValueError(f"ONCEONLY_CONSOLE_MINUTES: {entry!r} is not type=minutes")
+            out[name.strip()] = int(minutes)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +195,9 @@ class SecurityHeaders:
 class Console:
     """The pages, over one :class:`ConsoleClient`."""
 
-    def __init__(self, client: ConsoleClient) -> None:
+    def __init__(self, client: ConsoleClient, settings: ConsoleSettings) -> None:
         self.client = client
+        self.settings = settings
         self.identities = _Identities()
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -336,22 +362,27 @@ class Console:
     async def provider_page(self, request: Request, person: Person) -> Response:
         since, until, period_error = _period(request)
         client = self.relay(person)
-        traces = await _scan(client, TraceQuery(since=since, until=until))
-        own = [(t, c) for t in traces for c in t.checks if c.provider_id == person.organization_id]
         names = await self.names()
-        by = {
-            "consumer": _count(
-                names.get(t.consumer_organization_id, t.consumer_organization_id) for t, _ in own
-            ),
-            "procedure": _count(t.procedure_code for t, _ in own),
-            "purpose": _count(t.purpose_text for t, _ in own),
-            "legal_basis": _count(t.legal_basis_kind for t, _ in own),
-            "certificate_type": _count(c.certificate_type_id for _, c in own),
-        }
-        days = _by_day((t.created_at, c.status) for t, c in own)
-        problems = _by_day((t.created_at, c.status) for t, c in own if c.status in ("TIMEOUT", "ERROR"))
-        answered = [c.latency_ms for _, c in own if c.status not in ("TIMEOUT", "SKIPPED")]
-        latency = _percentiles(answered)
+        dims = ("CONSUMER", "PROCEDURE", "LEGAL_BASIS_KIND", "CERTIFICATE_TYPE", "OUTCOME")
+        facts, hours, scanned = await client.query_usage(dims, bucket="DAY", since=since, until=until)
+        by: dict[str, dict[str, int]] = {}
+        for label, index in (("consumer", 0), ("procedure", 1), ("legal_basis", 2), ("certificate_type", 3)):
+            counts: collections.Counter[str] = collections.Counter()
+            for f in facts:
+                key = f.dimensions[index]
+                counts[names.get(key, key) if label == "consumer" else key] += f.checks
+            by[label] = dict(counts.most_common())
+        days = _by_day_facts(facts, 4)
+        problems = _by_day_facts([f for f in facts if f.dimensions[4] in ("TIMEOUT", "ERROR")], 4)
+        recent = [t async for t in client.traces(TraceQuery(since=since, until=until), limit=PURPOSE_SAMPLE)]
+        by["purpose"] = _count(t.purpose_text for t in recent)
+        usage = await client.usage("provider", since=since, until=until)
+        mine = [r for r in usage.rows if r.key == person.organization_id]
+        latency = (
+            {"p50": mine[0].latency_p50_ms, "p90": mine[0].latency_p90_ms, "p99": mine[0].latency_p99_ms}
+            if mine and mine[0].total
+            else None
+        )
         agreements = [a for a in await client.agreements() if person.organization_id in a.consulted]
         pending = [a for a in agreements if a.state == "PROPOSED" and person.organization_id in a.waiting_for]
         return self.render(
@@ -364,7 +395,9 @@ class Console:
             days=days,
             problems=problems,
             latency=latency,
-            scanned=len(traces),
+            hours=hours,
+            scanned=scanned,
+            sampled=len(recent),
             agreements=agreements,
             pending=pending,
             names=names,
@@ -392,16 +425,22 @@ class Console:
     async def consumer_page(self, request: Request, person: Person) -> Response:
         since, until, period_error = _period(request)
         client = self.relay(person)
-        traces = await _scan(client, TraceQuery(since=since, until=until))
-        outcomes = _count(f"{t.procedure_code}\t{t.decision}" for t in traces)
-        table: dict[str, dict[str, int]] = collections.defaultdict(dict)
-        for key, n in outcomes.items():
-            procedure, decision = key.split("\t")
-            table[procedure][decision] = n
-        denials: dict[str, list[Trace]] = collections.defaultdict(list)
-        for t in traces:
-            if t.decision == "DENIED":
-                denials[t.denial_reason].append(t)
+        facts, hours, scanned = await client.query_usage(
+            ("PROCEDURE", "OUTCOME", "DENIAL_REASON"), since=since, until=until
+        )
+        table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"GRANTED": 0, "DENIED": 0})
+        reasons: collections.Counter[str] = collections.Counter()
+        for f in facts:
+            procedure, outcome, reason = f.dimensions
+            decision = "DENIED" if outcome == "DENIED" else "GRANTED"
+            table[procedure][decision] += f.requests
+            if decision == "DENIED":
+                reasons[reason] += f.requests
+        denied = TraceQuery(since=since, until=until, outcome="DENIED")
+        recent = [t async for t in client.traces(denied, limit=PURPOSE_SAMPLE)]
+        details: dict[str, str] = {}
+        for t in recent:
+            details.setdefault(t.denial_reason, _distinct(t.denial_detail))
         agreements = [a for a in await client.agreements() if a.organization_id == person.organization_id]
         return self.render(
             request,
@@ -410,12 +449,10 @@ class Console:
             **_period_texts(since, until),
             period_error=period_error,
             table=dict(sorted(table.items())),
-            denials=[
-                (reason, len(found), _distinct(found[0].denial_detail))
-                for reason, found in sorted(denials.items(), key=lambda kv: -len(kv[1]))
-            ],
+            denials=[(reason, n, details.get(reason, "")) for reason, n in reasons.most_common()],
             agreements=agreements,
-            scanned=len(traces),
+            hours=hours,
+            scanned=scanned,
             names=await self.names(),
         )
 
@@ -517,6 +554,91 @@ class Console:
     async def names(self) -> dict[str, str]:
         return {o.id: o.name for o in await self.client.organisations()}
 
+    # open data (no sign-in) -------------------------------------------------------------------
+
+    async def open_facts(
+        self, request: Request
+    ) -> tuple[list[Fact], dt.datetime | None, dt.datetime | None, str]:
+        since, until, error = _period(request)
+        if error:
+            return [], since, until, error
+        facts, _, _ = await self.client.query_usage(
+            OPEN_DATA_DIMENSIONS, bucket="DAY", since=since, until=until, open_data=True
+        )
+        return facts, since, until, ""
+
+    async def open_data(self, request: Request) -> Response:
+        try:
+            facts, since, until, error = await self.open_facts(request)
+            impact, _, _ = await self.client.query_usage(
+                ("CERTIFICATE_TYPE",), bucket="MONTH", outcome="VERIFIED", open_data=True
+            )
+        except Unavailable:
+            return self.render(request, "error.html", None, 503, message_key="broker_unavailable")
+        names = await self.names()
+        months: dict[str, list[int]] = {}
+        for f in impact:
+            slot = months.setdefault(f.bucket, [0, 0])
+            slot[0] += f.checks
+            slot[1] += f.checks * self.settings.minutes_for(f.dimensions[0])
+        indicators = [
+            (month, checks, round(minutes / 60, 1)) for month, (checks, minutes) in sorted(months.items())
+        ]
+        tallest = max((c for _, c, _ in indicators), default=0)
+        return self.render(
+            request,
+            "open_data.html",
+            None,
+            400 if error else 200,
+            **_period_texts(since, until),
+            period_error=error,
+            rows=[(f, names.get(f.dimensions[0], f.dimensions[0])) for f in facts],
+            indicators=indicators,
+            bars=[
+                (month, checks, (checks * 160 // tallest) if tallest else 0)
+                for month, checks, _ in indicators
+            ],
+            minimum=OPEN_DATA_MINIMUM,
+        )
+
+    async def open_data_csv(self, request: Request) -> Response:
+        facts, _, _, error = await self.open_facts(request)
+        if error:
+            return Response(f"since/until: {error}\n", status_code=400, media_type="text/plain")
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["day", *OPEN_DATA_COLUMNS, "checks", "requests", "suppressed"])
+        for f in facts:
+            counts = ("", "", "yes") if f.suppressed else (f.checks, f.requests, "no")
+            writer.writerow([f.bucket, *f.dimensions, *counts])
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="onceonly-open-data.csv"'},
+        )
+
+    async def open_data_json(self, request: Request) -> Response:
+        facts, since, until, error = await self.open_facts(request)
+        if error:
+            return JSONResponse({"error": {"field": "since", "description": error}}, status_code=400)
+        return JSONResponse(
+            {
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+                "minimum_count": OPEN_DATA_MINIMUM,
+                "facts": [
+                    {
+                        "day": f.bucket,
+                        **dict(zip(OPEN_DATA_COLUMNS, f.dimensions, strict=True)),
+                        "checks": None if f.suppressed else f.checks,
+                        "requests": None if f.suppressed else f.requests,
+                        "suppressed": f.suppressed,
+                    }
+                    for f in facts
+                ],
+            }
+        )
+
     # --- application -----------------------------------------------------------------------
 
     def app(self, settings: ConsoleSettings) -> Starlette:
@@ -533,6 +655,9 @@ class Console:
             ),
             Route("/oversight/ledger", self.page(OVERSIGHT_ROLES, self.ledger_page)),
             Route("/governance/log", self.page((), self.governance_log)),
+            Route("/open-data", self.open_data),
+            Route("/open-data.csv", self.open_data_csv),
+            Route("/open-data.json", self.open_data_json),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         middleware = [
@@ -560,7 +685,8 @@ class _Refused(Exception):
 
 def create_app(client: ConsoleClient, settings: ConsoleSettings | None = None) -> Starlette:
     """The console's ASGI application over ``client`` (the console's own certificate)."""
-    return Console(client).app(settings or ConsoleSettings())
+    settings = settings or ConsoleSettings()
+    return Console(client, settings).app(settings)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -605,10 +731,6 @@ def _period_texts(since: dt.datetime | None, until: dt.datetime | None) -> dict[
     }
 
 
-async def _scan(client: OversightClient, query: TraceQuery) -> list[Trace]:
-    return [t async for t in client.traces(query, limit=MAX_SCAN)]
-
-
 def _distinct(detail: str) -> str:
     """A denial's detail with each broken rule once (a rule broken by several checks repeats)."""
     return " ".join(
@@ -620,10 +742,11 @@ def _count(values: Iterable[str]) -> dict[str, int]:
     return dict(collections.Counter(v or "-" for v in values).most_common())
 
 
-def _by_day(items: Iterable[tuple[dt.datetime, str]]) -> list[tuple[str, dict[str, int]]]:
+def _by_day_facts(facts: Iterable[Fact], outcome_index: int) -> list[tuple[str, dict[str, int]]]:
+    """Checks by day (newest first) and outcome."""
     days: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-    for when, status in items:
-        days[when.date().isoformat()][status] += 1
+    for f in facts:
+        days[f.bucket][f.dimensions[outcome_index]] += f.checks
     return [(d, dict(c)) for d, c in sorted(days.items(), reverse=True)]
 
 

@@ -51,12 +51,13 @@ async def cmd_serve_console(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     secret = os.environ.get("ONCEONLY_CONSOLE_SESSION_SECRET") or secrets.token_urlsafe(32)
     try:
+        minutes = ConsoleSettings.parse_minutes(os.environ.get("ONCEONLY_CONSOLE_MINUTES", ""))
         await serve_console(
             listen=args.listen or os.environ.get("ONCEONLY_CONSOLE_LISTEN", DEFAULT_LISTEN),
             broker=args.broker or os.environ.get("ONCEONLY_BROKER", DEFAULT_TARGET),
             tls_dir=tls_dir,
             cert=args.cert,
-            settings=ConsoleSettings(session_secret=secret),
+            settings=ConsoleSettings(session_secret=secret, minutes_per_certificate=minutes),
         )
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -59,7 +59,8 @@ _EN: dict[str, str] = {
     "day": "Day",
     "errors_timeouts": "Timeouts and errors",
     "none": "Nothing in this period.",
-    "scanned_note": "From the {n} most recent traces of the period.",
+    "facts_note": "Counted from {hours} hours of aggregates and {n} traces of the hours not yet aggregated.",
+    "purpose_note": "Purposes: from the {n} most recent traces.",
     "agreement": "Agreement",
     "version": "Version",
     "state": "State",
@@ -98,6 +99,21 @@ _EN: dict[str, str] = {
     "action": "Action",
     "subject": "Subject",
     "role_pages": "Your pages",
+    "open_data": "Open data",
+    "open_data_intro": (
+        "How the platform is used, by day: no resident appears here, and any figure counted fewer than "
+        "{minimum} times is withheld."
+    ),
+    "impact": "Certificates residents did not have to bring",
+    "impact_help": (
+        "Verified checks by month, and the hours they saved residents (minutes per certificate type, "
+        "configurable)."
+    ),
+    "impact_chart": "Verified checks by month",
+    "month": "Month",
+    "not_brought": "Certificates not brought",
+    "hours_saved": "Hours saved (estimated)",
+    "usage_by_day": "Usage by day",
     "advice_PROCEDURE_NOT_AUTHORISED": "No agreement covers this procedure: propose one.",
     "advice_CERTIFICATE_TYPE_NOT_COVERED": (
         "Your agreement does not cover this certificate type: propose a new version that does."
@@ -167,7 +183,8 @@ _ES: dict[str, str] = {
     "day": "Día",
     "errors_timeouts": "Tiempos agotados y errores",
     "none": "Nada en este periodo.",
-    "scanned_note": "A partir de las {n} trazas más recientes del periodo.",
+    "facts_note": "Contado con {hours} horas de agregados y {n} trazas de las horas aún sin agregar.",
+    "purpose_note": "Finalidades: de las {n} trazas más recientes.",
     "agreement": "Convenio",
     "version": "Versión",
     "state": "Estado",
@@ -206,6 +223,21 @@ _ES: dict[str, str] = {
     "action": "Acción",
     "subject": "Objeto",
     "role_pages": "Sus páginas",
+    "open_data": "Datos abiertos",
+    "open_data_intro": (
+        "Cómo se usa la plataforma, por día: aquí no aparece ninguna persona, y se omite toda cifra "
+        "contada menos de {minimum} veces."
+    ),
+    "impact": "Certificados que las personas no tuvieron que aportar",
+    "impact_help": (
+        "Comprobaciones verificadas por mes, y las horas que ahorraron (minutos por tipo de "
+        "certificado, configurable)."
+    ),
+    "impact_chart": "Comprobaciones verificadas por mes",
+    "month": "Mes",
+    "not_brought": "Certificados no aportados",
+    "hours_saved": "Horas ahorradas (estimación)",
+    "usage_by_day": "Uso por día",
     "advice_PROCEDURE_NOT_AUTHORISED": "Ningún convenio cubre este procedimiento: proponga uno.",
     "advice_CERTIFICATE_TYPE_NOT_COVERED": (
         "Su convenio no cubre este tipo de certificado: proponga una nueva versión que lo cubra."

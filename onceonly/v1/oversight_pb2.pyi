@@ -12,6 +12,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class UsageDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_DIMENSION_UNSPECIFIED: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_CONSUMER: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_PROCEDURE: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_LEGAL_BASIS_KIND: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_CERTIFICATE_TYPE: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_PROVIDER: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_OUTCOME: _ClassVar[UsageDimension]
+    USAGE_DIMENSION_DENIAL_REASON: _ClassVar[UsageDimension]
+
+class UsageBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_BUCKET_UNSPECIFIED: _ClassVar[UsageBucket]
+    USAGE_BUCKET_HOUR: _ClassVar[UsageBucket]
+    USAGE_BUCKET_DAY: _ClassVar[UsageBucket]
+    USAGE_BUCKET_MONTH: _ClassVar[UsageBucket]
+
 class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DECISION_UNSPECIFIED: _ClassVar[Decision]
@@ -24,6 +42,18 @@ class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUPING_PROVIDER: _ClassVar[UsageGrouping]
     USAGE_GROUPING_CONSUMER: _ClassVar[UsageGrouping]
     USAGE_GROUPING_PROCEDURE: _ClassVar[UsageGrouping]
+USAGE_DIMENSION_UNSPECIFIED: UsageDimension
+USAGE_DIMENSION_CONSUMER: UsageDimension
+USAGE_DIMENSION_PROCEDURE: UsageDimension
+USAGE_DIMENSION_LEGAL_BASIS_KIND: UsageDimension
+USAGE_DIMENSION_CERTIFICATE_TYPE: UsageDimension
+USAGE_DIMENSION_PROVIDER: UsageDimension
+USAGE_DIMENSION_OUTCOME: UsageDimension
+USAGE_DIMENSION_DENIAL_REASON: UsageDimension
+USAGE_BUCKET_UNSPECIFIED: UsageBucket
+USAGE_BUCKET_HOUR: UsageBucket
+USAGE_BUCKET_DAY: UsageBucket
+USAGE_BUCKET_MONTH: UsageBucket
 DECISION_UNSPECIFIED: Decision
 DECISION_GRANTED: Decision
 DECISION_DENIED: Decision
@@ -31,6 +61,58 @@ USAGE_GROUPING_UNSPECIFIED: UsageGrouping
 USAGE_GROUPING_PROVIDER: UsageGrouping
 USAGE_GROUPING_CONSUMER: UsageGrouping
 USAGE_GROUPING_PROCEDURE: UsageGrouping
+
+class QueryUsageRequest(_message.Message):
+    __slots__ = ("since", "until", "group_by", "bucket", "consumer_organization_id", "procedure_code", "legal_basis_kind", "certificate_type_id", "provider_id", "outcome", "denial_reason", "open_data")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_BASIS_KIND_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
+    OPEN_DATA_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    group_by: _containers.RepeatedScalarFieldContainer[UsageDimension]
+    bucket: UsageBucket
+    consumer_organization_id: str
+    procedure_code: str
+    legal_basis_kind: _common_pb2.LegalBasisKind
+    certificate_type_id: str
+    provider_id: str
+    outcome: str
+    denial_reason: str
+    open_data: bool
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Iterable[_Union[UsageDimension, str]]] = ..., bucket: _Optional[_Union[UsageBucket, str]] = ..., consumer_organization_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ..., certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., outcome: _Optional[str] = ..., denial_reason: _Optional[str] = ..., open_data: _Optional[bool] = ...) -> None: ...
+
+class UsageFact(_message.Message):
+    __slots__ = ("bucket", "dimensions", "checks", "requests", "suppressed")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    bucket: str
+    dimensions: _containers.RepeatedScalarFieldContainer[str]
+    checks: int
+    requests: int
+    suppressed: bool
+    def __init__(self, bucket: _Optional[str] = ..., dimensions: _Optional[_Iterable[str]] = ..., checks: _Optional[int] = ..., requests: _Optional[int] = ..., suppressed: _Optional[bool] = ...) -> None: ...
+
+class UsageFacts(_message.Message):
+    __slots__ = ("facts", "hours_rolled_up", "traces_scanned")
+    FACTS_FIELD_NUMBER: _ClassVar[int]
+    HOURS_ROLLED_UP_FIELD_NUMBER: _ClassVar[int]
+    TRACES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    facts: _containers.RepeatedCompositeFieldContainer[UsageFact]
+    hours_rolled_up: int
+    traces_scanned: int
+    def __init__(self, facts: _Optional[_Iterable[_Union[UsageFact, _Mapping]]] = ..., hours_rolled_up: _Optional[int] = ..., traces_scanned: _Optional[int] = ...) -> None: ...
 
 class TraceFilter(_message.Message):
     __slots__ = ("since", "until", "consumer_organization_id", "officer_id", "procedure_code", "legal_basis_kind", "provider_id", "certificate_type_id", "outcome")

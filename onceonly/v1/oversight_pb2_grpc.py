@@ -54,6 +54,11 @@ class OversightStub:
                 request_serializer=onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.FromString,
                 _registered_method=True)
+        self.QueryUsage = channel.unary_unary(
+                '/onceonly.v1.Oversight/QueryUsage',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.UsageFacts.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -90,6 +95,18 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryUsage(self, request, context):
+        """Usage facts — checks counted by consumer, procedure, legal-basis kind, certificate type,
+        provider, outcome and denial reason — summed by time bucket and the dimensions asked for, from
+        hourly aggregates kept as traces are written (not a scan of every trace). Oversight sees all;
+        a provider (or its administrators) only its own checks; a consumer's administrators only their
+        own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
+        10 times is suppressed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +129,11 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.GetWitnessedHeads,
                     request_deserializer=onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.SerializeToString,
+            ),
+            'QueryUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUsage,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.UsageFacts.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +244,33 @@ class Oversight:
             '/onceonly.v1.Oversight/GetWitnessedHeads',
             onceonly_dot_v1_dot_oversight__pb2.GetWitnessedHeadsRequest.SerializeToString,
             onceonly_dot_v1_dot_oversight__pb2.WitnessedHeads.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/QueryUsage',
+            onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.UsageFacts.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,14 @@ class OversightStub:
     """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
     keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
     """
+    QueryUsage: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.QueryUsageRequest, _oversight_pb2.UsageFacts]
+    """Usage facts — checks counted by consumer, procedure, legal-basis kind, certificate type,
+    provider, outcome and denial reason — summed by time bucket and the dimensions asked for, from
+    hourly aggregates kept as traces are written (not a scan of every trace). Oversight sees all;
+    a provider (or its administrators) only its own checks; a consumer's administrators only their
+    own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
+    10 times is suppressed.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -68,6 +76,14 @@ class OversightAsyncStub(OversightStub):
     GetWitnessedHeads: _aio.UnaryUnaryMultiCallable[_oversight_pb2.GetWitnessedHeadsRequest, _oversight_pb2.WitnessedHeads]  # type: ignore[assignment]
     """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
     keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
+    """
+    QueryUsage: _aio.UnaryUnaryMultiCallable[_oversight_pb2.QueryUsageRequest, _oversight_pb2.UsageFacts]  # type: ignore[assignment]
+    """Usage facts — checks counted by consumer, procedure, legal-basis kind, certificate type,
+    provider, outcome and denial reason — summed by time bucket and the dimensions asked for, from
+    hourly aggregates kept as traces are written (not a scan of every trace). Oversight sees all;
+    a provider (or its administrators) only its own checks; a consumer's administrators only their
+    own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
+    10 times is suppressed.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -106,6 +122,20 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_oversight_pb2.WitnessedHeads, _abc.Awaitable[_oversight_pb2.WitnessedHeads]]:
         """The ledger's signed chain heads as the broker's witness holds them (oversight bodies only):
         keep a copy, and `onceonly ledger verify --witness COPY` checks the database against it.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryUsage(
+        self,
+        request: _oversight_pb2.QueryUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.UsageFacts, _abc.Awaitable[_oversight_pb2.UsageFacts]]:
+        """Usage facts — checks counted by consumer, procedure, legal-basis kind, certificate type,
+        provider, outcome and denial reason — summed by time bucket and the dimensions asked for, from
+        hourly aggregates kept as traces are written (not a scan of every trace). Oversight sees all;
+        a provider (or its administrators) only its own checks; a consumer's administrators only their
+        own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
+        10 times is suppressed.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

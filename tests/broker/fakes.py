@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from onceonly.broker.providers import (
 )
 from onceonly.broker.traces import TraceEntry, TraceFilter, TracePage
 from onceonly.broker.usage import Grouping, Sample, UsageTable, tally
+from onceonly.broker.usage_facts import FactFilter, FactTable, Totals, add_facts, facts_of_record, table_of
 
 
 class MemoryLedger:
@@ -68,6 +69,18 @@ class MemoryTraceQueries:
             ):
                 found.append(TraceEntry(r, "memory", row_id, row_id))
         return TracePage(tuple(found[:size]), "")
+
+    def facts(self, filter_: FactFilter, group_by: Sequence[str], bucket: str) -> FactTable:
+        totals: Totals = {}
+        facts = (
+            (r.created_at, key, counted)
+            for r in self._ledger.records
+            if (filter_.since is None or r.created_at >= filter_.since)
+            and (filter_.until is None or r.created_at < filter_.until)
+            for key, counted in facts_of_record(r)
+        )
+        scanned = add_facts(totals, facts, filter_, group_by, bucket)
+        return table_of(totals, 0, scanned)
 
     def usage(self, filter_: TraceFilter, grouping: Grouping, provider_id: str | None) -> UsageTable:
         samples = (

@@ -250,3 +250,39 @@ async def test_pages_in_spanish_with_labels_contrast_and_keyboard(site: Site) ->
         assert await page.evaluate(CONTRAST) == [], path
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.className") == "skip", path
+
+
+async def test_open_data_needs_no_sign_in_and_withholds_small_counts(site: Site) -> None:
+    stub_ = site.platform.stub(site.broker)
+    for _ in range(10):
+        await stub_.Verify(verify_request(), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub_.Verify(
+            verify_request(organization_id="L08019030", checks=(("tax.compliance/v1", {}),)), timeout=10
+        )
+    page = await site.person(None)
+    assert await open_page(page, site.url + "/open-data") == 200
+    assert await page.locator("h1").inner_text() == "Open data"
+    housing = page.locator("tr", has_text="registry.residence/v1").first
+    cells = await housing.locator("td").all_inner_texts()
+    assert cells[1] == "Madrid — Housing Office" and cells[-1] == "10"
+    denied = page.locator("tr", has_text="DENIED").first
+    assert (await denied.locator("td").all_inner_texts())[-1] == "< 10", "fewer than 10: withheld"
+    impact = page.locator("table", has_text="Certificates not brought")
+    assert "40" in await impact.inner_text()  # 4 verified checks in each of the 10 requests
+    assert await page.locator("svg[role=img] rect").count() >= 1
+    await site.shot(page, "open-data")
+
+    csv_text = await (await page.request.get(site.url + "/open-data.csv")).text()
+    header, *lines = csv_text.strip().splitlines()
+    assert (
+        header
+        == "day,organisation,procedure,certificate_type,legal_basis_kind,result,checks,requests,suppressed"
+    )
+    assert any(line.endswith(",,,yes") and "DENIED" in line for line in lines)
+    data = await (await page.request.get(site.url + "/open-data.json")).json()
+    assert data["minimum_count"] == 10
+    assert {f["suppressed"] for f in data["facts"]} == {True, False}
+    assert all(f["checks"] is None for f in data["facts"] if f["suppressed"])
+    bad = await page.request.get(site.url + "/open-data.json?since=soon")
+    assert bad.status == 400 and (await bad.json())["error"]["field"] == "since"

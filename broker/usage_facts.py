@@ -1,0 +1,365 @@
+"""Usage facts: every closed hour's checks counted by consumer, procedure, legal-basis kind,
+certificate type, provider, outcome and denial reason — the aggregate behind dashboards, monthly
+reports and open data, so that a year of usage is a sum over hours, not a scan of every trace.
+
+A granted request counts one fact per check (its certificate type, provider and status); a denied
+one counts one per certificate type it asked for (outcome ``DENIED``, its denial reason, no
+provider: none was asked). ``requests`` counts each request once, on its first fact, so that summing
+it over any grouping without certificate type or provider gives request counts.
+
+Hours are rolled up as :mod:`broker.usage_rollup` does — once closed, in one transaction per run of
+at most a day, with a marker row per hour so that two replicas leave one copy — and, like it, keep
+their counts after ``ledger purge`` removed the traces. :func:`query` sums the rolled-up hours of a
+range in the database (grouped by the dimensions asked for and by hour, day, month or not at all)
+and counts the partial hours at its ends from their traces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from onceonly.broker.domain import TraceRecord
+from onceonly.broker.storage import TraceRow, UsageFactRow
+from onceonly.broker.usage_rollup import HOUR, closed_before, floor_hour
+
+__all__ = [
+    "BUCKETS",
+    "DIMENSIONS",
+    "FactFilter",
+    "FactRow",
+    "FactTable",
+    "query",
+    "roll_up",
+]
+
+DIMENSIONS = (
+    "consumer_organization_id",
+    "procedure_code",
+    "legal_basis_kind",
+    "certificate_type_id",
+    "provider_id",
+    "outcome",
+    "denial_reason",
+)
+"""What facts can be grouped and filtered by."""
+BUCKETS = ("hour", "day", "month", "all")
+_MARKER = "*HOUR*"  # the outcome of the row that says an hour was rolled up (checks = its traces)
+_FACTS: sa.Table = UsageFactRow.__table__  # type: ignore[attr-defined]
+_TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
+_COLUMNS = (
+    _TRACES.c.created_at,
+    _TRACES.c.consumer_organization_id,
+    _TRACES.c.procedure_code,
+    _TRACES.c.legal_basis_kind,
+    _TRACES.c.certificate_type_ids,
+    _TRACES.c.decision,
+    _TRACES.c.denial_reason,
+    _TRACES.c.outcomes,
+)
+_DAY = 24
+
+Key = tuple[str, str, str, str, str, str, str]
+"""The dimensions of a fact, in :data:`DIMENSIONS` order."""
+
+
+@dataclass(frozen=True, slots=True)
+class FactFilter:
+    """Which facts to count: a range (``until`` exclusive) and any dimension's value."""
+
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    equal: Mapping[str, str] | None = None
+    """Dimension → the value it must have."""
+
+    def matches(self, key: Key) -> bool:
+        return all(key[DIMENSIONS.index(d)] == v for d, v in (self.equal or {}).items())
+
+
+@dataclass(frozen=True, slots=True)
+class FactRow:
+    bucket: str
+    """The bucket's start (``2026-11-30T06:00``, ``2026-11-30``, ``2026-11``) or ``""`` for all."""
+    dimensions: tuple[str, ...]
+    """The values of the grouped dimensions, in the order asked for."""
+    checks: int
+    requests: int
+    suppressed: bool = False
+    """Open data: counted too few times to be shown (``checks`` and ``requests`` withheld)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FactTable:
+    rows: tuple[FactRow, ...]
+    hours_rolled_up: int
+    traces_scanned: int
+
+
+def facts_of(
+    consumer: str,
+    procedure: str,
+    basis: str,
+    certificate_type_ids: str,
+    decision: str,
+    denial_reason: str | None,
+    outcomes: str,
+) -> Iterator[tuple[Key, int]]:
+    """The facts of one trace (its columns as stored) with the request counted on the first."""
+    first = 1
+    if decision == "DENIED" or outcomes == "[]":
+        for cid in json.loads(certificate_type_ids) or [""]:
+            yield (consumer, procedure, basis, cid, "", "DENIED" if decision == "DENIED" else decision,
+                   denial_reason or ""), first  # fmt: skip
+            first = 0
+        return
+    for o in json.loads(outcomes):
+        yield (consumer, procedure, basis, o["certificate_type_id"], o["provider_id"], o["status"], ""), first
+        first = 0
+
+
+def _tally(
+    rows: Iterable[Sequence[Any]],
+) -> tuple[Counter[tuple[dt.datetime, Key]], Counter[tuple[dt.datetime, Key]], Counter[dt.datetime]]:
+    checks: Counter[tuple[dt.datetime, Key]] = Counter()
+    requests: Counter[tuple[dt.datetime, Key]] = Counter()
+    traces: Counter[dt.datetime] = Counter()
+    for created_at, *columns in rows:
+        hour = floor_hour(created_at if created_at.tzinfo else created_at.replace(tzinfo=dt.UTC))
+        traces[hour] += 1
+        for key, counted in facts_of(*columns):
+            checks[hour, key] += 1
+            requests[hour, key] += counted
+    return checks, requests, traces
+
+
+# --- rolling up -------------------------------------------------------------------------------------
+
+
+def _rolled(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> set[dt.datetime]:
+    rows = conn.execute(
+        sa.select(_FACTS.c.hour).where(
+            _FACTS.c.outcome == _MARKER, _FACTS.c.hour >= start, _FACTS.c.hour < end
+        )
+    )
+    return {floor_hour(h if h.tzinfo else h.replace(tzinfo=dt.UTC)) for (h,) in rows}
+
+
+def roll_up(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
+    """Roll up every hour in [``start``, ``end``) not rolled up yet (hour boundaries, ``end`` closed);
+    commits once per run of at most a day; returns how many hours were."""
+    done = _rolled(conn, start, end)
+    missing = []
+    h = start
+    while h < end:
+        if h not in done:
+            missing.append(h)
+        h += HOUR
+    rolled = i = 0
+    while i < len(missing):
+        j = i + 1
+        while j < len(missing) and missing[j] == missing[j - 1] + HOUR and j - i < _DAY:
+            j += 1
+        rolled += _roll_run(conn, missing[i], missing[j - 1] + HOUR)
+        i = j
+    return rolled
+
+
+def _roll_run(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
+    query = sa.select(*_COLUMNS).where(_TRACES.c.created_at >= start, _TRACES.c.created_at < end)
+    checks, requests, traces = _tally(conn.execute(query))
+    rows: list[dict[str, Any]] = []
+    h = start
+    while h < end:
+        rows.append(
+            {
+                "hour": h,
+                **dict.fromkeys(DIMENSIONS, ""),
+                "outcome": _MARKER,
+                "checks": traces[h],
+                "requests": 0,
+            }
+        )
+        h += HOUR
+    for (hour, key), n in checks.items():
+        rows.append(
+            {
+                "hour": hour,
+                **dict(zip(DIMENSIONS, key, strict=True)),
+                "checks": n,
+                "requests": requests[hour, key],
+            }
+        )
+    try:
+        conn.execute(sa.insert(_FACTS), rows)
+        conn.commit()
+    except sa.exc.IntegrityError:
+        conn.rollback()  # another replica rolled these hours up first: theirs stand
+        return 0
+    return int((end - start) / HOUR)
+
+
+# --- querying --------------------------------------------------------------------------------------
+
+
+def _bucket_expression(conn: sa.Connection, bucket: str) -> sa.ColumnElement[str] | None:
+    """The bucket of a roll-up row as text, in the database (the same text as :func:`_bucket_of`)."""
+    if bucket == "all":
+        return None
+    hour = _FACTS.c.hour
+    if conn.dialect.name == "postgresql":
+        fmt = {"hour": 'YYYY-MM-DD"T"HH24:00', "day": "YYYY-MM-DD", "month": "YYYY-MM"}[bucket]
+        return sa.func.to_char(sa.func.timezone("UTC", hour), fmt)
+    # SQLite keeps the UTC timestamps as text, "YYYY-MM-DD HH:MM:SS.ffffff".
+    text = sa.cast(hour, sa.String)
+    if bucket == "hour":
+        return sa.func.replace(sa.func.substr(text, 1, 13), " ", "T").concat(":00")
+    return sa.func.substr(text, 1, 10 if bucket == "day" else 7)
+
+
+def _bucket_of(hour: dt.datetime, bucket: str) -> str:
+    return {
+        "hour": hour.strftime("%Y-%m-%dT%H:00"),
+        "day": hour.strftime("%Y-%m-%d"),
+        "month": hour.strftime("%Y-%m"),
+        "all": "",
+    }[bucket]
+
+
+def query(
+    conn: sa.Connection, filter_: FactFilter, group_by: Sequence[str], bucket: str = "all"
+) -> FactTable:
+    """Facts of the filter's range summed by ``bucket`` and ``group_by`` dimensions: whole closed
+    hours from the roll-ups (rolled up now if not yet), the partial hours at its ends from traces."""
+    if bucket not in BUCKETS:
+        raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
+    for d in (*group_by, *(filter_.equal or {})):
+        if d not in DIMENSIONS:
+            raise ValueError(f"dimension {d!r} is not one of {', '.join(DIMENSIONS)}")
+    end = closed_before(dt.datetime.now(dt.UTC))
+    if filter_.until is not None:
+        end = min(end, floor_hour(filter_.until))
+    start = _first_hour(conn, filter_)
+    totals: Totals = {}
+    hours = scanned = 0
+    if start is not None and start < end:
+        roll_up(conn, start, end)
+        hours = int((end - start) / HOUR)
+        bucket_col = _bucket_expression(conn, bucket)
+        dims = [_FACTS.c[d] for d in group_by]
+        selected = [*([bucket_col.label("bucket")] if bucket_col is not None else []), *dims]
+        clauses = [_FACTS.c.outcome != _MARKER, _FACTS.c.hour >= start, _FACTS.c.hour < end]
+        clauses += [_FACTS.c[d] == v for d, v in (filter_.equal or {}).items()]
+        stmt = sa.select(*selected, sa.func.sum(_FACTS.c.checks), sa.func.sum(_FACTS.c.requests)).where(
+            *clauses
+        )
+        if selected:
+            stmt = stmt.group_by(*selected)
+        for row in conn.execute(stmt):
+            values = tuple(row)
+            b = str(values[0]) if bucket_col is not None else ""
+            keys = tuple(str(v) for v in values[1 if bucket_col is not None else 0 : -2])
+            slot = totals.setdefault((b, keys), [0, 0])
+            slot[0] += int(values[-2] or 0)
+            slot[1] += int(values[-1] or 0)
+        pieces = [(filter_.since, start), (end, filter_.until)]
+    else:
+        pieces = [(filter_.since, filter_.until)]
+    for since, until in pieces:
+        if since is not None and until is not None and since >= until:
+            continue
+        clauses = []
+        if since is not None:
+            clauses.append(_TRACES.c.created_at >= since)
+        if until is not None:
+            clauses.append(_TRACES.c.created_at < until)
+        result = conn.execution_options(yield_per=2000).execute(sa.select(*_COLUMNS).where(*clauses))
+        try:
+            facts = (
+                (when if when.tzinfo else when.replace(tzinfo=dt.UTC), key, counted)
+                for when, *columns in result
+                for key, counted in facts_of(*columns)
+            )
+            scanned += add_facts(totals, facts, filter_, group_by, bucket)
+        finally:
+            result.close()
+    return table_of(totals, hours, scanned)
+
+
+Totals = dict[tuple[str, tuple[str, ...]], list[int]]
+"""(bucket, grouped values) → [checks, requests]."""
+
+
+def add_facts(
+    totals: Totals,
+    facts: Iterable[tuple[dt.datetime, Key, int]],
+    filter_: FactFilter,
+    group_by: Sequence[str],
+    bucket: str,
+) -> int:
+    """Sum ``facts`` (when, dimensions, request counted) into ``totals``; returns how many were
+    read (the filter's range is the caller's to apply)."""
+    read = 0
+    for when, key, counted in facts:
+        read += 1
+        if not filter_.matches(key):
+            continue
+        values = tuple(key[DIMENSIONS.index(d)] for d in group_by)
+        slot = totals.setdefault((_bucket_of(when, bucket), values), [0, 0])
+        slot[0] += 1
+        slot[1] += counted
+    return read
+
+
+def facts_of_record(record: TraceRecord) -> Iterator[tuple[Key, int]]:
+    """The facts of a trace record (as :func:`facts_of` reads them from its stored columns)."""
+    denied = record.decision.value == "DENIED" or not record.outcomes
+    return facts_of(
+        record.consumer_organization_id,
+        record.procedure_code,
+        record.legal_basis_kind.value,
+        json.dumps(list(record.certificate_type_ids)),
+        record.decision.value,
+        record.denial_reason.value if record.denial_reason else None,
+        "[]"
+        if denied
+        else json.dumps(
+            [
+                {
+                    "certificate_type_id": o.certificate_type_id,
+                    "provider_id": o.provider_id,
+                    "status": o.status.value,
+                }
+                for o in record.outcomes
+            ]
+        ),
+    )
+
+
+def table_of(totals: Totals, hours: int, scanned: int) -> FactTable:
+    return FactTable(
+        tuple(FactRow(b, keys, c, r) for (b, keys), (c, r) in sorted(totals.items())), hours, scanned
+    )
+
+
+def _first_hour(conn: sa.Connection, filter_: FactFilter) -> dt.datetime | None:
+    """The first whole hour of the range that anything is known of."""
+    found = [
+        conn.execute(sa.select(sa.func.min(_TRACES.c.created_at))).scalar(),
+        conn.execute(sa.select(sa.func.min(_FACTS.c.hour)).where(_FACTS.c.outcome == _MARKER)).scalar(),
+    ]
+    known = [t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in found if t is not None]
+    if not known:
+        return None
+    start = floor_hour(min(known))
+    if filter_.since is not None:
+        since = floor_hour(filter_.since)
+        if since < filter_.since:
+            since += HOUR
+        start = max(start, since)
+    return start
