@@ -13,15 +13,18 @@ range (each three times; the median is reported). Writes var/bench/usage_facts.j
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
 import time
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
-from onceonly.broker import trace_queries, usage_facts
-from onceonly.broker.storage import create_engine, init_schema
+from onceonly.broker import usage_facts, usage_rollup
+from onceonly.broker.storage import create_engine, init_schema, normalise_url
 from onceonly.broker.usage_facts import FactFilter
 
 _CHUNK = 1_000_000
@@ -81,13 +84,28 @@ QUERIES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.usage_facts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", required=True, help="an empty PostgreSQL database")
+    parser.add_argument(
+        "--database-url", required=True, help="a PostgreSQL server (a schema of its own is made and dropped)"
+    )
     parser.add_argument("--traces", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args()
-    engine = create_engine(args.database_url, busy_timeout_ms=600_000)
-    if engine.dialect.name != "postgresql":
+    admin = create_engine(args.database_url, poolclass=NullPool)
+    if admin.dialect.name != "postgresql":
         parser.error("the benchmark runs on PostgreSQL")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = normalise_url(args.database_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        run(create_engine(url, busy_timeout_ms=600_000), args)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def run(engine: sa.Engine, args: argparse.Namespace) -> None:
     init_schema(engine)
     results: dict[str, object] = {"traces": args.traces, "days": args.days}
 
@@ -105,20 +123,33 @@ def main() -> None:
         conn.execute(sa.text("ANALYZE trace_records"))
     results["fill_s"] = round(time.perf_counter() - started, 1)
 
-    queries = trace_queries.SqlTraceQueries(engine, budget_s=3600)
+    # As the broker's background task does for usage facts: every closed hour, then every closed day.
     started = time.perf_counter()
-    hours = queries.roll_up_closed_hours(limit_hours=24 * (args.days + 2))
+    with engine.connect() as conn:
+        first = conn.execute(sa.text("SELECT min(created_at) FROM trace_records")).scalar_one()
+        first_hour = usage_rollup.floor_hour(first)
+        last_hour = usage_rollup.closed_before(dt.datetime.now(dt.UTC))
+        hours = usage_facts.roll_up(conn, first_hour, last_hour)
+        hours_s = time.perf_counter() - started
+        first_day = usage_facts.floor_day(first_hour) + usage_facts.DAY
+        days = usage_facts.roll_up_days(conn, first_day, usage_facts.floor_day(last_hour))
     rolled_s = time.perf_counter() - started
     with engine.begin() as conn:
         conn.execute(sa.text("ANALYZE usage_facts"))
+        conn.execute(sa.text("ANALYZE usage_facts_daily"))
         facts_rows = conn.execute(sa.text("SELECT count(*) FROM usage_facts")).scalar_one()
+        daily_rows = conn.execute(sa.text("SELECT count(*) FROM usage_facts_daily")).scalar_one()
     results["roll_up"] = {
         "hours": hours,
+        "days": days,
+        "hours_seconds": round(hours_s, 1),
         "seconds": round(rolled_s, 1),
         "traces_per_second": round(args.traces / rolled_s),
         "usage_facts_rows": facts_rows,
+        "usage_facts_daily_rows": daily_rows,
     }
-    print(f"  rolled up {hours} hours in {rolled_s:.0f} s: {facts_rows} fact rows", flush=True)
+    print(f"  rolled up {hours} hours and {days} days in {rolled_s:.0f} s: {facts_rows} hourly and "
+          f"{daily_rows} daily fact rows", flush=True)  # fmt: skip
 
     timings: dict[str, dict[str, float]] = {}
     for name, (group_by, bucket, equal) in QUERIES.items():

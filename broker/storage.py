@@ -35,6 +35,7 @@ __all__ = [
     "ReplyRow",
     "TraceRow",
     "UTCDateTime",
+    "UsageFactDayRow",
     "UsageFactRow",
     "UsageHourRow",
     "VetoRow",
@@ -306,14 +307,9 @@ class UsageHourRow(SQLModel, table=True):
     latencies: str = Field(default="{}", sa_type=sa.Text)
 
 
-class UsageFactRow(SQLModel, table=True):
-    """Checks of one closed hour counted by consumer, procedure, legal-basis kind, certificate
-    type, provider, outcome and denial reason (``broker.usage_facts``); ``requests`` counts each
-    request once. The row with outcome ``*HOUR*`` says the hour was rolled up."""
+class _UsageFactColumns(SQLModel):
+    """The dimensions and counts usage facts share (hourly and daily)."""
 
-    __tablename__ = "usage_facts"
-
-    hour: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
     consumer_organization_id: str = Field(primary_key=True, max_length=64)
     procedure_code: str = Field(primary_key=True, max_length=128)
     legal_basis_kind: str = Field(primary_key=True, max_length=16)
@@ -323,6 +319,25 @@ class UsageFactRow(SQLModel, table=True):
     denial_reason: str = Field(primary_key=True, max_length=64)
     checks: int = 0
     requests: int = 0
+
+
+class UsageFactRow(_UsageFactColumns, table=True):
+    """Checks of one closed hour counted by consumer, procedure, legal-basis kind, certificate
+    type, provider, outcome and denial reason (``broker.usage_facts``); ``requests`` counts each
+    request once. The row with outcome ``*HOUR*`` says the hour was rolled up."""
+
+    __tablename__ = "usage_facts"
+
+    hour: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
+
+
+class UsageFactDayRow(_UsageFactColumns, table=True):
+    """The usage facts of one closed day (summed from its hours): what long ranges are read from.
+    The row with outcome ``*DAY*`` says the day was rolled up."""
+
+    __tablename__ = "usage_facts_daily"
+
+    day: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
 
 
 _TABLES = [
@@ -338,6 +353,7 @@ _TABLES = [
     CheckpointRow.__table__,  # type: ignore[attr-defined]
     UsageHourRow.__table__,  # type: ignore[attr-defined]
     UsageFactRow.__table__,  # type: ignore[attr-defined]
+    UsageFactDayRow.__table__,  # type: ignore[attr-defined]
     GovernanceEventRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)

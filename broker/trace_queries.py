@@ -203,6 +203,11 @@ class SqlTraceQueries:
                 return 0
             rolled = usage_rollup.roll_up(conn, earliest, end)
             usage_facts.roll_up(conn, earliest, end)
+            first_day = usage_facts.floor_day(earliest)
+            if first_day < earliest:
+                first_day += usage_facts.DAY
+            if first_day < usage_facts.floor_day(end):
+                usage_facts.roll_up_days(conn, first_day, usage_facts.floor_day(end))
             return rolled
 
     def facts(

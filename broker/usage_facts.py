@@ -26,8 +26,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from onceonly.broker.domain import TraceRecord
-from onceonly.broker.storage import TraceRow, UsageFactRow
-from onceonly.broker.usage_rollup import HOUR, closed_before, floor_hour
+from onceonly.broker.storage import TraceRow, UsageFactDayRow, UsageFactRow
+from onceonly.broker.usage_rollup import HOUR, closed_before, floor_hour, missing_runs
 
 __all__ = [
     "BUCKETS",
@@ -52,6 +52,7 @@ DIMENSIONS = (
 BUCKETS = ("hour", "day", "month", "all")
 _MARKER = "*HOUR*"  # the outcome of the row that says an hour was rolled up (checks = its traces)
 _FACTS: sa.Table = UsageFactRow.__table__  # type: ignore[attr-defined]
+_DAILY: sa.Table = UsageFactDayRow.__table__  # type: ignore[attr-defined]
 _TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 _COLUMNS = (
     _TRACES.c.created_at,
@@ -63,7 +64,6 @@ _COLUMNS = (
     _TRACES.c.denial_reason,
     _TRACES.c.outcomes,
 )
-_DAY = 24
 
 Key = tuple[str, str, str, str, str, str, str]
 """The dimensions of a fact, in :data:`DIMENSIONS` order."""
@@ -154,20 +154,7 @@ def roll_up(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
     """Roll up every hour in [``start``, ``end``) not rolled up yet (hour boundaries, ``end`` closed);
     commits once per run of at most a day; returns how many hours were."""
     done = _rolled(conn, start, end)
-    missing = []
-    h = start
-    while h < end:
-        if h not in done:
-            missing.append(h)
-        h += HOUR
-    rolled = i = 0
-    while i < len(missing):
-        j = i + 1
-        while j < len(missing) and missing[j] == missing[j - 1] + HOUR and j - i < _DAY:
-            j += 1
-        rolled += _roll_run(conn, missing[i], missing[j - 1] + HOUR)
-        i = j
-    return rolled
+    return sum(_roll_run(conn, a, b) for a, b in missing_runs(start, end, done))
 
 
 def _roll_run(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
@@ -204,22 +191,113 @@ def _roll_run(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
     return int((end - start) / HOUR)
 
 
+DAY = dt.timedelta(days=1)
+_DAY_MARKER = "*DAY*"
+
+
+def floor_day(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _days_rolled(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> set[dt.datetime]:
+    rows = conn.execute(
+        sa.select(_DAILY.c.day).where(
+            _DAILY.c.outcome == _DAY_MARKER, _DAILY.c.day >= start, _DAILY.c.day < end
+        )
+    )
+    return {floor_day(d if d.tzinfo else d.replace(tzinfo=dt.UTC)) for (d,) in rows}
+
+
+def roll_up_days(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
+    """Sum the hours of every day in [``start``, ``end``) not rolled up yet into ``usage_facts_daily``
+    (day boundaries; the days must be closed), rolling their hours up first; one transaction a day.
+    Returns how many days were."""
+    done = _days_rolled(conn, start, end)
+    rolled = 0
+    day = start
+    while day < end:
+        if day not in done:
+            roll_up(conn, day, day + DAY)
+            dims = [_FACTS.c[d] for d in DIMENSIONS]
+            summed = (
+                sa.select(
+                    sa.bindparam("day", day, type_=_DAILY.c.day.type),
+                    *dims,
+                    sa.func.sum(_FACTS.c.checks),
+                    sa.func.sum(_FACTS.c.requests),
+                )
+                .where(_FACTS.c.hour >= day, _FACTS.c.hour < day + DAY, _FACTS.c.outcome != _MARKER)
+                .group_by(*dims)
+            )
+            try:
+                conn.execute(
+                    sa.insert(_DAILY).from_select(["day", *DIMENSIONS, "checks", "requests"], summed)
+                )
+                conn.execute(
+                    sa.insert(_DAILY),
+                    {
+                        "day": day,
+                        **dict.fromkeys(DIMENSIONS, ""),
+                        "outcome": _DAY_MARKER,
+                        "checks": 0,
+                        "requests": 0,
+                    },
+                )
+                conn.commit()
+                rolled += 1
+            except sa.exc.IntegrityError:
+                conn.rollback()  # another replica rolled this day up first: theirs stands
+        day += DAY
+    return rolled
+
+
 # --- querying --------------------------------------------------------------------------------------
 
 
-def _bucket_expression(conn: sa.Connection, bucket: str) -> sa.ColumnElement[str] | None:
+def _bucket_expression(
+    conn: sa.Connection, column: sa.Column[Any], bucket: str
+) -> sa.ColumnElement[str] | None:
     """The bucket of a roll-up row as text, in the database (the same text as :func:`_bucket_of`)."""
     if bucket == "all":
         return None
-    hour = _FACTS.c.hour
     if conn.dialect.name == "postgresql":
         fmt = {"hour": 'YYYY-MM-DD"T"HH24:00', "day": "YYYY-MM-DD", "month": "YYYY-MM"}[bucket]
-        return sa.func.to_char(sa.func.timezone("UTC", hour), fmt)
+        return sa.func.to_char(sa.func.timezone("UTC", column), fmt)
     # SQLite keeps the UTC timestamps as text, "YYYY-MM-DD HH:MM:SS.ffffff".
-    text = sa.cast(hour, sa.String)
+    text = sa.cast(column, sa.String)
     if bucket == "hour":
         return sa.func.replace(sa.func.substr(text, 1, 13), " ", "T").concat(":00")
     return sa.func.substr(text, 1, 10 if bucket == "day" else 7)
+
+
+def _sum_rolled(
+    conn: sa.Connection,
+    totals: Totals,
+    table: sa.Table,
+    column: sa.Column[Any],
+    marker: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    filter_: FactFilter,
+    group_by: Sequence[str],
+    bucket: str,
+) -> None:
+    """Add the rolled-up rows of [``start``, ``end``) of ``table`` (hourly or daily) to ``totals``."""
+    bucket_col = _bucket_expression(conn, column, bucket)
+    dims = [table.c[d] for d in group_by]
+    selected = [*([bucket_col.label("bucket")] if bucket_col is not None else []), *dims]
+    clauses = [table.c.outcome != marker, column >= start, column < end]
+    clauses += [table.c[d] == v for d, v in (filter_.equal or {}).items()]
+    stmt = sa.select(*selected, sa.func.sum(table.c.checks), sa.func.sum(table.c.requests)).where(*clauses)
+    if selected:
+        stmt = stmt.group_by(*selected)
+    for row in conn.execute(stmt):
+        values = tuple(row)
+        b = str(values[0]) if bucket_col is not None else ""
+        keys = tuple(str(v) for v in values[1 if bucket_col is not None else 0 : -2])
+        slot = totals.setdefault((b, keys), [0, 0])
+        slot[0] += int(values[-2] or 0)
+        slot[1] += int(values[-1] or 0)
 
 
 def _bucket_of(hour: dt.datetime, bucket: str) -> str:
@@ -248,25 +326,30 @@ def query(
     totals: Totals = {}
     hours = scanned = 0
     if start is not None and start < end:
-        roll_up(conn, start, end)
         hours = int((end - start) / HOUR)
-        bucket_col = _bucket_expression(conn, bucket)
-        dims = [_FACTS.c[d] for d in group_by]
-        selected = [*([bucket_col.label("bucket")] if bucket_col is not None else []), *dims]
-        clauses = [_FACTS.c.outcome != _MARKER, _FACTS.c.hour >= start, _FACTS.c.hour < end]
-        clauses += [_FACTS.c[d] == v for d, v in (filter_.equal or {}).items()]
-        stmt = sa.select(*selected, sa.func.sum(_FACTS.c.checks), sa.func.sum(_FACTS.c.requests)).where(
-            *clauses
-        )
-        if selected:
-            stmt = stmt.group_by(*selected)
-        for row in conn.execute(stmt):
-            values = tuple(row)
-            b = str(values[0]) if bucket_col is not None else ""
-            keys = tuple(str(v) for v in values[1 if bucket_col is not None else 0 : -2])
-            slot = totals.setdefault((b, keys), [0, 0])
-            slot[0] += int(values[-2] or 0)
-            slot[1] += int(values[-1] or 0)
+        # Whole days from the daily roll-ups (not for hourly buckets), the hours around them hourly.
+        first_day = floor_day(start) if floor_day(start) == start else floor_day(start) + DAY
+        last_day = floor_day(end)
+        spans = [(start, end)]
+        if bucket != "hour" and first_day < last_day:
+            roll_up_days(conn, first_day, last_day)
+            _sum_rolled(
+                conn,
+                totals,
+                _DAILY,
+                _DAILY.c.day,
+                _DAY_MARKER,
+                first_day,
+                last_day,
+                filter_,
+                group_by,
+                bucket,
+            )
+            spans = [(start, first_day), (last_day, end)]
+        for lo, hi in spans:
+            if lo < hi:
+                roll_up(conn, lo, hi)
+                _sum_rolled(conn, totals, _FACTS, _FACTS.c.hour, _MARKER, lo, hi, filter_, group_by, bucket)
         pieces = [(filter_.since, start), (end, filter_.until)]
     else:
         pieces = [(filter_.since, filter_.until)]

@@ -26,7 +26,16 @@ import sqlalchemy as sa
 from onceonly.broker.storage import TraceRow, UsageHourRow
 from onceonly.broker.usage import Grouping, Tallies, Tally, add_sample, sample_from_columns
 
-__all__ = ["HOUR", "MARGIN", "aggregated", "closed_before", "earliest_hour", "floor_hour", "roll_up"]
+__all__ = [
+    "HOUR",
+    "MARGIN",
+    "aggregated",
+    "closed_before",
+    "earliest_hour",
+    "floor_hour",
+    "missing_runs",
+    "roll_up",
+]
 
 HOUR = dt.timedelta(hours=1)
 MARGIN = dt.timedelta(minutes=15)
@@ -88,16 +97,22 @@ def roll_up(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:
     :func:`closed_before` now. Commits on ``conn`` once per day of hours.
     """
     done = _rolled(conn, start, end)
+    return sum(_roll_run(conn, a, b) for a, b in missing_runs(start, end, done))
+
+
+def missing_runs(
+    start: dt.datetime, end: dt.datetime, done: set[dt.datetime]
+) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """The runs of consecutive hours of [``start``, ``end``) not in ``done``, each at most a day:
+    what one roll-up scan and transaction covers."""
     missing = [h for h in _hours(start, end) if h not in done]
-    rolled = i = 0
+    i = 0
     while i < len(missing):
-        # A run of consecutive missing hours, at most a day: one scan, one transaction.
         j = i + 1
         while j < len(missing) and missing[j] == missing[j - 1] + HOUR and j - i < _DAY:
             j += 1
-        rolled += _roll_run(conn, missing[i], missing[j - 1] + HOUR)
+        yield missing[i], missing[j - 1] + HOUR
         i = j
-    return rolled
 
 
 def _roll_run(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> int:

@@ -422,12 +422,20 @@ async def console_tour(url: str, pki_dir: Path) -> list[str]:
     )
     for name, path, expected, shows in tour:
         tls = ClientTls.from_dir(pki_dir, name)
+        _, home = await open_page(url + "/", tls)  # signs in (the broker says who this is)
+        started = time.perf_counter()
         status, page = await open_page(url + path, tls)
-        _, home = await open_page(url + "/", tls)
-        rows.append((f"{name}.pem", heading(home), path, status, shows))
+        ms = round((time.perf_counter() - started) * 1000)
+        rows.append((f"{name}.pem", heading(home), path, status, ms, shows))
         if status != 200 or expected not in page:
             problems.append(f"the console's {path} for {name} answered {status} without {expected!r}")
-    print(table(["certificate", "signed in as", "page", "status", "shows"], rows))
+    started = time.perf_counter()
+    status, page = await open_page(url + "/open-data", ClientTls(pki_dir / "ca.pem"))
+    ms = round((time.perf_counter() - started) * 1000)
+    rows.append(("(none)", "-", "/open-data", status, ms, "usage and impact, for anyone"))
+    if status != 200 or "Open data" not in page:
+        problems.append(f"the console's /open-data answered {status}")
+    print(table(["certificate", "signed in as", "page", "status", "ms", "shows"], rows))
     return problems
 
 

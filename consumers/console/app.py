@@ -53,7 +53,7 @@ from onceonly.consumers.client import (
     Unavailable,
 )
 from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
-from onceonly.consumers.governance import AgreementView, GovernanceClient, GovernanceEntry
+from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import Fact, OversightClient, Trace, TraceQuery
 
 __all__ = ["ConsoleClient", "ConsoleSettings", "create_app"]
@@ -71,6 +71,18 @@ DEFAULT_MINUTES_SAVED = 30
 OPEN_DATA_MINIMUM = 10
 OPEN_DATA_DIMENSIONS = ("CONSUMER", "PROCEDURE", "CERTIFICATE_TYPE", "LEGAL_BASIS_KIND", "OUTCOME")
 OPEN_DATA_COLUMNS = ("organisation", "procedure", "certificate_type", "legal_basis_kind", "result")
+PROPOSAL_FIELDS = (
+    "agreement_id",
+    "master",
+    "procedures",
+    "laws",
+    "valid_from",
+    "valid_until",
+    "unit",
+    "accountable",
+    "dpo",
+    "description",
+)
 PURPOSE_SAMPLE = 500
 """Traces read (newest first) for what the aggregates do not hold: purposes, denial details."""
 IDENTITY_TTL_S = 60.0
@@ -456,6 +468,83 @@ class Console:
             names=await self.names(),
         )
 
+    async def propose(self, request: Request, person: Person) -> Response:
+        """Propose an agreement (a consumer's administrators): the broker validates the terms, names
+        each bad field, and records the proposal for the providers (and governing body) to decide."""
+        if request.method == "GET":
+            return await self.proposal_form(request, person, {}, [])
+        form = await self.check_csrf(request)
+        values = {k: str(form.get(k, "")).strip() for k in PROPOSAL_FIELDS}
+        values["certificate_types"] = ",".join(str(v) for v in form.getlist("certificate_types"))
+        values["legal_bases"] = ",".join(str(v) for v in form.getlist("legal_bases"))
+        errors: list[tuple[str, str]] = []
+        try:
+            valid_from = dt.datetime.fromisoformat(values["valid_from"]).replace(tzinfo=dt.UTC)
+        except ValueError:
+            errors.append(("valid_from", "must be a date YYYY-MM-DD"))
+            valid_from = dt.datetime.now(dt.UTC)
+        valid_until = None
+        if values["valid_until"]:
+            try:
+                day = dt.date.fromisoformat(values["valid_until"]) + dt.timedelta(days=1)
+                valid_until = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            except ValueError:
+                errors.append(("valid_until", "must be a date YYYY-MM-DD"))
+        if errors:
+            return await self.proposal_form(request, person, values, errors, status=400)
+        terms = AgreementTerms(
+            organization_id=person.organization_id,
+            unit=values["unit"],
+            accountable=values["accountable"],
+            procedure_codes=tuple(p.strip() for p in values["procedures"].split(",") if p.strip()),
+            certificate_type_ids=tuple(c for c in values["certificate_types"].split(",") if c),
+            legal_bases=tuple(b for b in values["legal_bases"].split(",") if b),
+            laws=tuple(law.strip() for law in values["laws"].splitlines() if law.strip()),
+            valid_from=valid_from,
+            valid_until=valid_until,
+            description=values["description"],
+            master_agreement_id=values["master"],
+            data_protection_officer=values["dpo"],
+        )
+        try:
+            view, _ = await self.relay(person).propose_agreement(values["agreement_id"], terms)
+        except (InvalidArgument, BrokerError) as exc:
+            if exc.code not in ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND"):
+                raise
+            found = [(f.removeprefix("terms."), d) for f, d in exc.field_violations]
+            found += [(s_.removeprefix("terms."), d) for _, s_, d in exc.rule_violations]
+            return await self.proposal_form(
+                request, person, values, found or [("agreement_id", exc.message)], 400
+            )
+        request.session["flash"] = f"{view.agreement_id} v{view.version}: {view.state}, " + ", ".join(
+            view.waiting_for
+        )
+        return RedirectResponse("/consumer/propose?done=1", status_code=303)
+
+    async def proposal_form(
+        self,
+        request: Request,
+        person: Person,
+        values: Mapping[str, str],
+        errors: list[tuple[str, str]],
+        status: int = 200,
+    ) -> Response:
+        catalog = await self.relay(person).catalog()
+        masters = await self.relay(person).masters()
+        return self.render(
+            request,
+            "propose.html",
+            person,
+            status,
+            values=values,
+            errors=errors,
+            types=[c.id for c in catalog.certificate_types],
+            masters=sorted({m.id: m.title for m in masters}.items()),
+            chosen_types=set(values.get("certificate_types", "").split(",")),
+            chosen_bases=set(values.get("legal_bases", "").split(",")),
+            done=request.session.pop("flash", "") if request.query_params.get("done") else "",
+        )
+
     # oversight -----------------------------------------------------------------------------
 
     async def oversight_page(self, request: Request, person: Person) -> Response:
@@ -649,6 +738,7 @@ class Console:
             Route("/provider", self.page(PROVIDER_ROLES, self.provider_page)),
             Route("/provider/act", self.page(("provider-admin",), self.act), methods=["POST"]),
             Route("/consumer", self.page(CONSUMER_ROLES, self.consumer_page)),
+            Route("/consumer/propose", self.page(CONSUMER_ROLES, self.propose), methods=["GET", "POST"]),
             Route("/oversight", self.page(OVERSIGHT_ROLES, self.oversight_page)),
             Route(
                 "/oversight/resident", self.page(OVERSIGHT_ROLES, self.resident_page), methods=["GET", "POST"]

@@ -99,6 +99,21 @@ _EN: dict[str, str] = {
     "action": "Action",
     "subject": "Subject",
     "role_pages": "Your pages",
+    "propose": "Propose an agreement",
+    "propose_help": (
+        "The providers whose data it covers approve or veto it (and the governing body its master "
+        "agreement names endorses it); the broker checks it against the master agreement's clauses."
+    ),
+    "proposed": "Proposed:",
+    "master_agreement": "Master agreement",
+    "procedures": "Procedures",
+    "procedures_help": "Procedure codes, separated by commas.",
+    "laws": "Laws it may cite",
+    "laws_help": "One per line (required when LAW is allowed).",
+    "unit": "Responsible unit",
+    "accountable": "Accountable (a named role)",
+    "dpo": "Data-protection officer (consulted)",
+    "description": "Description",
     "open_data": "Open data",
     "open_data_intro": (
         "How the platform is used, by day: no resident appears here, and any figure counted fewer than "
@@ -223,6 +238,21 @@ _ES: dict[str, str] = {
     "action": "Acción",
     "subject": "Objeto",
     "role_pages": "Sus páginas",
+    "propose": "Proponer un convenio",
+    "propose_help": (
+        "Lo aprueban o vetan los emisores de los datos que cubre (y lo refrenda el órgano de gobierno "
+        "que nombre el convenio marco); el intermediador lo contrasta con las cláusulas del convenio marco."
+    ),
+    "proposed": "Propuesto:",
+    "master_agreement": "Convenio marco",
+    "procedures": "Procedimientos",
+    "procedures_help": "Códigos de procedimiento, separados por comas.",
+    "laws": "Leyes que puede citar",
+    "laws_help": "Una por línea (obligatorio si se permite la base LAW).",
+    "unit": "Unidad responsable",
+    "accountable": "Responsable (un cargo)",
+    "dpo": "Delegado de protección de datos (consultado)",
+    "description": "Descripción",
     "open_data": "Datos abiertos",
     "open_data_intro": (
         "Cómo se usa la plataforma, por día: aquí no aparece ninguna persona, y se omite toda cifra "

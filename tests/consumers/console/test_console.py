@@ -286,3 +286,37 @@ async def test_open_data_needs_no_sign_in_and_withholds_small_counts(site: Site)
     assert all(f["checks"] is None for f in data["facts"] if f["suppressed"])
     bad = await page.request.get(site.url + "/open-data.json?since=soon")
     assert bad.status == 400 and (await bad.json())["error"]["field"] == "since"
+
+
+async def test_a_consumer_proposes_an_agreement_from_its_page(site: Site) -> None:
+    page = await site.person("housing-admin")
+    await open_page(page, site.url + "/consumer")
+    await page.get_by_role("link", name="Propose an agreement").click()
+
+    async def fill(procedures: str) -> None:
+        await page.get_by_label("Agreement", exact=True).fill("madrid-job-seekers")
+        await page.get_by_label("Master agreement").select_option("employment-services")
+        await page.get_by_label("Procedures").fill(procedures)
+        await page.get_by_label("employment.unemployment-status/v1").check()
+        await page.get_by_label("LAW", exact=True).check()
+        await page.get_by_label("Laws it may cite").fill("Ley 3/2023 art. 3")
+        await page.get_by_label("From (date)").fill("2026-01-01")
+        await page.get_by_label("Responsible unit").fill("Employment desk")
+        await page.get_by_label("Accountable (a named role)").fill("Head of Social Services")
+        await page.get_by_label("Data-protection officer (consulted)").fill("DPO, Madrid City Council")
+        await page.get_by_role("button", name="Propose an agreement").click()
+        await page.wait_for_load_state()
+
+    await fill("PARKING-PERMIT")  # beyond the master agreement: refused, the clause named
+    alert = await page.locator("[role=alert]").inner_text()
+    assert "procedure_codes" in alert and "JOB-SEEKER-SUPPORT" in alert
+    assert await page.get_by_label("Procedures").input_value() == "PARKING-PERMIT", "nothing typed is lost"
+    await fill("JOB-SEEKER-SUPPORT")
+    assert "madrid-job-seekers v1: PROPOSED, employment" in await page.locator(".notice").inner_text()
+    await site.shot(page, "consumer-propose")
+    listed = await stub(site.platform, site.broker, "oversight").ListAgreements(
+        governance_pb2.ListAgreementsRequest(agreement_id="madrid-job-seekers"), timeout=5
+    )
+    assert [(a.version, a.state, a.proposed_by) for a in listed.agreements] == [
+        (1, governance_pb2.AGREEMENT_STATE_PROPOSED, "L01280796")
+    ]
