@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 CHECK_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
-_DNI = re.compile(r"^[0-9]{8}[A-Z]$")
-_NIE = re.compile(r"^[XYZ][0-9]{7}[A-Z]$")
-_PASSPORT = re.compile(r"^[A-Z0-9]{5,20}$")
+# Whole-string patterns, always used with fullmatch: "$" would also match before a trailing newline.
+_DNI = re.compile(r"[0-9]{8}[A-Z]")
+_NIE = re.compile(r"[XYZ][0-9]{7}[A-Z]")
+_PASSPORT = re.compile(r"[A-Z0-9]{5,20}")
 _NIE_PREFIX = {"X": "0", "Y": "1", "Z": "2"}
 
 
@@ -28,7 +29,7 @@ def normalise(number: str) -> str:
 def validate_dni(number: str) -> str:
     """Return the normalised DNI or raise ``InvalidDocument`` saying why."""
     value = normalise(number)
-    if not _DNI.match(value):
+    if not _DNI.fullmatch(value):
         raise InvalidDocument("a DNI is 8 digits and a check letter, e.g. 12345678Z")
     if check_letter(int(value[:8])) != value[8]:
         raise InvalidDocument("DNI check letter does not match the number")
@@ -38,7 +39,7 @@ def validate_dni(number: str) -> str:
 def validate_nie(number: str) -> str:
     """Return the normalised NIE or raise ``InvalidDocument`` saying why."""
     value = normalise(number)
-    if not _NIE.match(value):
+    if not _NIE.fullmatch(value):
         raise InvalidDocument("a NIE is X, Y or Z, 7 digits and a check letter, e.g. X1234567L")
     if check_letter(int(_NIE_PREFIX[value[0]] + value[1:8])) != value[8]:
         raise InvalidDocument("NIE check letter does not match the number")
@@ -48,7 +49,7 @@ def validate_nie(number: str) -> str:
 def validate_passport(number: str) -> str:
     """Return the normalised passport number or raise ``InvalidDocument``."""
     value = normalise(number)
-    if not _PASSPORT.match(value):
+    if not _PASSPORT.fullmatch(value):
         raise InvalidDocument("a passport number is 5 to 20 letters and digits")
     return value
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import struct_pb2
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from onceonly import identity, jose
@@ -88,6 +88,9 @@ near_documents = st.one_of(
 
 @settings(max_examples=examples(1500))
 @given(value=near_documents)
+# A newline inside, left at the end once the dash goes: "$" matched before it (found by this test).
+@example(value="000\ufb00\n-")
+@example(value="12345678Z\n-")
 def test_any_string_is_a_valid_document_or_invalid_document(value: str) -> None:
     """Accepted only in canonical form with the right letter; otherwise InvalidDocument, nothing else."""
     for validate, shape in ((identity.validate_dni, _DNI), (identity.validate_nie, _NIE)):
