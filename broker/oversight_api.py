@@ -285,6 +285,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             bucket = USAGE_BUCKET.from_proto(request.bucket) if request.bucket else None
             if request.bucket and bucket is None:
                 errors.append(FieldViolation("bucket", f"must be {USAGE_BUCKET.choices()}"))
+            fields = FieldErrors()
             equal = {}
             for name in (
                 "consumer_organization_id",
@@ -294,11 +295,10 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
                 "outcome",
                 "denial_reason",
             ):
-                value: str = getattr(request, name).strip()
-                if len(value) > 128 or any(ord(c) < 32 for c in value):
-                    errors.append(FieldViolation(name, "must be at most 128 printable characters"))
-                elif value:
+                value = fields.text(name, getattr(request, name), max_len=128, required=False)
+                if value:
                     equal[name] = value
+            errors += fields.violations
             if request.legal_basis_kind:
                 kind = LEGAL_BASIS_KIND.from_proto(request.legal_basis_kind)
                 if kind is None:

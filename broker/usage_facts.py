@@ -400,28 +400,16 @@ def add_facts(
 
 
 def facts_of_record(record: TraceRecord) -> Iterator[tuple[Key, int]]:
-    """The facts of a trace record (as :func:`facts_of` reads them from its stored columns)."""
-    denied = record.decision.value == "DENIED" or not record.outcomes
-    return facts_of(
-        record.consumer_organization_id,
-        record.procedure_code,
-        record.legal_basis_kind.value,
-        json.dumps(list(record.certificate_type_ids)),
-        record.decision.value,
-        record.denial_reason.value if record.denial_reason else None,
-        "[]"
-        if denied
-        else json.dumps(
-            [
-                {
-                    "certificate_type_id": o.certificate_type_id,
-                    "provider_id": o.provider_id,
-                    "status": o.status.value,
-                }
-                for o in record.outcomes
-            ]
-        ),
-    )
+    """The facts of a trace record, as :func:`facts_of` reads them from its stored columns."""
+    head = (record.consumer_organization_id, record.procedure_code, record.legal_basis_kind.value)
+    if record.decision.value == "DENIED" or not record.outcomes:
+        outcome = "DENIED" if record.decision.value == "DENIED" else record.decision.value
+        reason = record.denial_reason.value if record.denial_reason else ""
+        facts = [(*head, cid, "", outcome, reason) for cid in record.certificate_type_ids or ("",)]
+    else:
+        facts = [(*head, o.certificate_type_id, o.provider_id, o.status.value, "") for o in record.outcomes]
+    for i, key in enumerate(facts):
+        yield key, int(i == 0)
 
 
 def table_of(totals: Totals, hours: int, scanned: int) -> FactTable:

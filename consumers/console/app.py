@@ -53,7 +53,7 @@ from onceonly.consumers.client import (
     Unavailable,
 )
 from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
-from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
+from onceonly.consumers.governance import AgreementTerms, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import Fact, OversightClient, Trace, TraceQuery
 
 __all__ = ["ConsoleClient", "ConsoleSettings", "create_app"]
@@ -211,6 +211,7 @@ class Console:
         self.client = client
         self.settings = settings
         self.identities = _Identities()
+        self._names: tuple[float, dict[str, str]] = (0.0, {})
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -342,7 +343,7 @@ class Console:
         return self.render(request, "home.html", person)
 
     async def signin_token(self, request: Request) -> Response:
-        form = await self.check_csrf_anonymous(request)
+        form = await self.check_csrf(request)
         token = str(form.get("token", "")).strip()
         if not token or len(token) > 8192:
             return self.render(request, "signin.html", None, 400, error="token")
@@ -356,12 +357,6 @@ class Console:
         self.identities.tokens[sid] = (time.time() + 8 * 3600, token)
         log.info("console sign-in", extra={"org": org, "role": role, "via": via})
         return RedirectResponse("/", status_code=303)
-
-    async def check_csrf_anonymous(self, request: Request) -> FormData:
-        try:
-            return await self.check_csrf(request)
-        except _Refused:
-            raise _Refused(403, "csrf") from None
 
     async def signout(self, request: Request) -> Response:
         await self.check_csrf(request)
@@ -641,7 +636,12 @@ class Console:
         return self.render(request, "governance_log.html", person, entries=list(reversed(entries))[:500])
 
     async def names(self) -> dict[str, str]:
-        return {o.id: o.name for o in await self.client.organisations()}
+        """Organisation code → name (read from the broker at most once a minute: every page shows them)."""
+        expires, names = self._names
+        if expires < time.monotonic():
+            names = {o.id: o.name for o in await self.client.organisations()}
+            self._names = (time.monotonic() + IDENTITY_TTL_S, names)
+        return names
 
     # open data (no sign-in) -------------------------------------------------------------------
 
@@ -847,6 +847,3 @@ def _percentiles(values: list[int]) -> dict[str, int] | None:
         return {"p50": values[0], "p90": values[0], "p99": values[0]}
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return {"p50": round(cuts[49]), "p90": round(cuts[89]), "p99": round(cuts[98])}
-
-
-_ = AgreementView  # the templates read its fields
