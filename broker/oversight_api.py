@@ -64,11 +64,19 @@ def _time(
         return None
     stamp: timestamp_pb2.Timestamp = getattr(msg, name)
     try:
-        return stamp.ToDatetime(tzinfo=dt.UTC)
+        value = stamp.ToDatetime(tzinfo=dt.UTC)
     except (ValueError, OverflowError):  # seconds outside years 1-9999, or nanos outside [0, 1e9)
+        value = None
+    # A margin at both ends: ranges are rounded to whole hours and days, which must stay representable.
+    if value is None or not _EARLIEST <= value < _LATEST:
         raise InvalidRequest(
-            [FieldViolation(f"{prefix}{name}", "is not a valid timestamp (years 0001 to 9999)")]
+            [FieldViolation(f"{prefix}{name}", "is not a valid timestamp (years 0002 to 9998)")]
         ) from None
+    return value
+
+
+_EARLIEST = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
 def trace_filter(msg: oversight_pb2.TraceFilter) -> TraceFilter:

@@ -3,6 +3,7 @@ own data, a consumer's administrators their own organisation's requests — neve
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import grpc
@@ -115,3 +116,21 @@ async def test_usage_facts_by_role_and_as_open_data(platform: Platform, broker: 
         oversight.QueryUsage(D.QueryUsageRequest(group_by=[unknown], bucket=unknown), timeout=10)
     )
     assert bad.fields == ["group_by[0]", "bucket"]
+
+
+async def test_times_at_the_end_of_the_calendar_are_refused_not_crashed(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    """Found by the wire fuzzer: a ``since`` in the last hour of year 9999 overflowed when rounded up
+    to a whole hour, and QueryUsage answered INTERNAL."""
+    oversight = reader(platform, broker, "oversight", "oversight", "AEPD")
+    late = oversight_pb2.QueryUsageRequest()
+    late.since.FromDatetime(dt.datetime(9999, 12, 31, 23, 30, tzinfo=dt.UTC))
+    refused = await failure_of(oversight.QueryUsage(late, timeout=5))
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT and refused.bad_request is not None
+    assert [v.field for v in refused.bad_request.field_violations] == ["since"]
+    early = oversight_pb2.ListTracesRequest()
+    early.filter.until.FromDatetime(dt.datetime(1, 1, 1, 0, 30, tzinfo=dt.UTC))
+    refused = await failure_of(oversight.ListTraces(early, timeout=5))
+    assert refused.bad_request is not None
+    assert [v.field for v in refused.bad_request.field_violations] == ["filter.until"]
