@@ -41,7 +41,18 @@ UNARY_METHODS = ("/onceonly.v1.Broker/Verify",)
 BULK_METHODS = ("/onceonly.v1.Broker/VerifyBulk",)
 OVERSIGHT_METHODS = tuple(
     f"/onceonly.v1.Oversight/{m}"
-    for m in ("ListTraces", "GetUsage", "GetResidentReport", "GetWitnessedHeads", "QueryUsage")
+    for m in (
+        "ListTraces",
+        "GetUsage",
+        "GetResidentReport",
+        "GetWitnessedHeads",
+        "QueryUsage",
+        "DrawAuditSample",
+        "ListAuditTasks",
+        "JustifyAuditTask",
+        "GetProof",
+        "VerifyProof",
+    )
 )
 _WARN_EVERY_S = 1.0
 

@@ -18,6 +18,7 @@ from onceonly import telemetry
 from onceonly.broker.admission import OVERSIGHT_METHODS, AdmissionControl, AdmissionInterceptor
 from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.attestation import AttestationSigner, KeyRing
+from onceonly.broker.audit import AuditSampling
 from onceonly.broker.auth import AuthInterceptor, TokenVerifier, current_principal, load_jwt_issuers
 from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
 from onceonly.broker.catalog import Catalog
@@ -34,6 +35,7 @@ from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
 from onceonly.broker.oversight_api import OversightServicer
 from onceonly.broker.policy import Policy
 from onceonly.broker.policy_notify import listen_for_changes
+from onceonly.broker.proofs import Proofs
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.quotas import SqlQuotas
 from onceonly.broker.service import ServiceSettings, VerificationService
@@ -329,7 +331,12 @@ async def start_broker(
             [
                 lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
-                    OversightServicer(OversightService(queries, ledger, pseudonymiser, witness)), s
+                    OversightServicer(
+                        OversightService(queries, ledger, pseudonymiser, witness),
+                        AuditSampling(engine, governance_log, witness=witness),
+                        Proofs(engine, ledger),
+                    ),
+                    s,
                 ),
                 lambda s: governance_pb2_grpc.add_GovernanceServicer_to_server(
                     GovernanceServicer(governance), s

@@ -12,6 +12,7 @@ import logging
 
 from google.protobuf import timestamp_pb2
 
+from onceonly.broker.audit import AuditSample, AuditSampling, AuditTask, TaskState, validated_sample
 from onceonly.broker.auth import current_principal
 from onceonly.broker.domain import (
     LegalBasis,
@@ -27,8 +28,9 @@ from onceonly.broker.oversight import (
     TraceFilter,
     scope_for,
 )
+from onceonly.broker.proofs import Proofs
 from onceonly.broker.usage_facts import FactFilter
-from onceonly.errors import unauthenticated
+from onceonly.errors import Unavailable, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.status import abort
 from onceonly.v1 import common_pb2, oversight_pb2, oversight_pb2_grpc
@@ -56,7 +58,8 @@ def _time(
     msg: oversight_pb2.TraceFilter
     | oversight_pb2.GetUsageRequest
     | oversight_pb2.GetResidentReportRequest
-    | oversight_pb2.QueryUsageRequest,
+    | oversight_pb2.QueryUsageRequest
+    | oversight_pb2.DrawAuditSampleRequest,
     name: str,
     prefix: str = "",
 ) -> dt.datetime | None:
@@ -215,14 +218,186 @@ def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
     )
 
 
+_TASK_STATES = {
+    TaskState.OPEN: oversight_pb2.AUDIT_TASK_STATE_OPEN,
+    TaskState.JUSTIFIED: oversight_pb2.AUDIT_TASK_STATE_JUSTIFIED,
+    TaskState.OVERDUE: oversight_pb2.AUDIT_TASK_STATE_OVERDUE,
+}
+_TASK_STATE_NAMES = {number: name for name, number in _TASK_STATES.items()}
+
+
+def task_message(task: AuditTask) -> oversight_pb2.AuditTask:
+    msg = oversight_pb2.AuditTask(
+        task_id=task.task_id,
+        sample_id=task.sample_id,
+        consumer_organization_id=task.consumer_organization_id,
+        state=_TASK_STATES[task.state],
+        deadline=_stamp(task.deadline),
+        justification=task.justification,
+        answered_by=task.answered_by,
+        late=task.late,
+    )
+    if task.trace is not None:
+        msg.trace.CopyFrom(trace_message(task.trace))
+    if task.answered_at is not None:
+        msg.answered_at.CopyFrom(_stamp(task.answered_at))
+    return msg
+
+
+def sample_message(sample: AuditSample) -> oversight_pb2.AuditSample:
+    return oversight_pb2.AuditSample(
+        sample_id=sample.sample_id,
+        seed=sample.seed,
+        population=sample.population,
+        tasks=[task_message(t) for t in sample.tasks],
+        drawn_at=_stamp(sample.drawn_at),
+        consumer_organization_id=sample.consumer_organization_id,
+        since=_stamp(sample.since),
+        until=_stamp(sample.until),
+        drawn_by=sample.drawn_by,
+    )
+
+
 # --- the servicer ---------------------------------------------------------------------------
 
 
 class OversightServicer(oversight_pb2_grpc.OversightServicer):
-    """gRPC face of :class:`OversightService`."""
+    """gRPC face of :class:`OversightService`, audit sampling and proofs."""
 
-    def __init__(self, service: OversightService):
+    def __init__(
+        self, service: OversightService, audit: AuditSampling | None = None, proofs: Proofs | None = None
+    ):
         self._service = service
+        self._audit = audit
+        self._proofs = proofs
+
+    def _require_audit(self) -> AuditSampling:
+        if self._audit is None:
+            raise Unavailable("audit sampling is not configured on this broker")
+        return self._audit
+
+    def _require_proofs(self) -> Proofs:
+        if self._proofs is None:
+            raise Unavailable("proofs are not configured on this broker")
+        return self._proofs
+
+    async def DrawAuditSample(
+        self, request: oversight_pb2.DrawAuditSampleRequest, context: Context
+    ) -> oversight_pb2.AuditSample:
+        try:
+            principal = current_principal()
+            scope_for(principal, "DrawAuditSample", provider_allowed=False)
+            assert principal is not None
+            wanted = validated_sample(
+                request.consumer_organization_id,
+                _time(request, "since"),
+                _time(request, "until"),
+                request.size,
+                request.seed,
+                request.days_to_answer,
+            )
+            sample = await self._require_audit().draw(principal, wanted)
+            log.info(
+                "audit sample drawn",
+                extra={
+                    "event": "audit",
+                    "org": principal.organization_id,
+                    "sample_id": sample.sample_id,
+                    "tasks": len(sample.tasks),
+                },
+            )
+            return sample_message(sample)
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def ListAuditTasks(
+        self, request: oversight_pb2.ListAuditTasksRequest, context: Context
+    ) -> oversight_pb2.AuditTasks:
+        try:
+            scope = scope_for(
+                current_principal(), "ListAuditTasks", provider_allowed=False, consumer_allowed=True
+            )
+            state = ""
+            if request.state:
+                if request.state not in _TASK_STATE_NAMES:
+                    raise InvalidRequest(
+                        [FieldViolation("state", "must be AUDIT_TASK_STATE_OPEN, _JUSTIFIED or _OVERDUE")]
+                    )
+                state = _TASK_STATE_NAMES[request.state]
+            tasks = await self._require_audit().tasks(
+                scope,
+                sample_id=request.sample_id.strip(),
+                consumer_organization_id=request.consumer_organization_id.strip(),
+                state=state,
+                page_size=request.page_size,
+            )
+            return oversight_pb2.AuditTasks(tasks=[task_message(t) for t in tasks])
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def JustifyAuditTask(
+        self, request: oversight_pb2.JustifyAuditTaskRequest, context: Context
+    ) -> oversight_pb2.AuditTask:
+        try:
+            principal = current_principal()
+            if principal is None:
+                raise unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+            task = await self._require_audit().justify(principal, request.task_id, request.justification)
+            log.info(
+                "audit task justified",
+                extra={"event": "audit", "org": principal.organization_id, "task_id": task.task_id},
+            )
+            return task_message(task)
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def GetProof(self, request: oversight_pb2.GetProofRequest, context: Context) -> oversight_pb2.Proof:
+        try:
+            principal = current_principal()
+            if principal is None:
+                raise unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+            proof = await self._require_proofs().proof(principal, request.trace_id)
+            return oversight_pb2.Proof(
+                trace=trace_message(proof.entry),
+                consumer_organization_name=proof.organisation_name,
+                verification_code=proof.verification_code,
+                record_hash=proof.record_hash,
+                attestations=[
+                    oversight_pb2.AttestationDigest(
+                        certificate_type_id=a.certificate_type_id, provider_id=a.provider_id, sha256=a.sha256
+                    )
+                    for a in proof.attestations
+                ],
+                sealed=proof.sealed,
+            )
+        except Exception as exc:
+            await abort(context, exc)
+
+    async def VerifyProof(
+        self, request: oversight_pb2.VerifyProofRequest, context: Context
+    ) -> oversight_pb2.ProofVerification:
+        try:
+            if current_principal() is None:
+                raise unauthenticated("UNAUTHENTICATED", "the call is not authenticated")
+            found = await self._require_proofs().verify(request.verification_code)
+            if not found.matches:
+                return oversight_pb2.ProofVerification(matches=False)
+            assert found.created_at is not None
+            return oversight_pb2.ProofVerification(
+                matches=True,
+                created_at=_stamp(found.created_at),
+                consumer_organization_id=found.consumer_organization_id,
+                consumer_organization_name=found.consumer_organization_name,
+                procedure_code=found.procedure_code,
+                decision=DECISION.number(found.decision),
+                certificate_type_ids=list(found.certificate_type_ids),
+                intact=found.intact,
+                sealed=found.sealed,
+                chain_id=found.chain_id,
+                seq=found.seq,
+            )
+        except Exception as exc:
+            await abort(context, exc)
 
     async def ListTraces(
         self, request: oversight_pb2.ListTracesRequest, context: Context

@@ -27,6 +27,8 @@ __all__ = [
     "AgreementDecisionRow",
     "AgreementRow",
     "AgreementVersionRow",
+    "AuditSampleRow",
+    "AuditTaskRow",
     "CheckpointRow",
     "GovernanceEventRow",
     "MasterAgreementRow",
@@ -220,6 +222,8 @@ class TraceRow(SQLModel, table=True):
         # Each broker replica appends to its own hash chain; a position is taken once.
         sa.Index("uq_trace_chain_seq", "chain_id", "seq", unique=True),
         sa.Index("ix_trace_records_created_at", "created_at"),
+        # Proofs' verification codes are a prefix of the record's hash (``broker.proofs``).
+        sa.Index("ix_trace_records_record_hash", "record_hash"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -340,6 +344,40 @@ class UsageFactDayRow(_UsageFactColumns, table=True):
     day: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
 
 
+class AuditSampleRow(SQLModel, table=True):
+    """A random sample of requests drawn by an oversight body (``broker.audit``)."""
+
+    __tablename__ = "audit_samples"
+
+    sample_id: str = Field(primary_key=True, max_length=64)
+    drawn_at: dt.datetime = Field(sa_type=UTCDateTime)
+    drawn_by: str = Field(max_length=64)
+    consumer_organization_id: str = Field(default="", max_length=64)
+    """Empty: every consumer's requests."""
+    since: dt.datetime = Field(sa_type=UTCDateTime)
+    until: dt.datetime = Field(sa_type=UTCDateTime)
+    size: int
+    seed: str = Field(max_length=64)
+    population: int
+
+
+class AuditTaskRow(SQLModel, table=True):
+    """One sampled request, to be justified by its consumer: ``state`` OPEN, JUSTIFIED or OVERDUE."""
+
+    __tablename__ = "audit_tasks"
+    __table_args__ = (sa.Index("ix_audit_tasks_consumer_state", "consumer_organization_id", "state"),)
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    sample_id: str = Field(index=True, max_length=64)
+    trace_id: str = Field(max_length=64)
+    consumer_organization_id: str = Field(max_length=64)
+    state: str = Field(max_length=16)
+    deadline: dt.datetime = Field(sa_type=UTCDateTime)
+    justification: str = Field(default="", sa_type=sa.Text)
+    answered_by: str = Field(default="", max_length=200)
+    answered_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
 _TABLES = [
     OrganisationRow.__table__,  # type: ignore[attr-defined]
     AgreementRow.__table__,  # type: ignore[attr-defined]
@@ -355,6 +393,8 @@ _TABLES = [
     UsageFactRow.__table__,  # type: ignore[attr-defined]
     UsageFactDayRow.__table__,  # type: ignore[attr-defined]
     GovernanceEventRow.__table__,  # type: ignore[attr-defined]
+    AuditSampleRow.__table__,  # type: ignore[attr-defined]
+    AuditTaskRow.__table__,  # type: ignore[attr-defined]
 ]
 TABLE_NAMES: frozenset[str] = frozenset(t.name for t in _TABLES)
 """The broker's tables; migrations leave any other table of a shared database alone."""

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -420,21 +421,43 @@ async def console_tour(url: str, pki_dir: Path) -> list[str]:
         ("tax-admin", "/provider", "HOUSING-RENT-SUBSIDY", "who used the tax agency's data, and why"),
         ("housing-admin", "/consumer", "PROVIDER_VETO", "its requests, and its denials with what to do"),
     )
-    for name, path, expected, shows in tour:
-        tls = ClientTls.from_dir(pki_dir, name)
-        _, home = await open_page(url + "/", tls)  # signs in (the broker says who this is)
+    pages: dict[str, str] = {}
+
+    async def visit(name: str | None, path: str, expected: str, shows: str) -> str:
+        tls = ClientTls.from_dir(pki_dir, name) if name else ClientTls(pki_dir / "ca.pem")
+        who = "-"
+        if name:
+            _, home = await open_page(url + "/", tls)  # signs in (the broker says who this is)
+            who = heading(home)
         started = time.perf_counter()
         status, page = await open_page(url + path, tls)
         ms = round((time.perf_counter() - started) * 1000)
-        rows.append((f"{name}.pem", heading(home), path, status, ms, shows))
+        rows.append((f"{name}.pem" if name else "(none)", who, path, status, ms, shows))
         if status != 200 or expected not in page:
-            problems.append(f"the console's {path} for {name} answered {status} without {expected!r}")
-    started = time.perf_counter()
-    status, page = await open_page(url + "/open-data", ClientTls(pki_dir / "ca.pem"))
-    ms = round((time.perf_counter() - started) * 1000)
-    rows.append(("(none)", "-", "/open-data", status, ms, "usage and impact, for anyone"))
-    if status != 200 or "Open data" not in page:
-        problems.append(f"the console's /open-data answered {status}")
+            problems.append(
+                f"the console's {path} for {name or 'anyone'} answered {status} without {expected!r}"
+            )
+        return page
+
+    for name, path, expected, shows in tour:
+        pages[path] = await visit(name, path, expected, shows)
+    proof = re.search(r'href="(/proof/[0-9a-f]+)"', pages["/consumer"])
+    if proof is None:
+        problems.append("the console's /consumer lists no request with its proof")
+    else:
+        page = await visit(
+            "housing-admin", proof.group(1), "Verification code", "the proof of its newest request"
+        )
+        code = re.search(r'id="code">([A-Z2-7-]{19})<', page)
+        if code is None:
+            problems.append(f"the console's {proof.group(1)} shows no verification code")
+        else:
+            await visit(
+                None, f"/verify?code={code.group(1)}", "unaltered", "the proof's code checked, by anyone"
+            )
+    await visit("housing-admin", "/reports", "HOUSING-RENT-SUBSIDY", "its monthly report (and CSV)")
+    await visit("oversight", "/oversight/audit", "Draw a sample", "audit sampling of any consumer")
+    await visit(None, "/open-data", "Open data", "usage and impact, for anyone")
     print(table(["certificate", "signed in as", "page", "status", "ms", "shows"], rows))
     return problems
 

@@ -150,6 +150,68 @@ class ResidentReport:
     report_trace_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditTask:
+    """A sampled request its consumer must justify: ``state`` OPEN, JUSTIFIED or OVERDUE."""
+
+    task_id: str
+    sample_id: str
+    consumer_organization_id: str
+    trace: Trace | None
+    state: str
+    deadline: dt.datetime
+    justification: str = ""
+    answered_by: str = ""
+    answered_at: dt.datetime | None = None
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSample:
+    sample_id: str
+    seed: str
+    population: int
+    tasks: tuple[AuditTask, ...]
+    drawn_at: dt.datetime
+    drawn_by: str
+    consumer_organization_id: str
+    since: dt.datetime
+    until: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What a consumer files for a request: the trace, the attestations' digests
+    (certificate type, provider, SHA-256) and the code anyone can verify."""
+
+    trace: Trace
+    consumer_organization_name: str
+    verification_code: str
+    record_hash: str
+    attestations: tuple[tuple[str, str, str], ...]
+    sealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProofCheck:
+    """What a verification code names; only ``matches`` is set when it names nothing."""
+
+    matches: bool
+    created_at: dt.datetime | None = None
+    consumer_organization_id: str = ""
+    consumer_organization_name: str = ""
+    procedure_code: str = ""
+    decision: str = ""
+    certificate_type_ids: tuple[str, ...] = ()
+    intact: bool = False
+    sealed: bool = False
+    chain_id: str = ""
+    seq: int = 0
+
+
+TASK_STATES = ("OPEN", "JUSTIFIED", "OVERDUE")
+
+
 def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     if value.tzinfo is None:
         raise ValueError("give timezone-aware times")
@@ -213,6 +275,21 @@ def _access(m: oversight_pb2.ResidentAccess) -> Access:
         denial_reason=DENIAL_REASON.name(m.denial_reason),
         officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
         disclosure=m.disclosure,
+    )
+
+
+def _task(m: oversight_pb2.AuditTask) -> AuditTask:
+    return AuditTask(
+        task_id=m.task_id,
+        sample_id=m.sample_id,
+        consumer_organization_id=m.consumer_organization_id,
+        trace=_trace(m.trace) if m.HasField("trace") else None,
+        state=oversight_pb2.AuditTaskState.Name(m.state).removeprefix("AUDIT_TASK_STATE_"),
+        deadline=_time(m.deadline),
+        justification=m.justification,
+        answered_by=m.answered_by,
+        answered_at=_time(m.answered_at) if m.HasField("answered_at") else None,
+        late=m.late,
     )
 
 
@@ -390,3 +467,100 @@ class OversightClient(BrokerClient):
             {"chain_id": h.chain_id, "seq": h.seq, "head_hash": h.head_hash, "signature": h.signature}
             for h in reply.heads
         ]
+
+    async def _oversight_call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._oversight, method)(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+
+    async def draw_audit_sample(
+        self,
+        *,
+        since: dt.datetime,
+        until: dt.datetime,
+        size: int,
+        consumer_organization_id: str = "",
+        seed: str = "",
+        days_to_answer: int = 0,
+    ) -> AuditSample:
+        """Draw ``size`` of the requests made in [since, until) (of one consumer, or all); the
+        same seed over the same requests draws the same sample. Oversight bodies only."""
+        request = oversight_pb2.DrawAuditSampleRequest(
+            consumer_organization_id=consumer_organization_id,
+            since=_stamp(since),
+            until=_stamp(until),
+            size=size,
+            seed=seed,
+            days_to_answer=days_to_answer,
+        )
+        m = await self._oversight_call("DrawAuditSample", request)
+        return AuditSample(
+            m.sample_id,
+            m.seed,
+            m.population,
+            tuple(_task(t) for t in m.tasks),
+            _time(m.drawn_at),
+            m.drawn_by,
+            m.consumer_organization_id,
+            _time(m.since),
+            _time(m.until),
+        )
+
+    async def audit_tasks(
+        self, *, sample_id: str = "", consumer_organization_id: str = "", state: str = "", page_size: int = 0
+    ) -> list[AuditTask]:
+        """Audit tasks (a consumer's administrators: their own), newest sample first."""
+        number = 0
+        if state:
+            if state.upper() not in TASK_STATES:
+                raise ValueError(f"state must be one of {', '.join(TASK_STATES)}, not {state!r}")
+            number = oversight_pb2.AuditTaskState.Value(f"AUDIT_TASK_STATE_{state.upper()}")
+        request = oversight_pb2.ListAuditTasksRequest(
+            sample_id=sample_id,
+            consumer_organization_id=consumer_organization_id,
+            state=number,  # type: ignore[arg-type]
+            page_size=page_size,
+        )
+        reply = await self._oversight_call("ListAuditTasks", request)
+        return [_task(t) for t in reply.tasks]
+
+    async def justify_audit_task(self, task_id: str, justification: str) -> AuditTask:
+        """Answer one of the caller's organisation's audit tasks (its administrators only)."""
+        request = oversight_pb2.JustifyAuditTaskRequest(task_id=task_id, justification=justification)
+        return _task(await self._oversight_call("JustifyAuditTask", request))
+
+    async def proof(self, trace_id: str) -> Proof:
+        """The proof of one of the caller's requests (oversight: of any)."""
+        m = await self._oversight_call("GetProof", oversight_pb2.GetProofRequest(trace_id=trace_id))
+        return Proof(
+            _trace(m.trace),
+            m.consumer_organization_name,
+            m.verification_code,
+            m.record_hash,
+            tuple((a.certificate_type_id, a.provider_id, a.sha256) for a in m.attestations),
+            m.sealed,
+        )
+
+    async def verify_proof(self, verification_code: str) -> ProofCheck:
+        """Whether a proof's verification code matches a record of the ledger."""
+        m = await self._oversight_call(
+            "VerifyProof", oversight_pb2.VerifyProofRequest(verification_code=verification_code)
+        )
+        if not m.matches:
+            return ProofCheck(matches=False)
+        return ProofCheck(
+            matches=True,
+            created_at=_time(m.created_at),
+            consumer_organization_id=m.consumer_organization_id,
+            consumer_organization_name=m.consumer_organization_name,
+            procedure_code=m.procedure_code,
+            decision=DECISION.name(m.decision),
+            certificate_type_ids=tuple(m.certificate_type_ids),
+            intact=m.intact,
+            sealed=m.sealed,
+            chain_id=m.chain_id,
+            seq=m.seq,
+        )

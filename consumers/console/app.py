@@ -27,7 +27,7 @@ import secrets
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,10 @@ from onceonly.consumers.client import (
     Unauthenticated,
     Unavailable,
 )
+from onceonly.consumers.console import audit_pages, reports
+from onceonly.consumers.console.base import ConsoleSettings, Person
 from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
+from onceonly.consumers.console.reports import REPORT_ROLES
 from onceonly.consumers.governance import AgreementTerms, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import Fact, OversightClient, Trace, TraceQuery
 
@@ -66,8 +69,6 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
-DEFAULT_MINUTES_SAVED = 30
-"""Minutes a resident saves per certificate not brought, where no figure is configured for its type."""
 OPEN_DATA_MINIMUM = 10
 OPEN_DATA_DIMENSIONS = ("CONSUMER", "PROCEDURE", "CERTIFICATE_TYPE", "LEGAL_BASIS_KIND", "OUTCOME")
 OPEN_DATA_COLUMNS = ("organisation", "procedure", "certificate_type", "legal_basis_kind", "result")
@@ -85,18 +86,24 @@ PROPOSAL_FIELDS = (
 )
 PURPOSE_SAMPLE = 500
 """Traces read (newest first) for what the aggregates do not hold: purposes, denial details."""
+RECENT_REQUESTS = 10
+"""The consumer page lists this many newest requests, each with its proof."""
 IDENTITY_TTL_S = 60.0
 ADVICE_KEYS = frozenset(k for k in MESSAGES["en"] if k.startswith("advice_"))
 
 PROVIDER_ROLES = ("provider-admin", "provider")
 CONSUMER_ROLES = ("consumer-admin",)
 OVERSIGHT_ROLES = ("oversight",)
+PROOF_ROLES = ("consumer-admin", "oversight")
 NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/provider", "provider_page", PROVIDER_ROLES),
     ("/consumer", "consumer_page", CONSUMER_ROLES),
     ("/oversight", "oversight_page", OVERSIGHT_ROLES),
     ("/oversight/resident", "resident_page", OVERSIGHT_ROLES),
     ("/oversight/ledger", "ledger_page", OVERSIGHT_ROLES),
+    ("/oversight/audit", "audit_page", OVERSIGHT_ROLES),
+    ("/consumer/audit", "audit_tasks_page", CONSUMER_ROLES),
+    ("/reports", "report_page", REPORT_ROLES),
     ("/governance/log", "governance_log", ()),
 )
 """Path, title key, roles (empty: every signed-in person)."""
@@ -105,43 +112,6 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 class ConsoleClient(GovernanceClient, OversightClient):
     """The console's own client of the broker (its ``OU=console`` certificate): Broker, Governance and
     Oversight over one channel. It acts only for a person, through :meth:`acting_for`."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleSettings:
-    session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    """Signs the session cookie (a fresh one per process unless given)."""
-    minutes_per_certificate: Mapping[str, int] = field(default_factory=dict)
-    """Open data's impact: the minutes a resident saves when a certificate of a type is verified
-    instead of brought (``ONCEONLY_CONSOLE_MINUTES``: ``type=minutes,…``)."""
-    default_minutes: int = DEFAULT_MINUTES_SAVED
-
-    def minutes_for(self, certificate_type_id: str) -> int:
-        return self.minutes_per_certificate.get(certificate_type_id, self.default_minutes)
-
-    @staticmethod
-    def parse_minutes(text: str) -> dict[str, int]:
-        """``type=minutes,…`` as a mapping; ``ValueError`` naming the bad entry."""
-        out = {}
-        for entry in filter(None, (e.strip() for e in text.split(","))):
-            name, _, minutes = entry.partition("=")
-            if not name.strip() or not minutes.strip().isdigit():
-                raise ValueError(f"ONCEONLY_CONSOLE_MINUTES: {entry!r} is not type=minutes")
-            out[name.strip()] = int(minutes)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Person:
-    """Who is signed in, as the broker confirmed it (``WhoAmI``)."""
-
-    organization_id: str
-    organisation_name: str
-    role: str
-    via: str
-    officer_id: str
-    certificate_der: bytes | None = None
-    token: str | None = None
 
 
 class _Identities:
@@ -449,10 +419,12 @@ class Console:
         for t in recent:
             details.setdefault(t.denial_reason, _distinct(t.denial_detail))
         agreements = [a for a in await client.agreements() if a.organization_id == person.organization_id]
+        latest, _ = await client.list_traces(TraceQuery(since=since, until=until), page_size=RECENT_REQUESTS)
         return self.render(
             request,
             "consumer.html",
             person,
+            latest=latest,
             **_period_texts(since, until),
             period_error=period_error,
             table=dict(sorted(table.items())),
@@ -745,6 +717,21 @@ class Console:
             ),
             Route("/oversight/ledger", self.page(OVERSIGHT_ROLES, self.ledger_page)),
             Route("/governance/log", self.page((), self.governance_log)),
+            Route(
+                "/oversight/audit",
+                self.page(OVERSIGHT_ROLES, partial(audit_pages.oversight_audit, self)),
+                methods=["GET", "POST"],
+            ),
+            Route(
+                "/consumer/audit",
+                self.page(CONSUMER_ROLES, partial(audit_pages.consumer_audit, self)),
+                methods=["GET", "POST"],
+            ),
+            Route("/proof/{trace_id}", self.page(PROOF_ROLES, partial(audit_pages.proof_page, self))),
+            Route("/proof/{trace_id}/pdf", self.page(PROOF_ROLES, partial(audit_pages.proof_pdf, self))),
+            Route("/verify", partial(audit_pages.verify_page, self)),
+            Route("/reports", self.page(REPORT_ROLES, partial(reports.report_page, self))),
+            Route("/reports.csv", self.page(REPORT_ROLES, partial(reports.report_csv, self))),
             Route("/open-data", self.open_data),
             Route("/open-data.csv", self.open_data_csv),
             Route("/open-data.json", self.open_data_json),

@@ -143,6 +143,75 @@ _EN: dict[str, str] = {
     "advice_OFFICER_DOCUMENT_REQUIRED": "Send the officer's own identity document with the request.",
     "advice_QUOTA_EXCEEDED": "The master agreement's quota is used up: wait for the window to end.",
     "advice_UNKNOWN_CONSUMER": "Your organisation is not registered as a consumer: ask the operator.",
+    "audit_page": "Audit sampling",
+    "audit_help": (
+        "Draw a random sample of requests; each becomes a task for the consumer that made it, to "
+        "justify by a deadline. The same seed over the same period draws the same sample. Every "
+        "draw and answer is written to the governance log."
+    ),
+    "draw_sample": "Draw a sample",
+    "every_consumer": "Every consumer",
+    "sample_size": "How many requests",
+    "seed": "Seed (optional)",
+    "seed_help": "Give one to repeat a draw; empty: the broker picks one.",
+    "days_to_answer": "Days to answer",
+    "draw": "Draw",
+    "samples": "Samples drawn",
+    "sample": "Sample",
+    "audit_tasks": "Justification tasks",
+    "deadline": "Deadline",
+    "justification": "Justification",
+    "late": "late",
+    "audit_tasks_page": "Audit tasks",
+    "audit_tasks_help": (
+        "An oversight body sampled these requests of your organisation: say why each was needed "
+        "before its deadline. Your answer is written to the governance log."
+    ),
+    "justified_thanks": "Your justification was recorded.",
+    "trace_purged": "Request no longer in the ledger (retention)",
+    "proof": "Proof of this request",
+    "justification_help": "Why the request was needed (up to 2,000 characters; never a document number).",
+    "justify": "Send justification",
+    "no_tasks": "No audit task for your organisation.",
+    "proof_title": "Proof of a verification request",
+    "verification_code": "Verification code",
+    "record_hash": "Record hash",
+    "sealed": "covered by a signed checkpoint",
+    "attestations": "Attestations given (digests)",
+    "verify_help": "Anyone can check this code against the platform's ledger at",
+    "download_pdf": "Download as PDF",
+    "verify_page": "Verify a proof",
+    "verify_intro": (
+        "Enter the verification code printed on a proof. The ledger says whether a request with "
+        "that code was recorded, and what it was, without the resident or any attested value."
+    ),
+    "check": "Check",
+    "code_matches": "This code matches a request recorded in the ledger, unaltered.",
+    "code_tampered": (
+        "This code names a record of the ledger, but the record no longer matches its hash chain: "
+        "it was altered."
+    ),
+    "verify_no_values": "No resident and no attested value is shown here.",
+    "code_unknown": "No request with this code is recorded in the ledger.",
+    "report_page": "Monthly report",
+    "organisation": "Organisation",
+    "field_month": "Month",
+    "field_org": "Organisation",
+    "report_error_month": "must be a month YYYY-MM",
+    "report_error_org": "is not an organisation code",
+    "download_csv": "Download as CSV",
+    "as_consumer": "As a consumer: requests made",
+    "as_provider": "As a provider: checks served",
+    "checks_served": "Checks served, by consumer, certificate type and outcome",
+    "requests_by_day": "Requests by day",
+    "latest_requests": "Latest requests",
+    "field_consumer": "Consumer",
+    "field_since": "From",
+    "field_until": "Until",
+    "field_size": "How many requests",
+    "field_seed": "Seed",
+    "field_days": "Days to answer",
+    "field_form": "Sample",
 }
 
 _ES: dict[str, str] = {
@@ -284,6 +353,78 @@ _ES: dict[str, str] = {
     "advice_OFFICER_DOCUMENT_REQUIRED": "Envíe el documento de identidad del funcionario con la petición.",
     "advice_QUOTA_EXCEEDED": "La cuota del convenio marco se ha agotado: espere a que termine el periodo.",
     "advice_UNKNOWN_CONSUMER": "Su organización no está registrada como cesionaria: pídalo al operador.",
+    "audit_page": "Muestreo de auditoría",
+    "audit_help": (
+        "Extraiga una muestra aleatoria de peticiones; cada una pasa a ser una tarea para el "
+        "cesionario que la hizo, que debe justificarla antes de un plazo. La misma semilla sobre el"
+        " mismo periodo extrae la misma muestra. Cada extracción y respuesta queda en el registro "
+        "de gobierno."
+    ),
+    "draw_sample": "Extraer una muestra",
+    "every_consumer": "Todos los cesionarios",
+    "sample_size": "Cuántas peticiones",
+    "seed": "Semilla (opcional)",
+    "seed_help": "Indique una para repetir una extracción; vacía: la elige el intermediador.",
+    "days_to_answer": "Días para responder",
+    "draw": "Extraer",
+    "samples": "Muestras extraídas",
+    "sample": "Muestra",
+    "audit_tasks": "Tareas de justificación",
+    "deadline": "Plazo",
+    "justification": "Justificación",
+    "late": "fuera de plazo",
+    "audit_tasks_page": "Tareas de auditoría",
+    "audit_tasks_help": (
+        "Un órgano de control ha seleccionado estas peticiones de su organización: explique por qué"
+        " fue necesaria cada una antes de su plazo. Su respuesta queda en el registro de gobierno."
+    ),
+    "justified_thanks": "Su justificación ha quedado registrada.",
+    "trace_purged": "La petición ya no está en el registro (conservación)",
+    "proof": "Justificante de esta petición",
+    "justification_help": (
+        "Por qué fue necesaria la petición (hasta 2.000 caracteres; nunca un número de documento)."
+    ),
+    "justify": "Enviar justificación",
+    "no_tasks": "Su organización no tiene tareas de auditoría.",
+    "proof_title": "Justificante de una petición de verificación",
+    "verification_code": "Código de verificación",
+    "record_hash": "Huella del registro",
+    "sealed": "cubierto por un punto de control firmado",
+    "attestations": "Certificaciones emitidas (huellas)",
+    "verify_help": "Cualquiera puede comprobar este código contra el registro de la plataforma en",
+    "download_pdf": "Descargar en PDF",
+    "verify_page": "Verificar un justificante",
+    "verify_intro": (
+        "Introduzca el código de verificación impreso en un justificante. El registro indica si "
+        "consta una petición con ese código y cuál fue, sin mostrar a la persona ni ningún dato "
+        "certificado."
+    ),
+    "check": "Comprobar",
+    "code_matches": "Este código corresponde a una petición registrada, sin alteraciones.",
+    "code_tampered": (
+        "Este código corresponde a un registro, pero ya no encaja con su cadena de huellas: ha sido alterado."
+    ),
+    "verify_no_values": "Aquí no se muestra ninguna persona ni ningún dato certificado.",
+    "code_unknown": "No consta ninguna petición con este código.",
+    "report_page": "Informe mensual",
+    "organisation": "Organización",
+    "field_month": "Mes",
+    "field_org": "Organización",
+    "report_error_month": "debe ser un mes AAAA-MM",
+    "report_error_org": "no es un código de organización",
+    "download_csv": "Descargar en CSV",
+    "as_consumer": "Como cesionario: peticiones realizadas",
+    "as_provider": "Como cedente: comprobaciones servidas",
+    "checks_served": "Comprobaciones servidas, por cesionario, tipo de certificado y resultado",
+    "requests_by_day": "Peticiones por día",
+    "latest_requests": "Últimas peticiones",
+    "field_consumer": "Cesionario",
+    "field_since": "Desde",
+    "field_until": "Hasta",
+    "field_size": "Cuántas peticiones",
+    "field_seed": "Semilla",
+    "field_days": "Días para responder",
+    "field_form": "Muestra",
 }
 
 MESSAGES: dict[str, dict[str, str]] = {"en": _EN, "es": _ES}

@@ -12,6 +12,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AuditTaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIT_TASK_STATE_UNSPECIFIED: _ClassVar[AuditTaskState]
+    AUDIT_TASK_STATE_OPEN: _ClassVar[AuditTaskState]
+    AUDIT_TASK_STATE_JUSTIFIED: _ClassVar[AuditTaskState]
+    AUDIT_TASK_STATE_OVERDUE: _ClassVar[AuditTaskState]
+
 class UsageDimension(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     USAGE_DIMENSION_UNSPECIFIED: _ClassVar[UsageDimension]
@@ -42,6 +49,10 @@ class UsageGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUPING_PROVIDER: _ClassVar[UsageGrouping]
     USAGE_GROUPING_CONSUMER: _ClassVar[UsageGrouping]
     USAGE_GROUPING_PROCEDURE: _ClassVar[UsageGrouping]
+AUDIT_TASK_STATE_UNSPECIFIED: AuditTaskState
+AUDIT_TASK_STATE_OPEN: AuditTaskState
+AUDIT_TASK_STATE_JUSTIFIED: AuditTaskState
+AUDIT_TASK_STATE_OVERDUE: AuditTaskState
 USAGE_DIMENSION_UNSPECIFIED: UsageDimension
 USAGE_DIMENSION_CONSUMER: UsageDimension
 USAGE_DIMENSION_PROCEDURE: UsageDimension
@@ -61,6 +72,158 @@ USAGE_GROUPING_UNSPECIFIED: UsageGrouping
 USAGE_GROUPING_PROVIDER: UsageGrouping
 USAGE_GROUPING_CONSUMER: UsageGrouping
 USAGE_GROUPING_PROCEDURE: UsageGrouping
+
+class DrawAuditSampleRequest(_message.Message):
+    __slots__ = ("consumer_organization_id", "since", "until", "size", "seed", "days_to_answer")
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DAYS_TO_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    consumer_organization_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    size: int
+    seed: str
+    days_to_answer: int
+    def __init__(self, consumer_organization_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ..., seed: _Optional[str] = ..., days_to_answer: _Optional[int] = ...) -> None: ...
+
+class AuditTask(_message.Message):
+    __slots__ = ("task_id", "sample_id", "consumer_organization_id", "trace", "state", "deadline", "justification", "answered_by", "answered_at", "late")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_AT_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    sample_id: str
+    consumer_organization_id: str
+    trace: TraceEntry
+    state: AuditTaskState
+    deadline: _timestamp_pb2.Timestamp
+    justification: str
+    answered_by: str
+    answered_at: _timestamp_pb2.Timestamp
+    late: bool
+    def __init__(self, task_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., consumer_organization_id: _Optional[str] = ..., trace: _Optional[_Union[TraceEntry, _Mapping]] = ..., state: _Optional[_Union[AuditTaskState, str]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., justification: _Optional[str] = ..., answered_by: _Optional[str] = ..., answered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., late: _Optional[bool] = ...) -> None: ...
+
+class AuditSample(_message.Message):
+    __slots__ = ("sample_id", "seed", "population", "tasks", "drawn_at", "consumer_organization_id", "since", "until", "drawn_by")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    POPULATION_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    DRAWN_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    DRAWN_BY_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    seed: str
+    population: int
+    tasks: _containers.RepeatedCompositeFieldContainer[AuditTask]
+    drawn_at: _timestamp_pb2.Timestamp
+    consumer_organization_id: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    drawn_by: str
+    def __init__(self, sample_id: _Optional[str] = ..., seed: _Optional[str] = ..., population: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[AuditTask, _Mapping]]] = ..., drawn_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., drawn_by: _Optional[str] = ...) -> None: ...
+
+class ListAuditTasksRequest(_message.Message):
+    __slots__ = ("sample_id", "consumer_organization_id", "state", "page_size")
+    SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    sample_id: str
+    consumer_organization_id: str
+    state: AuditTaskState
+    page_size: int
+    def __init__(self, sample_id: _Optional[str] = ..., consumer_organization_id: _Optional[str] = ..., state: _Optional[_Union[AuditTaskState, str]] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class AuditTasks(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[AuditTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[AuditTask, _Mapping]]] = ...) -> None: ...
+
+class JustifyAuditTaskRequest(_message.Message):
+    __slots__ = ("task_id", "justification")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    justification: str
+    def __init__(self, task_id: _Optional[str] = ..., justification: _Optional[str] = ...) -> None: ...
+
+class GetProofRequest(_message.Message):
+    __slots__ = ("trace_id",)
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
+
+class AttestationDigest(_message.Message):
+    __slots__ = ("certificate_type_id", "provider_id", "sha256")
+    CERTIFICATE_TYPE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    certificate_type_id: str
+    provider_id: str
+    sha256: str
+    def __init__(self, certificate_type_id: _Optional[str] = ..., provider_id: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class Proof(_message.Message):
+    __slots__ = ("trace", "consumer_organization_name", "verification_code", "record_hash", "attestations", "sealed")
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_CODE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_HASH_FIELD_NUMBER: _ClassVar[int]
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    trace: TraceEntry
+    consumer_organization_name: str
+    verification_code: str
+    record_hash: str
+    attestations: _containers.RepeatedCompositeFieldContainer[AttestationDigest]
+    sealed: bool
+    def __init__(self, trace: _Optional[_Union[TraceEntry, _Mapping]] = ..., consumer_organization_name: _Optional[str] = ..., verification_code: _Optional[str] = ..., record_hash: _Optional[str] = ..., attestations: _Optional[_Iterable[_Union[AttestationDigest, _Mapping]]] = ..., sealed: _Optional[bool] = ...) -> None: ...
+
+class VerifyProofRequest(_message.Message):
+    __slots__ = ("verification_code",)
+    VERIFICATION_CODE_FIELD_NUMBER: _ClassVar[int]
+    verification_code: str
+    def __init__(self, verification_code: _Optional[str] = ...) -> None: ...
+
+class ProofVerification(_message.Message):
+    __slots__ = ("matches", "created_at", "consumer_organization_id", "consumer_organization_name", "procedure_code", "decision", "certificate_type_ids", "intact", "sealed", "chain_id", "seq")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_ORGANIZATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    INTACT_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    matches: bool
+    created_at: _timestamp_pb2.Timestamp
+    consumer_organization_id: str
+    consumer_organization_name: str
+    procedure_code: str
+    decision: Decision
+    certificate_type_ids: _containers.RepeatedScalarFieldContainer[str]
+    intact: bool
+    sealed: bool
+    chain_id: str
+    seq: int
+    def __init__(self, matches: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consumer_organization_id: _Optional[str] = ..., consumer_organization_name: _Optional[str] = ..., procedure_code: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., certificate_type_ids: _Optional[_Iterable[str]] = ..., intact: _Optional[bool] = ..., sealed: _Optional[bool] = ..., chain_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class QueryUsageRequest(_message.Message):
     __slots__ = ("since", "until", "group_by", "bucket", "consumer_organization_id", "procedure_code", "legal_basis_kind", "certificate_type_id", "provider_id", "outcome", "denial_reason", "open_data")

@@ -5,7 +5,7 @@ import warnings
 
 from onceonly.v1 import oversight_pb2 as onceonly_dot_v1_dot_oversight__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -59,6 +59,31 @@ class OversightStub:
                 request_serializer=onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_oversight__pb2.UsageFacts.FromString,
                 _registered_method=True)
+        self.DrawAuditSample = channel.unary_unary(
+                '/onceonly.v1.Oversight/DrawAuditSample',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.DrawAuditSampleRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.AuditSample.FromString,
+                _registered_method=True)
+        self.ListAuditTasks = channel.unary_unary(
+                '/onceonly.v1.Oversight/ListAuditTasks',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.ListAuditTasksRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.AuditTasks.FromString,
+                _registered_method=True)
+        self.JustifyAuditTask = channel.unary_unary(
+                '/onceonly.v1.Oversight/JustifyAuditTask',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.JustifyAuditTaskRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.AuditTask.FromString,
+                _registered_method=True)
+        self.GetProof = channel.unary_unary(
+                '/onceonly.v1.Oversight/GetProof',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.GetProofRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.Proof.FromString,
+                _registered_method=True)
+        self.VerifyProof = channel.unary_unary(
+                '/onceonly.v1.Oversight/VerifyProof',
+                request_serializer=onceonly_dot_v1_dot_oversight__pb2.VerifyProofRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_oversight__pb2.ProofVerification.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -107,6 +132,49 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrawAuditSample(self, request, context):
+        """Audit sampling (oversight bodies only): draw a reproducible random sample of a consumer's (or
+        every consumer's) requests in a period. Each sampled trace becomes a justification task for
+        the consumer that made the request, with a deadline; the draw is written to the governance log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditTasks(self, request, context):
+        """Audit tasks, newest sample first: oversight sees all; a consumer's administrators their own
+        organisation's (another's: CONSUMER_OWN_DATA_ONLY). An OPEN task past its deadline is OVERDUE
+        from then on (written to the governance log when first seen so).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JustifyAuditTask(self, request, context):
+        """A consumer's administrators answer one of their organisation's tasks (OPEN or OVERDUE) with a
+        justification; the answer is written to the governance log. Anyone else: PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProof(self, request, context):
+        """The proof of one request for the consumer's case file: the trace, the digests of the
+        attestations given, and a verification code (oversight; the consumer's own requests for its
+        applications and administrators).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyProof(self, request, context):
+        """Whether a verification code matches a record of the ledger, and what that record says
+        (never the subject nor attested values). Any authenticated caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +202,31 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.QueryUsage,
                     request_deserializer=onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_oversight__pb2.UsageFacts.SerializeToString,
+            ),
+            'DrawAuditSample': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrawAuditSample,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.DrawAuditSampleRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.AuditSample.SerializeToString,
+            ),
+            'ListAuditTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditTasks,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.ListAuditTasksRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.AuditTasks.SerializeToString,
+            ),
+            'JustifyAuditTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.JustifyAuditTask,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.JustifyAuditTaskRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.AuditTask.SerializeToString,
+            ),
+            'GetProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProof,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.GetProofRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.Proof.SerializeToString,
+            ),
+            'VerifyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyProof,
+                    request_deserializer=onceonly_dot_v1_dot_oversight__pb2.VerifyProofRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_oversight__pb2.ProofVerification.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +364,141 @@ class Oversight:
             '/onceonly.v1.Oversight/QueryUsage',
             onceonly_dot_v1_dot_oversight__pb2.QueryUsageRequest.SerializeToString,
             onceonly_dot_v1_dot_oversight__pb2.UsageFacts.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrawAuditSample(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/DrawAuditSample',
+            onceonly_dot_v1_dot_oversight__pb2.DrawAuditSampleRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.AuditSample.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/ListAuditTasks',
+            onceonly_dot_v1_dot_oversight__pb2.ListAuditTasksRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.AuditTasks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JustifyAuditTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/JustifyAuditTask',
+            onceonly_dot_v1_dot_oversight__pb2.JustifyAuditTaskRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.AuditTask.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/GetProof',
+            onceonly_dot_v1_dot_oversight__pb2.GetProofRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.Proof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Oversight/VerifyProof',
+            onceonly_dot_v1_dot_oversight__pb2.VerifyProofRequest.SerializeToString,
+            onceonly_dot_v1_dot_oversight__pb2.ProofVerification.FromString,
             options,
             channel_credentials,
             insecure,

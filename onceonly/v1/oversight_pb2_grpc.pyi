@@ -60,6 +60,29 @@ class OversightStub:
     own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
     10 times is suppressed.
     """
+    DrawAuditSample: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.DrawAuditSampleRequest, _oversight_pb2.AuditSample]
+    """Audit sampling (oversight bodies only): draw a reproducible random sample of a consumer's (or
+    every consumer's) requests in a period. Each sampled trace becomes a justification task for
+    the consumer that made the request, with a deadline; the draw is written to the governance log.
+    """
+    ListAuditTasks: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.ListAuditTasksRequest, _oversight_pb2.AuditTasks]
+    """Audit tasks, newest sample first: oversight sees all; a consumer's administrators their own
+    organisation's (another's: CONSUMER_OWN_DATA_ONLY). An OPEN task past its deadline is OVERDUE
+    from then on (written to the governance log when first seen so).
+    """
+    JustifyAuditTask: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.JustifyAuditTaskRequest, _oversight_pb2.AuditTask]
+    """A consumer's administrators answer one of their organisation's tasks (OPEN or OVERDUE) with a
+    justification; the answer is written to the governance log. Anyone else: PERMISSION_DENIED.
+    """
+    GetProof: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.GetProofRequest, _oversight_pb2.Proof]
+    """The proof of one request for the consumer's case file: the trace, the digests of the
+    attestations given, and a verification code (oversight; the consumer's own requests for its
+    applications and administrators).
+    """
+    VerifyProof: _grpc.UnaryUnaryMultiCallable[_oversight_pb2.VerifyProofRequest, _oversight_pb2.ProofVerification]
+    """Whether a verification code matches a record of the ledger, and what that record says
+    (never the subject nor attested values). Any authenticated caller.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -84,6 +107,29 @@ class OversightAsyncStub(OversightStub):
     a provider (or its administrators) only its own checks; a consumer's administrators only their
     own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
     10 times is suppressed.
+    """
+    DrawAuditSample: _aio.UnaryUnaryMultiCallable[_oversight_pb2.DrawAuditSampleRequest, _oversight_pb2.AuditSample]  # type: ignore[assignment]
+    """Audit sampling (oversight bodies only): draw a reproducible random sample of a consumer's (or
+    every consumer's) requests in a period. Each sampled trace becomes a justification task for
+    the consumer that made the request, with a deadline; the draw is written to the governance log.
+    """
+    ListAuditTasks: _aio.UnaryUnaryMultiCallable[_oversight_pb2.ListAuditTasksRequest, _oversight_pb2.AuditTasks]  # type: ignore[assignment]
+    """Audit tasks, newest sample first: oversight sees all; a consumer's administrators their own
+    organisation's (another's: CONSUMER_OWN_DATA_ONLY). An OPEN task past its deadline is OVERDUE
+    from then on (written to the governance log when first seen so).
+    """
+    JustifyAuditTask: _aio.UnaryUnaryMultiCallable[_oversight_pb2.JustifyAuditTaskRequest, _oversight_pb2.AuditTask]  # type: ignore[assignment]
+    """A consumer's administrators answer one of their organisation's tasks (OPEN or OVERDUE) with a
+    justification; the answer is written to the governance log. Anyone else: PERMISSION_DENIED.
+    """
+    GetProof: _aio.UnaryUnaryMultiCallable[_oversight_pb2.GetProofRequest, _oversight_pb2.Proof]  # type: ignore[assignment]
+    """The proof of one request for the consumer's case file: the trace, the digests of the
+    attestations given, and a verification code (oversight; the consumer's own requests for its
+    applications and administrators).
+    """
+    VerifyProof: _aio.UnaryUnaryMultiCallable[_oversight_pb2.VerifyProofRequest, _oversight_pb2.ProofVerification]  # type: ignore[assignment]
+    """Whether a verification code matches a record of the ledger, and what that record says
+    (never the subject nor attested values). Any authenticated caller.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -136,6 +182,59 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         a provider (or its administrators) only its own checks; a consumer's administrators only their
         own requests. With open_data any authenticated caller may ask, and a fact counted fewer than
         10 times is suppressed.
+        """
+
+    @_abc_1.abstractmethod
+    def DrawAuditSample(
+        self,
+        request: _oversight_pb2.DrawAuditSampleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.AuditSample, _abc.Awaitable[_oversight_pb2.AuditSample]]:
+        """Audit sampling (oversight bodies only): draw a reproducible random sample of a consumer's (or
+        every consumer's) requests in a period. Each sampled trace becomes a justification task for
+        the consumer that made the request, with a deadline; the draw is written to the governance log.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditTasks(
+        self,
+        request: _oversight_pb2.ListAuditTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.AuditTasks, _abc.Awaitable[_oversight_pb2.AuditTasks]]:
+        """Audit tasks, newest sample first: oversight sees all; a consumer's administrators their own
+        organisation's (another's: CONSUMER_OWN_DATA_ONLY). An OPEN task past its deadline is OVERDUE
+        from then on (written to the governance log when first seen so).
+        """
+
+    @_abc_1.abstractmethod
+    def JustifyAuditTask(
+        self,
+        request: _oversight_pb2.JustifyAuditTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.AuditTask, _abc.Awaitable[_oversight_pb2.AuditTask]]:
+        """A consumer's administrators answer one of their organisation's tasks (OPEN or OVERDUE) with a
+        justification; the answer is written to the governance log. Anyone else: PERMISSION_DENIED.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProof(
+        self,
+        request: _oversight_pb2.GetProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.Proof, _abc.Awaitable[_oversight_pb2.Proof]]:
+        """The proof of one request for the consumer's case file: the trace, the digests of the
+        attestations given, and a verification code (oversight; the consumer's own requests for its
+        applications and administrators).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyProof(
+        self,
+        request: _oversight_pb2.VerifyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oversight_pb2.ProofVerification, _abc.Awaitable[_oversight_pb2.ProofVerification]]:
+        """Whether a verification code matches a record of the ledger, and what that record says
+        (never the subject nor attested values). Any authenticated caller.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

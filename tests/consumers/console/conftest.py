@@ -24,6 +24,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "var" / "screenshots"
 PEOPLE = {
     # certificate name → (role, organisation), as the development CA issues them
     "housing-admin": ("consumer-admin", "L01280796"),
+    "barcelona-admin": ("consumer-admin", "L08019030"),
     "registry-admin": ("provider-admin", "registry"),
     "tax-admin": ("provider-admin", "tax"),
     "employment-admin": ("provider-admin", "employment"),

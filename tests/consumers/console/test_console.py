@@ -40,11 +40,21 @@ async def test_each_role_signs_in_with_its_certificate_and_sees_its_pages(site: 
     assert await anonymous.locator("h1").inner_text() == "Sign in"
     await site.shot(anonymous, "signin")
     expected = {
-        "tax-admin": ("Tax Agency", ["Who used my data", "Governance log"]),
-        "housing-admin": ("Madrid — Housing Office", ["My requests", "Governance log"]),
+        "tax-admin": ("Tax Agency", ["Who used my data", "Monthly report", "Governance log"]),
+        "housing-admin": (
+            "Madrid — Housing Office",
+            ["My requests", "Audit tasks", "Monthly report", "Governance log"],
+        ),
         "oversight": (
             "Data Protection Agency",
-            ["Trace search", "Resident report", "Ledger integrity", "Governance log"],
+            [
+                "Trace search",
+                "Resident report",
+                "Ledger integrity",
+                "Audit sampling",
+                "Monthly report",
+                "Governance log",
+            ],
         ),
     }
     for name, (organisation, pages) in expected.items():
