@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo console test fuzz lint format protos clean bench bench-usage soak
+.PHONY: install demo console test fuzz lint format protos clean bench bench-usage bench-resident soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP) ## measure the broker against a bare relay and a direct call (va
 # e.g. USAGE_BENCH_ARGS="--traces 1000000" for a quicker look); writes var/bench/usage_facts.json.
 bench-usage: $(STAMP) ## time the usage aggregates behind the console and open data (PostgreSQL)
 	PYTHON=$(PY) scripts/pg.sh run sh -c '$(PY) -m bench.usage_facts --database-url "$$ONCEONLY_TEST_POSTGRES_URL" $(USAGE_BENCH_ARGS)'
+
+bench-resident: $(STAMP) ## time a resident's own access log with 1,000 entries (PostgreSQL)
+	PYTHON=$(PY) scripts/pg.sh run sh -c '$(PY) -m bench.resident_log --database-url "$$ONCEONLY_TEST_POSTGRES_URL" $(RESIDENT_BENCH_ARGS)'
 
 # A bounded soak (default 180 s; e.g. SOAK_ARGS="--duration 60"): mixed workload while providers
 # are restarted and one is slowed; writes var/soak/latest.json; fails if any answer was untraced.

@@ -54,6 +54,7 @@ OVERSIGHT_METHODS = tuple(
         "VerifyProof",
     )
 )
+RESIDENT_METHODS = ("/onceonly.v1.ResidentAccess/ListMyAccesses",)
 _WARN_EVERY_S = 1.0
 
 

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from onceonly import telemetry
-from onceonly.broker.admission import OVERSIGHT_METHODS, AdmissionControl, AdmissionInterceptor
+from onceonly.broker.admission import (
+    OVERSIGHT_METHODS,
+    RESIDENT_METHODS,
+    AdmissionControl,
+    AdmissionInterceptor,
+)
 from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.attestation import AttestationSigner, KeyRing
 from onceonly.broker.audit import AuditSampling
@@ -38,6 +43,9 @@ from onceonly.broker.policy_notify import listen_for_changes
 from onceonly.broker.proofs import Proofs
 from onceonly.broker.providers import GrpcProviderClient, ProviderClient
 from onceonly.broker.quotas import SqlQuotas
+from onceonly.broker.resident_access import ResidentAccessService
+from onceonly.broker.resident_api import SERVICE_NAME as RESIDENT_SERVICE_NAME
+from onceonly.broker.resident_api import ResidentAccessServicer
 from onceonly.broker.service import ServiceSettings, VerificationService
 from onceonly.broker.storage import create_engine, init_schema, normalise_url
 from onceonly.broker.trace_queries import SqlTraceQueries
@@ -54,7 +62,7 @@ from onceonly.serving import (
     run_until_signal,
     start_server,
 )
-from onceonly.v1 import broker_pb2_grpc, governance_pb2_grpc, oversight_pb2_grpc
+from onceonly.v1 import broker_pb2_grpc, governance_pb2_grpc, oversight_pb2_grpc, resident_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +312,9 @@ async def start_broker(
             retry_after_s=config.overload_retry_ms / 1000,
             what="oversight reads",
         )
-        interceptors.append(AdmissionInterceptor(oversight_reads, unary=OVERSIGHT_METHODS, bulk=()))
+        interceptors.append(
+            AdmissionInterceptor(oversight_reads, unary=(*OVERSIGHT_METHODS, *RESIDENT_METHODS), bulk=())
+        )
     revocations = RevocationList.beside(secured.tls.ca) if secured.tls is not None else None
     peers = PeerConnections(config.max_connections_per_peer) if config.max_connections_per_peer > 0 else None
     interceptors.append(
@@ -334,15 +344,23 @@ async def start_broker(
                     OversightServicer(
                         OversightService(queries, ledger, pseudonymiser, witness),
                         AuditSampling(engine, governance_log, witness=witness),
-                        Proofs(engine, ledger),
+                        Proofs(engine, ledger, pseudonymiser=pseudonymiser, disclosures=queries.disclosures),
                     ),
                     s,
                 ),
                 lambda s: governance_pb2_grpc.add_GovernanceServicer_to_server(
                     GovernanceServicer(governance), s
                 ),
+                lambda s: resident_pb2_grpc.add_ResidentAccessServicer_to_server(
+                    ResidentAccessServicer(
+                        ResidentAccessService(
+                            queries, ledger, pseudonymiser, catalog, retention_days=config.retention_days
+                        )
+                    ),
+                    s,
+                ),
             ],
-            [SERVICE_NAME, OVERSIGHT_SERVICE_NAME, GOVERNANCE_SERVICE_NAME],
+            [SERVICE_NAME, OVERSIGHT_SERVICE_NAME, GOVERNANCE_SERVICE_NAME, RESIDENT_SERVICE_NAME],
             tls=secured.tls,
             also=secured.listeners,
             # Admission first: an overloaded broker refuses before doing any other work.

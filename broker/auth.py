@@ -55,7 +55,8 @@ from onceonly.guard import (
 )
 from onceonly.peers import PeerConnections
 from onceonly.pki import ROLES, RevocationList, certificate_identity, forwarded_identity
-from onceonly.vocabulary import OfficerIdentification
+from onceonly.validation import parse_subject
+from onceonly.vocabulary import OfficerIdentification, SubjectId
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ class Principal:
     """The officer named by a JWT (``None`` for a certificate, which names an application)."""
     via: str
     """``mtls`` | ``jwt`` | ``insecure`` | ``console`` (a certificate relayed by the console)"""
+    subject: SubjectId | None = None
+    """A ``resident``: the person their identity provider vouches for (never logged)."""
+    represents: tuple[SubjectId, ...] = ()
+    """A ``resident``: the people their token says they represent (a minor, a ward)."""
+
+    def __repr__(self) -> str:  # a resident's document never reaches a log line through a repr
+        return f"Principal(kind={self.kind!r}, organization_id={self.organization_id!r}, via={self.via!r})"
 
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -108,12 +116,20 @@ class JwtIssuer:
     leeway_s: float = 30.0
     max_lifetime_s: float = 3600.0
     """Longest validity a token may have: from ``iat`` (or now, without one) to ``exp``."""
+    residents: bool = False
+    """An eID provider: its tokens name residents (role ``resident``), by their identity document."""
+    document_claim: str = "document"
+    """A resident's document, ``TYPE:NUMBER`` (``DNI:12345678Z``)."""
+    represents_claim: str = "represents"
+    """The documents of the people a resident represents (a list; absent: nobody)."""
 
     def __post_init__(self) -> None:
         if not self.issuer or not self.audience:
             raise ValueError("a JWT issuer needs 'issuer' and 'audience'")
         if not self.keys:
             raise ValueError(f"JWT issuer {self.issuer!r} has no keys")
+        if self.residents:
+            return
         if not self.organizations:
             raise ValueError(f"JWT issuer {self.issuer!r} must list the 'organizations' it vouches for")
         if not self.kinds or any(k not in ROLES for k in self.kinds):
@@ -149,6 +165,9 @@ _ISSUER_FIELDS = {
     "algorithms",
     "leeway_s",
     "max_token_lifetime_s",
+    "residents",
+    "document_claim",
+    "represents_claim",
 }
 
 
@@ -198,6 +217,9 @@ def load_jwt_issuers(path: Path) -> list[JwtIssuer]:
                     algorithms=tuple(entry.get("algorithms", DEFAULT_ALGORITHMS)),
                     leeway_s=float(entry.get("leeway_s", 30.0)),
                     max_lifetime_s=float(entry.get("max_token_lifetime_s", 3600.0)),
+                    residents=bool(entry.get("residents", False)),
+                    document_claim=entry.get("document_claim", "document"),
+                    represents_claim=entry.get("represents_claim", "represents"),
                 )
             )
         except (OSError, ValueError, jwt.PyJWTError) as exc:
@@ -262,6 +284,8 @@ class TokenVerifier:
                 f"the bearer token is valid for longer than issuer {issuer.issuer!r} allows "
                 f"({issuer.max_lifetime_s:.0f} s)",
             )
+        if issuer.residents:
+            return _resident(issuer, claims), float(claims["exp"]) + issuer.leeway_s
         # The organisation is always named by the token, even for an issuer that vouches for one.
         org = claims.get(issuer.org_claim)
         if not isinstance(org, str) or not org:
@@ -319,6 +343,36 @@ class TokenVerifier:
             except (jwt.PyJWTError, ValueError, TypeError):
                 raise unauthenticated("TOKEN_INVALID", "the bearer token could not be verified") from None
         raise unauthenticated("TOKEN_SIGNATURE", "the bearer token's signature does not verify")
+
+
+RESIDENT_ROLE = "resident"
+RESIDENTS_ORG = "residents"
+"""The organisation a resident's principal names: residents belong to none."""
+MAX_REPRESENTED = 20
+
+
+def _document(value: object, claim: str) -> SubjectId:
+    """``TYPE:NUMBER`` as a validated subject; ``Unauthenticated`` naming the claim (never its value)."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        return parse_subject(value)
+    except ValueError:
+        raise unauthenticated(
+            "TOKEN_CLAIMS", f"the token's {claim!r} claim is not an identity document (TYPE:NUMBER)"
+        ) from None
+
+
+def _resident(issuer: JwtIssuer, claims: Mapping[str, Any]) -> Principal:
+    subject = _document(claims.get(issuer.document_claim), issuer.document_claim)
+    listed = claims.get(issuer.represents_claim, [])
+    if not isinstance(listed, list) or len(listed) > MAX_REPRESENTED:
+        raise unauthenticated(
+            "TOKEN_CLAIMS",
+            f"the token's {issuer.represents_claim!r} claim must list at most {MAX_REPRESENTED} documents",
+        )
+    represents = tuple(dict.fromkeys(_document(d, issuer.represents_claim) for d in listed))
+    return Principal(RESIDENT_ROLE, RESIDENTS_ORG, None, "jwt", subject, represents)
 
 
 # --- the interceptor ------------------------------------------------------------------------

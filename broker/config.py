@@ -124,6 +124,10 @@ class BrokerConfig:
     oversight_query_timeout_ms: int = 10000
     """Time budget of one oversight read; past it the statement is stopped and the call ends
     ``RESOURCE_EXHAUSTED`` (``QUERY_TOO_LONG``). ``ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS``."""
+    retention_days: int = 1825
+    """How long trace records are kept, as the platform states it to residents (their access log
+    says entries older than this are removed); ``onceonly ledger purge --older-than-days`` applies
+    it. ``ONCEONLY_RETENTION_DAYS``."""
     bulk_org_share: float = 0.5
     """The share of ``max_in_flight`` one organisation's bulk streams may hold together, so that
     other callers always find room. ``ONCEONLY_BULK_ORG_SHARE``."""
@@ -204,6 +208,7 @@ _ENV_NAMES = {
     "oversight_max_in_flight": "ONCEONLY_OVERSIGHT_MAX_IN_FLIGHT",
     "witness_path": "ONCEONLY_WITNESS_FILE",
     "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
+    "retention_days": "ONCEONLY_RETENTION_DAYS",
     "max_connections_per_peer": "ONCEONLY_MAX_CONNECTIONS_PER_PEER",
     "connection_idle_s": "ONCEONLY_CONNECTION_IDLE_S",
 }

@@ -137,7 +137,7 @@ def report_arguments(
 # --- domain → protobuf ----------------------------------------------------------------------
 
 
-def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+def stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
@@ -160,7 +160,7 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
     return oversight_pb2.TraceEntry(
         trace_id=r.trace_id,
         request_id=r.request_id,
-        created_at=_stamp(r.created_at),
+        created_at=stamp(r.created_at),
         consumer=common_pb2.Consumer(
             organization_id=r.consumer_organization_id, unit=r.consumer_unit, officer_id=r.officer_id
         ),
@@ -197,11 +197,11 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
     )
 
 
-def access_message(access: ResidentAccess) -> oversight_pb2.ResidentAccess:
+def access_message(access: ResidentAccess) -> oversight_pb2.ReportedAccess:
     r = access.record
-    return oversight_pb2.ResidentAccess(
+    return oversight_pb2.ReportedAccess(
         trace_id=r.trace_id,
-        created_at=_stamp(r.created_at),
+        created_at=stamp(r.created_at),
         consumer_organization_id=r.consumer_organization_id,
         consumer_organization_name=access.organisation_name,
         consumer_unit=r.consumer_unit,
@@ -232,7 +232,7 @@ def task_message(task: AuditTask) -> oversight_pb2.AuditTask:
         sample_id=task.sample_id,
         consumer_organization_id=task.consumer_organization_id,
         state=_TASK_STATES[task.state],
-        deadline=_stamp(task.deadline),
+        deadline=stamp(task.deadline),
         justification=task.justification,
         answered_by=task.answered_by,
         late=task.late,
@@ -240,7 +240,7 @@ def task_message(task: AuditTask) -> oversight_pb2.AuditTask:
     if task.trace is not None:
         msg.trace.CopyFrom(trace_message(task.trace))
     if task.answered_at is not None:
-        msg.answered_at.CopyFrom(_stamp(task.answered_at))
+        msg.answered_at.CopyFrom(stamp(task.answered_at))
     return msg
 
 
@@ -250,10 +250,10 @@ def sample_message(sample: AuditSample) -> oversight_pb2.AuditSample:
         seed=sample.seed,
         population=sample.population,
         tasks=[task_message(t) for t in sample.tasks],
-        drawn_at=_stamp(sample.drawn_at),
+        drawn_at=stamp(sample.drawn_at),
         consumer_organization_id=sample.consumer_organization_id,
-        since=_stamp(sample.since),
-        until=_stamp(sample.until),
+        since=stamp(sample.since),
+        until=stamp(sample.until),
         drawn_by=sample.drawn_by,
     )
 
@@ -385,7 +385,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             assert found.created_at is not None
             return oversight_pb2.ProofVerification(
                 matches=True,
-                created_at=_stamp(found.created_at),
+                created_at=stamp(found.created_at),
                 consumer_organization_id=found.consumer_organization_id,
                 consumer_organization_name=found.consumer_organization_name,
                 procedure_code=found.procedure_code,

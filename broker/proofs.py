@@ -18,18 +18,20 @@ import binascii
 import datetime as dt
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from onceonly.broker.auth import Principal
+from onceonly.broker.auth import RESIDENT_ROLE, Principal
 from onceonly.broker.chain import record_hash
+from onceonly.broker.domain import TraceRecord
 from onceonly.broker.errors import FieldViolation, InvalidRequest
 from onceonly.broker.idempotency import decode_result
 from onceonly.broker.ledger import trace_from_row
-from onceonly.broker.ports import Ledger
+from onceonly.broker.ports import Ledger, Pseudonymiser
 from onceonly.broker.storage import CheckpointRow, OrganisationRow, TraceRow
 from onceonly.broker.traces import TraceEntry
 from onceonly.errors import NotFound, permission_denied
@@ -99,14 +101,23 @@ PROOF_ROLES = frozenset({"consumer", "consumer-admin"})
 class Proofs:
     """Builds a request's proof and checks verification codes, over the ledger's database."""
 
-    def __init__(self, engine: sa.Engine, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        ledger: Ledger,
+        *,
+        pseudonymiser: Pseudonymiser | None = None,
+        disclosures: Callable[[Iterable[tuple[str, int]]], dict[tuple[str, int], str]] | None = None,
+    ) -> None:
         self._engine = engine
         self._ledger = ledger
+        self._pseudonymiser = pseudonymiser
+        self._disclosures = disclosures
 
     async def proof(self, principal: Principal, trace_id: str) -> Proof:
         """The proof of a traced request: oversight any; a consumer (its applications and its
         administrators) only its own requests."""
-        if principal.kind != "oversight" and principal.kind not in PROOF_ROLES:
+        if principal.kind not in ("oversight", RESIDENT_ROLE) and principal.kind not in PROOF_ROLES:
             raise permission_denied(
                 "PROOF_OF_OWN_REQUESTS",
                 f"rule PROOF_OF_OWN_REQUESTS: a {principal.kind} may not read proofs of requests",
@@ -126,7 +137,17 @@ class Proofs:
             )
         m, name, sealed, _ = found
         record = trace_from_row(m)
-        if principal.kind != "oversight" and record.consumer_organization_id != principal.organization_id:
+        if principal.kind == RESIDENT_ROLE:
+            if not await self._residents_own(principal, record):
+                # Another person's request, or one hidden from the resident: as if there were none.
+                raise NotFound(
+                    f"no request {trace_id!r} in your access log",
+                    resource_type="trace",
+                    resource_name=trace_id,
+                    field="trace_id",
+                    description="not in your access log",
+                )
+        elif principal.kind != "oversight" and record.consumer_organization_id != principal.organization_id:
             raise permission_denied(
                 "CONSUMER_OWN_DATA_ONLY",
                 f"rule CONSUMER_OWN_DATA_ONLY: {principal.organization_id} may only see proofs of its own "
@@ -146,6 +167,19 @@ class Proofs:
             )
         entry = TraceEntry(record, m["chain_id"], int(m["seq"]), int(m["id"]))
         return Proof(entry, name, verification_code(m["record_hash"]), m["record_hash"], digests, sealed)
+
+    async def _residents_own(self, principal: Principal, record: TraceRecord) -> bool:
+        """Whether the record is in the access log of the resident or of someone they represent."""
+        if self._pseudonymiser is None or principal.subject is None:
+            return False
+        people = (principal.subject, *principal.represents)
+        if record.subject_ref not in {self._pseudonymiser.pseudonym(p.key()) for p in people}:
+            return False
+        refs = {(g.agreement_id, g.version) for g in record.agreements}
+        if refs and self._disclosures is not None:
+            hidden = await asyncio.to_thread(self._disclosures, refs)
+            return not hidden
+        return True
 
     async def verify(self, code: str) -> Verification:
         """Whether ``code`` names a record of the ledger, and whether that record is intact."""

@@ -42,9 +42,10 @@ from onceonly.consumers.client import (
     Subject,
     verify_attestation,
 )
-from onceonly.consumers.console.probe import heading, open_page, wait_for_console
+from onceonly.consumers.console.probe import heading, open_page, open_page_with_token, wait_for_console
 from onceonly.consumers.governance import AgreementTerms, AgreementView, GovernanceClient, GovernanceEntry
 from onceonly.consumers.oversight import OFFICER_LABELS, OversightClient
+from onceonly.consumers.resident import ResidentClient
 from onceonly.pki import (
     DEMO_CONSUMER,
     DEMO_CONSUMER_ADMIN,
@@ -59,6 +60,8 @@ from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
 
 PROVIDERS = ("registry", "tax", "employment")
 IDP_ISSUER = "https://idp.housing.l01280796.demo"
+EID_ISSUER = "https://eid.demo"
+"""The demo's throwaway eID provider: its tokens name residents by their identity document."""
 BROKER_AUDIENCE = "onceonly-broker"
 JWT_OFFICER = "officer-0042"
 
@@ -134,6 +137,20 @@ class DemoIdp:
         }
         return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "demo-idp-1"})
 
+    def mint_resident(self, resident: Resident, *represents: Resident, ttl_s: int = 300) -> str:
+        """An eID token (the shape of an OpenID Connect ID token) for ``resident``."""
+        now = int(time.time())
+        claims = {
+            "iss": EID_ISSUER,
+            "aud": BROKER_AUDIENCE,
+            "sub": f"eid-{now}",
+            "document": f"{resident.document_type}:{resident.document_number}",
+            "represents": [f"{r.document_type}:{r.document_number}" for r in represents],
+            "iat": now,
+            "exp": now + ttl_s,
+        }
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": "demo-eid-1"})
+
 
 def make_idp(directory: Path) -> DemoIdp:
     """Generate the IdP key pair (kept between runs) and write the broker's issuers TOML."""
@@ -168,6 +185,12 @@ def make_idp(directory: Path) -> DemoIdp:
         'public_keys = ["idp.pem"]\n'
         f'organizations = ["{DEMO_CONSUMER[0]}"]\n'
         'roles = ["consumer", "consumer-admin"]\n'
+        "\n# The throwaway eID provider of residents (same demo key).\n"
+        "[[issuer]]\n"
+        f'issuer = "{EID_ISSUER}"\n'
+        f'audience = "{BROKER_AUDIENCE}"\n'
+        'public_keys = ["idp.pem"]\n'
+        "residents = true\n"
     )
     return DemoIdp(key, issuers)
 
@@ -462,6 +485,51 @@ async def console_tour(url: str, pki_dir: Path) -> list[str]:
     return problems
 
 
+async def residents_view(
+    console_url: str, token_target: str, pki_dir: Path, idp: DemoIdp, resident: Resident
+) -> list[str]:
+    """Applicant A signs in with the eID token and sees who consulted their data (the view traced)."""
+    token = idp.mint_resident(resident, ttl_s=3600)
+    (pki_dir.parent / "idp" / "resident-token.txt").write_text(token + "\n", "utf-8")
+    async with ResidentClient(token_target, tls=ClientTls(pki_dir / "ca.pem"), token=token) as me:
+        log = await me.access_log()
+    print(f"\napplicant A's own access log, signed in with an eID token ({dict(log.people)[0]}):")
+    rows = [
+        (
+            a.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            a.organization_name,
+            a.procedure_code,
+            a.purpose_text,
+            f"{a.legal_basis_kind} {a.legal_basis_reference}",
+            ", ".join(title for _, title in a.certificates) or "-",
+            "yes" if a.officer_identification == "TOKEN" else "no",
+            a.decision,
+        )
+        for a in log.accesses
+    ]
+    headers = [
+        "when (UTC)",
+        "who",
+        "procedure",
+        "purpose",
+        "legal basis",
+        "certificates",
+        "officer authenticated",
+    ]
+    print(table([*headers, "decision"], rows))
+    print(f"  entries are kept {log.retention_days} days; this view is itself traced: {log.view_trace_id}")
+    started = time.perf_counter()
+    status, page = await open_page_with_token(console_url + "/me", token, ClientTls(pki_dir / "ca.pem"))
+    ms = round((time.perf_counter() - started) * 1000)
+    print(f"  the same in the console: {console_url}/me answered {status} in {ms} ms (sign-in included)")
+    problems = []
+    if not any(a.procedure_code == "HOUSING-RENT-SUBSIDY" for a in log.accesses):
+        problems.append("applicant A's own access log shows no housing-office request")
+    if status != 200 or "HOUSING-RENT-SUBSIDY" not in page or resident.document_number in page:
+        problems.append(f"the console's /me for applicant A answered {status} without the housing request")
+    return problems
+
+
 async def keep_running(console_url: str, pki_dir: Path, idp: DemoIdp, broker_target: str) -> None:
     """``onceonly demo --keep``: leave everything running for a person to browse, until Ctrl-C."""
     exported = [export_pkcs12(pki_dir, name, b"demo") for name in CONSOLE_PEOPLE]
@@ -472,6 +540,7 @@ async def keep_running(console_url: str, pki_dir: Path, idp: DemoIdp, broker_tar
         f"  in a browser, import a certificate (password: demo): {', '.join(str(p) for p in exported)}\n"
         f"  and trust {pki_dir / 'ca.pem'}; or sign in with the token in "
         f"{pki_dir.parent / 'idp' / 'token.txt'} (the housing office's administrators, valid one hour)\n"
+        f"  a resident: sign in with {pki_dir.parent / 'idp' / 'resident-token.txt'} (applicant A's eID)\n"
         "  press Ctrl-C to stop"
     )
     stop = asyncio.Event()
@@ -554,6 +623,7 @@ async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
         console_args += ["--broker", broker_target, "--tls-dir", str(pki_dir)]
         processes.append(spawn("console", console_args, log_dir, console_url, env))
         problems += await console_tour(console_url, pki_dir)
+        problems += await residents_view(console_url, token_target, pki_dir, idp, personas()[0][1])
         if keep:
             await keep_running(console_url, pki_dir, idp, broker_target)
     except Exception as exc:

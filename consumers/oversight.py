@@ -259,7 +259,7 @@ def _trace(m: oversight_pb2.TraceEntry) -> Trace:
     )
 
 
-def _access(m: oversight_pb2.ResidentAccess) -> Access:
+def _access(m: oversight_pb2.ReportedAccess) -> Access:
     return Access(
         trace_id=m.trace_id,
         created_at=_time(m.created_at),

@@ -98,3 +98,18 @@ def validate_subject(field: str, msg: common_pb2.Subject) -> SubjectId:
     errors.raise_if_any()
     assert subject is not None
     return subject
+
+
+def parse_subject(text: str) -> SubjectId:
+    """``TYPE:NUMBER`` (``DNI:12345678Z``) as a validated subject; ``ValueError`` (never repeating
+    the number) if it is not one."""
+    kind, sep, number = text.partition(":")
+    doc_type = DocumentType.__members__.get(kind.strip().upper())
+    if not sep or doc_type is None:
+        raise ValueError("not TYPE:NUMBER with TYPE one of DNI, NIE, PASSPORT")
+    if len(number) > MAX_DOCUMENT_NUMBER:
+        raise ValueError(f"the number is longer than {MAX_DOCUMENT_NUMBER} characters")
+    try:
+        return SubjectId(doc_type, _VALIDATORS[doc_type](number))
+    except identity.InvalidDocument as exc:
+        raise ValueError(str(exc)) from None

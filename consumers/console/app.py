@@ -52,12 +52,12 @@ from onceonly.consumers.client import (
     Unauthenticated,
     Unavailable,
 )
-from onceonly.consumers.console import audit_pages, reports
-from onceonly.consumers.console.base import ConsoleSettings, Person
+from onceonly.consumers.console import audit_pages, reports, resident_pages
+from onceonly.consumers.console.base import ConsoleSettings, PageClient, Person
 from onceonly.consumers.console.i18n import LANGUAGES, MESSAGES, pick_language, translate
 from onceonly.consumers.console.reports import REPORT_ROLES
 from onceonly.consumers.governance import AgreementTerms, GovernanceClient, GovernanceEntry
-from onceonly.consumers.oversight import Fact, OversightClient, Trace, TraceQuery
+from onceonly.consumers.oversight import Fact, Trace, TraceQuery
 
 __all__ = ["ConsoleClient", "ConsoleSettings", "create_app"]
 
@@ -94,7 +94,8 @@ ADVICE_KEYS = frozenset(k for k in MESSAGES["en"] if k.startswith("advice_"))
 PROVIDER_ROLES = ("provider-admin", "provider")
 CONSUMER_ROLES = ("consumer-admin",)
 OVERSIGHT_ROLES = ("oversight",)
-PROOF_ROLES = ("consumer-admin", "oversight")
+PROOF_ROLES = ("consumer-admin", "oversight", "resident")
+RESIDENT_ROLES = ("resident",)
 NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/provider", "provider_page", PROVIDER_ROLES),
     ("/consumer", "consumer_page", CONSUMER_ROLES),
@@ -104,12 +105,13 @@ NAV: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/oversight/audit", "audit_page", OVERSIGHT_ROLES),
     ("/consumer/audit", "audit_tasks_page", CONSUMER_ROLES),
     ("/reports", "report_page", REPORT_ROLES),
+    ("/me", "my_log_page", RESIDENT_ROLES),
     ("/governance/log", "governance_log", ()),
 )
 """Path, title key, roles (empty: every signed-in person)."""
 
 
-class ConsoleClient(GovernanceClient, OversightClient):
+class ConsoleClient(GovernanceClient, PageClient):
     """The console's own client of the broker (its ``OU=console`` certificate): Broker, Governance and
     Oversight over one channel. It acts only for a person, through :meth:`acting_for`."""
 
@@ -310,6 +312,8 @@ class Console:
             person = None
         if person is None:
             return self.render(request, "signin.html", None, error="")
+        if person.role in RESIDENT_ROLES:
+            return RedirectResponse("/me", status_code=303)
         return self.render(request, "home.html", person)
 
     async def signin_token(self, request: Request) -> Response:
@@ -731,6 +735,9 @@ class Console:
             Route("/proof/{trace_id}/pdf", self.page(PROOF_ROLES, partial(audit_pages.proof_pdf, self))),
             Route("/verify", partial(audit_pages.verify_page, self)),
             Route("/reports", self.page(REPORT_ROLES, partial(reports.report_page, self))),
+            Route("/me", self.page(RESIDENT_ROLES, partial(resident_pages.my_log, self))),
+            Route("/me.csv", self.page(RESIDENT_ROLES, partial(resident_pages.my_log_csv, self))),
+            Route("/me.pdf", self.page(RESIDENT_ROLES, partial(resident_pages.my_log_pdf, self))),
             Route("/reports.csv", self.page(REPORT_ROLES, partial(reports.report_csv, self))),
             Route("/open-data", self.open_data),
             Route("/open-data.csv", self.open_data_csv),

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from onceonly.consumers.oversight import OversightClient
+from onceonly.consumers.resident import ResidentClient
 
-__all__ = ["DEFAULT_MINUTES_SAVED", "ConsoleSettings", "Pages", "Person"]
+__all__ = ["DEFAULT_MINUTES_SAVED", "ConsoleSettings", "PageClient", "Pages", "Person"]
 
 DEFAULT_MINUTES_SAVED = 30
 """Minutes a resident saves per certificate not brought, where no figure is configured for its type."""
@@ -58,16 +59,20 @@ class Person:
     token: str | None = None
 
 
+class PageClient(OversightClient, ResidentClient):
+    """What page modules call on the broker: the Oversight and ResidentAccess services."""
+
+
 class Pages(Protocol):
     """What a page module uses of the console."""
 
     @property
-    def client(self) -> OversightClient: ...
+    def client(self) -> PageClient: ...
 
     @property
     def settings(self) -> ConsoleSettings: ...
 
-    def relay(self, person: Person) -> OversightClient: ...
+    def relay(self, person: Person) -> PageClient: ...
 
     def language(self, request: Request) -> str: ...
 

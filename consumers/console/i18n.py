@@ -10,6 +10,7 @@ _EN: dict[str, str] = {
     "title": "onceonly console",
     "skip": "Skip to the content",
     "signed_in_as": "Signed in as",
+    "signed_in_resident": "Signed in with your electronic identity",
     "sign_out": "Sign out",
     "language": "Language",
     "home": "Home",
@@ -212,11 +213,35 @@ _EN: dict[str, str] = {
     "field_seed": "Seed",
     "field_days": "Days to answer",
     "field_form": "Sample",
+    "my_log_page": "My access log",
+    "my_log_intro": (
+        "Which administrations consulted your data through the platform, when, why and under which "
+        "legal basis. Each time you open this page it is recorded too."
+    ),
+    "my_log_error": "choose yourself or a person you represent",
+    "whose_log": "Whose access log",
+    "myself": "Myself",
+    "represented": "A person I represent",
+    "retention_note": "Entries are kept {days} days; older ones are removed.",
+    "withheld_note": (
+        "Some accesses may be withheld from this list by law (for example, during an "
+        "investigation); this page does not say whether any are."
+    ),
+    "officer_authenticated": "Officer authenticated",
+    "yes": "yes",
+    "no": "no",
+    "no_entries": "No administration has consulted your data through the platform.",
+    "sign_in_resident": (
+        "Residents: sign in with the token of your electronic identity (eID) provider; you will see"
+        " who consulted your data."
+    ),
+    "advice_NOT_REPRESENTED": "A resident asked for the log of someone they do not represent.",
 }
 
 _ES: dict[str, str] = {
     "title": "consola onceonly",
     "skip": "Ir al contenido",
+    "signed_in_resident": "Sesión iniciada con su identidad electrónica",
     "signed_in_as": "Sesión iniciada como",
     "sign_out": "Cerrar sesión",
     "language": "Idioma",
@@ -425,6 +450,29 @@ _ES: dict[str, str] = {
     "field_seed": "Semilla",
     "field_days": "Días para responder",
     "field_form": "Muestra",
+    "my_log_page": "Mi registro de accesos",
+    "my_log_intro": (
+        "Qué administraciones consultaron sus datos a través de la plataforma, cuándo, para qué y "
+        "con qué base legal. Cada vez que abre esta página también queda registrado."
+    ),
+    "my_log_error": "elija usted mismo o una persona a la que represente",
+    "whose_log": "Registro de accesos de",
+    "myself": "Yo",
+    "represented": "Una persona a la que represento",
+    "retention_note": "Las entradas se conservan {days} días; las más antiguas se eliminan.",
+    "withheld_note": (
+        "Algunos accesos pueden no mostrarse aquí por ley (por ejemplo, durante una investigación);"
+        " esta página no indica si hay alguno."
+    ),
+    "officer_authenticated": "Funcionario autenticado",
+    "yes": "sí",
+    "no": "no",
+    "no_entries": "Ninguna administración ha consultado sus datos a través de la plataforma.",
+    "sign_in_resident": (
+        "Ciudadanos: inicien sesión con el token de su proveedor de identidad electrónica; verán "
+        "quién consultó sus datos."
+    ),
+    "advice_NOT_REPRESENTED": "Un ciudadano pidió el registro de alguien a quien no representa.",
 }
 
 MESSAGES: dict[str, dict[str, str]] = {"en": _EN, "es": _ES}

@@ -43,6 +43,7 @@ class DenialReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: _ClassVar[DenialReason]
     DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: _ClassVar[DenialReason]
     DENIAL_REASON_QUOTA_EXCEEDED: _ClassVar[DenialReason]
+    DENIAL_REASON_NOT_REPRESENTED: _ClassVar[DenialReason]
 
 class OfficerIdentification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +77,7 @@ DENIAL_REASON_SELF_QUERY_FORBIDDEN: DenialReason
 DENIAL_REASON_OFFICER_NOT_AUTHENTICATED: DenialReason
 DENIAL_REASON_OFFICER_DOCUMENT_REQUIRED: DenialReason
 DENIAL_REASON_QUOTA_EXCEEDED: DenialReason
+DENIAL_REASON_NOT_REPRESENTED: DenialReason
 OFFICER_IDENTIFICATION_UNSPECIFIED: OfficerIdentification
 OFFICER_IDENTIFICATION_TOKEN: OfficerIdentification
 OFFICER_IDENTIFICATION_CERTIFICATE: OfficerIdentification

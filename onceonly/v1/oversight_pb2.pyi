@@ -438,7 +438,7 @@ class GetResidentReportRequest(_message.Message):
     until: _timestamp_pb2.Timestamp
     def __init__(self, subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., purpose: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., case_file_id: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
-class ResidentAccess(_message.Message):
+class ReportedAccess(_message.Message):
     __slots__ = ("trace_id", "created_at", "consumer_organization_id", "consumer_organization_name", "consumer_unit", "procedure_code", "purpose_text", "legal_basis", "certificate_type_ids", "decision", "denial_reason", "officer_identification", "disclosure")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -472,9 +472,9 @@ class ResidentReport(_message.Message):
     __slots__ = ("accesses", "report_trace_id")
     ACCESSES_FIELD_NUMBER: _ClassVar[int]
     REPORT_TRACE_ID_FIELD_NUMBER: _ClassVar[int]
-    accesses: _containers.RepeatedCompositeFieldContainer[ResidentAccess]
+    accesses: _containers.RepeatedCompositeFieldContainer[ReportedAccess]
     report_trace_id: str
-    def __init__(self, accesses: _Optional[_Iterable[_Union[ResidentAccess, _Mapping]]] = ..., report_trace_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, accesses: _Optional[_Iterable[_Union[ReportedAccess, _Mapping]]] = ..., report_trace_id: _Optional[str] = ...) -> None: ...
 
 class GetWitnessedHeadsRequest(_message.Message):
     __slots__ = ()
