@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import uuid
+from collections.abc import Iterator
 from importlib import metadata
 
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from onceonly.broker.storage import create_engine, normalise_url
 from onceonly.v1 import broker_pb2, common_pb2, provider_pb2
 from onceonly.wire import DOCUMENT_TYPE
 
@@ -148,3 +155,26 @@ def machine() -> dict[str, object]:
         "cpu_model": cpu_model,
         "platform": platform.platform(),
     }
+
+
+class NotPostgreSQL(ValueError):
+    """The database URL names another database than PostgreSQL."""
+
+
+@contextlib.contextmanager
+def throwaway_schema(database_url: str) -> Iterator[sa.Engine]:
+    """An engine on a schema of its own on a PostgreSQL server, dropped afterwards
+    (:class:`NotPostgreSQL` for another database)."""
+    admin = create_engine(database_url, poolclass=NullPool)
+    if admin.dialect.name != "postgresql":
+        raise NotPostgreSQL("the benchmark runs on PostgreSQL")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = normalise_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield create_engine(url, busy_timeout_ms=600_000)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -19,17 +19,16 @@ import json
 import os
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
+from bench.common import NotPostgreSQL, throwaway_schema
 from onceonly.broker.auth import RESIDENT_ROLE, RESIDENTS_ORG, Principal
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser
 from onceonly.broker.resident_access import ResidentAccessService
-from onceonly.broker.storage import create_engine, init_schema, normalise_url
+from onceonly.broker.storage import init_schema
 from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.validation import parse_subject
 
@@ -49,7 +48,7 @@ SELECT :prefix || i, :prefix || 'r' || i, '', now() - (i * interval '37 minutes'
   || ' "status": "VERIFIED", "latency_ms": 40}]',
   30, :chain, i, '', '', 'TOKEN', '',
   '[["registry.residence/v1", "madrid-housing", 1], ["tax.compliance/v1", "madrid-housing", 1]]'
-FROM generate_series(1, :count) AS i
+FROM generate_series(1, CAST(:count AS bigint)) AS i
 """
 RESIDENT = "DNI:12345678Z"
 
@@ -65,19 +64,11 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=1_000_000, help="other residents' entries")
     parser.add_argument("--views", type=int, default=200)
     args = parser.parse_args()
-    admin = create_engine(args.database_url, poolclass=NullPool)
-    if admin.dialect.name != "postgresql":
-        parser.error("the benchmark runs on PostgreSQL")
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        url = normalise_url(args.database_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        asyncio.run(run(create_engine(url, busy_timeout_ms=600_000), args))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        with throwaway_schema(args.database_url) as engine:
+            asyncio.run(run(engine, args))
+    except NotPostgreSQL as exc:
+        parser.error(str(exc))
 
 
 async def run(engine: sa.Engine, args: argparse.Namespace) -> None:

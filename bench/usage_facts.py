@@ -17,14 +17,13 @@ import datetime as dt
 import json
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
+from bench.common import NotPostgreSQL, throwaway_schema
 from onceonly.broker import usage_facts, usage_rollup
-from onceonly.broker.storage import create_engine, init_schema, normalise_url
+from onceonly.broker.storage import init_schema
 from onceonly.broker.usage_facts import FactFilter
 
 _CHUNK = 1_000_000
@@ -55,7 +54,7 @@ SELECT 't' || i, 'r' || i, '', now() - interval '1 hour' - (i::float8 / :total) 
          || replace(:c2, '@STATUS@', CASE WHEN i % 17 = 0 THEN 'TIMEOUT' ELSE 'VERIFIED' END) || ']'
        ELSE '[' || :c1 || ', ' || replace(:c2, '@STATUS@', 'NOT_VERIFIED') || ', ' || :c3 || ']' END,
   10, 'bench', i, '', '', 'CERTIFICATE', '', ''
-FROM generate_series(:start, :stop) AS i
+FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint)) AS i
 """
 
 QUERIES = {
@@ -90,19 +89,11 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=365)
     args = parser.parse_args()
-    admin = create_engine(args.database_url, poolclass=NullPool)
-    if admin.dialect.name != "postgresql":
-        parser.error("the benchmark runs on PostgreSQL")
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
-        url = normalise_url(args.database_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        run(create_engine(url, busy_timeout_ms=600_000), args)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        with throwaway_schema(args.database_url) as engine:
+            run(engine, args)
+    except NotPostgreSQL as exc:
+        parser.error(str(exc))
 
 
 def run(engine: sa.Engine, args: argparse.Namespace) -> None:

@@ -409,14 +409,7 @@ class Console:
         facts, hours, scanned = await client.query_usage(
             ("PROCEDURE", "OUTCOME", "DENIAL_REASON"), since=since, until=until
         )
-        table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"GRANTED": 0, "DENIED": 0})
-        reasons: collections.Counter[str] = collections.Counter()
-        for f in facts:
-            procedure, outcome, reason = f.dimensions
-            decision = "DENIED" if outcome == "DENIED" else "GRANTED"
-            table[procedure][decision] += f.requests
-            if decision == "DENIED":
-                reasons[reason] += f.requests
+        table, reasons = reports.requests_and_denials(facts)
         denied = TraceQuery(since=since, until=until, outcome="DENIED")
         recent = [t async for t in client.traces(denied, limit=PURPOSE_SAMPLE)]
         details: dict[str, str] = {}
@@ -431,8 +424,8 @@ class Console:
             latest=latest,
             **_period_texts(since, until),
             period_error=period_error,
-            table=dict(sorted(table.items())),
-            denials=[(reason, n, details.get(reason, "")) for reason, n in reasons.most_common()],
+            table=table,
+            denials=[(reason, n, details.get(reason, "")) for reason, n in reasons],
             agreements=agreements,
             hours=hours,
             scanned=scanned,

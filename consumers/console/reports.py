@@ -15,12 +15,14 @@ import csv
 import datetime as dt
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from onceonly.consumers.console.base import Pages, Person
+from onceonly.consumers.oversight import Fact
 
 ORGANISATION_CODE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REPORT_ROLES = ("consumer-admin", "provider-admin", "provider", "oversight")
@@ -74,6 +76,20 @@ class MonthlyReport:
         return out.getvalue()
 
 
+def requests_and_denials(facts: Iterable[Fact]) -> tuple[dict[str, dict[str, int]], list[tuple[str, int]]]:
+    """Requests by procedure and decision, and denials by reason, from facts grouped by procedure,
+    outcome and denial reason."""
+    table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"GRANTED": 0, "DENIED": 0})
+    reasons: collections.Counter[str] = collections.Counter()
+    for f in facts:
+        procedure, outcome, reason = f.dimensions
+        decision = "DENIED" if outcome == "DENIED" else "GRANTED"
+        table[procedure][decision] += f.requests
+        if decision == "DENIED":
+            reasons[reason] += f.requests
+    return dict(sorted(table.items())), reasons.most_common()
+
+
 def _month(text: str) -> tuple[dt.datetime, dt.datetime] | None:
     """First instant of the month ``YYYY-MM`` and of the next one; ``None`` if it is not a month."""
     try:
@@ -105,16 +121,7 @@ async def _report(console: Pages, request: Request, person: Person) -> tuple[Mon
             until=until,
             consumer_organization_id=org,
         )
-        table: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"GRANTED": 0, "DENIED": 0})
-        reasons: collections.Counter[str] = collections.Counter()
-        for f in facts:
-            procedure, outcome, reason = f.dimensions
-            decision = "DENIED" if outcome == "DENIED" else "GRANTED"
-            table[procedure][decision] += f.requests
-            if decision == "DENIED":
-                reasons[reason] += f.requests
-        report.requests = dict(sorted(table.items()))
-        report.denials = reasons.most_common()
+        report.requests, report.denials = requests_and_denials(facts)
         verified, _, _ = await client.query_usage(
             ("CERTIFICATE_TYPE",),
             since=since,
