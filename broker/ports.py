@@ -78,6 +78,10 @@ class TraceQueries(Protocol):
         "WITHHELD under <law>"."""
         ...
 
+    def agreement_descriptions(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """(agreement, version) → its description: what the requests it allows are for, in words."""
+        ...
+
 
 class WitnessReader(Protocol):
     """The signed chain heads kept outside the database (see ``onceonly.broker.witness``)."""

@@ -46,6 +46,8 @@ class MyAccess:
     certificates: tuple[tuple[str, str], ...]
     """(certificate type, title) in the language asked for."""
     provider_names: tuple[str, ...]
+    procedure_name: str = ""
+    """The description of the agreement that allowed the request (empty without one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,11 @@ class ResidentAccessService:
             self._queries.organisation_names,
             {r.consumer_organization_id for r in page} | {o.provider_id for r in page for o in r.outcomes},
         )
-        accesses = tuple(self._access(r, names, language) for r in page)
+        described = await asyncio.to_thread(
+            self._queries.agreement_descriptions,
+            {(g.agreement_id, g.version) for r in page for g in r.agreements},
+        )
+        accesses = tuple(self._access(r, names, described, language) for r in page)
         return ResidentView(
             accesses,
             str(offset + size) if more else "",
@@ -147,19 +153,22 @@ class ResidentAccessService:
             view.trace_id,
         )
 
-    def _access(self, r: TraceRecord, names: dict[str, str], language: str) -> MyAccess:
+    def _access(
+        self,
+        r: TraceRecord,
+        names: dict[str, str],
+        described: dict[tuple[str, int], str],
+        language: str,
+    ) -> MyAccess:
         certificates = []
         for type_id in r.certificate_type_ids:
             found = self._catalog.get(type_id)
             title = (found.titles.get(language) or found.title) if found is not None else type_id
             certificates.append((type_id, title))
         providers = tuple(dict.fromkeys(names.get(o.provider_id, o.provider_id) for o in r.outcomes))
-        return MyAccess(
-            r,
-            names.get(r.consumer_organization_id, r.consumer_organization_id),
-            tuple(certificates),
-            providers,
-        )
+        procedure = next((d for g in r.agreements if (d := described.get((g.agreement_id, g.version)))), "")
+        organisation = names.get(r.consumer_organization_id, r.consumer_organization_id)
+        return MyAccess(r, organisation, tuple(certificates), providers, procedure)
 
     async def _trace(self, principal: Principal, target: SubjectId, *, denied: bool) -> TraceRecord:
         """Append the record of this view (or of a refused one) to the ledger; fail closed."""

@@ -78,6 +78,7 @@ def access_message(a: MyAccess) -> resident_pb2.MyAccess:
             resident_pb2.CertificateTitle(certificate_type_id=c, title=t) for c, t in a.certificates
         ],
         provider_names=list(a.provider_names),
+        procedure_name=a.procedure_name,
         officer_identification=(
             OFFICER_IDENTIFICATION.to_proto(r.officer_identification)
             if r.officer_identification is not None

@@ -266,6 +266,23 @@ class SqlTraceQueries:
                     out[(aid, version)] = f"WITHHELD under {body.get('disclosure_law')}"
         return out
 
+    def agreement_descriptions(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        wanted = set(refs)
+        if not wanted:
+            return {}
+        versions = AgreementVersionRow.__table__  # type: ignore[attr-defined]
+        with self.budgeted_connection() as conn:
+            rows = conn.execute(
+                sa.select(versions.c.agreement_id, versions.c.version, versions.c.terms).where(
+                    versions.c.agreement_id.in_(sorted({a for a, _ in wanted}))
+                )
+            )
+            return {
+                (aid, version): str(json.loads(terms).get("description") or "")
+                for aid, version, terms in rows
+                if (aid, version) in wanted
+            }
+
     @contextlib.contextmanager
     def _stream(self, query: sa.Select[Any]) -> Iterator[Iterator[sa.RowMapping]]:
         """Rows of ``query``, fetched in batches rather than all at once."""

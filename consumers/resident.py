@@ -44,6 +44,8 @@ class LoggedAccess:
     """TOKEN (the officer was authenticated), CERTIFICATE (named by an application), or empty."""
     decision: str
     denial_reason: str
+    procedure_name: str = ""
+    """What the procedure is for, in words (the allowing agreement's description), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ def _access(m: resident_pb2.MyAccess) -> LoggedAccess:
         officer_identification=OFFICER_IDENTIFICATION.name(m.officer_identification),
         decision=DECISION.name(m.decision),
         denial_reason=DENIAL_REASON.name(m.denial_reason),
+        procedure_name=m.procedure_name,
     )
 
 

@@ -100,7 +100,7 @@ def _row(a: LoggedAccess) -> list[str]:
         a.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         a.organization_name,
         a.unit,
-        a.procedure_code,
+        f"{a.procedure_name} ({a.procedure_code})" if a.procedure_name else a.procedure_code,
         a.purpose_text,
         f"{a.legal_basis_kind} {a.legal_basis_reference}".strip(),
         "; ".join(title for _, title in a.certificates),

@@ -27,7 +27,7 @@ from onceonly.v1 import common_pb2 as onceonly_dot_v1_dot_common__pb2
 from onceonly.v1 import oversight_pb2 as onceonly_dot_v1_dot_oversight__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonceonly/v1/resident.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/common.proto\x1a\x1bonceonly/v1/oversight.proto\"\x87\x01\n\x15ListMyAccessesRequest\x12\x0e\n\x06person\x18\x01 \x01(\r\x12%\n\x07subject\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\"\xd6\x03\n\x08MyAccess\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x19\n\x11organization_name\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x06 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x07 \x01(\t\x12,\n\x0blegal_basis\x18\x08 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x33\n\x0c\x63\x65rtificates\x18\t \x03(\x0b\x32\x1d.onceonly.v1.CertificateTitle\x12\x16\n\x0eprovider_names\x18\n \x03(\t\x12\x42\n\x16officer_identification\x18\x0b \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\x12\'\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\r \x01(\x0e\x32\x19.onceonly.v1.DenialReason\">\n\x10\x43\x65rtificateTitle\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"\'\n\x06Person\x12\x0e\n\x06person\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\"\xb2\x01\n\nMyAccesses\x12\'\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32\x15.onceonly.v1.MyAccess\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06person\x18\x03 \x01(\r\x12#\n\x06people\x18\x04 \x03(\x0b\x32\x13.onceonly.v1.Person\x12\x16\n\x0eretention_days\x18\x05 \x01(\r\x12\x15\n\rview_trace_id\x18\x06 \x01(\t2_\n\x0eResidentAccess\x12M\n\x0eListMyAccesses\x12\".onceonly.v1.ListMyAccessesRequest\x1a\x17.onceonly.v1.MyAccessesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonceonly/v1/resident.proto\x12\x0bonceonly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/common.proto\x1a\x1bonceonly/v1/oversight.proto\"\x87\x01\n\x15ListMyAccessesRequest\x12\x0e\n\x06person\x18\x01 \x01(\r\x12%\n\x07subject\x18\x02 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x10\n\x08language\x18\x05 \x01(\t\"\xee\x03\n\x08MyAccess\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x19\n\x11organization_name\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x06 \x01(\t\x12\x14\n\x0cpurpose_text\x18\x07 \x01(\t\x12,\n\x0blegal_basis\x18\x08 \x01(\x0b\x32\x17.onceonly.v1.LegalBasis\x12\x33\n\x0c\x63\x65rtificates\x18\t \x03(\x0b\x32\x1d.onceonly.v1.CertificateTitle\x12\x16\n\x0eprovider_names\x18\n \x03(\t\x12\x42\n\x16officer_identification\x18\x0b \x01(\x0e\x32\".onceonly.v1.OfficerIdentification\x12\'\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0e\x32\x15.onceonly.v1.Decision\x12\x30\n\rdenial_reason\x18\r \x01(\x0e\x32\x19.onceonly.v1.DenialReason\x12\x16\n\x0eprocedure_name\x18\x0e \x01(\t\">\n\x10\x43\x65rtificateTitle\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"\'\n\x06Person\x12\x0e\n\x06person\x18\x01 \x01(\r\x12\r\n\x05label\x18\x02 \x01(\t\"\xb2\x01\n\nMyAccesses\x12\'\n\x08\x61\x63\x63\x65sses\x18\x01 \x03(\x0b\x32\x15.onceonly.v1.MyAccess\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0e\n\x06person\x18\x03 \x01(\r\x12#\n\x06people\x18\x04 \x03(\x0b\x32\x13.onceonly.v1.Person\x12\x16\n\x0eretention_days\x18\x05 \x01(\r\x12\x15\n\rview_trace_id\x18\x06 \x01(\t2_\n\x0eResidentAccess\x12M\n\x0eListMyAccesses\x12\".onceonly.v1.ListMyAccessesRequest\x1a\x17.onceonly.v1.MyAccessesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,13 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMYACCESSESREQUEST']._serialized_start=132
   _globals['_LISTMYACCESSESREQUEST']._serialized_end=267
   _globals['_MYACCESS']._serialized_start=270
-  _globals['_MYACCESS']._serialized_end=740
-  _globals['_CERTIFICATETITLE']._serialized_start=742
-  _globals['_CERTIFICATETITLE']._serialized_end=804
-  _globals['_PERSON']._serialized_start=806
-  _globals['_PERSON']._serialized_end=845
-  _globals['_MYACCESSES']._serialized_start=848
-  _globals['_MYACCESSES']._serialized_end=1026
-  _globals['_RESIDENTACCESS']._serialized_start=1028
-  _globals['_RESIDENTACCESS']._serialized_end=1123
+  _globals['_MYACCESS']._serialized_end=764
+  _globals['_CERTIFICATETITLE']._serialized_start=766
+  _globals['_CERTIFICATETITLE']._serialized_end=828
+  _globals['_PERSON']._serialized_start=830
+  _globals['_PERSON']._serialized_end=869
+  _globals['_MYACCESSES']._serialized_start=872
+  _globals['_MYACCESSES']._serialized_end=1050
+  _globals['_RESIDENTACCESS']._serialized_start=1052
+  _globals['_RESIDENTACCESS']._serialized_end=1147
 # @@protoc_insertion_point(module_scope)

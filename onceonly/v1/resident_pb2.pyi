@@ -26,7 +26,7 @@ class ListMyAccessesRequest(_message.Message):
     def __init__(self, person: _Optional[int] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., language: _Optional[str] = ...) -> None: ...
 
 class MyAccess(_message.Message):
-    __slots__ = ("trace_id", "created_at", "organization_id", "organization_name", "unit", "procedure_code", "purpose_text", "legal_basis", "certificates", "provider_names", "officer_identification", "decision", "denial_reason")
+    __slots__ = ("trace_id", "created_at", "organization_id", "organization_name", "unit", "procedure_code", "purpose_text", "legal_basis", "certificates", "provider_names", "officer_identification", "decision", "denial_reason", "procedure_name")
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class MyAccess(_message.Message):
     OFFICER_IDENTIFICATION_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     DENIAL_REASON_FIELD_NUMBER: _ClassVar[int]
+    PROCEDURE_NAME_FIELD_NUMBER: _ClassVar[int]
     trace_id: str
     created_at: _timestamp_pb2.Timestamp
     organization_id: str
@@ -53,7 +54,8 @@ class MyAccess(_message.Message):
     officer_identification: _common_pb2.OfficerIdentification
     decision: _oversight_pb2.Decision
     denial_reason: _common_pb2.DenialReason
-    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., organization_id: _Optional[str] = ..., organization_name: _Optional[str] = ..., unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificates: _Optional[_Iterable[_Union[CertificateTitle, _Mapping]]] = ..., provider_names: _Optional[_Iterable[str]] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ..., decision: _Optional[_Union[_oversight_pb2.Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ...) -> None: ...
+    procedure_name: str
+    def __init__(self, trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., organization_id: _Optional[str] = ..., organization_name: _Optional[str] = ..., unit: _Optional[str] = ..., procedure_code: _Optional[str] = ..., purpose_text: _Optional[str] = ..., legal_basis: _Optional[_Union[_common_pb2.LegalBasis, _Mapping]] = ..., certificates: _Optional[_Iterable[_Union[CertificateTitle, _Mapping]]] = ..., provider_names: _Optional[_Iterable[str]] = ..., officer_identification: _Optional[_Union[_common_pb2.OfficerIdentification, str]] = ..., decision: _Optional[_Union[_oversight_pb2.Decision, str]] = ..., denial_reason: _Optional[_Union[_common_pb2.DenialReason, str]] = ..., procedure_name: _Optional[str] = ...) -> None: ...
 
 class CertificateTitle(_message.Message):
     __slots__ = ("certificate_type_id", "title")

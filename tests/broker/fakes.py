@@ -110,6 +110,9 @@ class MemoryTraceQueries:
     def disclosures(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
         return {}
 
+    def agreement_descriptions(self, refs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        return {}
+
 
 class TaggedPseudonyms:
     """A visibly fake pseudonymiser: the tests check the document number never reaches a trace."""

@@ -125,6 +125,9 @@ async def test_each_resident_sees_their_own_entries_and_nobody_elses(
         and first.procedure_code == "HOUSING-RENT-SUBSIDY"
     )
     assert first.purpose_text == "Rent subsidy application" and first.decision == 1  # GRANTED
+    assert first.procedure_name == "Eligibility checks for the municipal rent subsidy.", (
+        "the agreement's words"
+    )
     assert first.officer_identification == common_pb2.OFFICER_IDENTIFICATION_CERTIFICATE
     assert {"Tax Agency", "Municipal Register"} <= set(first.provider_names) or len(first.provider_names) == 3
     assert all(c.title for c in first.certificates) and len(first.certificates) == 4

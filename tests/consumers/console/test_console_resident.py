@@ -78,6 +78,7 @@ async def test_residents_and_a_guardian_see_exactly_their_entries(
     assert "kept 1825 days" in notice and "may be withheld" in notice
     row = await page.locator("table#accesses tbody tr").first.inner_text()
     assert "Madrid — Housing Office" in row and "Rent subsidy application" in row and "LAW" in row
+    assert "Eligibility checks for the municipal rent subsidy." in row, "the procedure in words"
     content = await page.content()
     assert ana.document_number not in content and ana.document_number not in page.url
     assert await page.evaluate(UNLABELLED) == [] and await page.evaluate(CONTRAST) == []
