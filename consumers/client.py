@@ -6,7 +6,7 @@
             consumer=Consumer("L01280796", "Housing", "officer-17"),
             purpose=Purpose("HOUSING-RENT-SUBSIDY", "Rent subsidy application", "EXP-2026-0042"),
             legal_basis=LegalBasis.law("Ley 39/2015 art. 28"),
-            subject=Subject.dni("12345678Z"),
+            subject=Subject.dni("35731890X"),   # a synthetic resident: `onceonly demo residents`
             checks=[Check("tax.compliance/v1")],
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import datetime as dt
 import os
 import re
@@ -56,7 +57,7 @@ from onceonly.pki import (
     init_pki,
 )
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
-from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find
+from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find, population
 
 PROVIDERS = ("registry", "tax", "employment")
 IDP_ISSUER = "https://idp.housing.l01280796.demo"
@@ -646,15 +647,73 @@ if __name__ == "__main__":
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``onceonly demo``."""
-    p = sub.add_parser("demo", help="run the whole platform and a caseworker scenario")
+    """Register ``onceonly demo`` and ``onceonly demo residents``."""
+    p = sub.add_parser(
+        "demo",
+        help="run the whole platform and a caseworker scenario; `demo residents` lists subjects to try",
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=["residents"],
+        help="residents: list synthetic residents and what each check answers for them",
+    )
     p.add_argument(
         "--keep",
         action="store_true",
         help="leave the platform and the web console running for a person to browse, until Ctrl-C",
     )
+    p.add_argument("--limit", type=int, default=10, help="residents: how many (default %(default)s)")
+    p.add_argument("--csv", action="store_true", help="residents: as CSV (document_type,document_number,…)")
+    p.add_argument("--known-everywhere", action="store_true", help="residents: only those every agency knows")
     p.set_defaults(handler=cmd_demo)
 
 
+RESIDENT_COLUMNS = (
+    "document_type",
+    "document_number",
+    "registry.residence/v1",
+    "tax.compliance/v1",
+    f"income {LATEST_FISCAL_YEAR} (EUR)",
+    "employment.unemployment-status/v1",
+)
+
+
+def resident_answers(r: Resident) -> tuple[str, ...]:
+    """What the reference providers answer for ``r`` (``SUBJECT_NOT_FOUND`` where unknown)."""
+    missing = "SUBJECT_NOT_FOUND"
+    return (
+        r.document_type,
+        r.document_number,
+        f"municipality {r.municipality_code}" if r.known_to_registry else missing,
+        ("compliant" if r.tax_compliant else "not compliant") if r.known_to_tax else missing,
+        str(r.income(LATEST_FISCAL_YEAR)) if r.known_to_tax else missing,
+        ("unemployed" if r.registered_unemployed else "not unemployed") if r.known_to_employment else missing,
+    )
+
+
+def list_residents(limit: int, *, as_csv: bool, known_everywhere: bool) -> int:
+    chosen = [
+        r
+        for r in population()
+        if not known_everywhere or (r.known_to_registry and r.known_to_tax and r.known_to_employment)
+    ][: max(limit, 0)]
+    rows = [resident_answers(r) for r in chosen]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(RESIDENT_COLUMNS)
+        writer.writerows(rows)
+    else:
+        print(table(list(RESIDENT_COLUMNS), rows))
+        print(
+            f"\n{len(rows)} of the {len(population()):,} synthetic residents the reference providers know "
+            "(the same seed everywhere); try one: onceonly verify … --subject "
+            + (f"{rows[0][0]}:{rows[0][1]}" if rows else "DNI:…")
+        )
+    return 0
+
+
 async def cmd_demo(args: argparse.Namespace) -> int:
+    if args.what == "residents":
+        return list_residents(args.limit, as_csv=args.csv, known_everywhere=args.known_everywhere)
     return await run_demo(keep=args.keep)

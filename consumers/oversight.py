@@ -6,7 +6,7 @@
             ...
         usage = await oversight.usage("provider")
         report = await oversight.resident_report(
-            Subject.dni("12345678Z"), purpose="Complaint 2026/17", legal_basis=LegalBasis.law("RGPD art. 58")
+            Subject.dni("35731890X"), purpose="Complaint 2026/17", legal_basis=LegalBasis.law("RGPD art. 58")
         )
 
 The ``onceonly oversight`` commands are in :mod:`consumers.oversight_cli`.

@@ -7,7 +7,7 @@ the certificate ``oversight`` in ``--tls-dir`` is used::
                               [--procedure CODE] [--legal-basis LAW|CONSENT|NO_OBJECTION] [--provider ID]
                               [--certificate-type ID] [--outcome OUTCOME] [--limit N] [--json]
     onceonly oversight usage --by provider|consumer|procedure [--since ISO] [--until ISO] [--json]
-    onceonly oversight resident DNI:12345678Z --purpose TEXT (--law REF | --consent REF)
+    onceonly oversight resident DNI:35731890X --purpose TEXT (--law REF | --consent REF)
                                 [--case-file ID] [--since ISO] [--until ISO] [--json]
     onceonly oversight witness [--out FILE]      keep a copy of the ledger's signed chain heads
 

@@ -2,7 +2,7 @@
 
     onceonly verify --org ORG --unit UNIT --officer ID --procedure CODE --purpose TEXT --case-file ID
                     (--law REFERENCE | --consent REFERENCE | --no-objection NOTICE)
-                    --subject DNI:12345678Z --check TYPE[:k=v,...] ...
+                    --subject DNI:35731890X --check TYPE[:k=v,...] ...
     onceonly verify-bulk FILE.csv (the same request options; one subject per row)
     onceonly catalog
     onceonly jwks
@@ -17,9 +17,11 @@ JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +37,14 @@ from onceonly.consumers._console import (
     print_error,
     table,
 )
-from onceonly.consumers.bulk import BulkInputError, batch_id_for, iter_summary, read_rows, run_bulk
+from onceonly.consumers.bulk import (
+    BulkInputError,
+    batch_id_for,
+    file_totals,
+    iter_summary,
+    read_rows,
+    run_bulk,
+)
 from onceonly.consumers.client import (
     BrokerClient,
     BrokerError,
@@ -65,6 +74,16 @@ def add_commands(sub: Any) -> None:
     bulk.add_argument("--out", type=Path, help="results file, JSON lines (default FILE.results.jsonl)")
     bulk.add_argument("--window", type=int, default=64, help="subjects decided at once (default %(default)s)")
     bulk.add_argument("--retries", type=int, default=3, help="reconnections after a broken stream")
+    bulk.add_argument(
+        "--reference",
+        metavar="COLUMN",
+        help="a column of yours copied into each result line (default: 'reference', if the file has it)",
+    )
+    bulk.add_argument(
+        "--include-document",
+        action="store_true",
+        help="write each subject's document number into the results file (off: rows are named by line)",
+    )
     bulk.set_defaults(handler=cmd_verify_bulk, timeout=None)
 
     catalog = client_command(sub, "catalog", "list certificate types, and what your agreements allow")
@@ -160,16 +179,17 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
                 *args.check,
             ],
         )
-        rows = read_rows(args.file, batch)
+        rows = read_rows(args.file, batch, args.reference)
         client = connect(args, args.timeout or 10.0)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     out = args.out or args.file.with_name(args.file.name + ".results.jsonl")
     started = time.monotonic()
+    counts: Counter[str] = Counter()
     async with client:
         try:
-            counts = await run_bulk(
+            await run_bulk(
                 client,
                 rows=rows,
                 out_path=out,
@@ -179,6 +199,8 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
                 checks=checks,
                 window=args.window,
                 retries=args.retries,
+                include_document=args.include_document,
+                counts=counts,
             )
         except BrokerError as err:
             print_error(err)
@@ -186,9 +208,18 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
         except BulkInputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
-    summary = list(iter_summary(counts, time.monotonic() - started, len(rows)))
+        except asyncio.CancelledError:  # Ctrl-C
+            answered = sum(file_totals(out, rows).values())
+            print(
+                f"\ninterrupted: {answered:,} of {len(rows):,} rows answered so far, in {out}; "
+                "run the same command again to resume (answered rows are not sent twice)",
+                file=sys.stderr,
+            )
+            raise
+    totals = file_totals(out, rows)
+    summary = list(iter_summary(counts, totals, time.monotonic() - started, len(rows)))
     if args.json:
-        print(json.dumps({"results": str(out), "counts": dict(counts)}, indent=2))
+        print(json.dumps({"results": str(out), "totals": dict(totals), "this_run": dict(counts)}, indent=2))
     else:
         print("\n".join(summary))
         print(f"results: {out}")

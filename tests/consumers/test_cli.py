@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
+from onceonly.consumers.client import Subject
 from onceonly.processes import onceonly_argv
+from onceonly.providers import synthetic
 from tests.conftest import (
     HOUSING_CHECKS,
     LAW,
     ORG,
     PROCEDURE,
+    TAX_COMPLIANCE,
+    UNEMPLOYMENT,
     Platform,
     broker_channel,
     cli_credentials_env,
@@ -31,6 +39,7 @@ from tests.conftest import (
     health_stub,
     provider_tls_args,
     resident,
+    verify_kwargs,
 )
 
 EXIT_OK, EXIT_INVALID, EXIT_DENIED, EXIT_UNAVAILABLE = 0, 2, 3, 4
@@ -238,3 +247,34 @@ async def test_verify_under_no_objection(broker: BrokerApp) -> None:
     args[law : law + 2] = ["--no-objection", "Notice with the application form"]
     code, _, err = await cli(*args)
     assert code == EXIT_DENIED and "LEGAL_BASIS_NOT_ALLOWED" in err and "NO_OBJECTION" in err, err
+
+
+async def test_demo_residents_lists_subjects_and_what_the_providers_answer(
+    platform: Platform, broker: BrokerApp
+) -> None:
+    """The README's subject used to be in no agency's records; now the CLI lists real ones."""
+    code, out, err = await cli("demo", "residents", "--limit", "5", "--csv", "--known-everywhere")
+    assert code == 0, err
+    header, *rows = list(csv.reader(io.StringIO(out)))
+    assert header[:2] == ["document_type", "document_number"] and len(rows) == 5
+    client = platform.client(broker)
+    for kind, number, residence, compliance, _, unemployment in rows:
+        result = await client.verify(
+            **verify_kwargs(
+                subject=Subject(kind, number),
+                checks=[(TAX_COMPLIANCE, {}), (UNEMPLOYMENT, {})],
+            )
+        )
+        claims = {o.certificate_type_id: dict(o.claims) for o in result.outcomes}
+        assert claims[TAX_COMPLIANCE]["compliant"] is (compliance == "compliant")
+        assert claims[UNEMPLOYMENT]["registered_unemployed"] is (unemployment == "unemployed")
+        assert residence.startswith("municipality ")
+    code, out, _ = await cli("demo", "residents", "--limit", "2")
+    assert code == 0 and "try one: onceonly verify … --subject DNI:" in out
+
+
+async def test_the_readme_subject_is_a_synthetic_resident() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    known = {f"{r.document_type}:{r.document_number}" for r in synthetic.population()}
+    used = set(re.findall(r"--subject ((?:DNI|NIE):[0-9A-Z]+)", readme))
+    assert used and used <= known, used - known
