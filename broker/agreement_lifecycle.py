@@ -71,6 +71,7 @@ from onceonly.errors import (
     NotFound,
     RuleViolation,
     permission_denied,
+    role_words,
 )
 from onceonly.validation import CODE_PATTERN, ID_PATTERN, FieldErrors
 from onceonly.vocabulary import AgreementAction, AgreementState, Disclosure, OrganisationKind
@@ -364,7 +365,7 @@ def propose(
         raise permission_denied(
             "CONSUMER_ADMIN_ONLY",
             "rule CONSUMER_ADMIN_ONLY: agreements are proposed by a consumer's administrators, "
-            f"not a {principal.kind}",
+            f"not {role_words(principal.kind)}",
             role=principal.kind,
         )
     if principal.organization_id != terms.organization_id:
@@ -485,7 +486,7 @@ def act(
             raise permission_denied(
                 "REVOKE_NOT_PERMITTED",
                 "rule REVOKE_NOT_PERMITTED: an agreement is revoked by its consumer's administrators "
-                f"or the platform operator, not by a {principal.kind} of {provider}",
+                f"or the platform operator, not by {role_words(principal.kind)} of {provider}",
             )
         if state not in (StoredState.PROPOSED, StoredState.ACTIVE):
             raise not_allowed()
@@ -502,7 +503,7 @@ def act(
                     if v.endorser
                     else "by no one: its master agreement names no governing body"
                 )
-                + f", not by a {principal.kind} of {provider}",
+                + f", not by {role_words(principal.kind)} of {provider}",
                 role=principal.kind,
             )
         if state != StoredState.PROPOSED:
@@ -519,7 +520,7 @@ def act(
             raise permission_denied(
                 "RELEASE_NOT_PERMITTED",
                 "rule RELEASE_NOT_PERMITTED: a deferred disclosure is released by oversight or the "
-                f"consumer's administrators, not by a {principal.kind} of {provider}",
+                f"consumer's administrators, not by {role_words(principal.kind)} of {provider}",
                 role=principal.kind,
             )
         if v.terms.disclosure is not Disclosure.DEFERRED:
@@ -582,7 +583,9 @@ _PAST = {
 def _require(principal: Principal, kind: str, rule: str, action: AgreementAction) -> None:
     if principal.kind != kind:
         raise permission_denied(
-            rule, f"rule {rule}: {action.value} is for a {kind}, not a {principal.kind}", role=principal.kind
+            rule,
+            f"rule {rule}: {action.value} is for {role_words(kind)}, not {role_words(principal.kind)}",
+            role=principal.kind,
         )
 
 

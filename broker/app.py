@@ -219,6 +219,19 @@ def _warn_if_keys_beside_database(config: BrokerConfig) -> None:
         )
 
 
+def _warn_if_no_agreement(engine: sa.Engine) -> None:
+    """A broker without any agreement denies every request: say so once, at start, with the fix."""
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.text("SELECT count(*) FROM agreements")).scalar_one()
+    if not recorded:
+        log.warning(
+            "no agreement is recorded: every request will be denied (PROCEDURE_NOT_AUTHORISED) until one "
+            "is; import a governance file with `onceonly governance import FILE`, or start with "
+            "--seed-agreements FILE (`--seed-agreements demo` for the demo's)",
+            extra={"event": "no_agreements"},
+        )
+
+
 async def start_broker(
     config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
 ) -> BrokerApp:
@@ -243,6 +256,7 @@ async def start_broker(
             WitnessLog(config.witness_file),
         )
         log.info("seed file recorded", extra={"file": str(config.agreements_seed), "changes": count})
+    await asyncio.to_thread(_warn_if_no_agreement, engine)
     policy = PolicyHolder(store, catalog)
     chain_id = config.chain_id or chain_id_for(config.var_dir)
     witness = WitnessLog(config.witness_file)

@@ -33,7 +33,7 @@ from onceonly.broker.oversight import REPORT_PROCEDURE, Scope, own_data_only
 from onceonly.broker.storage import AuditSampleRow, AuditTaskRow, TraceRow
 from onceonly.broker.traces import TraceEntry
 from onceonly.broker.witness import WitnessLog
-from onceonly.errors import FailedPrecondition, NotFound, permission_denied
+from onceonly.errors import FailedPrecondition, NotFound, permission_denied, role_words
 from onceonly.validation import CONTROL, FieldErrors
 
 __all__ = [
@@ -202,7 +202,8 @@ class AuditSampling:
         if principal.kind != "oversight":
             raise permission_denied(
                 "OVERSIGHT_ONLY",
-                f"rule OVERSIGHT_ONLY: only an oversight body draws audit samples, not a {principal.kind}",
+                "rule OVERSIGHT_ONLY: only an oversight body draws audit samples, "
+                f"not {role_words(principal.kind)}",
                 role=principal.kind,
             )
         population, chosen = await asyncio.to_thread(self._choose, request)
@@ -396,7 +397,7 @@ class AuditSampling:
             raise permission_denied(
                 "CONSUMER_ADMIN_ONLY",
                 "rule CONSUMER_ADMIN_ONLY: a task is answered by the administrators of the consumer "
-                f"that made the request, not by a {principal.kind}",
+                f"that made the request, not by {role_words(principal.kind)}",
                 role=principal.kind,
             )
         await self.mark_overdue()

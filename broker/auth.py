@@ -42,7 +42,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from onceonly.errors import PermissionDenied, Unauthenticated, permission_denied, unauthenticated
+from onceonly.errors import PermissionDenied, Unauthenticated, permission_denied, role_words, unauthenticated
 from onceonly.grpc_types import Context
 from onceonly.guard import (
     FORWARDED_CERT_HEADER,
@@ -518,7 +518,8 @@ def authorise_consumer(
     if principal.kind != "consumer":
         refusal = permission_denied(
             "ROLE_NOT_PERMITTED",
-            f"rule ROLE_NOT_PERMITTED: a {principal.kind} may not call {rpc}; only consumers verify",
+            f"rule ROLE_NOT_PERMITTED: {role_words(principal.kind)} may not call {rpc}; "
+            "only consumers verify",
             role=principal.kind,
         )
     elif principal.organization_id != claimed_org:

@@ -29,7 +29,13 @@ def add_commands(sub: Any, serve: Any) -> None:
     add_server_arguments(p, listen_env="ONCEONLY_BROKER_LISTEN")
     p.add_argument("--database-url", help="SQLAlchemy database URL (ONCEONLY_DATABASE_URL)")
     p.add_argument("--catalog", type=Path, help="catalog TOML (ONCEONLY_CATALOG; default the shipped one)")
-    p.add_argument("--seed-agreements", type=Path, help="agreements TOML to load (ONCEONLY_AGREEMENTS_SEED)")
+    p.add_argument(
+        "--seed-agreements",
+        type=Path,
+        metavar="FILE",
+        help="governance TOML whose missing entries are recorded at start; `demo` names the one shipped "
+        "in the package (ONCEONLY_AGREEMENTS_SEED)",
+    )
     p.add_argument(
         "--provider",
         action="append",

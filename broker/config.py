@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ class BrokerConfig:
     """Catalog TOML file; unset means the one shipped in ``broker/data``. ``ONCEONLY_CATALOG``."""
     agreements_seed: Path | None = None
     """Governance file whose entries the database lacks are recorded at start (never changing or
-    revoking what is recorded). ``ONCEONLY_AGREEMENTS_SEED``."""
+    revoking what is recorded); ``demo`` names the one shipped in the package.
+    ``ONCEONLY_AGREEMENTS_SEED``."""
     providers: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PROVIDER_TARGETS))
     """Provider addresses, ``id=host:port,...``. ``ONCEONLY_PROVIDERS``."""
     provider_timeout_ms: int = 2000
@@ -173,7 +175,19 @@ class BrokerConfig:
             if name in env and env[name] != "":
                 values[f.name] = _convert(f.name, env[name], name)
         config = cls(**values)
-        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        if config.agreements_seed is not None and str(config.agreements_seed) == PACKAGED_SEED:
+            config = replace(config, agreements_seed=packaged_seed())
+        return config
+
+
+PACKAGED_SEED = "demo"
+"""``--seed-agreements demo``: the demo's governance file shipped in the package, from any folder."""
+
+
+def packaged_seed() -> Path:
+    """The governance file shipped in the package (``broker/data/agreements.toml``)."""
+    return Path(str(resources.files("onceonly.broker").joinpath("data/agreements.toml")))
 
 
 _ENV_NAMES = {

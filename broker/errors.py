@@ -51,7 +51,7 @@ class UnknownCertificateType(NotFound):
     def __init__(self, certificate_type_id: str, field: str):
         self.certificate_type_id = certificate_type_id
         super().__init__(
-            f"unknown certificate type {certificate_type_id!r}; see GetCatalog",
+            f"unknown certificate type {certificate_type_id!r}; see `onceonly catalog` (GetCatalog)",
             resource_type="onceonly.v1.CertificateType",
             resource_name=certificate_type_id,
             field=field,

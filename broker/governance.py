@@ -41,7 +41,7 @@ from onceonly.broker.joining import JoiningStatus, joining_status
 from onceonly.broker.policy_notify import notify_change
 from onceonly.broker.storage import OrganisationRow
 from onceonly.broker.witness import GOVERNANCE_CHAIN, WitnessLog
-from onceonly.errors import AlreadyExists, FieldViolation, InvalidArgument, permission_denied
+from onceonly.errors import AlreadyExists, FieldViolation, InvalidArgument, permission_denied, role_words
 from onceonly.validation import ID_PATTERN, FieldErrors
 from onceonly.vocabulary import AgreementAction, OrganisationKind
 
@@ -172,7 +172,7 @@ def _operator_only(principal: Principal, what: str) -> None:
     if principal.kind != "operator":
         raise permission_denied(
             "OPERATOR_ONLY",
-            f"rule OPERATOR_ONLY: only the platform operator {what}, not a {principal.kind}",
+            f"rule OPERATOR_ONLY: only the platform operator {what}, not {role_words(principal.kind)}",
             role=principal.kind,
         )
 

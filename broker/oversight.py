@@ -43,7 +43,7 @@ from onceonly.broker.traces import (
 from onceonly.broker.usage import Grouping, UsageTable
 from onceonly.broker.usage_facts import FactFilter, FactTable
 from onceonly.broker.witness import Witnessed
-from onceonly.errors import PermissionDenied, permission_denied
+from onceonly.errors import PermissionDenied, permission_denied, role_words
 
 __all__ = [
     "OUTCOMES",
@@ -105,7 +105,8 @@ def _oversight_only(rpc: str, kind: str) -> NoReturn:
     }.get(kind, "")
     raise permission_denied(
         "OVERSIGHT_ONLY",
-        f"rule OVERSIGHT_ONLY: a {kind} may not call Oversight.{rpc}" + (f"; {what}" if what else ""),
+        f"rule OVERSIGHT_ONLY: {role_words(kind)} may not call Oversight.{rpc}"
+        + (f"; {what}" if what else ""),
         role=kind,
     )
 

@@ -34,7 +34,7 @@ from onceonly.broker.ledger import trace_from_row
 from onceonly.broker.ports import Ledger, Pseudonymiser
 from onceonly.broker.storage import CheckpointRow, OrganisationRow, TraceRow
 from onceonly.broker.traces import TraceEntry
-from onceonly.errors import NotFound, permission_denied
+from onceonly.errors import NotFound, permission_denied, role_words
 
 __all__ = ["AttestationDigest", "Proof", "Proofs", "Verification", "hash_prefix", "verification_code"]
 
@@ -120,7 +120,7 @@ class Proofs:
         if principal.kind not in ("oversight", RESIDENT_ROLE) and principal.kind not in PROOF_ROLES:
             raise permission_denied(
                 "PROOF_OF_OWN_REQUESTS",
-                f"rule PROOF_OF_OWN_REQUESTS: a {principal.kind} may not read proofs of requests",
+                f"rule PROOF_OF_OWN_REQUESTS: {role_words(principal.kind)} may not read proofs of requests",
                 role=principal.kind,
             )
         trace_id = trace_id.strip()

@@ -206,7 +206,8 @@ def _plain(value: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "number_value":
-        return value.number_value
+        number = value.number_value  # JSON has one number type: a whole number is an int again
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
     if kind == "string_value":
         return value.string_value
     if kind == "null_value" or kind is None:

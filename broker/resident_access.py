@@ -25,7 +25,7 @@ from onceonly.broker.domain import Decision, TraceRecord
 from onceonly.broker.errors import FieldViolation, InvalidRequest
 from onceonly.broker.ports import Ledger, Pseudonymiser, TraceQueries
 from onceonly.broker.service import new_trace_id
-from onceonly.errors import permission_denied
+from onceonly.errors import permission_denied, role_words
 from onceonly.vocabulary import DenialReason, LegalBasisKind, OfficerIdentification, SubjectId
 
 __all__ = ["MyAccess", "ResidentAccessService", "ResidentView", "label_of"]
@@ -99,7 +99,8 @@ class ResidentAccessService:
         if principal.kind != RESIDENT_ROLE or principal.subject is None:
             raise permission_denied(
                 "RESIDENTS_ONLY",
-                f"rule RESIDENTS_ONLY: the access log is a resident's own, not a {principal.kind}'s",
+                "rule RESIDENTS_ONLY: the access log is a resident's own; "
+                f"{role_words(principal.kind)} has none",
                 role=principal.kind,
             )
         people = (principal.subject, *principal.represents)

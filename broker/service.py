@@ -43,7 +43,14 @@ from onceonly.broker.domain import (
 )
 from onceonly.broker.errors import DuplicateRequest, LedgerUnavailable, denied
 from onceonly.broker.ports import EvidenceCheck, Ledger, PolicyCheck, Pseudonymiser, QuotaCounter
-from onceonly.broker.providers import ProviderAnswer, ProviderClient, ProviderError, ProviderQuery
+from onceonly.broker.providers import (
+    ProviderAnswer,
+    ProviderClient,
+    ProviderError,
+    ProviderQuery,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from onceonly.broker.records import attestation_payload, trace_record
 from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims
 from onceonly.fields import FieldSpec, normalise_claims
@@ -299,10 +306,24 @@ class VerificationService:
                 check.certificate_type_id,
                 provider_id,
                 CheckStatus(exc.status),
-                detail=str(exc),
+                detail=self._caseworker_detail(provider_id, exc),
                 latency_ms=_ms(started),
             )
         return _Answered(check, definition.claims, provider_id, answer, _ms(started))
+
+    def _caseworker_detail(self, provider_id: str, exc: ProviderError) -> str:
+        """What a caseworker reads of a provider failure; addresses and transport details stay in
+        the logs."""
+        found = self.catalog.providers.get(provider_id)
+        name = found.name if found is not None else provider_id
+        if isinstance(exc, ProviderUnavailable):
+            log.warning("provider unavailable", extra={"provider": provider_id, "error": str(exc)[:300]})
+            if str(exc).startswith("circuit open"):
+                return f"{name} is not called for a moment after repeated failures (circuit open); try later"
+            return f"{name} could not be reached; try again later"
+        if isinstance(exc, ProviderTimeout):
+            return f"{name} did not answer in time; try again later"
+        return str(exc)
 
     def _conclude(
         self, a: _Answered, request: VerificationRequest, trace_id: str, now: datetime

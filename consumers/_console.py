@@ -45,7 +45,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def print_error(err: BrokerError) -> None:
-    print(f"error: {err.code} {err.reason}: {err.message}", file=sys.stderr)
+    kind = err.code if err.reason in ("", err.code) else f"{err.code}, {err.reason}"
+    print(f"error: {err.message} [{kind}]", file=sys.stderr)
     for fld, description in err.field_violations:
         print(f"  field {fld}: {description}", file=sys.stderr)
     for rule, subject, description in err.rule_violations:

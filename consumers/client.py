@@ -28,7 +28,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 import grpc
@@ -289,15 +289,27 @@ def _verification(reply: broker_pb2.VerifyResponse) -> Verification:
                 o.certificate_type_id,
                 o.provider_id,
                 CHECK_STATUS.name(o.status),
-                json_format.MessageToDict(o.claims) if o.HasField("claims") else {},
+                _whole_numbers(json_format.MessageToDict(o.claims)) if o.HasField("claims") else {},
                 o.attestation,
                 o.detail,
                 o.latency_ms,
             )
             for o in reply.outcomes
         ),
-        reply.decided_at.ToDatetime(),
+        reply.decided_at.ToDatetime(tzinfo=UTC),
     )
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Claims as the attestation signs them: a protobuf ``Struct`` carries every number as a double,
+    so ``2025`` arrives as ``2025.0``; whole numbers are ints again."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _subject(subject: Subject) -> common_pb2.Subject:

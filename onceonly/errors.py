@@ -197,3 +197,22 @@ def unauthenticated(reason: str, message: str, **metadata: str) -> Unauthenticat
 def permission_denied(reason: str, message: str, **metadata: str) -> PermissionDenied:
     """A :class:`PermissionDenied` with ``reason``."""
     return PermissionDenied(message, reason=reason, metadata=metadata)
+
+
+ROLE_WORDS = {
+    "consumer": "a consumer application",
+    "consumer-admin": "a consumer's administrator",
+    "provider": "a provider application",
+    "provider-admin": "a provider's administrator",
+    "oversight": "an oversight body",
+    "operator": "the platform operator",
+    "console": "the console",
+    "broker": "a broker",
+    "resident": "a resident",
+    "unauthenticated": "an unauthenticated caller",
+}
+
+
+def role_words(kind: str) -> str:
+    """A role as a message says it, with its article: ``an oversight body``, never ``a oversight``."""
+    return ROLE_WORDS.get(kind, f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}")

@@ -128,14 +128,24 @@ class Listener:
 def _add_port(server: grpc.aio.Server, bind: str, tls: TlsConfig | None) -> int:
     host, port = split_bind(bind)
     host_part = f"[{host}]" if ":" in host else host
-    if tls is None:
-        require_loopback(bind)
-        bound = server.add_insecure_port(f"{host_part}:{port}")
-    else:
-        bound = server.add_secure_port(f"{host_part}:{port}", tls.server_credentials())
+    try:
+        if tls is None:
+            require_loopback(bind)
+            bound = server.add_insecure_port(f"{host_part}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host_part}:{port}", tls.server_credentials())
+    except RuntimeError:  # grpc: "Failed to bind to address …"
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {bind}")
+        raise AddressTaken(
+            f"cannot listen on {bind}: the address is taken (another process listens there) or is not "
+            "one of this machine's; choose another with --listen"
+        )
     return bound
+
+
+class AddressTaken(OSError):
+    """The address a server was told to listen on cannot be bound."""
 
 
 async def start_server(

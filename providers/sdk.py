@@ -409,6 +409,8 @@ async def start_provider(
     if insecure:
         require_loopback(bind, f"provider {adapter.provider_id!r} in insecure mode")
         log.warning("INSECURE MODE: plaintext, for local development only", extra={"listen": bind})
+    if tls is not None:
+        tls.check()  # a missing certificate or key is named, with the command that makes it
     servicer = ProviderServicer(adapter, EvidenceSigner.from_tls(tls) if tls is not None else None)
     running = await start_server(
         bind,

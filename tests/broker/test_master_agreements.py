@@ -210,7 +210,7 @@ async def test_a_quota_refuses_beyond_its_cap_and_the_refusal_is_traced(
         "--check", f"{RESIDENCE}:municipality_code={MUNICIPALITY}", consumer=True,
     )  # fmt: skip
     assert code == 3, out + err
-    assert "RESOURCE_EXHAUSTED QUOTA_EXCEEDED" in err and f"quota (agreement {AGREEMENT})" in err
+    assert "[RESOURCE_EXHAUSTED, QUOTA_EXCEEDED]" in err and f"quota (agreement {AGREEMENT})" in err
     assert "retry after" in err and "Traceback" not in err
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -278,3 +279,97 @@ async def test_the_readme_subject_is_a_synthetic_resident() -> None:
     known = {f"{r.document_type}:{r.document_number}" for r in synthetic.population()}
     used = set(re.findall(r"--subject ((?:DNI|NIE):[0-9A-Z]+)", readme))
     assert used and used <= known, used - known
+
+
+async def test_servers_say_what_stops_them_from_starting(platform: Platform, tmp_path: Path) -> None:
+    """A taken port, missing certificates and an empty governance: each named, with what to do, and
+    never a traceback (they used to end in RuntimeError or `[Errno 2] … tax-key.pem`)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, _, err = await cli("serve", "provider", "tax", "--listen", address, *provider_tls_args())
+        assert code == 1 and f"cannot listen on {address}: the address is taken" in err
+        assert "Traceback" not in err
+        code, _, err = await cli(
+            "serve", "broker", "--listen", address, "--var-dir", str(tmp_path / "v"), *provider_tls_args()
+        )
+        assert code == 1 and f"cannot listen on {address}: the address is taken" in err
+        assert "Traceback" not in err
+
+    empty = tmp_path / "no-pki"
+    empty.mkdir()
+    code, _, err = await cli("serve", "provider", "tax", "--listen", "127.0.0.1:0", "--tls-dir", str(empty))
+    assert code == 1 and f"run `onceonly pki init --dir {empty}`" in err
+    assert "Errno" not in err and "Traceback" not in err
+
+
+async def test_a_broker_without_agreements_says_so_and_the_packaged_seed_is_named(
+    platform: Platform, tmp_path: Path
+) -> None:
+    async def start_log(*extra: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *onceonly_argv(),
+            "serve",
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--var-dir",
+            str(tmp_path / f"v{len(extra)}"),
+            *provider_tls_args(),
+            "--log-format",
+            "text",
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=_env(),
+            cwd=tmp_path,  # outside the checkout: the packaged seed is found by name
+        )
+        seen = ""
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and "serving" not in seen.lower():
+                line = await asyncio.wait_for(proc.stdout.readline(), 20)
+                if not line:
+                    break
+                seen += line.decode()
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+        return seen
+
+    bare = await start_log()
+    assert "no agreement is recorded: every request will be denied" in bare
+    assert "onceonly governance import FILE" in bare
+    seeded = await start_log("--seed-agreements", "demo")
+    assert "seed file recorded" in seeded and "no agreement is recorded" not in seeded
+
+
+async def test_what_a_caseworker_reads(platform: Platform, broker: BrokerApp) -> None:
+    """Whole numbers as the attestation signs them, times with their zone, one error code, and a
+    provider that is down named as an agency — never its internal address."""
+    person = resident()
+    code, out, err = await cli(*verify_args(broker.target, f"DNI:{person.document_number}"))
+    assert code == EXIT_OK, err
+    assert (
+        f"fiscal_year={synthetic.LATEST_FISCAL_YEAR}" in out
+        and f"{synthetic.LATEST_FISCAL_YEAR}.0" not in out
+    )
+    code, out, _ = await cli(*verify_args(broker.target, f"DNI:{person.document_number}"), "--json")
+    decided = json.loads(out)["decided_at"]
+    assert decided.endswith("+00:00"), decided
+
+    code, _, err = await cli(*verify_args(broker.target, "DNI:12345678A"))
+    assert code == EXIT_INVALID
+    first = err.splitlines()[0]
+    assert first.count("INVALID_ARGUMENT") == 1 and first.startswith("error: invalid request: "), first
+
+    tax = platform.providers["tax"]
+    address = f"127.0.0.1:{tax.port}"
+    await tax.stop(0)
+    code, out, err = await cli(*verify_args(broker.target, f"DNI:{person.document_number}"))
+    assert code == EXIT_OK, err
+    assert "Tax Agency could not be reached; try again later" in out
+    assert address not in out and "provider answered" not in out
