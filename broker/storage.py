@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlmodel import Field, SQLModel
 
 from onceonly.broker.config import default_database_path
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TABLE_NAMES",
@@ -520,8 +524,16 @@ def init_schema(engine: sa.Engine) -> None:
     a failed migration leaves nothing half-done.
     """
     config = migrations_config()
+    # Alembic logs its context and each step at INFO, on every start: one line of ours says it all.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        before = MigrationContext.configure(conn).get_current_revision()
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+        after = MigrationContext.configure(conn).get_current_revision()
+    if before != after:
+        log.info("database schema migrated", extra={"from_revision": before or "none", "to_revision": after})
+    else:
+        log.debug("database schema up to date", extra={"revision": after})

@@ -7,7 +7,7 @@
     onceonly ledger verify|purge, keys rotate   operator commands (onceonly.broker.admin)
     onceonly verify | verify-bulk | catalog | jwks   (onceonly.consumers.verify_cli)
     onceonly oversight traces|usage|resident   (onceonly.consumers.oversight_cli)
-    onceonly health --target HOST:PORT         (onceonly.consumers.health)
+    onceonly health --broker HOST:PORT         (onceonly.consumers.health)
     onceonly demo                              (onceonly.consumers.demo)
 
 This module is the composition root: each package registers its own commands, and nothing
@@ -16,6 +16,14 @@ imports this module back. Exit codes: 0 answered, 2 invalid input, 3 denied by p
 """
 
 from __future__ import annotations
+
+import os
+
+# gRPC's C-core writes its own lines ("E1207 … add_port.cc …") to standard error, outside the
+# structured log; every failure it reports reaches the tool as a status it explains. The variable is
+# read when grpc is first imported, hence here, before anything imports it; a GRPC_VERBOSITY the
+# user sets wins (GRPC_VERBOSITY=debug shows them again).
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import argparse
 import asyncio
@@ -67,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`onceonly … --json | head`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``onceonly health``: ask a server's ``grpc.health.v1.Health`` whether it is serving.
 
-    onceonly health --target 127.0.0.1:50051 --cert broker        # a broker (mutual TLS)
-    onceonly health --target 127.0.0.1:50062 --cert tax           # a provider, with its own certificate
-    onceonly health --target 127.0.0.1:50051 --insecure           # a server in insecure mode
+    onceonly health --broker 127.0.0.1:50051 --cert broker        # a broker (mutual TLS)
+    onceonly health --broker 127.0.0.1:50062 --cert tax           # a provider, with its own certificate
+    onceonly health --broker 127.0.0.1:50051 --insecure           # a server in insecure mode
 
 Exit 0 when the server (or ``--service``) reports ``SERVING``, 1 when it answers anything else
 (``NOT_SERVING`` while it drains on SIGTERM), 4 when it cannot be reached in time. Meant for
@@ -25,9 +25,12 @@ def add_commands(sub: Any) -> None:
     """Register ``health`` on the ``onceonly`` parser's subcommands."""
     p = sub.add_parser("health", help="exit 0 if a broker or provider reports SERVING")
     p.add_argument(
+        "--broker",
         "--target",
+        dest="target",
         default=os.environ.get("ONCEONLY_BROKER_TARGET") or "127.0.0.1:50051",
-        help="HOST:PORT of the server (ONCEONLY_BROKER_TARGET; default %(default)s)",
+        help="HOST:PORT of the broker or provider, as for every command (--target: the same; "
+        "ONCEONLY_BROKER_TARGET; default %(default)s)",
     )
     p.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
     p.add_argument(

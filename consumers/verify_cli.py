@@ -30,6 +30,7 @@ from onceonly.consumers._console import (
     EXIT_INVALID,
     EXIT_OK,
     client_command,
+    client_credentials,
     connect,
     credential_error,
     error_json,
@@ -55,6 +56,7 @@ from onceonly.consumers.client import (
     Subject,
     Verification,
 )
+from onceonly.pki import identity_from_pem
 from onceonly.wire import LEGAL_BASIS_KIND, short_enum_names
 
 T = TypeVar("T")
@@ -272,13 +274,22 @@ async def cmd_jwks(args: argparse.Namespace) -> int:
     jwks = await _fetch(args, lambda client: client.jwks())
     if isinstance(jwks, int):
         return jwks
-    print(json.dumps(jwks, indent=2))
+    if args.json:
+        print(json.dumps(jwks, indent=2))
+        return EXIT_OK
+    rows = [
+        (k.get("kid", ""), k.get("kty", ""), k.get("crv", ""), k.get("use", "")) for k in jwks.get("keys", [])
+    ]
+    print(table(["kid", "type", "curve", "use"], rows))
+    print("the broker signs attestations and checkpoints with these keys; --json prints the JWKS itself")
     return EXIT_OK
 
 
 def add_request_arguments(p: argparse.ArgumentParser) -> None:
     """Who asks, why, under which basis, and which checks: shared by verify and verify-bulk."""
-    p.add_argument("--org", required=True, help="consumer organisation id")
+    p.add_argument(
+        "--org", help="consumer organisation id (default: the organisation your certificate names)"
+    )
     p.add_argument("--unit", required=True, help="unit handling the case")
     p.add_argument("--officer", required=True, help="officer staff id")
     p.add_argument("--officer-document", help="the officer's own document, TYPE:NUMBER")
@@ -302,6 +313,17 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def organisation_of_certificate(args: argparse.Namespace) -> str:
+    """The organisation the client certificate names (``O=``): what ``--org`` would repeat."""
+    tls = client_credentials(args).get("tls")
+    if tls is None or tls.cert is None:
+        raise ValueError("--org is required without a client certificate (with --token or --insecure)")
+    try:
+        return identity_from_pem(Path(tls.cert).read_bytes()).organization_id
+    except OSError as exc:
+        raise ValueError(f"cannot read the certificate {tls.cert}: {exc.strerror}") from None
+
+
 def request_parts(args: argparse.Namespace) -> tuple[Consumer, Purpose, LegalBasis, list[Check]]:
     """The shared request arguments as client types; ``ValueError`` names a malformed one."""
     if args.law is not None:
@@ -312,7 +334,7 @@ def request_parts(args: argparse.Namespace) -> tuple[Consumer, Purpose, LegalBas
         basis = LegalBasis.no_objection(args.no_objection)
     officer_doc = Subject.parse(args.officer_document) if args.officer_document else None
     return (
-        Consumer(args.org, args.unit, args.officer, officer_doc),
+        Consumer(args.org or organisation_of_certificate(args), args.unit, args.officer, officer_doc),
         Purpose(args.procedure, args.purpose, args.case_file),
         basis,
         [Check.parse(c) for c in args.check],

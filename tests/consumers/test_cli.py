@@ -106,7 +106,7 @@ async def test_catalog_and_jwks(broker: BrokerApp) -> None:
     (code, table, _), (json_code, text, _), (jwks_code, jwks_text, _) = await asyncio.gather(
         cli("catalog", "--broker", broker.target),
         cli("catalog", "--broker", broker.target, "--json"),
-        cli("jwks", "--broker", broker.target),
+        cli("jwks", "--broker", broker.target, "--json"),
     )
 
     assert code == EXIT_OK
@@ -345,6 +345,7 @@ async def test_a_broker_without_agreements_says_so_and_the_packaged_seed_is_name
     assert "onceonly governance import FILE" in bare
     seeded = await start_log("--seed-agreements", "demo")
     assert "seed file recorded" in seeded and "no agreement is recorded" not in seeded
+    assert "alembic" not in bare and "database schema migrated" in bare, "one line of ours, not alembic's"
 
 
 async def test_what_a_caseworker_reads(platform: Platform, broker: BrokerApp) -> None:
@@ -373,3 +374,39 @@ async def test_what_a_caseworker_reads(platform: Platform, broker: BrokerApp) ->
     assert code == EXIT_OK, err
     assert "Tax Agency could not be reached; try again later" in out
     assert address not in out and "provider answered" not in out
+
+
+async def test_one_cli(platform: Platform, broker: BrokerApp) -> None:
+    """--broker everywhere (health too), --org taken from the certificate, jwks as a table unless
+    --json, and a reader that goes away (`| head`) ends the command quietly."""
+    code, out, err = await cli("health", "--broker", broker.target, *provider_tls_args(), "--cert", "broker")
+    assert code == 0 and out.strip().endswith("SERVING"), err
+    code, out, _ = await cli("jwks", "--broker", broker.target)
+    assert code == 0 and out.splitlines()[0].split() == ["kid", "type", "curve", "use"]
+    code, out, _ = await cli("jwks", "--broker", broker.target, "--json")
+    assert code == 0 and json.loads(out)["keys"]
+
+    args = verify_args(broker.target, f"DNI:{resident().document_number}")
+    at = args.index("--org")
+    code, out, err = await cli(*args[:at], *args[at + 2 :])  # no --org: the certificate's
+    assert code == EXIT_OK, err
+
+    proc = await asyncio.create_subprocess_exec(
+        *onceonly_argv(),
+        "demo",
+        "residents",
+        "--limit",
+        "3000",
+        "--csv",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    await proc.stdout.readline()
+    proc.stdout.feed_eof()
+    transport = proc._transport  # type: ignore[attr-defined]
+    transport.get_pipe_transport(1).close()  # the reader is gone, as `head -1` would be
+    err_bytes = await asyncio.wait_for(proc.stderr.read(), 20)
+    await proc.wait()
+    assert b"Traceback" not in err_bytes and b"BrokenPipeError" not in err_bytes
