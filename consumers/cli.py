@@ -33,7 +33,8 @@ from typing import Any
 
 from onceonly import pki
 from onceonly.broker import commands as broker_commands
-from onceonly.consumers import demo, governance_cli, health, oversight_cli, verify_cli
+from onceonly.consumers import demo, diagnose, governance_cli, health, oversight_cli, verify_cli
+from onceonly.consumers._console import EXIT_UNAUTHENTICATED, EXIT_UNAVAILABLE
 from onceonly.consumers.console import commands as console_commands
 from onceonly.providers import commands as provider_commands
 from onceonly.serving import install_event_loop_policy
@@ -72,7 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         install_event_loop_policy()
     try:
-        return asyncio.run(handler(args))
+        code = asyncio.run(handler(args))
+        if code == EXIT_UNAVAILABLE and args.command != "serve":
+            found = diagnose.hint_for(args)  # a wrong credential must not look like "broker down"
+            if found is not None:
+                hint, credential = found
+                print(f"  why: {hint}", file=sys.stderr)
+                if credential:
+                    return EXIT_UNAUTHENTICATED  # the broker is up: the credential is what failed
+        return code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -5,7 +5,8 @@
     onceonly health --broker 127.0.0.1:50051 --insecure           # a server in insecure mode
 
 Exit 0 when the server (or ``--service``) reports ``SERVING``, 1 when it answers anything else
-(``NOT_SERVING`` while it drains on SIGTERM), 4 when it cannot be reached in time. Meant for
+(``NOT_SERVING`` while it drains on SIGTERM), 4 when it cannot be reached in time, 5 when it refuses
+the credential given (the tool says why). Meant for
 container health checks and load balancers: it needs no credentials beyond a TLS handshake
 with any certificate of the platform's CA (the health service itself is not authenticated).
 """

@@ -324,8 +324,10 @@ async def test_onceonly_health_reports_serving_draining_and_unreachable(platform
     # A provider, checked with its own certificate (any certificate of the CA will do).
     tax = platform.providers["tax"].target
     assert (await onceonly_health("--target", tax, *tls, "--cert", "tax"))[0] == 0
-    # Without a client certificate the broker's mutual TLS refuses the handshake: unreachable.
-    assert (await onceonly_health("--target", app.target, *tls, "--timeout", "2"))[0] == 4
+    # Without a client certificate the broker's mutual TLS refuses the connection: the broker is up,
+    # the credential is missing (exit 5, and the tool says so), not "unreachable" (4).
+    code, out = await onceonly_health("--target", app.target, *tls, "--timeout", "2")
+    assert code == 5 and "the broker requires a client certificate" in out, out
 
     await app.server.health.enter_graceful_shutdown()  # what SIGTERM does first
     code, out = await onceonly_health("--target", app.target, *tls, "--cert", "broker")

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2
 
 from onceonly.broker.app import BrokerApp
 from onceonly.consumers.client import Subject
+from onceonly.pki import init_pki
 from onceonly.processes import onceonly_argv
 from onceonly.providers import synthetic
 from tests.conftest import (
@@ -53,14 +54,18 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    """Run ``onceonly ARGS``; return (exit code, stdout, stderr)."""
+async def cli(*args: str, timeout: float = 30, credentials: bool = True) -> tuple[int, str, str]:
+    """Run ``onceonly ARGS`` (with the housing office's certificate in the environment, unless not
+    ``credentials``); return (exit code, stdout, stderr)."""
+    env = _env()
+    if not credentials:
+        env = {k: v for k, v in env.items() if not k.startswith("ONCEONLY_TLS_")}
     proc = await asyncio.create_subprocess_exec(
         *onceonly_argv(),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_env(),
+        env=env,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -410,3 +415,37 @@ async def test_one_cli(platform: Platform, broker: BrokerApp) -> None:
     err_bytes = await asyncio.wait_for(proc.stderr.read(), 20)
     await proc.wait()
     assert b"Traceback" not in err_bytes and b"BrokenPipeError" not in err_bytes
+
+
+async def test_a_wrong_credential_is_told_apart_from_a_broker_that_is_down(
+    platform: Platform, broker: BrokerApp, tmp_path: Path
+) -> None:
+    """Each used to print `UNAVAILABLE … Socket closed` and exit 4, like a stopped broker."""
+    other = tmp_path / "other-pki"
+    init_pki(other)
+    pki_dir = str(platform.pki.dir)
+    target = broker.target
+    cases = {
+        "the broker requires a client certificate": ("health", "--broker", target, "--tls-dir", pki_dir),
+        "takes client certificates, not tokens": (
+            "catalog", "--broker", target, "--tls-dir", pki_dir, "--token", "a.b.c",
+        ),
+        "the server's certificate is not from the CA you gave": (
+            "catalog", "--broker", target, "--tls-dir", pki_dir, "--cert", "housing-office",
+            "--ca", str(other / "ca.pem"),
+        ),
+        "does not accept your certificate": (
+            "catalog", "--broker", target, "--tls-dir", str(other), "--cert", "housing-office",
+            "--ca", str(platform.pki.dir / "ca.pem"),
+        ),
+        "speaks TLS: drop --insecure": ("catalog", "--broker", target, "--insecure"),
+    }  # fmt: skip
+    for expected, args in cases.items():
+        code, _, err = await cli(*args, credentials=False)
+        assert expected in err, (args, err)
+        assert code == 5, (args, code)  # not authenticated: the broker is up
+        assert "E1207" not in err and "Traceback" not in err
+    code, _, err = await cli(
+        "catalog", "--broker", f"127.0.0.1:{free_port()}", "--tls-dir", pki_dir, "--cert", "housing-office"
+    )
+    assert code == EXIT_UNAVAILABLE and "nothing listens on" in err
