@@ -221,8 +221,6 @@ class OversightService:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
     ) -> UsageTable:
-        if scope.provider_id is not None and grouping is not Grouping.PROVIDER:
-            _oversight_only("GetUsage", "provider")
         bad = range_violations(since, until, "")
         if bad:
             raise InvalidRequest([FieldViolation("until", bad[0].description)])

@@ -29,6 +29,7 @@ from onceonly.broker.oversight import (
     scope_for,
 )
 from onceonly.broker.proofs import Proofs
+from onceonly.broker.usage import split_counts
 from onceonly.broker.usage_facts import FactFilter
 from onceonly.errors import Unavailable, unauthenticated
 from onceonly.grpc_types import Context
@@ -435,6 +436,8 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
                         latency_p50_ms=row.latency_p50_ms,
                         latency_p90_ms=row.latency_p90_ms,
                         latency_p99_ms=row.latency_p99_ms,
+                        requests_by_decision=split_counts(row.counts)[0],
+                        checks_by_status=split_counts(row.counts)[1],
                     )
                     for row in table.rows
                 ],

@@ -145,7 +145,10 @@ class SqlTraceQueries:
         tallies: Tallies = {}
         scanned = hours = 0
         with self.budgeted_connection() as conn:
-            span = self._rolled_up_span(conn, filter_)
+            # Roll-ups count all providers' checks per consumer or procedure: a provider's view of
+            # those groupings is read from the traces of the range.
+            own_view = provider_id is not None and grouping is not Grouping.PROVIDER
+            span = None if own_view else self._rolled_up_span(conn, filter_)
             pieces: list[tuple[dt.datetime | None, dt.datetime | None]] = [(filter_.since, filter_.until)]
             if span is not None:
                 start, end = span

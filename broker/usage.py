@@ -141,6 +141,15 @@ def add_sample(tallies: Tallies, r: Sample, grouping: Grouping, provider_id: str
             t.latencies[latency] += 1
         return
     key = r.consumer_organization_id if grouping is Grouping.CONSUMER else r.procedure_code
+    if provider_id is not None:
+        # A provider's view: who used its data, counted over its own checks (latency of its answers).
+        for provider, status, latency in r.checks:
+            if provider == provider_id:
+                t = tallies.setdefault(key, Tally())
+                t.total += 1
+                t.counts[status] += 1
+                t.latencies[latency] += 1
+        return
     t = tallies.setdefault(key, Tally())
     t.total += 1
     t.counts[r.decision] += 1
@@ -163,3 +172,13 @@ def tally(samples: Iterable[Sample], grouping: Grouping, provider_id: str | None
         scanned += 1
         add_sample(tallies, r, grouping, provider_id)
     return table(grouping, tallies, scanned)
+
+
+DECISIONS = frozenset({"GRANTED", "DENIED"})
+
+
+def split_counts(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """A usage row's counts as (requests by decision, checks by status): the two never add up."""
+    decisions = {k: v for k, v in counts.items() if k in DECISIONS}
+    checks = {k: v for k, v in counts.items() if k not in DECISIONS}
+    return decisions, checks

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -104,6 +104,10 @@ class UsageRow:
     latency_p50_ms: int
     latency_p90_ms: int
     latency_p99_ms: int
+    requests_by_decision: Mapping[str, int] = field(default_factory=dict)
+    """GRANTED / DENIED requests (oversight's CONSUMER and PROCEDURE rows)."""
+    checks_by_status: Mapping[str, int] = field(default_factory=dict)
+    """Checks by status (a provider: its own checks only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +381,8 @@ class OversightClient(BrokerClient):
                     r.latency_p50_ms,
                     r.latency_p90_ms,
                     r.latency_p99_ms,
+                    dict(sorted(r.requests_by_decision.items())),
+                    dict(sorted(r.checks_by_status.items())),
                 )
                 for r in reply.rows
             ),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -115,18 +115,24 @@ async def cmd_usage(args: argparse.Namespace) -> int:
         if args.json:
             print(dump_json(asdict(usage)))
             return
+
+        def counted(counts: Mapping[str, int]) -> str:
+            return ", ".join(f"{k}={v}" for k, v in counts.items()) or "-"
+
         rows = [
             (
                 r.key,
                 r.total,
-                ", ".join(f"{k}={v}" for k, v in r.counts.items()),
+                counted(r.requests_by_decision),
+                counted(r.checks_by_status),
                 r.latency_p50_ms,
                 r.latency_p90_ms,
                 r.latency_p99_ms,
             )
             for r in usage.rows
         ]
-        print(table([args.by, "total", "counts", "p50 ms", "p90 ms", "p99 ms"], rows))
+        headers = [args.by, "total", "requests", "checks", "p50 ms", "p90 ms", "p99 ms"]
+        print(table(headers, rows))
         rolled = (
             f", {usage.hours_rolled_up} whole hour(s) from hourly roll-ups" if usage.hours_rolled_up else ""
         )

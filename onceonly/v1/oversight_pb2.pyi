@@ -388,8 +388,22 @@ class GetUsageRequest(_message.Message):
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., group_by: _Optional[_Union[UsageGrouping, str]] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("key", "total", "counts", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms")
+    __slots__ = ("key", "total", "counts", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "requests_by_decision", "checks_by_status")
     class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RequestsByDecisionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ChecksByStatusEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -402,13 +416,17 @@ class UsageRow(_message.Message):
     LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P90_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_BY_DECISION_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_BY_STATUS_FIELD_NUMBER: _ClassVar[int]
     key: str
     total: int
     counts: _containers.ScalarMap[str, int]
     latency_p50_ms: int
     latency_p90_ms: int
     latency_p99_ms: int
-    def __init__(self, key: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., latency_p50_ms: _Optional[int] = ..., latency_p90_ms: _Optional[int] = ..., latency_p99_ms: _Optional[int] = ...) -> None: ...
+    requests_by_decision: _containers.ScalarMap[str, int]
+    checks_by_status: _containers.ScalarMap[str, int]
+    def __init__(self, key: _Optional[str] = ..., total: _Optional[int] = ..., counts: _Optional[_Mapping[str, int]] = ..., latency_p50_ms: _Optional[int] = ..., latency_p90_ms: _Optional[int] = ..., latency_p99_ms: _Optional[int] = ..., requests_by_decision: _Optional[_Mapping[str, int]] = ..., checks_by_status: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("group_by", "rows", "traces_scanned", "hours_rolled_up")

@@ -8,7 +8,8 @@ Open to principals whose role is `oversight`. A `provider` or `provider-admin` p
 call ListTraces (only traces whose checks reached its own data) and GetUsage grouped by
 PROVIDER (only its own row); a `consumer-admin` may call ListTraces for its own
 organisation's requests (another's: CONSUMER_OWN_DATA_ONLY). Anyone else is refused with
-PERMISSION_DENIED and ErrorInfo reason OVERSIGHT_ONLY.
+PERMISSION_DENIED and ErrorInfo reason OVERSIGHT_ONLY. A provider's GetUsage may group by
+PROVIDER, CONSUMER or PROCEDURE: who used its data, counted over its own checks.
 """
 
 from collections import abc as _abc

@@ -220,17 +220,17 @@ async def test_non_oversight_principals_are_refused(platform: Platform) -> None:
             assert failure.info is not None and failure.info.reason == "OVERSIGHT_ONLY", (cert, rpc)
             assert rpc in failure.message
             assert b"purpose of" not in failure.raw_details
-    # A provider may not read residents' reports, nor usage beyond its own.
+    # A provider may not read residents' reports; its usage by consumer counts its own checks only.
     tax = oversight_stub(platform, app, "tax")
-    for pending in (
-        tax.GetResidentReport(report_request(w.a), timeout=10),
-        tax.GetUsage(
-            oversight_pb2.GetUsageRequest(group_by=oversight_pb2.USAGE_GROUPING_CONSUMER), timeout=10
-        ),
-    ):
-        failure = await failure_of(pending)
-        assert failure.code == grpc.StatusCode.PERMISSION_DENIED
-        assert failure.info is not None and failure.info.reason == "OVERSIGHT_ONLY"
+    failure = await failure_of(tax.GetResidentReport(report_request(w.a), timeout=10))
+    assert failure.code == grpc.StatusCode.PERMISSION_DENIED
+    assert failure.info is not None and failure.info.reason == "OVERSIGHT_ONLY"
+    own = await tax.GetUsage(
+        oversight_pb2.GetUsageRequest(group_by=oversight_pb2.USAGE_GROUPING_CONSUMER), timeout=10
+    )
+    assert own.rows, "the tax agency served checks"
+    for row in own.rows:
+        assert not row.requests_by_decision and row.total == sum(row.checks_by_status.values())
     assert len(platform.trace_rows()) == before  # refused lookups are not reports
 
 

@@ -122,9 +122,34 @@ async def test_usage_command(platform: Platform) -> None:
     code, out, err = await oversight(platform, app, "usage", "--by", "consumer")
     assert code == EXIT_OK, err
     lines = out.splitlines()
-    assert lines[0].split() == ["consumer", "total", "counts", "p50", "ms", "p90", "ms", "p99", "ms"]
+    assert lines[0].split() == [
+        "consumer",
+        "total",
+        "requests",
+        "checks",
+        "p50",
+        "ms",
+        "p90",
+        "ms",
+        "p99",
+        "ms",
+    ]
     (madrid,) = [line for line in lines if line.startswith(MADRID)]
-    assert madrid.split()[1] == "4" and "GRANTED=4" in madrid
+    assert madrid.split()[1] == "4" and madrid.split()[2] == "GRANTED=4", "requests apart from checks"
+
+    code, out, err = await oversight(platform, app, "usage", "--by", "consumer", "--cert", "tax", "--json")
+    assert code == EXIT_OK, err
+    seen = {r["key"]: r for r in json.loads(out)["rows"]}
+    assert set(seen) == {MADRID}, "a provider sees who used its data"
+    assert set(seen[MADRID]["checks_by_status"]) <= {
+        "VERIFIED",
+        "NOT_VERIFIED",
+        "SUBJECT_NOT_FOUND",
+        "TIMEOUT",
+    }
+    assert seen[MADRID]["requests_by_decision"] == {} and seen[MADRID]["total"] == sum(
+        seen[MADRID]["checks_by_status"].values()
+    ), "its own checks, which add up"
     assert lines[-1] == "6 trace(s) scanned"
 
     code, out, err = await oversight(platform, app, "usage", "--by", "officer")
