@@ -647,7 +647,7 @@ class ClientTls:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``onceonly pki init|issue`` (also ``python -m onceonly.pki``)."""
+    """``onceonly pki init|issue|revoke|export`` (also ``python -m onceonly.pki``)."""
     parser = argparse.ArgumentParser(prog="onceonly pki")
     add_arguments(parser)
     return run(parser.parse_args(argv))
@@ -685,10 +685,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     revoke.add_argument("name", help="the certificate's NAME (NAME.pem in --dir)")
     revoke.add_argument("--dir", type=Path, default=default_dir, help="ONCEONLY_TLS_DIR; default %(default)s")
+    export = sub.add_parser(
+        "export",
+        help="copy one service's certificate and key, the CA certificate and the revocation list — "
+        "never the CA's key — into a directory of its own",
+    )
+    export.add_argument("name", help="the certificate's NAME (NAME.pem in --dir)")
+    export.add_argument("--dir", type=Path, default=default_dir, help="the CA directory; default %(default)s")
+    export.add_argument("--to", type=Path, required=True, help="the service's own directory")
+
+
+def export_service(directory: Path, name: str, to: Path) -> list[Path]:
+    """Copy what service ``name`` needs — its certificate and key, the CA certificate, the CRL if
+    any — and nothing else (never the CA's key) into ``to``; the files copied."""
+    wanted = [directory / "ca.pem", cert_path(directory, name), key_path(directory, name)]
+    if (directory / CRL_FILE).exists():
+        wanted.append(directory / CRL_FILE)
+    for path in wanted:
+        _read(path, "file")  # a missing one is named, with the command that makes it
+    to.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for path in wanted:
+        target = to / path.name
+        target.write_bytes(path.read_bytes())
+        if path.name.endswith("-key.pem"):
+            target.chmod(0o600)
+        copied.append(target)
+    return copied
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.pki_command == "export":
+            for path in export_service(args.dir, args.name, args.to):
+                print(path)
+            return 0
         if args.pki_command == "init":
             issued = init_pki(
                 args.dir,

@@ -13,6 +13,8 @@ import asyncio
 import os
 import re
 import shlex
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,8 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from onceonly.broker.config import _ENV_NAMES, BrokerConfig
+from onceonly.broker.config import _ENV_NAMES, BrokerConfig, packaged_seed
 from onceonly.consumers.cli import build_parser
+from onceonly.pki import main as pki_main
 from onceonly.processes import onceonly_argv
 from onceonly.serving import split_bind
 from tests.conftest import Platform, free_port
@@ -67,6 +70,21 @@ def env_of(service: Mapping[str, Any]) -> dict[str, str]:
 def command_of(service: Mapping[str, Any]) -> list[str]:
     command = service.get("command") or []
     return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def command_lines(service: Mapping[str, Any]) -> list[list[str]]:
+    """The ``onceonly`` command lines a service runs: its command, or each ``onceonly …`` of a
+    ``sh -c`` script joined by ``&&`` (without the leading ``onceonly``)."""
+    if service.get("entrypoint") == ["sh", "-c"]:
+        script = (
+            " ".join(command_of(service))
+            if isinstance(service.get("command"), str)
+            else service["command"][0]
+        )
+        lines = [shlex.split(part) for part in script.split("&&")]
+        assert all(line[0] == "onceonly" for line in lines), f"only onceonly commands: {script}"
+        return [line[1:] for line in lines]
+    return [command_of(service)]
 
 
 def uses_onceonly_image(service: Mapping[str, Any]) -> bool:
@@ -157,12 +175,12 @@ def test_every_command_is_a_real_onceonly_command(services: dict[str, dict[str, 
     for name, service in services.items():
         if not uses_onceonly_image(service):
             continue
-        command = command_of(service)
-        assert command, f"{name}: no command (the image's entrypoint is `onceonly`)"
-        try:
-            parser.parse_args(command)
-        except SystemExit:
-            pytest.fail(f"{name}: `onceonly {' '.join(command)}` does not parse")
+        for command in command_lines(service):
+            assert command, f"{name}: no command (the image's entrypoint is `onceonly`)"
+            try:
+                parser.parse_args(command)
+            except SystemExit:
+                pytest.fail(f"{name}: `onceonly {' '.join(command)}` does not parse")
         if "healthcheck" in service:
             check = healthcheck_command(service)
             assert check[0] == "onceonly", f"{name}: health check should use `onceonly health`"
@@ -216,7 +234,11 @@ def test_brokers_are_replicas_of_one_platform(services: dict[str, dict[str, Any]
     assert seeders, "one replica seeds the agreements"
     for name in seeders:
         seed = configs[name].agreements_seed
-        assert seed is not None and seed.is_relative_to(IMAGE_ROOT)
+        assert seed is not None
+        if seed == packaged_seed():  # `demo`: the file shipped in the package, wherever it is installed
+            assert seed.is_file()
+            continue
+        assert seed.is_relative_to(IMAGE_ROOT)
         assert (ROOT / seed.relative_to(IMAGE_ROOT)).is_file(), f"{name}: no seed file {seed} in the image"
 
 
@@ -266,7 +288,7 @@ def test_volumes_are_declared_and_bind_mounts_exist(compose: dict[str, Any]) -> 
 
 
 def test_certificates_name_every_host_they_are_reached_at(services: dict[str, dict[str, Any]]) -> None:
-    args = build_parser().parse_args(command_of(services["pki"]))
+    args = build_parser().parse_args(command_lines(services["pki"])[0])
     assert args.pki_command == "init"
     names = set(args.server_name)
     for name, service in {**brokers(services), **providers(services)}.items():
@@ -336,3 +358,40 @@ async def test_onceonly_health_reports_serving_draining_and_unreachable(platform
     closed = f"127.0.0.1:{free_port()}"
     code, out = await onceonly_health("--target", closed, *tls, "--cert", "broker", "--timeout", "1")
     assert code == 4 and ("UNAVAILABLE" in out or "DEADLINE_EXCEEDED" in out), out
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    """Validated against the compose specification's JSON schema (check-jsonschema's vendored copy:
+    no network), besides parsing it."""
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    done = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(ROOT / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_each_service_holds_only_its_own_key(services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """A compromised provider must not mint an oversight certificate: no running service mounts the
+    CA's key, and each mounts a volume of its own. The pki service's script, run here, gives each
+    volume only its certificate and key, the CA certificate (and the revocation list)."""
+    mounts = {
+        name: {str(v).split(":")[0] for v in service.get("volumes") or []}
+        for name, service in services.items()
+    }
+    assert [n for n, m in mounts.items() if "pki-ca" in m] == ["pki"]
+    for name in [*brokers(services), *providers(services)]:
+        own = {m for m in mounts[name] if m.startswith("pki-")}
+        expected = "pki-broker" if name in brokers(services) else f"pki-{name}"
+        assert own == {expected}, f"{name} mounts {own}"
+
+    ca, out = tmp_path / "ca", tmp_path / "out"
+    for line in command_lines(services["pki"]):
+        args = [a.replace("/ca", str(ca)).replace("/out", str(out)) for a in line]
+        assert pki_main(args[1:]) == 0, args
+    for name in ("broker", "registry", "tax", "employment"):
+        files = sorted(p.name for p in (out / name).iterdir())
+        assert files == sorted(["ca.pem", f"{name}.pem", f"{name}-key.pem"]), (name, files)
+        assert (out / name / f"{name}-key.pem").stat().st_mode & 0o077 == 0
