@@ -31,6 +31,7 @@ from typing import Any, cast
 import grpc
 from google.rpc import status_pb2
 
+from onceonly import metrics
 from onceonly.errors import OnceOnlyError, ResourceExhausted
 from onceonly.grpc_types import Context, Handler
 from onceonly.status import abort, grpc_status, status_for
@@ -200,6 +201,7 @@ class AdmissionControl:
 
     def _refused(self) -> None:
         self.rejected += 1
+        metrics.admission_rejected(self.what)
         now = self._clock()
         if now - self._warned_at >= _WARN_EVERY_S:
             log.warning(

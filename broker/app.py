@@ -14,7 +14,7 @@ import grpc
 import sqlalchemy as sa
 from cryptography import x509
 
-from onceonly import telemetry
+from onceonly import metrics, telemetry
 from onceonly.broker.admission import (
     OVERSIGHT_METHODS,
     RESIDENT_METHODS,
@@ -25,7 +25,7 @@ from onceonly.broker.agreements import PolicyStore
 from onceonly.broker.attestation import AttestationSigner, KeyRing
 from onceonly.broker.audit import AuditSampling
 from onceonly.broker.auth import AuthInterceptor, TokenVerifier, current_principal, load_jwt_issuers
-from onceonly.broker.breaker import BreakerSettings, CircuitBreaker
+from onceonly.broker.breaker import BreakerSettings, BreakerState, CircuitBreaker
 from onceonly.broker.catalog import Catalog
 from onceonly.broker.chain import CHECKPOINT_TYPE, chain_id_for
 from onceonly.broker.config import BrokerConfig
@@ -427,7 +427,9 @@ def breaker_settings(config: BrokerConfig) -> BreakerSettings:
 async def serve_broker(config: BrokerConfig) -> None:
     """Run a broker until SIGTERM or SIGINT."""
     telemetry.configure_tracing("onceonly-broker")
+    metrics.configure_metrics("onceonly-broker")
     app = await start_broker(config)
+    metrics.observe_breakers(lambda: {pid: b.state is BreakerState.OPEN for pid, b in app.breakers.items()})
     await run_until_signal(app.server, config.shutdown_grace_s)
     await app.stop(0)
 

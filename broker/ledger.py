@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from onceonly import metrics
 from onceonly.broker.chain import ChainHead, checkpoint_values, load_head, reply_hash
 from onceonly.broker.domain import (
     AgreementRef,
@@ -350,6 +351,7 @@ class SqlTraceLedger:
         before = ChainHead(head.seq, head.hash)
         for p in batch:
             head.link(p.trace, self.chain_id)
+        started = time.perf_counter()
         try:
             self._insert(batch)
         except self._row_errors as exc:
@@ -364,6 +366,7 @@ class SqlTraceLedger:
             log.warning("trace ledger cannot write %d records: %s", len(batch), exc)
             _settle(batch, _unavailable(exc))
         else:
+            metrics.ledger_commit(len(batch), (time.perf_counter() - started) * 1000)
             self._since_checkpoint += len(batch)
             _settle(batch, None)
 

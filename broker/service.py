@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from onceonly import telemetry
+from onceonly import metrics, telemetry
 from onceonly.broker import idempotency
 from onceonly.broker.attestation import AttestationSigner
 from onceonly.broker.catalog import Catalog
@@ -170,6 +170,7 @@ class VerificationService:
             if stands is not reply:
                 # An earlier life of the broker answered this id: that answer (and its trace) stands.
                 return idempotency.replay(stands, request)
+            metrics.request("DENIED", violations[0].reason.value, _ms(started))
             raise denied(violations, trace_id, retry_after_s)
 
         telemetry.set_attributes({"onceonly.trace_id": trace_id, "onceonly.decision": "GRANTED"})
@@ -189,6 +190,10 @@ class VerificationService:
         stands = await self._commit(record, reply)
         if stands is not reply:
             return idempotency.replay(stands, request)
+        if metrics.enabled():
+            metrics.request("GRANTED", "", _ms(started))
+            for o in outcomes:
+                metrics.check(o.provider_id, o.status.value, o.latency_ms)
         return result
 
     async def _take_quotas(

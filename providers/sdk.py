@@ -60,7 +60,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from onceonly import telemetry
+from onceonly import metrics, telemetry
 from onceonly.errors import (
     FieldViolation,
     Internal,
@@ -439,5 +439,6 @@ async def serve_provider(
 ) -> None:
     """Serve ``adapter`` on ``bind`` until SIGTERM or SIGINT, then stop gracefully."""
     telemetry.configure_tracing(f"onceonly-provider-{adapter.provider_id}")
+    metrics.configure_metrics(f"onceonly-provider-{adapter.provider_id}")
     running = await start_provider(adapter, bind, tls=tls, insecure=insecure)
     await run_until_signal(running)

@@ -315,6 +315,10 @@ def test_telemetry_reaches_jaeger(services: dict[str, dict[str, Any]]) -> None:
     exporters = [config["exporters"][e] for e in pipeline["exporters"]]
     assert any(split_bind(e["endpoint"])[0] == "jaeger" for e in exporters), "collector exports to jaeger"
     assert env_of(services["jaeger"]).get("COLLECTOR_OTLP_ENABLED") == "true"
+    metrics_pipeline = config["service"]["pipelines"]["metrics"]
+    assert "otlp" in metrics_pipeline["receivers"] and metrics_pipeline["exporters"] == ["prometheus"]
+    for name, service in {**brokers(services), **providers(services)}.items():
+        assert env_of(service).get("OTEL_METRICS_EXPORTER") == "otlp", f"{name}: metrics are not sent"
 
 
 # --- the health check the compose file relies on -------------------------------------------------
