@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,16 @@ def add_admin_commands(sub: Any) -> None:
             "--var-dir", type=Path, help="state directory with keys/ (ONCEONLY_VAR_DIR; default var)"
         )
         p.add_argument("--json", action="store_true", help="print JSON")
+
+    maintenance = sub.add_parser(
+        "maintenance",
+        help="put a broker in maintenance mode (health NOT_SERVING, so load balancers drain it) or out",
+    )
+    maintenance.add_argument("state", choices=["on", "off", "status"])
+    maintenance.add_argument(
+        "--var-dir", type=Path, help="the broker's state directory (ONCEONLY_VAR_DIR; default var)"
+    )
+    maintenance.set_defaults(handler=cmd_maintenance)
 
     ledger = sub.add_parser("ledger", help="verify or purge the trace ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -210,4 +221,21 @@ async def cmd_keys_rotate(args: argparse.Namespace) -> int:
     else:
         print(f"new signing key {ring.active.kid} ({path.name}); {len(ring.jwks()['keys'])} keys published")
         print("a running broker switches to it within its refresh interval (ONCEONLY_POLICY_REFRESH_S)")
+    return 0
+
+
+async def cmd_maintenance(args: argparse.Namespace) -> int:
+    """``onceonly maintenance on|off|status``: the broker's health follows within a few seconds."""
+    from onceonly.broker.health import MAINTENANCE_FILE
+
+    var_dir = args.var_dir or Path(os.environ.get("ONCEONLY_VAR_DIR") or "var")
+    flag = var_dir / MAINTENANCE_FILE
+    if args.state == "on":
+        var_dir.mkdir(parents=True, exist_ok=True)
+        flag.write_text("the broker reports NOT_SERVING while this file exists\n", "utf-8")
+    elif args.state == "off":
+        flag.unlink(missing_ok=True)
+    print(
+        f"maintenance {'on' if flag.exists() else 'off'} ({flag}); the broker's health follows within seconds"
+    )
     return 0

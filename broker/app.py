@@ -34,6 +34,7 @@ from onceonly.broker.governance_api import SERVICE_NAME as GOVERNANCE_SERVICE_NA
 from onceonly.broker.governance_api import GovernanceServicer
 from onceonly.broker.governance_log import GOVERNANCE_TYPE, GovernanceLog
 from onceonly.broker.grpc_api import SERVICE_NAME, BrokerServicer
+from onceonly.broker.health import check_dependencies, report_health_forever
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser, rekey_reply_digests
 from onceonly.broker.oversight import OversightService
 from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
@@ -396,6 +397,21 @@ async def start_broker(
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
+    app.tasks.append(
+        asyncio.create_task(
+            report_health_forever(
+                server.health,
+                server.service_names,
+                lambda: check_dependencies(
+                    engine,
+                    config.var_dir,
+                    lambda: bool(keys.public_keys()),
+                    lambda: {pid: b.state is BreakerState.OPEN for pid, b in app.breakers.items()},
+                ),
+                config.health_check_s,
+            )
+        )
+    )
     if engine.dialect.name == "postgresql":  # governance changes made through other replicas, at once
         app.tasks.append(
             asyncio.create_task(listen_for_changes(config.effective_database_url, policy.refresh))

@@ -126,6 +126,9 @@ class BrokerConfig:
     oversight_query_timeout_ms: int = 10000
     """Time budget of one oversight read; past it the statement is stopped and the call ends
     ``RESOURCE_EXHAUSTED`` (``QUERY_TOO_LONG``). ``ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS``."""
+    health_check_s: float = 5.0
+    """How often the broker checks its dependencies (database, signing key, maintenance mode, the
+    providers' circuits) for its health service. ``ONCEONLY_HEALTH_CHECK_S``."""
     retention_days: int = 1825
     """How long trace records are kept, as the platform states it to residents (their access log
     says entries older than this are removed); ``onceonly ledger purge --older-than-days`` applies
@@ -223,6 +226,7 @@ _ENV_NAMES = {
     "witness_path": "ONCEONLY_WITNESS_FILE",
     "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
     "retention_days": "ONCEONLY_RETENTION_DAYS",
+    "health_check_s": "ONCEONLY_HEALTH_CHECK_S",
     "max_connections_per_peer": "ONCEONLY_MAX_CONNECTIONS_PER_PEER",
     "connection_idle_s": "ONCEONLY_CONNECTION_IDLE_S",
 }
