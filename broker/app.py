@@ -134,6 +134,10 @@ class BrokerApp:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     quotas: SqlQuotas | None = None
 
+    def circuits_open(self) -> dict[str, bool]:
+        """Whether each provider's circuit is open (for health and metrics)."""
+        return {pid: b.state is BreakerState.OPEN for pid, b in self.breakers.items()}
+
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The circuit breaker of each provider the broker reaches itself."""
@@ -406,7 +410,7 @@ async def start_broker(
                     engine,
                     config.var_dir,
                     lambda: bool(keys.public_keys()),
-                    lambda: {pid: b.state is BreakerState.OPEN for pid, b in app.breakers.items()},
+                    app.circuits_open,
                 ),
                 config.health_check_s,
             )
@@ -445,7 +449,7 @@ async def serve_broker(config: BrokerConfig) -> None:
     telemetry.configure_tracing("onceonly-broker")
     metrics.configure_metrics("onceonly-broker")
     app = await start_broker(config)
-    metrics.observe_breakers(lambda: {pid: b.state is BreakerState.OPEN for pid, b in app.breakers.items()})
+    metrics.observe_breakers(app.circuits_open)
     await run_until_signal(app.server, config.shutdown_grace_s)
     await app.stop(0)
 

@@ -29,7 +29,7 @@ from onceonly.broker.oversight import (
     scope_for,
 )
 from onceonly.broker.proofs import Proofs
-from onceonly.broker.usage import split_counts
+from onceonly.broker.usage import UsageRow, split_counts
 from onceonly.broker.usage_facts import FactFilter
 from onceonly.errors import Unavailable, unauthenticated
 from onceonly.grpc_types import Context
@@ -195,6 +195,20 @@ def trace_message(entry: TraceEntry) -> oversight_pb2.TraceEntry:
             )
             for g in r.agreements
         ],
+    )
+
+
+def usage_row_message(row: UsageRow) -> oversight_pb2.UsageRow:
+    decisions, checks = split_counts(row.counts)
+    return oversight_pb2.UsageRow(
+        key=row.key,
+        total=row.total,
+        counts=dict(row.counts),
+        latency_p50_ms=row.latency_p50_ms,
+        latency_p90_ms=row.latency_p90_ms,
+        latency_p99_ms=row.latency_p99_ms,
+        requests_by_decision=decisions,
+        checks_by_status=checks,
     )
 
 
@@ -428,19 +442,7 @@ class OversightServicer(oversight_pb2_grpc.OversightServicer):
             )
             return oversight_pb2.Usage(
                 group_by=USAGE_GROUPING.to_proto(table.grouping),
-                rows=[
-                    oversight_pb2.UsageRow(
-                        key=row.key,
-                        total=row.total,
-                        counts=dict(row.counts),
-                        latency_p50_ms=row.latency_p50_ms,
-                        latency_p90_ms=row.latency_p90_ms,
-                        latency_p99_ms=row.latency_p99_ms,
-                        requests_by_decision=split_counts(row.counts)[0],
-                        checks_by_status=split_counts(row.counts)[1],
-                    )
-                    for row in table.rows
-                ],
+                rows=[usage_row_message(row) for row in table.rows],
                 traces_scanned=table.traces_scanned,
                 hours_rolled_up=table.hours_rolled_up,
             )

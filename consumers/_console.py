@@ -88,9 +88,19 @@ def exit_code(err: BrokerError) -> int:
     return EXIT_FAILED
 
 
+def certificate_files(tls_dir: Path, cert: str, key: str | Path | None = None) -> tuple[Path, Path]:
+    """``--cert`` (a NAME in ``tls_dir``, or a file) and ``--key`` as the two files they name."""
+    from onceonly.pki import cert_path, key_path
+
+    if "/" in cert or cert.endswith(".pem"):
+        path = Path(cert)
+        return path, Path(key) if key else path.with_name(path.stem + "-key.pem")
+    return cert_path(tls_dir, cert), Path(key) if key else key_path(tls_dir, cert)
+
+
 def client_credentials(args: argparse.Namespace) -> dict[str, Any]:
     """``BrokerClient`` keyword arguments from the credential flags; ``ValueError`` if there are none."""
-    from onceonly.pki import ClientTls, cert_path, key_path
+    from onceonly.pki import ClientTls
 
     if args.insecure:
         if args.cert or args.token:
@@ -101,11 +111,7 @@ def client_credentials(args: argparse.Namespace) -> dict[str, Any]:
     ca = args.ca or tls_dir / "ca.pem"
     cert = key = None
     if args.cert:
-        if "/" in args.cert or args.cert.endswith(".pem"):
-            cert = Path(args.cert)
-            key = args.key or cert.with_name(cert.stem + "-key.pem")
-        else:
-            cert, key = cert_path(tls_dir, args.cert), args.key or key_path(tls_dir, args.cert)
+        cert, key = certificate_files(tls_dir, args.cert, args.key)
     elif args.key:
         raise ValueError("--key needs --cert")
     if cert is None and not args.token:

@@ -77,9 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == EXIT_UNAVAILABLE and args.command != "serve":
             found = diagnose.hint_for(args)  # a wrong credential must not look like "broker down"
             if found is not None:
-                hint, credential = found
-                print(f"  why: {hint}", file=sys.stderr)
-                if credential:
+                print(f"  why: {found.text}", file=sys.stderr)
+                if found.credential:
                     return EXIT_UNAUTHENTICATED  # the broker is up: the credential is what failed
         return code
     except KeyboardInterrupt:

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import socket
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["diagnose", "hint_for"]
+__all__ = ["Diagnosis", "diagnose", "hint_for"]
 
 _TIMEOUT_S = 3.0
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 """The HTTP/2 client preface and an empty SETTINGS frame: enough for the server to judge the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    text: str
+    credential: bool = True
+    """The server is up and the credential (or its kind of connection) is what failed; ``False``
+    when the server cannot be reached at all."""
 
 
 def diagnose(
@@ -30,26 +39,33 @@ def diagnose(
     key: Path | None = None,
     insecure: bool = False,
     token: bool = False,
-) -> str | None:
+) -> Diagnosis | None:
     """What is wrong with reaching ``target`` with these credentials, or ``None`` if nothing shows."""
     host, _, port_text = target.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
         port = int(port_text)
     except ValueError:
-        return f"{target} is not HOST:PORT"
+        return Diagnosis(f"{target} is not HOST:PORT", credential=False)
     try:
         raw = socket.create_connection((host, port), timeout=_TIMEOUT_S)
     except ConnectionRefusedError:
-        return f"nothing listens on {target}: is the broker running, and is this its address (--broker)?"
+        return Diagnosis(
+            f"nothing listens on {target}: is the broker running, and is this its address (--broker)?",
+            credential=False,
+        )
     except TimeoutError:
-        return f"{target} does not answer (the wrong address, or a firewall in between)"
+        return Diagnosis(
+            f"{target} does not answer (the wrong address, or a firewall in between)", credential=False
+        )
     except OSError as exc:
-        return f"cannot connect to {target}: {exc.strerror or exc}"
+        return Diagnosis(f"cannot connect to {target}: {exc.strerror or exc}", credential=False)
     with raw:
         if insecure:
-            return _plaintext_to(raw, host, target)
-        return _tls_to(raw, host, target, ca=ca, cert=cert, key=key, token=token)
+            text = _plaintext_to(raw, host, target)
+        else:
+            text = _tls_to(raw, host, target, ca=ca, cert=cert, key=key, token=token)
+    return Diagnosis(text) if text is not None else None
 
 
 def _plaintext_to(raw: socket.socket, host: str, target: str) -> str | None:
@@ -137,29 +153,23 @@ def _refused(target: str, cert: Path | None) -> str:
     )
 
 
-def hint_for(args: Any) -> tuple[str, bool] | None:
+def hint_for(args: Any) -> Diagnosis | None:
     """:func:`diagnose` for the flags of a command that ended "broker unavailable" (client
-    commands and ``health``), and whether the credential (not the broker) is at fault; ``None``
-    when nothing shows or the flags name no broker."""
-    from onceonly.pki import cert_path, key_path
+    commands and ``health``); ``None`` when nothing shows or the flags name no broker."""
+    from onceonly.consumers._console import certificate_files
 
     target = getattr(args, "broker", None) or getattr(args, "target", None)
     if not isinstance(target, str):
         return None
-    insecure = bool(getattr(args, "insecure", False))
     tls_dir = Path(getattr(args, "tls_dir", None) or "var/pki")
-    ca = Path(getattr(args, "ca", None) or tls_dir / "ca.pem")
-    name = getattr(args, "cert", None)
     cert = key = None
-    if name:
-        if "/" in name or name.endswith(".pem"):
-            cert = Path(name)
-            key = Path(getattr(args, "key", None) or cert.with_name(cert.stem + "-key.pem"))
-        else:
-            cert, key = cert_path(tls_dir, name), Path(getattr(args, "key", None) or key_path(tls_dir, name))
-    token = bool(getattr(args, "token", None))
-    hint = diagnose(target, ca=ca, cert=cert, key=key, insecure=insecure, token=token)
-    if hint is None:
-        return None
-    unreachable = hint.startswith(("nothing listens", "cannot connect")) or "does not answer" in hint
-    return hint, not unreachable
+    if getattr(args, "cert", None):
+        cert, key = certificate_files(tls_dir, args.cert, getattr(args, "key", None))
+    return diagnose(
+        target,
+        ca=Path(getattr(args, "ca", None) or tls_dir / "ca.pem"),
+        cert=cert,
+        key=key,
+        insecure=bool(getattr(args, "insecure", False)),
+        token=bool(getattr(args, "token", None)),
+    )
