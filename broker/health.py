@@ -3,7 +3,9 @@
 The broker's ``grpc.health.v1.Health`` says more than "the process is up". Every few seconds it
 checks what a request needs:
 
-* the database answers (the ledger must be able to record, or nothing may be answered);
+* the trace ledger can be written (nothing may be answered that cannot be traced): a write that
+  changes nothing, rolled back, so a read-only database, a replica or a lock that is never
+  released count as down, not only a database that does not answer;
 * a signing key is loaded (attestations and checkpoints are signed);
 * the operator has not put the broker in **maintenance mode**: a file ``maintenance`` in the var
   directory (``onceonly maintenance on|off``), as X-Road's health check does. In maintenance the
@@ -26,7 +28,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from grpc_health.v1 import health, health_pb2
 
+from onceonly.broker.storage import TraceRow
+
 log = logging.getLogger(__name__)
+_TRACES: sa.Table = TraceRow.__table__  # type: ignore[attr-defined]
 
 __all__ = ["MAINTENANCE_FILE", "HealthReport", "check_dependencies", "report_health_forever"]
 
@@ -42,6 +47,13 @@ class HealthReport:
     circuits_open: Mapping[str, bool]
 
 
+def ledger_writable(engine: sa.Engine) -> None:
+    """Raise unless the trace table takes a write now (the write matches no row and is rolled back)."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        conn.execute(sa.update(_TRACES).where(sa.false()).values(chain_id=_TRACES.c.chain_id))
+        transaction.rollback()
+
+
 def check_dependencies(
     engine: sa.Engine,
     var_dir: Path,
@@ -53,10 +65,10 @@ def check_dependencies(
     if (var_dir / MAINTENANCE_FILE).exists():
         problems.append(f"maintenance mode ({var_dir / MAINTENANCE_FILE} exists)")
     try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        ledger_writable(engine)
     except Exception as exc:
-        problems.append(f"the database does not answer: {type(exc).__name__}")
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__]
+        problems.append(f"the trace ledger cannot be written: {reason[0]}")
     if not keys_loaded():
         problems.append("no signing key is loaded")
     return HealthReport(tuple(problems), dict(circuits_open()))

@@ -42,6 +42,9 @@ class DelayedAdapter(ProviderAdapter):
     def certificate_types(self) -> Sequence[CertificateTypeSupport]:
         return self.inner.certificate_types()
 
+    async def health(self) -> str | None:
+        return await self.inner.health()
+
     async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
         await asyncio.sleep(self.delay_s)
         return await self.inner.attest(query)

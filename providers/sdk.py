@@ -52,13 +52,17 @@ the certificate type does not declare.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import contextvars
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2
 
 from onceonly import metrics, telemetry
 from onceonly.errors import (
@@ -90,6 +94,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name
 """The fully qualified gRPC service name, ``onceonly.v1.Provider``."""
+HEALTH_CHECK_S = 5.0
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,17 @@ class ProviderAdapter(abc.ABC):
     @abc.abstractmethod
     def certificate_types(self) -> Sequence[CertificateTypeSupport]:
         """The certificate types served, with parameters and claims exactly as in the catalog."""
+
+    async def health(self) -> str | None:
+        """Why the agency's system cannot answer now, or ``None`` when it can.
+
+        Called every few seconds (``ONCEONLY_HEALTH_CHECK_S``, default 5); while it returns a
+        reason (or raises, or takes longer than the interval) the provider's health service reports
+        ``NOT_SERVING``, so the broker's operators and load balancers see the agency's system down
+        rather than the provider process. Override it to probe what :meth:`attest` depends on (a
+        database, a legacy service); by default the adapter is always ready.
+        """
+        return None
 
     @abc.abstractmethod
     async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
@@ -386,19 +403,45 @@ def _broker_only(
     return authenticate
 
 
+async def report_adapter_health(running: RunningServer, adapter: ProviderAdapter, every_s: float) -> None:
+    """Set the server's health from :meth:`ProviderAdapter.health`, every ``every_s``, until cancelled."""
+    last: str | None = None
+    while True:
+        try:
+            problem = await asyncio.wait_for(adapter.health(), timeout=max(every_s, 1.0))
+        except TimeoutError:
+            problem = "the agency's system did not answer the health check in time"
+        except Exception as exc:  # a failing check is itself a reason not to serve
+            problem = f"the health check failed: {type(exc).__name__}"
+        status = SERVING if problem is None else NOT_SERVING
+        for name in ("", *running.service_names):
+            await running.health.set(name, status)
+        if problem != last:
+            if problem is not None:
+                log.warning("not serving", extra={"provider_id": adapter.provider_id, "problem": problem})
+            elif last is not None:
+                log.info("serving again", extra={"provider_id": adapter.provider_id})
+            last = problem
+        await asyncio.sleep(every_s)
+
+
 async def start_provider(
     adapter: ProviderAdapter,
     bind: str = "127.0.0.1:0",
     *,
     tls: TlsConfig | None = None,
     insecure: bool = False,
+    health_check_s: float = HEALTH_CHECK_S,
 ) -> RunningServer:
     """Start a provider server for ``adapter`` on ``bind`` (port 0 picks a free port).
 
     ``tls`` is the provider's server certificate and the platform CA; only the broker's client
     certificate is answered. ``insecure=True`` (and no ``tls``) serves plaintext on loopback
-    only; one of the two must be given.
+    only; one of the two must be given. Health follows :meth:`ProviderAdapter.health`, asked
+    every ``health_check_s``.
     """
+    if health_check_s <= 0:
+        raise ValueError("health_check_s must be positive")
     if tls is None and not insecure:
         raise ValueError(
             "a provider needs tls=TlsConfig(...) (run `onceonly pki init`) or, "
@@ -423,6 +466,14 @@ async def start_provider(
             )
         ],
     )
+    reporter = asyncio.create_task(report_adapter_health(running, adapter, health_check_s))
+
+    async def stop_reporting() -> None:
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+
+    running.on_stop.insert(0, stop_reporting)
     log.info(
         "provider serving",
         extra={
@@ -440,5 +491,6 @@ async def serve_provider(
     """Serve ``adapter`` on ``bind`` until SIGTERM or SIGINT, then stop gracefully."""
     telemetry.configure_tracing(f"onceonly-provider-{adapter.provider_id}")
     metrics.configure_metrics(f"onceonly-provider-{adapter.provider_id}")
-    running = await start_provider(adapter, bind, tls=tls, insecure=insecure)
+    every_s = float(os.environ.get("ONCEONLY_HEALTH_CHECK_S") or HEALTH_CHECK_S)
+    running = await start_provider(adapter, bind, tls=tls, insecure=insecure, health_check_s=every_s)
     await run_until_signal(running)

@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE_DIR = Path("onceonly") / "v1"
+SOURCE_INFO_FILE = "contract.binpb"
 INIT_TEXT = '"""Generated from protos/onceonly/v1 by scripts/gen_protos.py. Do not edit."""\n'
 
 
@@ -42,8 +43,13 @@ def generate(out_root: Path) -> list[Path]:
         f"--pyi_out={out_root}",
         f"--grpc_python_out={out_root}",
         f"--mypy_grpc_out=quiet:{out_root}",
+        # The contract with its comments, for server reflection (the code's embedded descriptors
+        # carry none): grpcurl describe, Postman and the like show them.
+        "--include_source_info",
+        f"--descriptor_set_out={out_root / PACKAGE_DIR / SOURCE_INFO_FILE}",
         *[str(p.relative_to(PROTO_ROOT)) for p in protos],
     ]
+    (out_root / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     (out_root / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)

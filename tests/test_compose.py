@@ -88,7 +88,8 @@ def command_lines(service: Mapping[str, Any]) -> list[list[str]]:
 
 
 def uses_onceonly_image(service: Mapping[str, Any]) -> bool:
-    return "build" in service
+    build = service.get("build")
+    return isinstance(build, dict) and build.get("dockerfile") == "deploy/Dockerfile"
 
 
 def brokers(services: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -143,7 +144,6 @@ def test_the_platform_is_all_there(services: dict[str, dict[str, Any]]) -> None:
     assert len(brokers(services)) >= 2, "at least two broker replicas"
     assert sorted(command_of(s)[2] for s in providers(services).values()) == sorted(PROVIDERS)
     assert services["postgres"]["image"].startswith("postgres:")
-    assert services["otel-collector"]["image"].startswith("otel/opentelemetry-collector")
     assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one")
     for name, service in services.items():
         image = service.get("image", "")
@@ -319,6 +319,44 @@ def test_telemetry_reaches_jaeger(services: dict[str, dict[str, Any]]) -> None:
     assert "otlp" in metrics_pipeline["receivers"] and metrics_pipeline["exporters"] == ["prometheus"]
     for name, service in {**brokers(services), **providers(services)}.items():
         assert env_of(service).get("OTEL_METRICS_EXPORTER") == "otlp", f"{name}: metrics are not sent"
+
+
+def test_the_collector_is_the_pinned_contrib_binary_with_a_health_check_that_can_run(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The published collector image is distroless (nothing in it could probe a port), so compose
+    builds the same pinned binary onto Alpine; the check asks the health_check extension the
+    collector's configuration enables, on the port it listens on."""
+    collector = services["otel-collector"]
+    dockerfile = (
+        ROOT
+        / "deploy"
+        / collector["build"]["context"].removeprefix("deploy")
+        / collector["build"]["dockerfile"]
+    )
+    stages = [
+        line.split()[1] for line in dockerfile.read_text("utf-8").splitlines() if line.startswith("FROM ")
+    ]
+    assert stages[0].startswith("otel/opentelemetry-collector-contrib:"), stages
+    assert stages[-1].startswith("alpine:"), "the final image must have a shell tool to probe with"
+    for image in stages:
+        assert ":" in image and not image.endswith(":latest"), f"{dockerfile.name}: pin {image}"
+    assert collector["image"].rsplit(":", 1)[1] == stages[0].rsplit(":", 1)[1], (
+        "tag the image as the collector"
+    )
+
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in collector["volumes"]}
+    config_path = next(a.split("=", 1)[1] for a in command_of(collector) if a.startswith("--config="))
+    config = yaml.safe_load((ROOT / mounts[config_path]).read_text("utf-8"))
+    assert "health_check" in config["service"]["extensions"]
+    health_port = split_bind(config["extensions"]["health_check"]["endpoint"])[1]
+    test = healthcheck_command(collector)
+    assert test[0] == "wget"
+    url = test[-1]
+    assert (
+        url.startswith("http://127.0.0.1:")
+        and split_bind(url.split("://", 1)[1].rstrip("/"))[1] == health_port
+    )
 
 
 # --- the health check the compose file relies on -------------------------------------------------

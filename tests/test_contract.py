@@ -89,3 +89,37 @@ async def test_reflection_v1_lists_and_describes_every_service(platform: Platfor
     assert "ListTraces" in pool.FindServiceByName("onceonly.v1.Oversight").methods_by_name
     v1 = pool.FindServiceByName("grpc.reflection.v1.ServerReflection").methods_by_name["ServerReflectionInfo"]
     assert v1.input_type.full_name == "grpc.reflection.v1.ServerReflectionRequest"
+
+
+async def test_reflection_carries_the_contracts_comments(platform: Platform) -> None:
+    """A client that shows documentation (grpcurl describe) finds the proto comments: the file
+    answered for ``onceonly.v1.Broker`` has its source information, the comment on ``Verify``
+    among it, exactly as written in protos/."""
+    await platform.start_reference_providers()
+    app = await platform.start_broker()
+    [reply] = await _reflect(
+        platform.channel(app.target),
+        "grpc.reflection.v1.ServerReflection",
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="onceonly.v1.Broker"),
+    )
+    files = {
+        f.name: f
+        for f in map(
+            descriptor_pb2.FileDescriptorProto.FromString,
+            reply.file_descriptor_response.file_descriptor_proto,
+        )
+    }
+    broker = files["onceonly/v1/broker.proto"]
+    [service_index] = [i for i, s in enumerate(broker.service) if s.name == "Broker"]
+    [verify_index] = [i for i, m in enumerate(broker.service[service_index].method) if m.name == "Verify"]
+    # The path of a method in a file: service (6), index, method (2), index.
+    comments = {
+        tuple(loc.path): loc.leading_comments
+        for loc in broker.source_code_info.location
+        if loc.leading_comments
+    }
+    assert comments[(6, service_index, 2, verify_index)].strip() == (
+        "Verifies facts about one subject. Idempotent by (organisation, request_id)."
+    )
+    # Every contract file the reply carries is documented, the imports it shares included.
+    assert files["onceonly/v1/common.proto"].source_code_info.location

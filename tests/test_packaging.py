@@ -97,6 +97,7 @@ def test_wheel_installs_one_top_level_package(wheel: Path) -> None:
         "onceonly/py.typed",
         "onceonly/v1/broker_pb2.pyi",
         "onceonly/v1/broker_pb2_grpc.pyi",  # typed gRPC stubs for the client's users
+        "onceonly/v1/contract.binpb",  # the contract with its comments, for server reflection
         "onceonly/broker/service.py",
         "onceonly/broker/data/agreements.toml",
         "onceonly/broker/migrations/versions/0001_initial.py",

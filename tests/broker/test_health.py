@@ -4,6 +4,7 @@ and each provider's circuit is reported under its own name."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from grpc_health.v1 import health_pb2
@@ -22,8 +23,10 @@ async def status_of(platform: Platform, app: BrokerApp, service: str = "") -> in
     return int(reply.status)
 
 
-async def until(platform: Platform, app: BrokerApp, wanted: int, service: str = "") -> None:
-    for _ in range(100):  # at most 10 s
+async def until(
+    platform: Platform, app: BrokerApp, wanted: int, service: str = "", within_s: float = 10
+) -> None:
+    for _ in range(int(within_s * 10)):
         if await status_of(platform, app, service) == wanted:
             return
         await asyncio.sleep(0.1)
@@ -58,3 +61,22 @@ async def test_an_open_circuit_shows_under_the_providers_name(platform: Platform
     await until(platform, app, NOT_SERVING, "onceonly.provider.tax")
     assert await status_of(platform, app) == SERVING, "one provider down does not take the broker out"
     assert await status_of(platform, app, "onceonly.provider.registry") == SERVING
+
+
+async def test_a_ledger_that_cannot_be_written_takes_the_broker_out(platform: Platform) -> None:
+    """The database answering is not enough: while another process holds SQLite's write lock (as a
+    stuck migration or backup would) nothing could be traced, so the broker reports NOT_SERVING,
+    and SERVING again once the lock is released."""
+    await platform.start_reference_providers()
+    app = await platform.start_broker(health_check_s=0.1)
+    await until(platform, app, SERVING)
+    blocker = sqlite3.connect(platform.db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("SELECT 1").fetchall()  # still readable: SELECT 1 would say "healthy"
+        await until(platform, app, NOT_SERVING, within_s=20)
+        assert await status_of(platform, app, "onceonly.v1.Broker") == NOT_SERVING
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await until(platform, app, SERVING, within_s=20)

@@ -244,6 +244,51 @@ async def test_health_serving_then_not_serving_when_stop_begins() -> None:
         await stopping
 
 
+class AgencyWithASource(ToyAdapter):
+    """An adapter over a system that can go down: its health says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source_down: str | None = None
+        self.raise_in_check = False
+
+    async def health(self) -> str | None:
+        if self.raise_in_check:
+            raise ConnectionError("legacy system refused the connection")
+        return self.source_down
+
+
+async def test_health_follows_the_agencys_own_system() -> None:
+    """The provider process being up is not enough: while the adapter says its source is down (or
+    its check fails) the provider reports NOT_SERVING, and SERVING again once it is back."""
+    adapter = AgencyWithASource()
+    running = await start_provider(adapter, tls=provider_tls(adapter), health_check_s=0.05)
+    try:
+        async with broker_channel(running.target) as channel:
+            health = health_stub(channel)
+
+            async def until(wanted: int) -> None:
+                for _ in range(200):  # at most 10 s
+                    replies = [
+                        await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                        for name in ("", SERVICE_NAME)
+                    ]
+                    if all(r.status == wanted for r in replies):
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"health never became {wanted}")
+
+            await until(health_pb2.HealthCheckResponse.SERVING)
+            adapter.source_down = "the registry database does not answer"
+            await until(health_pb2.HealthCheckResponse.NOT_SERVING)
+            adapter.source_down = None
+            await until(health_pb2.HealthCheckResponse.SERVING)
+            adapter.raise_in_check = True
+            await until(health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        await running.stop(grace=1)
+
+
 async def test_reflection_lists_provider_service() -> None:
     async with serving(ToyAdapter()) as (_, channel):
         stub = reflection_stub(channel)
