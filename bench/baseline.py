@@ -1,18 +1,18 @@
-"""The practical limit of the design: a bare grpc.aio relay over three echo servers.
+"""The bare limit of the design: a grpc.aio relay over the same providers as the broker.
 
-    python -m bench.baseline echo --listen 127.0.0.1:PORT [--claim compliant] [--tls-dir DIR --name tax]
-    python -m bench.baseline relay --listen 127.0.0.1:PORT --upstream A --upstream B --upstream C \
-        [--tls-dir DIR]
+    python -m bench.baseline --listen 127.0.0.1:PORT --upstream REGISTRY --upstream TAX \
+        --upstream EMPLOYMENT [--tls-dir DIR]
 
-The echo servers implement ``Provider.Attest`` by returning a fixed small ``AttestResponse``
-(a one-claim Struct, like the reference providers). The relay implements ``Broker.Verify``:
-for each request it calls ``Attest`` on the three echo servers in parallel over reused
-channels and returns a ``VerifyResponse`` with three VERIFIED outcomes, each carrying the
-echoed claims and a fixed attestation string as long as a real compact JWS. No validation,
-no policy, no signing, no ledger. Both run on uvloop, with health and reflection, served
-exactly like the real servers (:mod:`onceonly.serving`), each in its own process, and with
-``--tls-dir`` they use mutual TLS with the certificates of ``onceonly pki init`` as the real
-ones do (the relay serves and calls with the broker's certificate).
+The relay implements ``Broker.Verify``: for each request it calls ``Attest`` on the providers in
+parallel over reused channels (the i-th check on the i-th upstream: the bench's request asks
+the registry, the tax agency and the employment service in that order) and returns a
+``VerifyResponse`` with each provider's claims and a fixed attestation string as long as a real
+compact JWS. No validation, policy, evidence check, signing or ledger. The bench points it at the
+very reference providers the broker uses, so that both pay the same providers and the
+difference is the broker's own work. It runs on uvloop, with health and reflection, served
+exactly like the real servers (:mod:`onceonly.serving`), in its own process; with ``--tls-dir``
+it serves and calls with the broker's certificate of ``onceonly pki init``, over mutual TLS as
+the broker does.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-from google.protobuf import struct_pb2
 
 from onceonly.pki import ClientTls, TlsConfig
 from onceonly.serving import install_event_loop_policy, run_until_signal, start_server
@@ -35,20 +34,12 @@ from onceonly.v1 import broker_pb2, broker_pb2_grpc, provider_pb2, provider_pb2_
 # the reference broker; the relay returns a fixed string of this size so messages compare.
 ATTESTATION_CHARS = 1100
 PROVIDER_IDS = ("registry", "tax", "employment")
+_STATUS = {
+    provider_pb2.AttestResponse.RESULT_FOUND: broker_pb2.CHECK_STATUS_VERIFIED,
+    provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND: broker_pb2.CHECK_STATUS_SUBJECT_NOT_FOUND,
+}
 
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
-
-
-class Echo(provider_pb2_grpc.ProviderServicer):
-    def __init__(self, claim: str) -> None:
-        claims = struct_pb2.Struct()
-        claims[claim] = True
-        self._reply = provider_pb2.AttestResponse(
-            result=provider_pb2.AttestResponse.RESULT_FOUND, claims=claims
-        )
-
-    async def Attest(self, request: provider_pb2.AttestRequest, context: grpc.aio.ServicerContext):
-        return self._reply
 
 
 class Relay(broker_pb2_grpc.BrokerServicer):
@@ -61,12 +52,15 @@ class Relay(broker_pb2_grpc.BrokerServicer):
         self._stubs = [provider_pb2_grpc.ProviderStub(c) for c in self._channels]
         self._attestation = "x" * ATTESTATION_CHARS
 
-    async def _attest(self, i: int, request: broker_pb2.VerifyRequest, check: broker_pb2.Check):
+    async def _attest(
+        self, i: int, trace_id: str, request: broker_pb2.VerifyRequest, check: broker_pb2.Check
+    ) -> tuple[provider_pb2.AttestResponse, int]:
         stub = self._stubs[i % len(self._stubs)]
         started = time.perf_counter()
         reply = await stub.Attest(
             provider_pb2.AttestRequest(
                 request_id=request.request_id,
+                trace_id=trace_id,
                 certificate_type_id=check.certificate_type_id,
                 subject=request.subject,
                 parameters=check.parameters,
@@ -78,14 +72,19 @@ class Relay(broker_pb2_grpc.BrokerServicer):
         )
         return reply, int((time.perf_counter() - started) * 1000)
 
-    async def Verify(self, request: broker_pb2.VerifyRequest, context: grpc.aio.ServicerContext):
-        replies = await asyncio.gather(*(self._attest(i, request, c) for i, c in enumerate(request.checks)))
-        response = broker_pb2.VerifyResponse(request_id=request.request_id, trace_id=uuid.uuid4().hex)
+    async def Verify(
+        self, request: broker_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.VerifyResponse:
+        trace_id = uuid.uuid4().hex
+        replies = await asyncio.gather(
+            *(self._attest(i, trace_id, request, c) for i, c in enumerate(request.checks))
+        )
+        response = broker_pb2.VerifyResponse(request_id=request.request_id, trace_id=trace_id)
         for i, (check, (reply, latency_ms)) in enumerate(zip(request.checks, replies, strict=True)):
             response.outcomes.add(
                 certificate_type_id=check.certificate_type_id,
                 provider_id=PROVIDER_IDS[i % len(PROVIDER_IDS)],
-                status=broker_pb2.CHECK_STATUS_VERIFIED,
+                status=_STATUS.get(reply.result, broker_pb2.CHECK_STATUS_ERROR),
                 claims=reply.claims,
                 attestation=self._attestation,
                 latency_ms=latency_ms,
@@ -96,17 +95,6 @@ class Relay(broker_pb2_grpc.BrokerServicer):
     async def close(self) -> None:
         for c in self._channels:
             await c.close()
-
-
-async def serve_echo(listen: str, claim: str, tls_dir: Path | None, name: str) -> None:
-    echo = Echo(claim)  # type: ignore[abstract]  # serves only Attest
-    running = await start_server(
-        listen,
-        [lambda s: provider_pb2_grpc.add_ProviderServicer_to_server(echo, s)],
-        [provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name],
-        tls=TlsConfig.from_dir(tls_dir, name) if tls_dir else None,
-    )
-    await run_until_signal(running, grace=1.0)
 
 
 async def serve_relay(listen: str, upstreams: list[str], tls_dir: Path | None) -> None:
@@ -123,22 +111,12 @@ async def serve_relay(listen: str, upstreams: list[str], tls_dir: Path | None) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="role", required=True)
-    echo = sub.add_parser("echo")
-    echo.add_argument("--listen", required=True)
-    echo.add_argument("--claim", default="compliant")
-    echo.add_argument("--tls-dir", type=Path)
-    echo.add_argument("--name", default="tax", help="certificate name in --tls-dir")
-    relay = sub.add_parser("relay")
-    relay.add_argument("--listen", required=True)
-    relay.add_argument("--upstream", action="append", required=True)
-    relay.add_argument("--tls-dir", type=Path)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--upstream", action="append", required=True, help="a provider, in check order")
+    parser.add_argument("--tls-dir", type=Path)
     args = parser.parse_args(argv)
     install_event_loop_policy()
-    if args.role == "echo":
-        asyncio.run(serve_echo(args.listen, args.claim, args.tls_dir, args.name))
-    else:
-        asyncio.run(serve_relay(args.listen, args.upstream, args.tls_dir))
+    asyncio.run(serve_relay(args.listen, args.upstream, args.tls_dir))
     return 0
 
 

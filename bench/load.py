@@ -18,7 +18,8 @@ checked (three VERIFIED outcomes for ``verify``, FOUND for ``attest``), so the g
 as little CPU as possible: on a 2-core machine it competes with the servers it measures.
 Latency is measured from the moment a call is handed to gRPC to the moment its reply is
 back; the delay between an arrival's scheduled time and its send is reported separately
-(``send_lag_*``) so that a generator falling behind is visible rather than hidden.
+(``send_lag_*``) so that a generator falling behind is visible rather than hidden. A failed call
+is never dropped from the latency figures: it counts as its timeout (``--timeout``).
 """
 
 from __future__ import annotations
@@ -127,13 +128,15 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             reply = await method(body, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             errors[exc.code().name] += 1
-            return
-        t1 = clock()
-        counts["ok"] += 1
-        if seq % validate_every == 0:
-            counts["validated"] += 1
-            if not _valid(kind, reply):
-                counts["invalid"] += 1
+            # A failed call is never dropped from the latency figures: it counts as its timeout.
+            t1 = t0 + timeout
+        else:
+            t1 = clock()
+            counts["ok"] += 1
+            if seq % validate_every == 0:
+                counts["validated"] += 1
+                if not _valid(kind, reply):
+                    counts["invalid"] += 1
         if args.mode == "concurrency":
             if warm_end <= t1 < end:
                 counts["measured"] += 1

@@ -1,23 +1,29 @@
-"""``make bench``: baseline relay, real broker and direct provider, measured in one run.
+"""``make bench``: the broker against a bare relay over the same providers, in one run.
 
-    python -m bench [--duration 10] [--warmup 2] [--rate 500] [--concurrency 64] [--profile]
+    python -m bench [--rounds 5] [--duration 5] [--objective-ms 10] [--database-url URL] ...
 
-Phases, each against servers started for it on loopback, each server its own process:
+Every server runs in its own process on loopback, started once for the whole run: the three
+reference providers; :mod:`bench.baseline`, a bare grpc.aio relay fanning each ``Verify`` out to
+*those* providers (no validation, policy, evidence check, signing or ledger); the broker on a fresh
+SQLite ledger; and, given ``--database-url``, a second broker on a throwaway schema of that
+PostgreSQL server. Both brokers and the relay call the same providers, so the difference between
+them is the broker's own work.
 
-1. **baseline** — :mod:`bench.baseline`: a bare grpc.aio relay fanning each Verify out to three
-   echo servers (no policy, signing or ledger): the practical limit of the design.
-   Fixed concurrency (throughput), then a fixed rate (latency).
-2. **broker** — ``onceonly serve broker`` with the three reference providers, a fresh var dir
-   (SQLite ledger, keys) under ``var/bench/run-<timestamp>``; the same request shape (three
-   checks) and the same load generator. Fixed concurrency, then the fixed rate.
-3. **direct** — the fixed rate straight to one reference provider's ``Attest``
-   (``tax.compliance/v1``): the latency floor of one gRPC hop.
-4. **bulk** — ``Broker.VerifyBulk``: 10,000 subjects under one purpose, three checks each,
-   when the broker implements it (otherwise ``null`` with a note).
+1. **Interleaved rounds** (throughput): each round runs the fixed-concurrency load against every
+   front server in turn (the order rotating round to round), so noise on the machine hits all of
+   them alike. Reported per round and as min / median / max: requests/s, each front process's CPU
+   per request, the broker ÷ relay ratios of both, and the ledger's mean commit batch.
+2. **Capacity at a latency objective**: an open-loop rate sweep per front server, finding the
+   highest arrival rate whose p99 (from each call's scheduled time) stays within
+   ``--objective-ms`` with no failed call. Failed calls count as their timeout, never dropped.
+3. **direct**: a fixed rate straight to one provider's ``Attest``: the latency floor of one hop.
+4. **bulk**: ``Broker.VerifyBulk`` with 10,000 subjects, three checks each, on each broker.
+5. **profile**: py-spy on the SQLite broker (and the relay) under the concurrency load, folded
+   into components (:mod:`bench.profile`), in CPU microseconds per request.
 
-Prints a table and writes ``var/bench/latest.json``. Exit status 0 whenever the harness ran,
-whether or not the targets were met (pass/miss is reported per target); non-zero only when
-the harness itself failed (a server did not start, a load process crashed).
+Prints the tables and writes ``var/bench/latest.json``. Exit status 0 whenever the harness ran,
+whether or not the targets were met (pass/miss is reported per target); non-zero only when the
+harness itself failed (a server did not start or died, a load process crashed).
 """
 
 from __future__ import annotations
@@ -26,31 +32,36 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, profile
 from bench.load import open_channel, run_load
 from onceonly.processes import Process, free_port, stop_all, wait_serving
 
 REPO = Path(__file__).resolve().parent.parent
 PROVIDERS = ("registry", "tax", "employment")
+RELAY, BROKER, BROKER_PG = "relay", "broker", "broker-pg"
 
 TARGETS = {
     # name: (description, comparison, threshold)
-    "throughput_ratio": ("broker_rps / baseline_rps", ">=", 0.85),
-    "broker_p99_ms": ("broker p99 at the fixed rate", "<=", 5.0),
-    "broker_p50_over_direct_ms": ("broker p50 - direct p50 at the fixed rate", "<=", 1.5),
+    "throughput_ratio": ("broker ÷ relay requests/s, median of the rounds", ">=", 0.85),
+    "cpu_ratio": ("broker ÷ relay front CPU per request, median of the rounds", "<=", 1.3),
+    "capacity_ratio": ("broker ÷ relay capacity at the latency objective", ">=", 0.8),
+    "bulk_subjects_per_s": ("VerifyBulk subjects/s, three checks each (SQLite)", ">=", 1500.0),
 }
-
 
 NOISE_SHARE = 0.10
 """A phase is flagged noisy when CPU not billed to the bench's processes exceeds this share."""
@@ -66,18 +77,12 @@ def _env_int(name: str, default: int) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=_env_int("BENCH_ROUNDS", 5), help="interleaved rounds")
     p.add_argument(
-        "--duration", type=float, default=_env_float("BENCH_DURATION", 10), help="seconds per phase"
+        "--duration", type=float, default=_env_float("BENCH_DURATION", 5), help="measured seconds per phase"
     )
     p.add_argument(
-        "--warmup", type=float, default=_env_float("BENCH_WARMUP", 2), help="seconds before measuring"
-    )
-    p.add_argument("--rate", type=float, default=_env_float("BENCH_RATE", 500), help="fixed arrival rate, /s")
-    p.add_argument(
-        "--arrivals",
-        choices=("constant", "poisson"),
-        default=os.environ.get("BENCH_ARRIVALS", "constant"),
-        help="spacing of arrivals in rate mode",
+        "--warmup", type=float, default=_env_float("BENCH_WARMUP", 1), help="seconds before measuring"
     )
     p.add_argument(
         "--concurrency", type=int, default=_env_int("BENCH_CONCURRENCY", 64), help="outstanding calls"
@@ -86,32 +91,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--channels", type=int, default=_env_int("BENCH_CHANNELS", 4), help="channels (connections) in all"
     )
     p.add_argument(
-        "--load-procs",
-        type=int,
-        default=_env_int("BENCH_LOAD_PROCS", 2),
-        help="load processes, concurrency mode",
+        "--load-procs", type=int, default=_env_int("BENCH_LOAD_PROCS", 2), help="load processes, rounds"
     )
     p.add_argument(
-        "--rate-procs", type=int, default=_env_int("BENCH_RATE_PROCS", 1), help="load processes, rate mode"
+        "--objective-ms",
+        type=float,
+        default=_env_float("BENCH_OBJECTIVE_MS", 10),
+        help="the latency objective of the capacity sweep (p99, ms)",
     )
+    p.add_argument(
+        "--sweep-duration", type=float, default=_env_float("BENCH_SWEEP_DURATION", 3), help="seconds per rate"
+    )
+    p.add_argument(
+        "--sweep-start", type=float, default=_env_float("BENCH_SWEEP_START", 100), help="first rate"
+    )
+    p.add_argument(
+        "--sweep-steps",
+        type=int,
+        default=_env_int("BENCH_SWEEP_STEPS", 4),
+        help="bisection steps after bracketing",
+    )
+    p.add_argument("--direct-rate", type=float, default=_env_float("BENCH_DIRECT_RATE", 500))
     p.add_argument(
         "--security",
         choices=("mtls", "insecure"),
         default=os.environ.get("BENCH_SECURITY", "mtls"),
         help="mtls (the shipped mode, every hop mutual TLS) or insecure (plaintext, loopback)",
     )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or None,
+        help="a PostgreSQL server: a second broker runs on a throwaway schema of it (make bench starts one)",
+    )
     p.add_argument("--bulk-subjects", type=int, default=_env_int("BENCH_BULK_SUBJECTS", 10_000))
     p.add_argument(
         "--bulk-window", type=int, default=_env_int("BENCH_BULK_WINDOW", 0), help="0: the broker's default"
     )
     p.add_argument(
-        "--profile",
-        action="store_true",
-        default=os.environ.get("BENCH_PROFILE", "") not in ("", "0"),
-        help="after the measured phases, profile the broker with py-spy under the concurrency load",
+        "--profile-s",
+        type=float,
+        default=_env_float("BENCH_PROFILE_S", 10),
+        help="seconds of py-spy on the broker and the relay under load (0: no profile)",
     )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("BENCH_OUT", REPO / "var" / "bench")))
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    if opts.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return opts
 
 
 # --------------------------------------------------------------------------- processes
@@ -137,23 +163,48 @@ def machine_busy_s() -> float:
 @dataclass
 class Servers:
     processes: list[Process]
-    """The front server (relay or broker) first."""
+    metrics_ports: dict[str, int]
+    """Each broker's Prometheus scrape port (its ledger's batch sizes)."""
 
     def cpu(self) -> dict[str, float]:
         return {p.name: common.cpu_seconds(p.popen.pid) for p in self.processes}
+
+    def get(self, name: str) -> Process:
+        [found] = [p for p in self.processes if p.name == name]
+        return found
 
     def check_alive(self) -> None:
         for p in self.processes:
             if p.popen.poll() is not None:
                 raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{p.tail()}")
 
+    def ledger_batches(self, name: str) -> tuple[float, float] | None:
+        """(records, commits) the broker ``name``'s ledger has committed so far, from its metrics."""
+        port = self.metrics_ports.get(name)
+        if port is None:
+            return None
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        totals = {"sum": 0.0, "count": 0.0}
+        for family in text_string_to_metric_families(text):
+            if family.name.startswith("onceonly_ledger_batch_size"):
+                for sample in family.samples:
+                    for suffix in totals:
+                        if sample.name.endswith(f"_{suffix}"):
+                            totals[suffix] += sample.value
+        return totals["sum"], totals["count"]
+
 
 def measure(servers: Servers, front: str, **load: Any) -> dict[str, Any]:
     """Run one load phase and account for the CPU every process (and the machine) used."""
     servers.check_alive()
+    batches_before = servers.ledger_batches(front)
     before, busy_before = servers.cpu(), machine_busy_s()
     result = run_load(**load)
     after, busy_after = servers.cpu(), machine_busy_s()
+    batches_after = servers.ledger_batches(front)
     servers.check_alive()
     cpu = {name: round(after[name] - before[name], 3) for name in before}
     ok = result["ok"]
@@ -167,15 +218,16 @@ def measure(servers: Servers, front: str, **load: Any) -> dict[str, Any]:
     result["other_cpu_s"] = round(busy - sum(cpu.values()) - result["loadgen_cpu_s"], 3)
     capacity = (os.cpu_count() or 1) * (load["warmup"] + load["duration"])
     result["noisy"] = result["other_cpu_s"] > NOISE_SHARE * capacity
+    if batches_before is not None and batches_after is not None:
+        records = batches_after[0] - batches_before[0]
+        commits = batches_after[1] - batches_before[1]
+        result["ledger_mean_batch"] = round(records / commits, 2) if commits else None
     return result
-
-
-# --------------------------------------------------------------------------- phases
 
 
 @dataclass
 class Security:
-    """How every hop is secured: the same for the baseline, the broker and the direct calls."""
+    """How every hop is secured: the same for the relay, the brokers and the direct calls."""
 
     pki_dir: Path | None
     """Certificates from ``onceonly pki init`` (mutual TLS), or ``None`` for plaintext."""
@@ -211,63 +263,76 @@ class Security:
         return {"metadata": (f"{INSECURE_ROLE_HEADER}=broker",)}
 
 
-async def start_baseline(log_dir: Path, env: dict[str, str], security: Security) -> Servers:
-    processes: list[Process] = []
-    echo_targets = [f"127.0.0.1:{free_port()}" for _ in PROVIDERS]
-    claims = ("registered", "compliant", "registered_unemployed")
-    for name, target, claim in zip(PROVIDERS, echo_targets, claims, strict=True):
-        argv = ["-m", "bench.baseline", "echo", "--listen", target, "--claim", claim]
-        argv += security.server_args(name) if security.pki_dir else []
-        processes.append(spawn(f"echo-{name}", argv, log_dir, target, env))
-    relay_target = f"127.0.0.1:{free_port()}"
-    argv = ["-m", "bench.baseline", "relay", "--listen", relay_target]
-    argv += security.server_args() if security.pki_dir else []
-    for t in echo_targets:
-        argv += ["--upstream", t]
-    processes.insert(0, spawn("relay", argv, log_dir, relay_target, env))
-    servers = Servers(processes)
-    try:
-        for p in processes:
-            await wait_serving(p, tls=security.as_broker())
-    except BaseException:
-        stop_all(processes)
-        raise
-    return servers
-
-
-async def start_broker(
-    run_dir: Path, log_dir: Path, env: dict[str, str], security: Security
+async def start_servers(
+    run_dir: Path, log_dir: Path, env: dict[str, str], security: Security, postgres_url: str | None
 ) -> tuple[Servers, dict[str, str]]:
+    """The three reference providers, the relay over them, the broker (and the PostgreSQL broker)."""
     processes: list[Process] = []
+    metrics_ports: dict[str, int] = {}
     targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
     try:
         for name, target in targets.items():
             argv = ["-m", "onceonly", "serve", "provider", name, "--listen", target]
             processes.append(spawn(name, argv + security.server_args(), log_dir, target, env))
+        relay_target = f"127.0.0.1:{free_port()}"
+        argv = ["-m", "bench.baseline", "--listen", relay_target]
+        argv += ["--tls-dir", str(security.pki_dir)] if security.pki_dir else []
+        for name in PROVIDERS:
+            argv += ["--upstream", targets[name]]
+        processes.append(spawn(RELAY, argv, log_dir, relay_target, env))
+        seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
+        brokers = {BROKER: None} | ({BROKER_PG: postgres_url} if postgres_url else {})
+        for name, database_url in brokers.items():
+            target = f"127.0.0.1:{free_port()}"
+            argv = ["-m", "onceonly", "serve", "broker", "--listen", target]
+            argv += ["--var-dir", str(run_dir / name), "--seed-agreements", str(seed)]
+            for provider, provider_target in targets.items():
+                argv += ["--provider", f"{provider}={provider_target}"]
+            metrics_ports[name] = free_port()
+            broker_env = {
+                **env,
+                # As deployed (compose sends metrics); the bench reads the ledger's batch sizes here.
+                "OTEL_METRICS_EXPORTER": "prometheus",
+                "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_ports[name]),
+            }
+            if database_url:
+                broker_env["ONCEONLY_DATABASE_URL"] = database_url
+            processes.append(spawn(name, argv + security.server_args(), log_dir, target, broker_env))
         for p in processes:
             await wait_serving(p, tls=security.as_broker())
-        broker_target = f"127.0.0.1:{free_port()}"
-        seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
-        argv = [
-            "-m",
-            "onceonly",
-            "serve",
-            "broker",
-            "--listen",
-            broker_target,
-            "--var-dir",
-            str(run_dir),
-            "--seed-agreements",
-            str(seed),
-        ]
-        for name, target in targets.items():
-            argv += ["--provider", f"{name}={target}"]
-        processes.insert(0, spawn("broker", argv + security.server_args(), log_dir, broker_target, env))
-        await wait_serving(processes[0], tls=security.as_broker())
     except BaseException:
         stop_all(processes)
         raise
-    return Servers(processes), targets
+    return Servers(processes, metrics_ports), targets
+
+
+@contextlib.contextmanager
+def postgres_schema(database_url: str | None) -> Iterator[str | None]:
+    """A throwaway schema's URL on ``database_url`` (``None`` when no server was given)."""
+    if not database_url:
+        yield None
+        return
+    with common.throwaway_schema(database_url) as engine:
+        yield engine.url.render_as_string(hide_password=False)
+
+
+def postgres_durability(database_url: str | None) -> dict[str, str] | None:
+    """The server's durability settings: a PostgreSQL figure means little without them."""
+    if not database_url:
+        return None
+    import sqlalchemy as sa
+
+    from onceonly.broker.storage import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                name: str(conn.execute(sa.text(f"SHOW {name}")).scalar_one())
+                for name in ("fsync", "synchronous_commit", "full_page_writes", "server_version")
+            }
+    finally:
+        engine.dispose()
 
 
 def has_verify_bulk() -> bool:
@@ -332,81 +397,6 @@ async def measure_bulk(
     }
 
 
-def profile_broker(servers: Servers, run_dir: Path, load: dict[str, Any]) -> dict[str, Any]:
-    """Sample the broker with py-spy while the concurrency load runs; summarise where time goes."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(py_spy).exists():
-        return {"note": "py-spy is not installed (pip install py-spy)"}
-    raw = run_dir / "broker-profile.txt"
-    broker_pid = servers.processes[0].popen.pid
-    seconds = int(load["warmup"] + load["duration"])
-    spy = subprocess.Popen(
-        [
-            py_spy,
-            "record",
-            "--pid",
-            str(broker_pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(raw),
-            "--gil",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    time.sleep(1.0)
-    result = run_load(**load)
-    out, _ = spy.communicate(timeout=seconds + 60)
-    if spy.returncode != 0 or not raw.exists():
-        return {"note": f"py-spy failed ({spy.returncode}): {out.decode(errors='replace')[-500:]}"}
-    return {
-        "raw_stacks": str(raw.relative_to(REPO) if raw.is_relative_to(REPO) else raw),
-        "rps_while_profiled": result["rps"],
-        **summarise_profile(raw),
-    }
-
-
-def summarise_profile(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    self_counts: dict[str, int] = {}
-    incl_counts: dict[str, int] = {}
-    module_self: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        # frames look like "function (path/to/file.py:123)"; fold line numbers away.
-        names = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") and ":" in f else f for f in frames]
-        leaf = names[-1]
-        self_counts[leaf] = self_counts.get(leaf, 0) + count
-        module = leaf.rsplit("(", 1)[-1].rstrip(")")
-        module_self[module] = module_self.get(module, 0) + count
-        for n in set(names):
-            incl_counts[n] = incl_counts.get(n, 0) + count
-
-    def share(d: dict[str, int]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
-
-    return {
-        "samples": total,
-        "top_self_pct": share(self_counts),
-        "top_inclusive_pct": share(incl_counts),
-        "top_files_self_pct": share(module_self),
-    }
-
-
-# --------------------------------------------------------------------------- report
-
-
 def _fmt(x: Any, digits: int = 2) -> str:
     if x is None:
         return "-"
@@ -440,78 +430,175 @@ def evaluate(values: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# --------------------------------------------------------------------------- rounds and sweep
+
+
+def summary(values: list[float | None]) -> dict[str, float | None]:
+    """min / median / max of the values that exist."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"min": None, "median": None, "max": None}
+    return {
+        "min": round(min(present), 3),
+        "median": round(statistics.median(present), 3),
+        "max": round(max(present), 3),
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def capacity(
+    measure_at: Any, start: float, steps: int, objective_ms: float, ceiling: float = 6400
+) -> dict[str, Any]:
+    """The highest open-loop rate whose p99 (from schedule) is within the objective, no call failing.
+
+    Doubles from ``start`` until a rate misses, then bisects ``steps`` times between the last
+    rate that met the objective and the first that missed."""
+    probes: list[dict[str, Any]] = []
+
+    def meets(rate: float) -> bool:
+        phase = measure_at(rate)
+        p99 = phase["latency_from_schedule_ms"]["p99"]
+        ok = phase["error_count"] == 0 and phase["invalid"] == 0 and p99 is not None and p99 <= objective_ms
+        probes.append(
+            {
+                "rate": round(rate, 1),
+                "p50_ms": phase["latency_from_schedule_ms"]["p50"],
+                "p99_ms": p99,
+                "errors": phase["error_count"] + phase["invalid"],
+                "front_cpu_us_per_request": phase["front_cpu_us_per_request"],
+                "meets": ok,
+            }
+        )
+        return ok
+
+    good, bad = 0.0, None
+    rate = start
+    while rate <= ceiling:
+        if meets(rate):
+            good, rate = rate, rate * 2
+        else:
+            bad = rate
+            break
+    if bad is not None:
+        for _ in range(steps):
+            mid = round((good + bad) / 2, 1)
+            if meets(mid):
+                good = mid
+            else:
+                bad = mid
+    best = next((p for p in probes if p["meets"] and p["rate"] == round(good, 1)), None)
+    return {
+        "capacity_rps": round(good, 1),
+        "p99_ms_at_capacity": best["p99_ms"] if best else None,
+        "first_miss_rps": bad,
+        "probes": probes,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
 def report(result: dict[str, Any]) -> str:
+    fronts = result["fronts"]
+    brokers = [f for f in fronts if f != RELAY]
+    parts = [f"command: {result['command']}", "", "interleaved rounds (fixed concurrency):"]
+    headers = ["round", "order"] + [f"{f} req/s" for f in fronts]
+    headers += [f"{b}÷relay" for b in brokers] + [f"{f} CPU us/req" for f in fronts]
+    headers += [f"{b} CPU ÷relay" for b in brokers] + [f"{b} batch" for b in brokers]
     rows = []
-    for label, phase in result["phases"].items():
-        lat = phase["latency_ms"]
-        s = phase["settings"]
-        load = (
-            f"{s['concurrency']} in flight"
-            if s["mode"] == "concurrency"
-            else f"{s['rate']:g}/s {s['arrivals']}"
+    for i, rnd in enumerate(result["rounds"], 1):
+        ph = rnd["phases"]
+        noisy = any(p["noisy"] for p in ph.values())
+        row: list[Any] = [f"{i}{' *' if noisy else ''}", ">".join(rnd["order"])]
+        row += [ph[f]["rps"] for f in fronts]
+        row += [rnd["throughput_ratio"][b] for b in brokers]
+        row += [ph[f]["front_cpu_us_per_request"] for f in fronts]
+        row += [rnd["cpu_ratio"][b] for b in brokers]
+        row += [ph[b].get("ledger_mean_batch") for b in brokers]
+        rows.append(row)
+    parts.append(table(headers, rows))
+    s = result["summary"]
+    lines = [""]
+    for b in brokers:
+        t, c = s["throughput_ratio"][b], s["cpu_ratio"][b]
+        lines.append(
+            f"{b} ÷ relay throughput min/median/max {_fmt(t['min'], 3)} / {_fmt(t['median'], 3)} / "
+            f"{_fmt(t['max'], 3)};  CPU per request {_fmt(c['min'], 3)} / {_fmt(c['median'], 3)} / "
+            f"{_fmt(c['max'], 3)}"
         )
-        rows.append(
-            [
-                label + (" *" if phase["noisy"] else ""),
-                load,
-                phase["rps"],
-                lat["p50"],
-                lat["p90"],
-                lat["p99"],
-                lat["max"],
-                phase["error_count"] + phase["invalid"],
-                phase["front_cpu_us_per_request"],
-                phase["loadgen_cpu_s"],
-                phase["other_cpu_s"],
-            ]
-        )
-    parts = [
-        table(
-            [
-                "phase",
-                "load",
-                "req/s",
-                "p50 ms",
-                "p90 ms",
-                "p99 ms",
-                "max ms",
-                "errors",
-                "front CPU us/req",
-                "loadgen CPU s",
-                "other CPU s",
-            ],
-            rows,
-        )
-    ]
-    r = result
-    bulk = r["bulk_subjects_per_s"]
+    parts.append("\n".join(lines))
     parts.append(
-        "\n".join(
+        f"\ncapacity at p99 <= {result['settings']['objective_ms']:g} ms, no failed call (open loop):"
+    )
+    cap_rows = []
+    for f in fronts:
+        c = result["capacity"][f]
+        probes = " ".join(
+            f"{p['rate']:g}:{_fmt(p['p99_ms'], 1)}{'' if p['meets'] else '!'}" for p in c["probes"]
+        )
+        cap_rows.append(
             [
-                "",
-                f"baseline_rps {_fmt(r['baseline_rps'], 1)}   broker_rps {_fmt(r['broker_rps'], 1)}   "
-                f"throughput_ratio {_fmt(r['throughput_ratio'], 3)}",
-                f"at {r['settings']['rate']:g}/s: broker p50 {_fmt(r['broker_p50_ms'], 3)} ms, "
-                f"p99 {_fmt(r['broker_p99_ms'], 3)} ms; direct p50 {_fmt(r['direct_p50_ms'], 3)} ms, "
-                f"p99 {_fmt(r['direct_p99_ms'], 3)} ms",
-                f"broker_cpu_us_per_request {_fmt(r['broker_cpu_us_per_request'], 1)}   "
-                f"bulk_subjects_per_s {_fmt(bulk, 1)}"
-                + (f" ({r['bulk']['note']})" if r["bulk"].get("note") else ""),
-                "",
+                f,
+                c["capacity_rps"],
+                c["p99_ms_at_capacity"],
+                ratio(c["capacity_rps"], result["capacity"][RELAY]["capacity_rps"]),
+                probes,
             ]
         )
+    parts.append(table(["front", "req/s", "p99 ms", "÷relay", "probes (rate:p99 ms, ! = missed)"], cap_rows))
+    d = result["direct"]["latency_ms"]
+    parts.append(
+        f"\ndirect (one hop to a provider) at {result['direct']['settings']['rate']:g}/s: "
+        f"p50 {_fmt(d['p50'], 3)} ms, p99 {_fmt(d['p99'], 3)} ms"
     )
+    for b in brokers:
+        bulk = result["bulk"][b]
+        parts.append(
+            f"bulk on {b}: {_fmt(bulk.get('subjects_per_s'), 1)} subjects/s"
+            + (
+                f", broker CPU {_fmt(bulk.get('broker_cpu_us_per_subject'), 1)} us/subject"
+                if bulk.get("broker_cpu_us_per_subject")
+                else ""
+            )
+            + (f" ({bulk['note']})" if bulk.get("note") else "")
+        )
+    prof = result["profile"]
+    if prof.get("components_us_per_request"):
+        parts.append("\nwhere the CPU goes (py-spy, us per request = share x median CPU per request):")
+        comp = prof["components_us_per_request"]
+        names = list(
+            dict.fromkeys([n for n, _ in comp.get(BROKER, [])] + [n for n, _ in comp.get(RELAY, [])])
+        )
+        values = {f: dict(comp.get(f, [])) for f in (BROKER, RELAY)}
+        parts.append(
+            table(
+                ["component", "broker us/req", "relay us/req"],
+                [[n, values[BROKER].get(n), values[RELAY].get(n)] for n in names],
+            )
+        )
+    elif prof.get("note"):
+        parts.append(f"\nprofile: {prof['note']}")
+    parts.append("")
     parts.append(
         table(
             ["target", "value", "target", "result"],
-            [[n, t["value"], t["target"], t["result"]] for n, t in r["targets"].items()],
+            [[n, t["value"], t["target"], t["result"]] for n, t in result["targets"].items()],
         )
     )
-    m = r["machine"]
-    v = r["versions"]
+    m, v = result["machine"], result["versions"]
+    pg = result.get("postgresql")
     parts.append(
         f"\n{m['cores']} cores ({m['cpu_model']}), Python {v['python']}, grpcio {v['grpcio']}, "
         f"protobuf {v['protobuf']}, uvloop {v['uvloop']}"
+        + (
+            f"; PostgreSQL {pg['server_version']} (fsync {pg['fsync']}, synchronous_commit "
+            f"{pg['synchronous_commit']})"
+            if pg
+            else ""
+        )
     )
     return "\n".join(parts)
 
@@ -519,7 +606,7 @@ def report(result: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, Any]:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -529,7 +616,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = run_dir / "logs"
     log_dir.mkdir(parents=True)
     env = {**os.environ, "ONCEONLY_LOG_FORMAT": "json"}
-    env.pop("ONCEONLY_DATABASE_URL", None)  # the broker's ledger lives in the run's own SQLite file
+    env.pop("ONCEONLY_DATABASE_URL", None)  # the SQLite broker's ledger lives in the run's own file
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
     if args.security == "mtls":
@@ -540,79 +627,121 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         security = Security(None)
     consumer, as_broker = security.load("consumer"), security.load("broker")
-    common_load = {"duration": args.duration, "warmup": args.warmup, "channels": args.channels}
-    conc = {**common_load, "mode": "concurrency", "concurrency": args.concurrency, "procs": args.load_procs}
-    rate = {
-        **common_load,
-        "mode": "rate",
-        "rate": args.rate,
-        "arrivals": args.arrivals,
-        "procs": args.rate_procs,
-    }
-    phases: dict[str, dict[str, Any]] = {}
+    base = {"warmup": args.warmup, "channels": args.channels}
+    conc = {**base, "duration": args.duration, "mode": "concurrency", "concurrency": args.concurrency}
+    conc["procs"] = args.load_procs
     started = time.monotonic()
 
     def progress(msg: str) -> None:
-        print(f"[{time.monotonic() - started:5.1f}s] {msg}", flush=True)
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
-    progress("baseline: starting three echo servers and the relay")
-    servers = await start_baseline(log_dir, env, security)
+    progress("starting the three reference providers, the relay over them and the broker(s)")
+    servers, provider_targets = await start_servers(run_dir, log_dir, env, security, postgres_url)
+    fronts = [RELAY, BROKER] + ([BROKER_PG] if postgres_url else [])
+    target_of = {f: servers.get(f).target for f in fronts}
+    rounds: list[dict[str, Any]] = []
+    sweeps: dict[str, Any] = {}
+    bulk: dict[str, Any] = {}
+    prof: dict[str, Any] = {}
     try:
-        relay = servers.processes[0].target
-        progress("baseline: fixed concurrency")
-        phases["baseline"] = measure(
-            servers, "relay", target=relay, kind="verify", tag=f"b{stamp}c", **conc, **consumer
-        )
-        progress("baseline: fixed rate")
-        phases["baseline@rate"] = measure(
-            servers, "relay", target=relay, kind="verify", tag=f"b{stamp}r", **rate, **consumer
-        )
-    finally:
-        problems = stop_all(servers.processes)
-    if problems:
-        raise RuntimeError("; ".join(problems))
+        for r in range(args.rounds):
+            order = fronts[r % len(fronts) :] + fronts[: r % len(fronts)]
+            phases = {}
+            for f in order:
+                progress(f"round {r + 1}/{args.rounds}: {f}, {args.concurrency} in flight")
+                phases[f] = measure(
+                    servers, f, target=target_of[f], kind="verify", tag=f"{stamp}-{r}-{f}", **conc, **consumer
+                )
+            rounds.append(
+                {
+                    "order": order,
+                    "phases": phases,
+                    "throughput_ratio": {
+                        b: ratio(phases[b]["rps"], phases[RELAY]["rps"]) for b in fronts[1:]
+                    },
+                    "cpu_ratio": {
+                        b: ratio(
+                            phases[b]["front_cpu_us_per_request"], phases[RELAY]["front_cpu_us_per_request"]
+                        )
+                        for b in fronts[1:]
+                    },
+                }
+            )
+        for f in fronts:
 
-    progress("broker: starting three reference providers and the broker")
-    servers, provider_targets = await start_broker(run_dir, log_dir, env, security)
-    profile: dict[str, Any] | None = None
-    try:
-        broker = servers.processes[0].target
-        progress("broker: fixed concurrency")
-        phases["broker"] = measure(
-            servers, "broker", target=broker, kind="verify", tag=f"k{stamp}c", **conc, **consumer
-        )
-        progress("broker: fixed rate")
-        phases["broker@rate"] = measure(
-            servers, "broker", target=broker, kind="verify", tag=f"k{stamp}r", **rate, **consumer
-        )
-        progress("direct: fixed rate to the tax provider")
-        phases["direct@rate"] = measure(
+            def at_rate(rate: float, f: str = f) -> dict[str, Any]:
+                progress(f"capacity of {f}: {rate:g}/s")
+                return measure(
+                    servers,
+                    f,
+                    target=target_of[f],
+                    kind="verify",
+                    tag=f"{stamp}-s{rate:g}-{f}",
+                    mode="rate",
+                    rate=rate,
+                    duration=args.sweep_duration,
+                    procs=1,
+                    timeout=2.0,
+                    **base,
+                    **consumer,
+                )
+
+            sweeps[f] = capacity(at_rate, args.sweep_start, args.sweep_steps, args.objective_ms)
+        progress(f"direct: {args.direct_rate:g}/s straight to the tax provider")
+        direct = measure(
             servers,
             "tax",
             target=provider_targets["tax"],
             kind="attest",
-            tag=f"d{stamp}r",
-            **rate,
+            tag=f"{stamp}-d",
+            mode="rate",
+            rate=args.direct_rate,
+            duration=args.duration,
+            procs=1,
+            **base,
             **as_broker,
         )
-        if has_verify_bulk():
-            progress(f"bulk: {args.bulk_subjects} subjects through VerifyBulk")
+        for b in fronts[1:]:
+            if not has_verify_bulk():
+                bulk[b] = {"subjects_per_s": None, "note": "Broker.VerifyBulk is not in the generated stubs"}
+                continue
+            progress(f"bulk on {b}: {args.bulk_subjects} subjects through VerifyBulk")
             before = servers.cpu()
-            bulk = await measure_bulk(broker, args.bulk_subjects, args.bulk_window, f"v{stamp}", consumer)
-            after = servers.cpu()
-            if bulk.get("subjects_per_s"):
-                bulk["broker_cpu_us_per_subject"] = round(
-                    (after["broker"] - before["broker"]) / max(1, bulk["subjects"]) * 1e6, 1
-                )
-        else:
-            bulk = {"subjects_per_s": None, "note": "Broker.VerifyBulk is not in the generated stubs"}
-        if args.profile:
-            progress("profile: py-spy on the broker under the concurrency load (not a measured phase)")
-            profile = profile_broker(
-                servers,
-                run_dir,
-                {"target": broker, "kind": "verify", "tag": f"p{stamp}c", **conc, **consumer},
+            bulk[b] = await measure_bulk(
+                target_of[b], args.bulk_subjects, args.bulk_window, f"{stamp}-v{b}", consumer
             )
+            after = servers.cpu()
+            if bulk[b].get("subjects_per_s"):
+                bulk[b]["broker_cpu_us_per_subject"] = round(
+                    (after[b] - before[b]) / max(1, bulk[b]["subjects"]) * 1e6, 1
+                )
+        if args.profile_s > 0:
+            prof = {"components_pct": {}, "top_self_pct": {}, "components_us_per_request": {}}
+            for f in (BROKER, RELAY):
+                progress(f"profile: py-spy on {f} under the concurrency load ({args.profile_s:g} s)")
+                profiled_load = {**conc, "duration": max(1.0, args.profile_s - args.warmup - 1)}
+                sampled = profile.profile_while(
+                    servers.get(f).popen.pid,
+                    args.profile_s,
+                    run_dir / f"{f}-profile.txt",
+                    functools.partial(
+                        measure,
+                        servers,
+                        f,
+                        target=target_of[f],
+                        kind="verify",
+                        tag=f"{stamp}-p-{f}",
+                        **profiled_load,
+                        **consumer,
+                    ),
+                )
+                if "note" in sampled:
+                    prof = {"note": sampled["note"]}
+                    break
+                median_cpu = statistics.median(rnd["phases"][f]["front_cpu_us_per_request"] for rnd in rounds)
+                prof["components_pct"][f] = sampled["components_pct"]
+                prof["top_self_pct"][f] = sampled["top_self_pct"]
+                prof["components_us_per_request"][f] = profile.per_request(sampled, median_cpu)
         servers.check_alive()
     finally:
         problems = stop_all(servers.processes)
@@ -620,85 +749,91 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError("; ".join(problems))
     progress("done")
 
-    baseline_rps = phases["baseline"]["rps"]
-    broker_rps = phases["broker"]["rps"]
-    b, d = phases["broker@rate"]["latency_ms"], phases["direct@rate"]["latency_ms"]
-    values: dict[str, Any] = {
-        "baseline_rps": baseline_rps,
-        "broker_rps": broker_rps,
-        "throughput_ratio": round(broker_rps / baseline_rps, 3) if baseline_rps else None,
-        "broker_p50_ms": b["p50"],
-        "broker_p99_ms": b["p99"],
-        "direct_p50_ms": d["p50"],
-        "direct_p99_ms": d["p99"],
-        "baseline_p50_ms": phases["baseline@rate"]["latency_ms"]["p50"],
-        "baseline_p99_ms": phases["baseline@rate"]["latency_ms"]["p99"],
-        "broker_cpu_us_per_request": phases["broker"]["front_cpu_us_per_request"],
-        "baseline_relay_cpu_us_per_request": phases["baseline"]["front_cpu_us_per_request"],
-        "bulk_subjects_per_s": bulk.get("subjects_per_s"),
+    summaries = {
+        "rps": {f: summary([rnd["phases"][f]["rps"] for rnd in rounds]) for f in fronts},
+        "cpu_us_per_request": {
+            f: summary([rnd["phases"][f]["front_cpu_us_per_request"] for rnd in rounds]) for f in fronts
+        },
+        "throughput_ratio": {b: summary([rnd["throughput_ratio"][b] for rnd in rounds]) for b in fronts[1:]},
+        "cpu_ratio": {b: summary([rnd["cpu_ratio"][b] for rnd in rounds]) for b in fronts[1:]},
+        "ledger_mean_batch": {
+            b: summary([rnd["phases"][b].get("ledger_mean_batch") for rnd in rounds]) for b in fronts[1:]
+        },
     }
-    values["broker_p50_over_direct_ms"] = (
-        round(b["p50"] - d["p50"], 3) if b["p50"] is not None and d["p50"] is not None else None
-    )
-    clean = all(p["error_count"] == 0 and p["invalid"] == 0 for p in phases.values())
-    result: dict[str, Any] = {
-        "schema": 1,
-        "command": "make bench",
+    values: dict[str, Any] = {
+        "throughput_ratio": summaries["throughput_ratio"][BROKER]["median"],
+        "cpu_ratio": summaries["cpu_ratio"][BROKER]["median"],
+        "capacity_ratio": ratio(sweeps[BROKER]["capacity_rps"], sweeps[RELAY]["capacity_rps"]),
+        "bulk_subjects_per_s": bulk.get(BROKER, {}).get("subjects_per_s"),
+    }
+    phases_all = [p for rnd in rounds for p in rnd["phases"].values()]
+    clean = all(p["error_count"] == 0 and p["invalid"] == 0 for p in [*phases_all, direct])
+    command = "make bench" + (f' BENCH_ARGS="{" ".join(args.argv)}"' if args.argv else "")
+    return {
+        "schema": 2,
+        "command": command,
         "started_at": stamp,
         **values,
         "targets": evaluate(values),
+        "fronts": fronts,
+        "summary": summaries,
+        "rounds": rounds,
+        "capacity": sweeps,
+        "direct": direct,
+        "bulk": bulk,
+        "profile": prof,
         "all_calls_succeeded": clean,
-        "noisy_phases": [name for name, p in phases.items() if p["noisy"]],
+        "noisy_phases": sum(1 for p in phases_all if p["noisy"]),
+        "postgresql": postgres_durability(postgres_url),
         "cores": os.cpu_count(),
         "machine": common.machine(),
         "versions": common.versions(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "phases": phases,
-        "bulk": bulk,
-        "profile": profile,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "argv"},
         "run_dir": str(run_dir),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    # The command as the operator typed it: make bench passes the PostgreSQL server itself.
+    args.argv = [
+        a
+        for i, a in enumerate(given)
+        if not a.startswith("--database-url") and (i == 0 or given[i - 1] != "--database-url")
+    ]
     from onceonly.serving import install_event_loop_policy
 
     install_event_loop_policy()
     try:
-        result = asyncio.run(run(args))
+        with postgres_schema(args.database_url) as postgres_url:
+            result = asyncio.run(run(args, postgres_url))
     except Exception as exc:
         print(f"bench FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    text = report(result)
     print()
-    print(text)
-    if any(p["noisy"] for p in result["phases"].values()):
+    print(report(result))
+    if result["noisy_phases"]:
         print(
-            f"\n* noisy: more than {NOISE_SHARE:.0%} of the machine's CPU went to something other than the"
-            " bench's processes during this phase (other jobs, or kernel work not billed to a process);"
-            " compare runs on a quiet machine."
+            f"\n* noisy: in {result['noisy_phases']} phase(s) more than {NOISE_SHARE:.0%} of the machine's"
+            " CPU went to something other than the bench's processes (other jobs, or kernel work not billed"
+            " to a process); the interleaving spreads it over every front server alike."
         )
     if not result["all_calls_succeeded"]:
-        print("\nWARNING: some calls failed or returned unexpected outcomes:")
-        for name, phase in result["phases"].items():
-            if phase["error_count"] or phase["invalid"]:
-                print(f"  {name}: errors {phase['errors']}, unexpected outcomes {phase['invalid']}")
+        print("\nWARNING: some calls failed or returned unexpected outcomes (counted as their timeout):")
+        for i, rnd in enumerate(result["rounds"], 1):
+            for name, phase in rnd["phases"].items():
+                if phase["error_count"] or phase["invalid"]:
+                    print(
+                        f"  round {i} {name}: errors {phase['errors']}, "
+                        f"unexpected outcomes {phase['invalid']}"
+                    )
         print(f"  server logs: {Path(result['run_dir']) / 'logs'}")
-    if result["profile"]:
-        prof = result["profile"]
-        if "top_self_pct" in prof:
-            print("\nbroker profile (py-spy, share of samples, self time):")
-            for name, pct in prof["top_self_pct"][:15]:
-                print(f"  {pct:5.1f}%  {name}")
-        else:
-            print(f"\nprofile: {prof.get('note')}")
     out = Path(args.out) / "latest.json"
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
-    text_json = json.dumps(result, indent=2)
+    text_json = json.dumps(result, indent=2, ensure_ascii=False)
     out.write_text(text_json + "\n")
     (Path(result["run_dir"]) / "result.json").write_text(text_json + "\n")
     print(f"\nwritten: {out}")

@@ -12,9 +12,12 @@
 # service: it listens on 127.0.0.1 only, on a free port, with trust authentication and no
 # Unix socket, and holds the database `onceonly_test`. Its URL is written to var/pg/url.
 # PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system
-# user that the package creates. Durability settings are off: this cluster is disposable.
+# user that the package creates. Durability settings are off: this cluster is disposable;
+# PG_DURABLE=1 starts it with fsync, synchronous_commit and full_page_writes on (make bench:
+# a figure measured without durable commits would flatter the ledger).
 #
-# Environment: PG_DIR (default var/pg), PG_WAIT_S (default 60), PYTHON (default python3).
+# Environment: PG_DIR (default var/pg), PG_WAIT_S (default 60), PYTHON (default python3),
+# PG_DURABLE (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -145,7 +148,11 @@ start() {
   log_file=$(dirname "$data")/server.log # next to the cluster, where its owner can write
   touch "$log_file"
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$log_file"; fi
-  as_owner "$bin/pg_ctl" start -D "$data" -l "$log_file" -o "-p $port" -w -t "$PG_WAIT_S" >/dev/null || {
+  local server_options="-p $port"
+  if [ "${PG_DURABLE:-0}" = 1 ]; then
+    server_options="$server_options -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+  fi
+  as_owner "$bin/pg_ctl" start -D "$data" -l "$log_file" -o "$server_options" -w -t "$PG_WAIT_S" >/dev/null || {
     tail -n 20 "$log_file" >&2
     die "the server did not start"
   }
