@@ -8,6 +8,7 @@ import platform
 import uuid
 from collections.abc import Iterator
 from importlib import metadata
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -121,8 +122,20 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far by process ``pid`` (Linux ``/proc/<pid>/stat``)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU time used so far by each thread of ``pid``, by OS thread id."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            out[int(task.name)] = _stat_cpu_seconds(task / "stat")
+    return out
+
+
+def _stat_cpu_seconds(stat_path: Path) -> float:
+    stat = stat_path.read_text("ascii")
     # The command name (field 2) may contain spaces; fields after it are space separated.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])

@@ -1,11 +1,14 @@
-"""Where a server's CPU goes: py-spy samples, folded into the components of a request.
+"""Where a server's CPU goes: each thread's CPU, divided by what py-spy saw that thread doing.
 
-A sample is charged to the innermost frame that names a component: one of our modules, or gRPC's
-Python layer and the event loop (transport). Other libraries are skipped, so their time lands on
-whoever called them (an Ed25519 signature on the attestation, a SQLite commit on the trace ledger).
-A sample with nothing of ours on its stack (uvloop and the gRPC core running in C) is transport.
-Shares are of the samples py-spy saw the process busy; multiplied by the process's CPU per request
-they give microseconds per request per component.
+The CPU is measured, not sampled: each thread's user + system time over the load
+(``/proc/<pid>/task/<tid>/stat``), so time a thread spends waiting on the disk (the ledger's
+fsync) is not counted as work. py-spy (``--threads``) then says, per thread, in which component
+its busy samples were: a sample is charged to the innermost frame that names a component, one of
+our modules or gRPC's Python layer and the event loop (transport); other libraries are skipped, so
+their time lands on whoever called them (an Ed25519 signature on the attestation, a SQLite insert
+on the trace ledger). A thread's CPU is divided among components in its samples' proportions;
+threads with no Python code (the gRPC core's) are transport. Divided by the calls answered: CPU
+microseconds per request, per component, adding up to the process's CPU per request.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench import common
 
 TRANSPORT = "gRPC transport and event loop"
 # (component, path fragments), first match wins. py-spy names library files from their package
@@ -58,32 +63,69 @@ def component_of(frames: list[str]) -> str:
     return TRANSPORT
 
 
-def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Sample shares by component and by function (self time) from py-spy's collapsed stacks."""
-    by_component: dict[str, int] = {}
-    self_counts: dict[str, int] = {}
-    total = 0
+def read_stacks(raw: Path) -> dict[int, dict[str, Any]]:
+    """py-spy's collapsed stacks recorded with ``--threads``: per OS thread id, its name, the sample
+    count of each component, and of each leaf function."""
+    threads: dict[int, dict[str, Any]] = {}
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
+        first, _, rest = stack.partition(";")
+        # "thread (12345): MainThread"
+        tid_text = first.partition("(")[2].partition(")")[0]
+        if not first.startswith("thread (") or not tid_text.isdigit() or not rest:
+            continue
+        entry = threads.setdefault(
+            int(tid_text), {"name": first.partition("): ")[2], "components": {}, "leaves": {}, "samples": 0}
+        )
         count = int(count_text)
-        total += count
-        frames = stack.split(";")
+        frames = rest.split(";")
+        entry["samples"] += count
         component = component_of(frames)
-        by_component[component] = by_component.get(component, 0) + count
+        entry["components"][component] = entry["components"].get(component, 0) + count
         leaf = frames[-1]
         leaf = leaf.rsplit(":", 1)[0] + ")" if leaf.endswith(")") and ":" in leaf else leaf
-        self_counts[leaf] = self_counts.get(leaf, 0) + count
+        entry["leaves"][leaf] = entry["leaves"].get(leaf, 0) + count
+    return threads
 
-    def shares(d: dict[str, int], limit: int | None = None) -> list[tuple[str, float]]:
-        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:limit]
-        return [(k, round(100 * v / total, 1)) for k, v in ranked] if total else []
 
+def breakdown(raw: Path, cpu_s_by_thread: dict[int, float], requests: int, top: int = 20) -> dict[str, Any]:
+    """CPU microseconds per request by component (and by thread), from measured thread CPU and
+    py-spy's samples."""
+    stacks = read_stacks(raw)
+    components: dict[str, float] = {}
+    threads = []
+    leaves: dict[str, float] = {}
+    for tid, cpu_s in sorted(cpu_s_by_thread.items(), key=lambda kv: -kv[1]):
+        if cpu_s <= 0 or requests <= 0:
+            continue
+        us = cpu_s / requests * 1e6
+        sampled = stacks.get(tid)
+        threads.append(
+            {
+                "tid": tid,
+                "name": sampled["name"] if sampled else "(no Python code: the gRPC core)",
+                "cpu_us_per_request": round(us, 1),
+                "samples": sampled["samples"] if sampled else 0,
+            }
+        )
+        if not sampled or not sampled["samples"]:
+            components[TRANSPORT] = components.get(TRANSPORT, 0.0) + us
+            continue
+        for component, count in sampled["components"].items():
+            components[component] = components.get(component, 0.0) + us * count / sampled["samples"]
+        for leaf, count in sampled["leaves"].items():
+            leaves[leaf] = leaves.get(leaf, 0.0) + us * count / sampled["samples"]
+    ranked = sorted(components.items(), key=lambda kv: -kv[1])
     return {
-        "samples": total,
-        "components_pct": shares(by_component),
-        "top_self_pct": shares(self_counts, top),
+        "requests": requests,
+        "cpu_us_per_request": round(sum(components.values()), 1),
+        "components_us_per_request": [(name, round(us, 1)) for name, us in ranked],
+        "threads": threads,
+        "top_functions_us_per_request": [
+            (name, round(us, 1)) for name, us in sorted(leaves.items(), key=lambda kv: -kv[1])[:top]
+        ],
     }
 
 
@@ -93,30 +135,24 @@ def py_spy() -> str | None:
 
 
 def profile_while(pid: int, seconds: float, raw: Path, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Sample ``pid`` with py-spy while ``load()`` runs; the load's result with the summary."""
+    """Sample ``pid`` with py-spy and measure its threads' CPU while ``load()`` runs."""
     spy_path = py_spy()
     if spy_path is None:
         return {"note": "py-spy is not installed (pip install py-spy)"}
     spy = subprocess.Popen(
         [
             *(spy_path, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"),
-            *("--format", "raw", "--output", str(raw), "--nonblocking"),
+            *("--format", "raw", "--threads", "--output", str(raw), "--nonblocking"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     time.sleep(0.5)
+    before = common.thread_cpu_seconds(pid)
     result = load()
+    after = common.thread_cpu_seconds(pid)
     out, _ = spy.communicate(timeout=seconds + 60)
     if spy.returncode != 0 or not raw.exists():
         return {"note": f"py-spy failed ({spy.returncode}): {out.decode(errors='replace')[-500:]}"}
-    return {"load": result, **summarise(raw)}
-
-
-def per_request(summary: dict[str, Any], cpu_us_per_request: float | None) -> list[tuple[str, float | None]]:
-    """Each component's share turned into microseconds of CPU per request."""
-    if cpu_us_per_request is None:
-        return [(name, None) for name, _ in summary.get("components_pct", [])]
-    return [
-        (name, round(pct / 100 * cpu_us_per_request, 1)) for name, pct in summary.get("components_pct", [])
-    ]
+    cpu = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    return {"rps": result["rps"], **breakdown(raw, cpu, result["ok"])}

@@ -566,19 +566,18 @@ def report(result: dict[str, Any]) -> str:
             + (f" ({bulk['note']})" if bulk.get("note") else "")
         )
     prof = result["profile"]
-    if prof.get("components_us_per_request"):
-        parts.append("\nwhere the CPU goes (py-spy, us per request = share x median CPU per request):")
-        comp = prof["components_us_per_request"]
-        names = list(
-            dict.fromkeys([n for n, _ in comp.get(BROKER, [])] + [n for n, _ in comp.get(RELAY, [])])
-        )
-        values = {f: dict(comp.get(f, [])) for f in (BROKER, RELAY)}
+    if BROKER in prof:
         parts.append(
-            table(
-                ["component", "broker us/req", "relay us/req"],
-                [[n, values[BROKER].get(n), values[RELAY].get(n)] for n in names],
-            )
+            "\nwhere the CPU goes under the round load (each thread's measured CPU, divided among components"
+            " as py-spy saw it), us per request:"
         )
+        comp = {f: dict(prof[f]["components_us_per_request"]) for f in (BROKER, RELAY) if f in prof}
+        names = list(dict.fromkeys(n for f in comp for n in comp[f]))
+        rows = [[n, comp[BROKER].get(n), comp.get(RELAY, {}).get(n)] for n in names]
+        rows.append(
+            ["total", prof[BROKER]["cpu_us_per_request"], prof.get(RELAY, {}).get("cpu_us_per_request")]
+        )
+        parts.append(table(["component", "broker", "relay"], rows))
     elif prof.get("note"):
         parts.append(f"\nprofile: {prof['note']}")
     parts.append("")
@@ -716,7 +715,6 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
                     (after[b] - before[b]) / max(1, bulk[b]["subjects"]) * 1e6, 1
                 )
         if args.profile_s > 0:
-            prof = {"components_pct": {}, "top_self_pct": {}, "components_us_per_request": {}}
             for f in (BROKER, RELAY):
                 progress(f"profile: py-spy on {f} under the concurrency load ({args.profile_s:g} s)")
                 profiled_load = {**conc, "duration": max(1.0, args.profile_s - args.warmup - 1)}
@@ -725,9 +723,7 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
                     args.profile_s,
                     run_dir / f"{f}-profile.txt",
                     functools.partial(
-                        measure,
-                        servers,
-                        f,
+                        run_load,
                         target=target_of[f],
                         kind="verify",
                         tag=f"{stamp}-p-{f}",
@@ -738,10 +734,7 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
                 if "note" in sampled:
                     prof = {"note": sampled["note"]}
                     break
-                median_cpu = statistics.median(rnd["phases"][f]["front_cpu_us_per_request"] for rnd in rounds)
-                prof["components_pct"][f] = sampled["components_pct"]
-                prof["top_self_pct"][f] = sampled["top_self_pct"]
-                prof["components_us_per_request"][f] = profile.per_request(sampled, median_cpu)
+                prof[f] = sampled
         servers.check_alive()
     finally:
         problems = stop_all(servers.processes)

@@ -242,6 +242,9 @@ async def start_broker(
 ) -> BrokerApp:
     """Start a broker from ``config``. Raises ``CatalogError`` if a provider disagrees with the catalog,
     ``PkiError`` if its certificates are missing, ``ValueError`` for insecure mode beyond loopback."""
+    window_ms = config.ledger_commit_window_ms
+    if not 0 <= window_ms <= 100:
+        raise ValueError(f"ONCEONLY_LEDGER_COMMIT_WINDOW_MS must be between 0 and 100, got {window_ms:g}")
     secured = security(config)
     catalog = Catalog.load(config.catalog_path)
     _warn_if_keys_beside_database(config)
@@ -275,6 +278,7 @@ async def start_broker(
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,
         witness=witness,
+        commit_window_s=config.ledger_commit_window_ms / 1000,
     )
     ledger.start()
     if provider_clients is None:

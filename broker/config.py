@@ -126,6 +126,11 @@ class BrokerConfig:
     oversight_query_timeout_ms: int = 10000
     """Time budget of one oversight read; past it the statement is stopped and the call ends
     ``RESOURCE_EXHAUSTED`` (``QUERY_TOO_LONG``). ``ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS``."""
+    ledger_commit_window_ms: float = 2.0
+    """How long the ledger's writer may hold a commit open for more records while they arrive
+    closer together than this (group commit: one sync for several records); each record still
+    waits for its commit before its reply leaves. 0 writes every batch as soon as it is taken.
+    ``ONCEONLY_LEDGER_COMMIT_WINDOW_MS`` (0 to 100)."""
     health_check_s: float = 5.0
     """How often the broker checks its dependencies (database, signing key, maintenance mode, the
     providers' circuits) for its health service. ``ONCEONLY_HEALTH_CHECK_S``."""
@@ -227,6 +232,7 @@ _ENV_NAMES = {
     "oversight_query_timeout_ms": "ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS",
     "retention_days": "ONCEONLY_RETENTION_DAYS",
     "health_check_s": "ONCEONLY_HEALTH_CHECK_S",
+    "ledger_commit_window_ms": "ONCEONLY_LEDGER_COMMIT_WINDOW_MS",
     "max_connections_per_peer": "ONCEONLY_MAX_CONNECTIONS_PER_PEER",
     "connection_idle_s": "ONCEONLY_CONNECTION_IDLE_S",
 }

@@ -180,6 +180,8 @@ class _Pending:
     reply: dict[str, Any] | None
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
+    queued_at: float
+    """``time.monotonic()`` when the caller handed the record over."""
 
 
 _STOP = object()
@@ -204,9 +206,12 @@ class SqlTraceLedger:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 60.0,
         witness: WitnessLog | None = None,
+        commit_window_s: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not 0 <= commit_window_s <= 0.1:
+            raise ValueError("commit_window_s must be between 0 and 0.1 s")
         if not chain_id or len(chain_id) > 64:
             raise ValueError("chain_id must be 1 to 64 characters")
         self._engine = engine
@@ -217,6 +222,11 @@ class SqlTraceLedger:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval_s = checkpoint_interval_s
         self._witness = witness
+        self._commit_window_s = commit_window_s
+        self.commits = 0
+        """Transactions that committed records so far (each record is in exactly one)."""
+        self._gap_s = float("inf")  # recent time between records handed over (moving average)
+        self._last_queued_at: float | None = None
         self._head: ChainHead | None = None  # loaded by the writer; None after a failed write
         self._traces_insert = _BulkInsert(_TRACES, engine.dialect)
         self._replies_insert = _BulkInsert(_REPLIES, engine.dialect)
@@ -252,7 +262,7 @@ class SqlTraceLedger:
         if sealed is not None:
             trace["reply_hash"] = reply_hash(sealed)
         loop = asyncio.get_running_loop()
-        pending = _Pending(trace, sealed, loop.create_future(), loop)
+        pending = _Pending(trace, sealed, loop.create_future(), loop, time.monotonic())
         with self._lock:
             self._start_locked()
             self._queue.put(pending)
@@ -294,17 +304,7 @@ class SqlTraceLedger:
                 continue
             if item is _STOP:
                 break
-            batch: list[_Pending] = [item]  # type: ignore[list-item]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
+            batch, stop = self._collect(item)  # type: ignore[arg-type]
             try:
                 self._write_batch(batch)
             except Exception as exc:  # never let the writer die with callers waiting
@@ -316,6 +316,41 @@ class SqlTraceLedger:
                 break
         self._checkpoint_if_due(force=True)
         self._drop_connection()
+
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        """The batch that ``first`` opens, and whether the stop marker came after it.
+
+        Everything already waiting joins it. With a commit window, while records arrive closer
+        together than the window, the writer also waits until the window has passed since
+        ``first`` was handed over, so that one commit (one sync) serves several records; when
+        they arrive further apart nobody would join, and the batch is written at once.
+        """
+        batch = [first]
+        deadline = None
+        if self._commit_window_s and self._gap_s < self._commit_window_s:
+            deadline = first.queued_at + self._commit_window_s
+        stop = False
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                wait = deadline - time.monotonic() if deadline is not None else 0.0
+                if wait <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                stop = True
+                break
+            batch.append(item)  # type: ignore[arg-type]
+        for p in batch:
+            if self._last_queued_at is not None:
+                gap = max(0.0, p.queued_at - self._last_queued_at)
+                self._gap_s = gap if self._gap_s == float("inf") else 0.8 * self._gap_s + 0.2 * gap
+            self._last_queued_at = p.queued_at
+        return batch, stop
 
     def _sign_unsigned_tail(self) -> None:
         """Sign what a previous run left unsigned (it was killed before its next checkpoint)."""
@@ -367,6 +402,7 @@ class SqlTraceLedger:
             _settle(batch, _unavailable(exc))
         else:
             metrics.ledger_commit(len(batch), (time.perf_counter() - started) * 1000)
+            self.commits += 1
             self._since_checkpoint += len(batch)
             _settle(batch, None)
 
@@ -388,6 +424,7 @@ class SqlTraceLedger:
                 _settle(batch[i:], _unavailable(exc))
                 return
             else:
+                self.commits += 1
                 self._since_checkpoint += 1
                 _settle([p], None)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.profile import TRANSPORT, component_of, per_request, summarise
+from bench.profile import TRANSPORT, breakdown, component_of
 
 SERVE = "main (onceonly/__main__.py:5);run (asyncio/runners.py:118)"
 
@@ -41,16 +41,29 @@ def test_grpc_and_the_event_loop_are_transport_even_under_our_frames() -> None:
     assert component_of(stack("Verify (onceonly/broker/grpc_api.py:10)")) == "service glue"
 
 
-def test_shares_become_microseconds_per_request(tmp_path: Path) -> None:
+def test_each_threads_measured_cpu_is_divided_as_its_samples(tmp_path: Path) -> None:
+    """The event loop's CPU splits by its samples; the ledger writer's is the ledger's; a thread
+    with no Python code (the gRPC core) is transport. The parts add up to the CPU per request."""
     raw = tmp_path / "profile.txt"
+    loop, writer = "thread (100): MainThread", "thread (101): trace-ledger-writer"
     raw.write_text(
-        f"{';'.join(stack('_run (onceonly/broker/ledger.py:300)'))} 30\n"
-        f"{SERVE} 60\n"
-        f"{';'.join(stack('evaluate (onceonly/broker/policy.py:10)'))} 10\n"
+        f"{loop};{';'.join(stack('evaluate (onceonly/broker/policy.py:10)'))} 25\n"
+        f"{loop};{SERVE} 75\n"
+        f"{writer};_bootstrap (threading.py:1);_run (onceonly/broker/ledger.py:300) 40\n"
     )
-    summary = summarise(raw)
-    assert summary["samples"] == 100
-    assert dict(per_request(summary, 2000.0)) == {TRANSPORT: 1200.0, "trace ledger": 600.0, "policy": 200.0}
+    # 200 requests: the loop used 0.4 s (2,000 us each), the writer 0.1 s, a gRPC thread 0.02 s.
+    found = breakdown(raw, {100: 0.4, 101: 0.1, 102: 0.02}, requests=200)
+    assert dict(found["components_us_per_request"]) == {
+        TRANSPORT: 1500.0 + 100.0,
+        "policy": 500.0,
+        "trace ledger": 500.0,
+    }
+    assert found["cpu_us_per_request"] == 2600.0
+    assert [t["name"] for t in found["threads"]] == [
+        "MainThread",
+        "trace-ledger-writer",
+        "(no Python code: the gRPC core)",
+    ]
 
 
 def test_the_capacity_sweep_brackets_then_bisects() -> None:

@@ -125,6 +125,36 @@ async def test_concurrent_appends_are_durable(
         reopened.dispose()
 
 
+@pytest.mark.parametrize("window_s", [0.0, 0.05])
+async def test_a_commit_window_groups_records_that_arrive_close_together(
+    engine: sa.Engine, cipher: ReplyCipher, window_s: float
+) -> None:
+    """Records handed over 5 ms apart: without a window each is its own commit; with a 50 ms
+    window the writer holds the commit open while they keep coming, so far fewer commits serve
+    them. Either way no caller hears back before its record is in the database."""
+    ledger = SqlTraceLedger(engine, cipher, commit_window_s=window_s)
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * 0.005)
+        rec = record(f"window-{i}")
+        await ledger.append(rec)
+        assert await ledger.get_trace(rec.trace_id) == rec, "answered before it was durable"
+
+    await asyncio.gather(*(one(i) for i in range(40)))
+    commits = ledger.commits
+    await ledger.close()
+    assert ledger.count() == 40
+    if window_s:
+        assert commits <= 15, commits
+    else:
+        assert commits >= 25, commits
+
+
+def test_the_commit_window_is_bounded(engine: sa.Engine, cipher: ReplyCipher) -> None:
+    with pytest.raises(ValueError, match="commit_window_s"):
+        SqlTraceLedger(engine, cipher, commit_window_s=0.5)
+
+
 async def test_denied_trace_and_timestamps_round_trip(ledger: SqlTraceLedger) -> None:
     madrid_time = datetime(2026, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     denied = record(

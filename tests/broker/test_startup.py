@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from onceonly.broker.app import BrokerApp
+from onceonly.broker.app import BrokerApp, start_broker
+from onceonly.broker.config import BrokerConfig
 from onceonly.broker.errors import CatalogError
 from onceonly.fields import FieldSpec, FieldType
 from onceonly.providers.reference import reference_adapter
@@ -102,3 +104,14 @@ async def test_graceful_stop_reports_not_serving_and_finishes_in_flight_calls(pl
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Verify(verify_request(), timeout=2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_commit_window_out_of_range_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    config = BrokerConfig(
+        var_dir=tmp_path / "var", insecure=True, listen="127.0.0.1:0", ledger_commit_window_ms=500
+    )
+    with pytest.raises(
+        ValueError, match="ONCEONLY_LEDGER_COMMIT_WINDOW_MS must be between 0 and 100, got 500"
+    ):
+        await start_broker(config)
+    assert not (tmp_path / "var").exists()
