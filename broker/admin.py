@@ -163,6 +163,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
         print("error: --older-than-days must be at least 1", file=sys.stderr)
         return 2
     from onceonly.broker.chain import purge_before
+    from onceonly.broker.jobs import purge_jobs
     from onceonly.broker.master_agreements import latest_masters
     from onceonly.broker.storage import create_engine, init_schema
     from onceonly.broker.trace_queries import SqlTraceQueries
@@ -185,7 +186,9 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
             return 2
         # Usage outlives the traces: roll up every closed hour before any of them goes.
         rolled = SqlTraceQueries(engine).roll_up_closed_hours(limit_hours=10**7)
-        result = purge_before(engine, datetime.now(UTC) - timedelta(days=args.older_than_days))
+        now = datetime.now(UTC)
+        result = purge_before(engine, now - timedelta(days=args.older_than_days))
+        jobs = purge_jobs(engine, now - timedelta(days=args.older_than_days), now)
     finally:
         engine.dispose()
     if args.json:
@@ -196,13 +199,17 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
                     "replies": result.replies,
                     "anchors": result.anchors,
                     "hours_rolled_up": rolled,
+                    "jobs": jobs,
                 }
             )
         )
     else:
         if rolled:
             print(f"rolled up the usage of {rolled} hour(s) first")
-        print(f"purged {result.records} records and {result.replies} stored replies")
+        print(
+            f"purged {result.records} records, {result.replies} stored replies and {jobs} asynchronous "
+            "verification job(s)"
+        )
         for chain_id, seq in result.anchors.items():
             print(f"  chain {chain_id}: now starts after the checkpoint at seq {seq}")
     return 0

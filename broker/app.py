@@ -35,6 +35,7 @@ from onceonly.broker.governance_api import GovernanceServicer
 from onceonly.broker.governance_log import GOVERNANCE_TYPE, GovernanceLog
 from onceonly.broker.grpc_api import SERVICE_NAME, BrokerServicer
 from onceonly.broker.health import check_dependencies, report_health_forever
+from onceonly.broker.jobs import JobRunner, JobStore
 from onceonly.broker.ledger import ReplyCipher, SqlTraceLedger, SubjectPseudonymiser, rekey_reply_digests
 from onceonly.broker.oversight import OversightService
 from onceonly.broker.oversight_api import SERVICE_NAME as OVERSIGHT_SERVICE_NAME
@@ -270,9 +271,10 @@ async def start_broker(
     witness = WitnessLog(config.witness_file)
     # Fail closed: never append to a chain the witness says was cut (ChainCut names what is wrong).
     await asyncio.to_thread(check_before_append, engine, witness, chain_id, keys.public_keys())
+    cipher = ReplyCipher.from_key_file(config.keys_dir / "replies.key")
     ledger = SqlTraceLedger(
         engine,
-        ReplyCipher.from_key_file(config.keys_dir / "replies.key"),
+        cipher,
         chain_id=chain_id,
         sign_checkpoint=lambda claims: keys.sign(claims, CHECKPOINT_TYPE),
         checkpoint_every=config.checkpoint_every,
@@ -357,12 +359,15 @@ async def start_broker(
         catalog=catalog,
         witness=witness,
     )
+    broker_servicer = BrokerServicer(
+        service, keys, jobs=JobStore(engine, cipher), retention_days=config.retention_days
+    )
     try:
         states = await service.check_providers()
         server = await start_server(
             config.listen,
             [
-                lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(BrokerServicer(service, keys), s),
+                lambda s: broker_pb2_grpc.add_BrokerServicer_to_server(broker_servicer, s),
                 lambda s: oversight_pb2_grpc.add_OversightServicer_to_server(
                     OversightServicer(
                         OversightService(queries, ledger, pseudonymiser, witness),
@@ -405,6 +410,15 @@ async def start_broker(
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
+    # Asynchronous verifications: this process works on jobs under its chain id (a lease).
+    runner = JobRunner(
+        JobStore(engine, cipher),
+        broker_servicer.decide_job_subject,
+        chain_id,
+        lambda: dt.datetime.now(dt.UTC),
+    )
+    broker_servicer.runner = runner
+    app.tasks.append(asyncio.create_task(runner.run_forever()))
     app.tasks.append(
         asyncio.create_task(
             report_health_forever(

@@ -128,6 +128,11 @@ def replay(stored: StoredReply, request: VerificationRequest) -> VerifyResult:
     ``PolicyDenied`` (``QuotaExceeded`` for a quota) if the request was denied."""
     if stored.request_digest != request.digest:
         raise DuplicateRequest(request.request_id)
+    return stored_result(stored)
+
+
+def stored_result(stored: StoredReply) -> VerifyResult:
+    """The answer ``stored`` holds; ``PolicyDenied`` if the request was denied."""
     data = orjson.loads(stored.payload)
     if stored.kind == "denied":
         raise denied([_violation(v) for v in data["violations"]], data["trace_id"])

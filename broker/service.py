@@ -145,6 +145,10 @@ class VerificationService:
         finally:
             self._replies.end(key)
 
+    async def stored_reply(self, organization_id: str, request_id: str) -> StoredReply | None:
+        """The answer kept for a request id (``None`` if it was never decided, or was purged)."""
+        return await self._ledger.find_reply(organization_id, request_id)
+
     async def _decide(self, request: VerificationRequest, deadline_s: float | None) -> VerifyResult:
         started = time.perf_counter()
         trace_id = new_trace_id()

@@ -348,6 +348,46 @@ class UsageFactDayRow(_UsageFactColumns, table=True):
     day: dt.datetime = Field(sa_type=UTCDateTime, primary_key=True)
 
 
+class VerificationJobRow(SQLModel, table=True):
+    """An asynchronous verification (``broker.jobs``): the submission, sealed, and its progress."""
+
+    __tablename__ = "verification_jobs"
+    __table_args__ = (
+        sa.UniqueConstraint("organization_id", "submission_id", name="uq_verification_jobs_submission"),
+        sa.Index("ix_verification_jobs_state_submitted", "state", "submitted_at"),
+    )
+
+    job_id: str = Field(primary_key=True, max_length=64)
+    organization_id: str = Field(max_length=64)
+    submission_id: str = Field(max_length=64)
+    submission_digest: str = Field(max_length=64)
+    """SHA-256 of the submission: the same id with another body is refused."""
+    submission: bytes = Field(sa_type=sa.LargeBinary)
+    """The serialized ``SubmitVerificationRequest``, AES-GCM sealed (it names residents)."""
+    officer_identification: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    subjects: int
+    submitted_at: dt.datetime = Field(sa_type=UTCDateTime)
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime)
+    done_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    lease_owner: str = Field(default="", max_length=64)
+    """The broker process working on the job (its chain id), until ``lease_until``."""
+    lease_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class VerificationJobItemRow(SQLModel, table=True):
+    """One decided subject of a job; its answer is the ledger's stored reply for ``request_id``,
+    or ``error`` (a serialized ``google.rpc.Status``) when it was refused."""
+
+    __tablename__ = "verification_job_items"
+
+    job_id: str = Field(primary_key=True, max_length=64)
+    position: int = Field(primary_key=True)
+    request_id: str = Field(max_length=128)
+    error: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=True)
+    decided_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
 class AuditSampleRow(SQLModel, table=True):
     """A random sample of requests drawn by an oversight body (``broker.audit``)."""
 

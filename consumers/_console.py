@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from onceonly.consumers.client import (
     DEFAULT_TARGET,
@@ -44,19 +44,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def print_error(err: BrokerError) -> None:
+def print_error(err: BrokerError, *, label: str = "error", file: TextIO | None = None) -> None:
+    """The refusal as a caseworker reads it (on standard error unless ``file``)."""
+    out = sys.stderr if file is None else file
     kind = err.code if err.reason in ("", err.code) else f"{err.code}, {err.reason}"
-    print(f"error: {err.message} [{kind}]", file=sys.stderr)
+    print(f"{label}: {err.message} [{kind}]", file=out)
     for fld, description in err.field_violations:
-        print(f"  field {fld}: {description}", file=sys.stderr)
+        print(f"  field {fld}: {description}", file=out)
     for rule, subject, description in err.rule_violations:
-        print(f"  rule {rule} ({subject}): {description}", file=sys.stderr)
+        print(f"  rule {rule} ({subject}): {description}", file=out)
     for subject, description in err.quota_violations:
-        print(f"  quota ({subject}): {description}", file=sys.stderr)
+        print(f"  quota ({subject}): {description}", file=out)
     if err.retry_after_s is not None:
-        print(f"  retry after {err.retry_after_s:.0f} s", file=sys.stderr)
+        print(f"  retry after {err.retry_after_s:.0f} s", file=out)
     if err.trace_id:
-        print(f"  trace {err.trace_id}", file=sys.stderr)
+        print(f"  trace {err.trace_id}", file=out)
 
 
 def error_json(err: BrokerError) -> dict[str, Any]:

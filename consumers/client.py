@@ -244,6 +244,49 @@ class BulkItem:
     error: BrokerError | None
 
 
+@dataclass(frozen=True, slots=True)
+class VerificationJob:
+    """An asynchronous verification: its state and, once ``DONE``, one item per subject."""
+
+    job_id: str
+    submission_id: str
+    state: str  # PENDING, IN_PROGRESS, DONE, EXPIRED
+    subjects: int
+    decided: int
+    submitted_at: datetime
+    estimated_done_at: datetime | None
+    expires_at: datetime
+    done_at: datetime | None
+    results: tuple[BulkItem, ...]
+
+    @property
+    def done(self) -> bool:
+        return self.state == "DONE"
+
+
+def _job(reply: broker_pb2.VerificationJob) -> VerificationJob:
+    def when(ts: Any) -> datetime | None:
+        return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
+
+    return VerificationJob(
+        reply.job_id,
+        reply.submission_id,
+        broker_pb2.JobState.Name(reply.state).removeprefix("JOB_STATE_"),
+        reply.subjects,
+        reply.decided,
+        reply.submitted_at.ToDatetime(tzinfo=UTC),
+        when(reply.estimated_done_at),
+        reply.expires_at.ToDatetime(tzinfo=UTC),
+        when(reply.done_at),
+        tuple(
+            BulkItem(r.request_id, _verification(r.response), None)
+            if r.WhichOneof("result") == "response"
+            else BulkItem(r.request_id, None, _error_from_status(r.error))
+            for r in reply.results
+        ),
+    )
+
+
 def _error_from_status(status: Any) -> BrokerError:
     """A :class:`BrokerError` from a ``google.rpc.Status`` carried inside a message."""
     code = grpc.StatusCode.UNKNOWN
@@ -473,6 +516,53 @@ class BrokerClient:
                     yield BulkItem(result.request_id, None, _error_from_status(result.error))
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
+
+    async def submit_verification(
+        self,
+        *,
+        consumer: Consumer,
+        purpose: Purpose,
+        legal_basis: LegalBasis,
+        checks: Sequence[Check],
+        subjects: Sequence[tuple[str, Subject]],
+        submission_id: str | None = None,
+        window: int = 0,
+    ) -> VerificationJob:
+        """Submit up to 1,000 ``(request_id, subject)`` to be decided in the background; the job
+        is answered at once (``PENDING``). Submitting the same ``submission_id`` again is safe."""
+        request = broker_pb2.SubmitVerificationRequest(
+            submission_id=submission_id or uuid.uuid4().hex,
+            header=broker_pb2.BulkHeader(
+                consumer=self._consumer(consumer),
+                purpose=self._purpose(purpose),
+                legal_basis=self._basis(legal_basis),
+                checks=[
+                    broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
+                    for c in checks
+                ],
+                window=window,
+            ),
+            subjects=[broker_pb2.BulkSubject(request_id=rid, subject=_subject(s)) for rid, s in subjects],
+        )
+        try:
+            reply = await self._stub.SubmitVerification(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return _job(reply)
+
+    async def verification_result(self, job_id: str) -> VerificationJob:
+        """A job's state, with every subject's result once it is ``DONE``."""
+        try:
+            reply = await self._stub.GetVerificationResult(
+                broker_pb2.GetVerificationResultRequest(job_id=job_id),
+                timeout=self.timeout,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise broker_error(exc) from None
+        return _job(reply)
 
     @staticmethod
     def _consumer(consumer: Consumer) -> common_pb2.Consumer:

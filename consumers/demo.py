@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -196,6 +197,48 @@ def make_idp(directory: Path) -> DemoIdp:
     return DemoIdp(key, issuers)
 
 
+async def asynchronous_review(client: BrokerClient) -> list[str]:
+    """The yearly re-check of every tenant, submitted as one asynchronous job and collected later."""
+    people = [
+        (f"review-2026-{i}", Subject(r.document_type, r.document_number))
+        for i, (_, r, _, _) in enumerate(personas(), 1)
+    ]
+    started = time.monotonic()
+    job = await client.submit_verification(
+        consumer=Consumer(DEMO_CONSUMER[0], "Housing subsidies", "officer-0042"),
+        purpose=Purpose("HOUSING-RENT-SUBSIDY", "Yearly re-check of tenants", "REVIEW-2026"),
+        legal_basis=LegalBasis.law("Ley 12/2023 art. 17"),
+        checks=[Check("tax.compliance/v1")],
+        subjects=people,
+        submission_id=f"review-2026-{uuid.uuid4().hex[:8]}",
+    )
+    print(
+        f"\nasynchronous: the yearly re-check of {job.subjects} tenants submitted as job {job.job_id} "
+        f"({job.state})"
+    )
+    for _ in range(200):  # at most 20 s
+        job = await client.verification_result(job.job_id)
+        if job.done:
+            break
+        await asyncio.sleep(0.1)
+    if not job.done:
+        return [
+            f"asynchronous job {job.job_id} not done after 20 s ({job.state}, {job.decided}/{job.subjects})"
+        ]
+    verified = sum(
+        1 for item in job.results if item.verification is not None and item.verification.outcomes[0].verified
+    )
+    print(
+        f"  collected {(time.monotonic() - started) * 1000:.0f} ms later: {job.state}, "
+        f"{verified} of {job.subjects} tax-compliance checks verified, each subject traced once"
+    )
+    return (
+        []
+        if len(job.results) == len(people)
+        else [f"asynchronous job: {len(job.results)} results for {len(people)}"]
+    )
+
+
 async def scenario(
     broker_target: str, pki_dir: Path, idp: DemoIdp | None = None, token_target: str | None = None
 ) -> list[str]:
@@ -230,6 +273,7 @@ async def scenario(
             if a.eligibility is not expected:
                 problems.append(f"{label}: expected {expected.value}, got {a.eligibility.value}")
         problems += await spoofing_is_refused(client, personas()[0][1])
+        problems += await asynchronous_review(client)
         jwks = await client.jwks()
     if idp is not None and token_target is not None:
         label, resident, expected, procedure = personas()[0]
@@ -294,11 +338,12 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
     print(table([*headers, "decision"], rows))
     print(f"  this lookup is itself traced: {report.report_trace_id}")
     consulted = [a for a in report.accesses if a.procedure_code == "HOUSING-RENT-SUBSIDY"]
-    if len(consulted) != 2:
-        return [f"resident report lists {len(consulted)} housing-office accesses, expected 2"]
-    # One by the office's application (its certificate asserts the officer), one by an officer
+    # The application, assessed twice (certificate, then token), and the asynchronous yearly re-check.
+    if len(consulted) != 3:
+        return [f"resident report lists {len(consulted)} housing-office accesses, expected 3"]
+    # Two by the office's application (its certificate asserts the officer), one by an officer
     # authenticated by the office's identity provider.
-    if sorted(a.officer_identification for a in consulted) != ["CERTIFICATE", "TOKEN"]:
+    if sorted(a.officer_identification for a in consulted) != ["CERTIFICATE", "CERTIFICATE", "TOKEN"]:
         return ["resident report does not tell the asserted officer from the authenticated one"]
     return []
 

@@ -21,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ from onceonly.consumers.client import (
     Purpose,
     Subject,
     Verification,
+    VerificationJob,
 )
 from onceonly.pki import identity_from_pem
 from onceonly.wire import LEGAL_BASIS_KIND, short_enum_names
@@ -63,7 +65,7 @@ T = TypeVar("T")
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``verify``, ``verify-bulk``, ``catalog`` and ``jwks``."""
+    """Register ``verify``, ``verify-bulk``, ``submit``, ``job``, ``catalog`` and ``jwks``."""
     verify = client_command(sub, "verify", "verify facts about a resident")
     verify.add_argument("--request-id", help="idempotency key (default: a new random id)")
     add_request_arguments(verify)
@@ -87,6 +89,33 @@ def add_commands(sub: Any) -> None:
         help="write each subject's document number into the results file (off: rows are named by line)",
     )
     bulk.set_defaults(handler=cmd_verify_bulk, timeout=None)
+
+    submit = client_command(
+        sub, "submit", "submit subjects to be verified later (asynchronous); prints the job"
+    )
+    add_request_arguments(submit)
+    submit.add_argument(
+        "--subject",
+        required=True,
+        action="append",
+        metavar="TYPE:NUMBER",
+        help="a resident, e.g. DNI:35731890X (repeat for up to 1,000)",
+    )
+    submit.add_argument(
+        "--submission-id", help="idempotency key of the submission (default: a new random id)"
+    )
+    submit.set_defaults(handler=cmd_submit)
+
+    job = client_command(sub, "job", "an asynchronous verification's state, and its results once done")
+    job.add_argument("job_id", help="the id `onceonly submit` printed")
+    job.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="poll until the job is done, at most this long",
+    )
+    job.set_defaults(handler=cmd_job)
 
     catalog = client_command(sub, "catalog", "list certificate types, and what your agreements allow")
     catalog.add_argument(
@@ -115,6 +144,26 @@ def print_verification(v: Verification) -> None:
     print(table(["certificate type", "provider", "status", "claims / detail", "ms"], rows))
 
 
+def verification_json(v: Verification) -> dict[str, Any]:
+    return {
+        "request_id": v.request_id,
+        "trace_id": v.trace_id,
+        "decided_at": v.decided_at.isoformat(),
+        "outcomes": [
+            {
+                "certificate_type_id": o.certificate_type_id,
+                "provider_id": o.provider_id,
+                "status": o.status,
+                "claims": dict(o.claims),
+                "attestation": o.attestation,
+                "detail": o.detail,
+                "latency_ms": o.latency_ms,
+            }
+            for o in v.outcomes
+        ],
+    }
+
+
 async def cmd_verify(args: argparse.Namespace) -> int:
     try:
         consumer, purpose, basis, checks = request_parts(args)
@@ -140,28 +189,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
                 print_error(err)
             return exit_code(err)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "request_id": result.request_id,
-                    "trace_id": result.trace_id,
-                    "decided_at": result.decided_at.isoformat(),
-                    "outcomes": [
-                        {
-                            "certificate_type_id": o.certificate_type_id,
-                            "provider_id": o.provider_id,
-                            "status": o.status,
-                            "claims": dict(o.claims),
-                            "attestation": o.attestation,
-                            "detail": o.detail,
-                            "latency_ms": o.latency_ms,
-                        }
-                        for o in result.outcomes
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(verification_json(result), indent=2))
     else:
         print_verification(result)
     return EXIT_OK
@@ -225,6 +253,98 @@ async def cmd_verify_bulk(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary))
         print(f"results: {out}")
+    return EXIT_OK
+
+
+def job_json(job: VerificationJob) -> dict[str, Any]:
+    def when(t: Any) -> str | None:
+        return t.isoformat() if t is not None else None
+
+    return {
+        "job_id": job.job_id,
+        "submission_id": job.submission_id,
+        "state": job.state,
+        "subjects": job.subjects,
+        "decided": job.decided,
+        "submitted_at": when(job.submitted_at),
+        "estimated_done_at": when(job.estimated_done_at),
+        "done_at": when(job.done_at),
+        "expires_at": when(job.expires_at),
+        "results": [
+            {"request_id": item.request_id, **verification_json(item.verification)}
+            if item.verification is not None
+            else {
+                "request_id": item.request_id,
+                **(error_json(item.error) if item.error else {"error": None}),
+            }
+            for item in job.results
+        ],
+    }
+
+
+def print_job(job: VerificationJob) -> None:
+    print(f"job {job.job_id}  {job.state}  {job.decided}/{job.subjects} decided")
+    if job.done_at is not None:
+        print(f"done at {job.done_at.isoformat()}; results kept until {job.expires_at.isoformat()}")
+    elif job.estimated_done_at is not None and job.state != "EXPIRED":
+        print(
+            f"expected by {job.estimated_done_at.isoformat()}; "
+            f"`onceonly job {job.job_id} --wait 60` waits for it"
+        )
+    for item in job.results:
+        print()
+        if item.verification is not None:
+            print_verification(item.verification)
+        elif item.error is not None:
+            print(f"request {item.request_id}")
+            print_error(item.error, label="refused", file=sys.stdout)
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        consumer, purpose, basis, checks = request_parts(args)
+        # Request ids follow from the submission id, so the same command run again is the same job.
+        submission_id = args.submission_id or uuid.uuid4().hex
+        subjects = [(f"{submission_id}-{i + 1}", Subject.parse(text)) for i, text in enumerate(args.subject)]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    job = await _fetch(
+        args,
+        lambda client: client.submit_verification(
+            consumer=consumer,
+            purpose=purpose,
+            legal_basis=basis,
+            checks=checks,
+            subjects=subjects,
+            submission_id=submission_id,
+        ),
+    )
+    if isinstance(job, int):
+        return job
+    if args.json:
+        print(json.dumps(job_json(job), indent=2))
+    else:
+        print_job(job)
+    return EXIT_OK
+
+
+async def cmd_job(args: argparse.Namespace) -> int:
+    async def poll(client: BrokerClient) -> VerificationJob:
+        deadline = time.monotonic() + max(0.0, args.wait)
+        while True:
+            job = await client.verification_result(args.job_id)
+            if job.state in ("DONE", "EXPIRED") or time.monotonic() >= deadline:
+                return job
+            await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+    job = await _fetch(args, poll)
+    if isinstance(job, int):
+        return job
+    if args.json:
+        print(json.dumps(job_json(job), indent=2))
+    else:
+        print_job(job)
     return EXIT_OK
 
 

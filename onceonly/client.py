@@ -25,6 +25,7 @@ from onceonly.consumers.client import (
     Unauthenticated,
     Unavailable,
     Verification,
+    VerificationJob,
     verify_attestation,
 )
 from onceonly.consumers.oversight import (
@@ -67,5 +68,6 @@ __all__ = [
     "Usage",
     "UsageRow",
     "Verification",
+    "VerificationJob",
     "verify_attestation",
 ]

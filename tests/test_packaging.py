@@ -45,6 +45,7 @@ CLIENT_API = [
     "Usage",
     "UsageRow",
     "Verification",
+    "VerificationJob",
     "verify_attestation",
 ]
 PROVIDER_SDK_API = [

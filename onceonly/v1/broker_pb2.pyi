@@ -21,12 +21,25 @@ class CheckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHECK_STATUS_UNAVAILABLE: _ClassVar[CheckStatus]
     CHECK_STATUS_TIMEOUT: _ClassVar[CheckStatus]
     CHECK_STATUS_ERROR: _ClassVar[CheckStatus]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_PENDING: _ClassVar[JobState]
+    JOB_STATE_IN_PROGRESS: _ClassVar[JobState]
+    JOB_STATE_DONE: _ClassVar[JobState]
+    JOB_STATE_EXPIRED: _ClassVar[JobState]
 CHECK_STATUS_UNSPECIFIED: CheckStatus
 CHECK_STATUS_VERIFIED: CheckStatus
 CHECK_STATUS_SUBJECT_NOT_FOUND: CheckStatus
 CHECK_STATUS_UNAVAILABLE: CheckStatus
 CHECK_STATUS_TIMEOUT: CheckStatus
 CHECK_STATUS_ERROR: CheckStatus
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_PENDING: JobState
+JOB_STATE_IN_PROGRESS: JobState
+JOB_STATE_DONE: JobState
+JOB_STATE_EXPIRED: JobState
 
 class Check(_message.Message):
     __slots__ = ("certificate_type_id", "parameters")
@@ -212,6 +225,46 @@ class BulkVerifyRequest(_message.Message):
     header: BulkHeader
     subject: BulkSubject
     def __init__(self, header: _Optional[_Union[BulkHeader, _Mapping]] = ..., subject: _Optional[_Union[BulkSubject, _Mapping]] = ...) -> None: ...
+
+class SubmitVerificationRequest(_message.Message):
+    __slots__ = ("submission_id", "header", "subjects")
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    submission_id: str
+    header: BulkHeader
+    subjects: _containers.RepeatedCompositeFieldContainer[BulkSubject]
+    def __init__(self, submission_id: _Optional[str] = ..., header: _Optional[_Union[BulkHeader, _Mapping]] = ..., subjects: _Optional[_Iterable[_Union[BulkSubject, _Mapping]]] = ...) -> None: ...
+
+class GetVerificationResultRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class VerificationJob(_message.Message):
+    __slots__ = ("job_id", "submission_id", "state", "submitted_at", "estimated_done_at", "expires_at", "subjects", "decided", "results", "done_at")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_DONE_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DONE_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    submission_id: str
+    state: JobState
+    submitted_at: _timestamp_pb2.Timestamp
+    estimated_done_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    subjects: int
+    decided: int
+    results: _containers.RepeatedCompositeFieldContainer[BulkVerifyResult]
+    done_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., submission_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subjects: _Optional[int] = ..., decided: _Optional[int] = ..., results: _Optional[_Iterable[_Union[BulkVerifyResult, _Mapping]]] = ..., done_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BulkVerifyResult(_message.Message):
     __slots__ = ("request_id", "response", "error")

@@ -44,6 +44,16 @@ class BrokerStub:
                 request_serializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.FromString,
                 _registered_method=True)
+        self.SubmitVerification = channel.unary_unary(
+                '/onceonly.v1.Broker/SubmitVerification',
+                request_serializer=onceonly_dot_v1_dot_broker__pb2.SubmitVerificationRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_broker__pb2.VerificationJob.FromString,
+                _registered_method=True)
+        self.GetVerificationResult = channel.unary_unary(
+                '/onceonly.v1.Broker/GetVerificationResult',
+                request_serializer=onceonly_dot_v1_dot_broker__pb2.GetVerificationResultRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_broker__pb2.VerificationJob.FromString,
+                _registered_method=True)
         self.GetCatalog = channel.unary_unary(
                 '/onceonly.v1.Broker/GetCatalog',
                 request_serializer=onceonly_dot_v1_dot_broker__pb2.GetCatalogRequest.SerializeToString,
@@ -78,6 +88,24 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitVerification(self, request, context):
+        """Submits one or many subjects under one header to be decided later (asynchronous mode, as
+        SCSP's peticionAsincrona): answers at once with a job in state PENDING and an estimated
+        time. The job is durable: it survives a restart of the broker and carries on. Idempotent by
+        (organisation, submission_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVerificationResult(self, request, context):
+        """A job's state and, once DONE, every subject's result. Another organisation's job is
+        PERMISSION_DENIED; an unknown one NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCatalog(self, request, context):
         """The catalog of certificate types and providers.
         """
@@ -104,6 +132,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.VerifyBulk,
                     request_deserializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.SerializeToString,
+            ),
+            'SubmitVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitVerification,
+                    request_deserializer=onceonly_dot_v1_dot_broker__pb2.SubmitVerificationRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_broker__pb2.VerificationJob.SerializeToString,
+            ),
+            'GetVerificationResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerificationResult,
+                    request_deserializer=onceonly_dot_v1_dot_broker__pb2.GetVerificationResultRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_broker__pb2.VerificationJob.SerializeToString,
             ),
             'GetCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCatalog,
@@ -170,6 +208,60 @@ class Broker:
             '/onceonly.v1.Broker/VerifyBulk',
             onceonly_dot_v1_dot_broker__pb2.BulkVerifyRequest.SerializeToString,
             onceonly_dot_v1_dot_broker__pb2.BulkVerifyResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Broker/SubmitVerification',
+            onceonly_dot_v1_dot_broker__pb2.SubmitVerificationRequest.SerializeToString,
+            onceonly_dot_v1_dot_broker__pb2.VerificationJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerificationResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Broker/GetVerificationResult',
+            onceonly_dot_v1_dot_broker__pb2.GetVerificationResultRequest.SerializeToString,
+            onceonly_dot_v1_dot_broker__pb2.VerificationJob.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,16 @@ class BrokerStub:
     request id: after a disconnect, send the same ids again and already decided
     subjects are answered from the ledger without being traced twice.
     """
+    SubmitVerification: _grpc.UnaryUnaryMultiCallable[_broker_pb2.SubmitVerificationRequest, _broker_pb2.VerificationJob]
+    """Submits one or many subjects under one header to be decided later (asynchronous mode, as
+    SCSP's peticionAsincrona): answers at once with a job in state PENDING and an estimated
+    time. The job is durable: it survives a restart of the broker and carries on. Idempotent by
+    (organisation, submission_id).
+    """
+    GetVerificationResult: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetVerificationResultRequest, _broker_pb2.VerificationJob]
+    """A job's state and, once DONE, every subject's result. Another organisation's job is
+    PERMISSION_DENIED; an unknown one NOT_FOUND.
+    """
     GetCatalog: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetCatalogRequest, _broker_pb2.Catalog]
     """The catalog of certificate types and providers."""
     GetJwks: _grpc.UnaryUnaryMultiCallable[_broker_pb2.GetJwksRequest, _broker_pb2.Jwks]
@@ -58,6 +68,16 @@ class BrokerAsyncStub(BrokerStub):
     Every subject is checked by policy and traced on its own, and is idempotent by its
     request id: after a disconnect, send the same ids again and already decided
     subjects are answered from the ledger without being traced twice.
+    """
+    SubmitVerification: _aio.UnaryUnaryMultiCallable[_broker_pb2.SubmitVerificationRequest, _broker_pb2.VerificationJob]  # type: ignore[assignment]
+    """Submits one or many subjects under one header to be decided later (asynchronous mode, as
+    SCSP's peticionAsincrona): answers at once with a job in state PENDING and an estimated
+    time. The job is durable: it survives a restart of the broker and carries on. Idempotent by
+    (organisation, submission_id).
+    """
+    GetVerificationResult: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetVerificationResultRequest, _broker_pb2.VerificationJob]  # type: ignore[assignment]
+    """A job's state and, once DONE, every subject's result. Another organisation's job is
+    PERMISSION_DENIED; an unknown one NOT_FOUND.
     """
     GetCatalog: _aio.UnaryUnaryMultiCallable[_broker_pb2.GetCatalogRequest, _broker_pb2.Catalog]  # type: ignore[assignment]
     """The catalog of certificate types and providers."""
@@ -85,6 +105,28 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         Every subject is checked by policy and traced on its own, and is idempotent by its
         request id: after a disconnect, send the same ids again and already decided
         subjects are answered from the ledger without being traced twice.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitVerification(
+        self,
+        request: _broker_pb2.SubmitVerificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.VerificationJob, _abc.Awaitable[_broker_pb2.VerificationJob]]:
+        """Submits one or many subjects under one header to be decided later (asynchronous mode, as
+        SCSP's peticionAsincrona): answers at once with a job in state PENDING and an estimated
+        time. The job is durable: it survives a restart of the broker and carries on. Idempotent by
+        (organisation, submission_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetVerificationResult(
+        self,
+        request: _broker_pb2.GetVerificationResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.VerificationJob, _abc.Awaitable[_broker_pb2.VerificationJob]]:
+        """A job's state and, once DONE, every subject's result. Another organisation's job is
+        PERMISSION_DENIED; an unknown one NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

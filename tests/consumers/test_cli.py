@@ -449,3 +449,34 @@ async def test_a_wrong_credential_is_told_apart_from_a_broker_that_is_down(
         "catalog", "--broker", f"127.0.0.1:{free_port()}", "--tls-dir", pki_dir, "--cert", "housing-office"
     )
     assert code == EXIT_UNAVAILABLE and "nothing listens on" in err
+
+
+async def test_submit_then_job_waits_for_the_results(broker: BrokerApp) -> None:
+    """Asynchronous mode from the shell: `submit` prints the job at once, `job --wait` prints every
+    subject's result once it is done (a refused one as refused), and `--json` carries the same."""
+    known = resident()
+    args = verify_args(broker.target, f"{known.document_type}:{known.document_number}")
+    args[0] = "submit"
+    args += ["--subject", "DNI:12345678A", "--submission-id", "cli-async-1"]
+    code, out, err = await cli(*args)
+    assert code == EXIT_OK, err
+    first = out.splitlines()[0].split()
+    assert first[0] == "job" and first[2] in ("PENDING", "IN_PROGRESS", "DONE") and first[3].endswith("/2")
+    job_id = first[1]
+    again_code, again, _ = await cli(*args)  # the same submission: the same job
+    assert again_code == EXIT_OK and again.split()[1] == job_id
+
+    code, out, err = await cli("job", job_id, "--broker", broker.target, "--wait", "20")
+    assert code == EXIT_OK, err
+    assert out.splitlines()[0].split()[2:4] == ["DONE", "2/2"]
+    assert out.count("VERIFIED") == len(HOUSING_CHECKS)
+    assert "refused: invalid request: subject.document_number DNI check letter does not match" in out
+
+    code, text, _ = await cli("job", job_id, "--broker", broker.target, "--json")
+    data = json.loads(text)
+    assert data["state"] == "DONE" and data["submission_id"] == "cli-async-1"
+    assert [bool(r.get("outcomes")) for r in data["results"]] == [True, False]
+    assert data["results"][1]["error"]["code"] == "INVALID_ARGUMENT"
+
+    code, _, err = await cli("job", "no-such-job", "--broker", broker.target)
+    assert code != EXIT_OK and "no verification job 'no-such-job' [NOT_FOUND, JOB_NOT_FOUND]" in err

@@ -32,6 +32,9 @@ ALLOWED = frozenset(
         S.NOT_FOUND,
         S.PERMISSION_DENIED,
         S.ALREADY_EXISTS,
+        # A well-formed call the state does not allow (e.g. an audit sample of a period with no
+        # request), said with its reason.
+        S.FAILED_PRECONDITION,
         S.RESOURCE_EXHAUSTED,
         S.UNAVAILABLE,
     }
