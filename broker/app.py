@@ -360,7 +360,11 @@ async def start_broker(
         witness=witness,
     )
     broker_servicer = BrokerServicer(
-        service, keys, jobs=JobStore(engine, cipher), retention_days=config.retention_days
+        service,
+        keys,
+        jobs=JobStore(engine, cipher),
+        retention_days=config.retention_days,
+        job_wait_s=config.job_wait_s,
     )
     try:
         states = await service.check_providers()

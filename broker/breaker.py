@@ -119,6 +119,9 @@ class CircuitBreaker(ProviderClient):
     async def attest(self, query: ProviderQuery, timeout: float) -> ProviderAnswer:
         return await self._guarded(lambda t: self.inner.attest(query, t), timeout, retry=True)
 
+    async def collect(self, ticket: str, timeout: float) -> ProviderAnswer:
+        return await self._guarded(lambda t: self.inner.collect(ticket, t), timeout, retry=True)
+
     async def close(self) -> None:
         await self.inner.close()
 

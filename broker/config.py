@@ -126,6 +126,9 @@ class BrokerConfig:
     oversight_query_timeout_ms: int = 10000
     """Time budget of one oversight read; past it the statement is stopped and the call ends
     ``RESOURCE_EXHAUSTED`` (``QUERY_TOO_LONG``). ``ONCEONLY_OVERSIGHT_QUERY_TIMEOUT_MS``."""
+    job_wait_s: float = 86400.0
+    """How long a subject of an asynchronous job waits for an agency that answers later
+    (``Attest`` PENDING); past it the check is ``UNAVAILABLE``. ``ONCEONLY_JOB_WAIT_S``."""
     ledger_commit_window_ms: float = 2.0
     """How long the ledger's writer may hold a commit open for more records while they arrive
     closer together than this (group commit: one sync for several records); each record still
@@ -233,6 +236,7 @@ _ENV_NAMES = {
     "retention_days": "ONCEONLY_RETENTION_DAYS",
     "health_check_s": "ONCEONLY_HEALTH_CHECK_S",
     "ledger_commit_window_ms": "ONCEONLY_LEDGER_COMMIT_WINDOW_MS",
+    "job_wait_s": "ONCEONLY_JOB_WAIT_S",
     "max_connections_per_peer": "ONCEONLY_MAX_CONNECTIONS_PER_PEER",
     "connection_idle_s": "ONCEONLY_CONNECTION_IDLE_S",
 }

@@ -72,6 +72,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         *,
         jobs: JobStore | None = None,
         retention_days: int = 1825,
+        job_wait_s: float = 86400.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ):
         self._service = service
@@ -79,6 +80,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self._keys = keys
         self._jobs = jobs
         self._retention = dt.timedelta(days=retention_days)
+        self._job_wait_s = job_wait_s
         self._clock = clock
         self.runner: JobRunner | None = None
         """Woken when a job is submitted (set by the app that runs it)."""
@@ -337,13 +339,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, header: broker_pb2.BulkHeader, item: broker_pb2.BulkSubject, identified: str
     ) -> broker_pb2.BulkVerifyResult:
         """One subject of an asynchronous job, as ``VerifyBulk`` decides it."""
-        return await self._bulk_one(_template(header), item, OfficerIdentification(identified))
+        return await self._bulk_one(
+            _template(header), item, OfficerIdentification(identified), wait_for_deferred_s=self._job_wait_s
+        )
 
     async def _bulk_one(
         self,
         template: broker_pb2.VerifyRequest,
         item: broker_pb2.BulkSubject,
         identified: OfficerIdentification,
+        *,
+        wait_for_deferred_s: float | None = None,
     ) -> broker_pb2.BulkVerifyResult:
         request = broker_pb2.VerifyRequest()
         request.CopyFrom(template)
@@ -353,7 +359,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             domain_request = translate.identified(
                 translate.verification_request(request, self._service.catalog), identified
             )
-            result = await self._service.verify(domain_request)
+            result = await self._service.verify(domain_request, wait_for_deferred_s=wait_for_deferred_s)
         except Exception as exc:  # each subject's failure is its own result, not the stream's
             status = status_for(exc)
             if status.code == code_pb2.INTERNAL:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -50,6 +51,15 @@ class ProviderUnavailable(ProviderError):
     status = "UNAVAILABLE"
 
 
+class TicketUnknown(ProviderError):
+    """``Collect`` with a ticket the provider no longer knows (it restarted): ask ``Attest`` again."""
+
+    status = "ERROR"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args, provider_fault=False)
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderQuery:
     request_id: str
@@ -67,6 +77,9 @@ class ProviderAnswer:
     found: bool
     claims: Mapping[str, Any]
     evidence: str = ""
+    ready_at: datetime | None = None
+    """The provider answers later (``Attest`` said PENDING): collect with ``ticket`` from then."""
+    ticket: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,10 @@ class ProviderClient(abc.ABC):
 
     @abc.abstractmethod
     async def attest(self, query: ProviderQuery, timeout: float) -> ProviderAnswer: ...
+
+    async def collect(self, ticket: str, timeout: float) -> ProviderAnswer:
+        """The answer to a check the provider deferred (see ``ProviderAnswer.ready_at``)."""
+        raise ProviderError("this provider does not answer later")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release the connection."""
@@ -178,14 +195,33 @@ class GrpcProviderClient(ProviderClient):
             reply = await self._stub.Attest(request, timeout=timeout, metadata=self._call_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
-        if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:
-            return ProviderAnswer(False, {}, reply.evidence)
-        if reply.result != provider_pb2.AttestResponse.RESULT_FOUND:
-            raise ProviderError("provider answered without a result")
-        return ProviderAnswer(True, {k: _plain(v) for k, v in reply.claims.fields.items()}, reply.evidence)
+        return _answer(reply)
+
+    async def collect(self, ticket: str, timeout: float) -> ProviderAnswer:
+        try:
+            reply = await self._stub.Collect(
+                provider_pb2.CollectRequest(ticket=ticket), timeout=timeout, metadata=self._call_metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise TicketUnknown("the provider no longer knows this ticket") from None
+            raise _map_rpc_error(exc) from None
+        return _answer(reply)
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _answer(reply: provider_pb2.AttestResponse) -> ProviderAnswer:
+    if reply.result == provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND:
+        return ProviderAnswer(False, {}, reply.evidence)
+    if reply.result == provider_pb2.AttestResponse.RESULT_PENDING:
+        if not reply.ticket or not reply.HasField("ready_at"):
+            raise ProviderError("provider answered PENDING without a ticket and a time")
+        return ProviderAnswer(False, {}, "", reply.ready_at.ToDatetime(tzinfo=UTC), reply.ticket)
+    if reply.result != provider_pb2.AttestResponse.RESULT_FOUND:
+        raise ProviderError("provider answered without a result")
+    return ProviderAnswer(True, {k: _plain(v) for k, v in reply.claims.fields.items()}, reply.evidence)
 
 
 def _map_rpc_error(exc: grpc.aio.AioRpcError) -> ProviderError:

@@ -50,6 +50,7 @@ from onceonly.broker.providers import (
     ProviderQuery,
     ProviderTimeout,
     ProviderUnavailable,
+    TicketUnknown,
 )
 from onceonly.broker.records import attestation_payload, trace_record
 from onceonly.evidence import EvidenceError, UnknownEvidenceCertificate, evidence_claims
@@ -130,8 +131,18 @@ class VerificationService:
         """Certificate type id → how ``organization_id`` may use it now (its agreements in force)."""
         return self._policy().allowed_uses(organization_id, self._clock())
 
-    async def verify(self, request: VerificationRequest, *, deadline_s: float | None = None) -> VerifyResult:
-        """Decide one request. Raises ``PolicyDenied``, ``DuplicateRequest`` or ``LedgerUnavailable``."""
+    async def verify(
+        self,
+        request: VerificationRequest,
+        *,
+        deadline_s: float | None = None,
+        wait_for_deferred_s: float | None = None,
+    ) -> VerifyResult:
+        """Decide one request. Raises ``PolicyDenied``, ``DuplicateRequest`` or ``LedgerUnavailable``.
+
+        A provider that answers later (``ProviderAnswer.ready_at``) is waited for up to
+        ``wait_for_deferred_s`` (asynchronous jobs); without it the check is ``UNAVAILABLE``, saying
+        when the agency will answer and that the request can be submitted asynchronously."""
         # The body's digest names the subject: only its keyed form is kept, in the stored reply.
         request = dataclasses.replace(request, digest=self._pseudonymiser.request_digest(request.digest))
         key = (request.consumer.organization_id, request.request_id)
@@ -141,7 +152,7 @@ class VerificationService:
         self._replies.begin(key)
         try:
             with telemetry.span("onceonly.verify", lambda: _span_attributes(request)):
-                return await self._decide(request, deadline_s)
+                return await self._decide(request, deadline_s, wait_for_deferred_s)
         finally:
             self._replies.end(key)
 
@@ -149,7 +160,9 @@ class VerificationService:
         """The answer kept for a request id (``None`` if it was never decided, or was purged)."""
         return await self._ledger.find_reply(organization_id, request_id)
 
-    async def _decide(self, request: VerificationRequest, deadline_s: float | None) -> VerifyResult:
+    async def _decide(
+        self, request: VerificationRequest, deadline_s: float | None, wait_for_deferred_s: float | None = None
+    ) -> VerifyResult:
         started = time.perf_counter()
         trace_id = new_trace_id()
         now = self._clock()
@@ -182,8 +195,9 @@ class VerificationService:
         if deadline_s is not None:
             # Leave time to sign and record before the caller's own deadline.
             timeout = max(0.05, min(timeout, deadline_s - 0.1))
+        wait_until = None if wait_for_deferred_s is None else now + timedelta(seconds=wait_for_deferred_s)
         asked = await asyncio.gather(
-            *(self._ask(check, request, trace_id, timeout) for check in request.checks)
+            *(self._ask(check, request, trace_id, timeout, wait_until) for check in request.checks)
         )
         outcomes = tuple(
             a if isinstance(a, CheckOutcome) else self._conclude(a, request, trace_id, now) for a in asked
@@ -268,7 +282,12 @@ class VerificationService:
         return reply
 
     async def _ask(
-        self, check: CheckRequest, request: VerificationRequest, trace_id: str, timeout: float
+        self,
+        check: CheckRequest,
+        request: VerificationRequest,
+        trace_id: str,
+        timeout: float,
+        wait_until: datetime | None = None,
     ) -> CheckOutcome | _Answered:
         """Ask the provider; a failure is already the check's outcome, an answer still needs checking."""
         definition = self.catalog.certificate_types[check.certificate_type_id]
@@ -310,6 +329,20 @@ class VerificationService:
                 kind=telemetry.trace.SpanKind.CLIENT,
             ):
                 answer = await client.attest(query, timeout)
+                while answer.ready_at is not None:  # the agency answers later
+                    if wait_until is None or answer.ready_at > wait_until:
+                        return CheckOutcome(
+                            check.certificate_type_id,
+                            provider_id,
+                            CheckStatus.UNAVAILABLE,
+                            detail=self._later_detail(provider_id, answer.ready_at, wait_until),
+                            latency_ms=_ms(started),
+                        )
+                    await asyncio.sleep(max(0.0, (answer.ready_at - self._clock()).total_seconds()))
+                    try:
+                        answer = await client.collect(answer.ticket, timeout)
+                    except TicketUnknown:  # the provider restarted: ask the question again
+                        answer = await client.attest(query, timeout)
         except ProviderError as exc:
             return CheckOutcome(
                 check.certificate_type_id,
@@ -319,6 +352,14 @@ class VerificationService:
                 latency_ms=_ms(started),
             )
         return _Answered(check, definition.claims, provider_id, answer, _ms(started))
+
+    def _later_detail(self, provider_id: str, ready_at: datetime, wait_until: datetime | None) -> str:
+        found = self.catalog.providers.get(provider_id)
+        name = found.name if found is not None else provider_id
+        when = ready_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if wait_until is None:
+            return f"{name} answers this later (from {when}): submit it asynchronously (SubmitVerification)"
+        return f"{name} answers this later (from {when}) than this job waits for"
 
     def _caseworker_detail(self, provider_id: str, exc: ProviderError) -> str:
         """What a caseworker reads of a provider failure; addresses and transport details stay in

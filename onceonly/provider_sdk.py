@@ -13,6 +13,7 @@ from onceonly.pki import TlsConfig
 from onceonly.providers.sdk import (
     AttestQuery,
     CertificateTypeSupport,
+    Deferred,
     InvalidQuery,
     ProviderAdapter,
     SubjectNotFound,
@@ -24,6 +25,7 @@ from onceonly.providers.sdk import (
 __all__ = [
     "AttestQuery",
     "CertificateTypeSupport",
+    "Deferred",
     "FieldSpec",
     "FieldType",
     "InvalidQuery",

@@ -137,6 +137,8 @@ def _shorten(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
 class AttestResult(enum.Enum):
     FOUND = "FOUND"
     SUBJECT_NOT_FOUND = "SUBJECT_NOT_FOUND"
+    PENDING = "PENDING"
+    """The agency answers later: ``Collect`` with the ticket from ``ready_at``."""
 
 
 DOCUMENT_TYPE = ProtoEnum(common_pb2.DocumentType, DocumentType)

@@ -13,7 +13,12 @@ from typing import Any
 
 from onceonly.logs import configure_from_args
 from onceonly.pki import TlsConfig
-from onceonly.providers.reference import REFERENCE_ADAPTERS, DelayedAdapter, reference_adapter
+from onceonly.providers.reference import (
+    REFERENCE_ADAPTERS,
+    DeferringAdapter,
+    DelayedAdapter,
+    reference_adapter,
+)
 from onceonly.providers.sdk import ProviderAdapter, serve_provider
 from onceonly.serving import add_server_arguments
 from onceonly.settings import REFERENCE_PROVIDER_TARGETS, parse_bool
@@ -34,6 +39,13 @@ def add_commands(serve: Any) -> None:
         default=0,
         help="testing aid: answer every check this much later (default 0)",
     )
+    p.add_argument(
+        "--defer-s",
+        type=float,
+        default=0,
+        help="testing aid: answer every check later, through Collect, as an agency that answers in "
+        "hours does (Attest says when; default 0: answer at once)",
+    )
     p.set_defaults(handler=cmd_serve_provider)
 
 
@@ -42,6 +54,8 @@ async def cmd_serve_provider(args: argparse.Namespace) -> int:
     adapter: ProviderAdapter = reference_adapter(args.name)
     if args.delay_ms:
         adapter = DelayedAdapter(adapter, args.delay_ms / 1000)
+    if args.defer_s:
+        adapter = DeferringAdapter(adapter, args.defer_s)
     listen = (
         args.listen
         or os.environ.get("ONCEONLY_PROVIDER_LISTEN")

@@ -55,9 +55,11 @@ import abc
 import asyncio
 import contextlib
 import contextvars
+import datetime
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: str = provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name
 """The fully qualified gRPC service name, ``onceonly.v1.Provider``."""
 HEALTH_CHECK_S = 5.0
+MAX_PENDING = 100_000
+"""Deferred checks a provider remembers at once; beyond, the oldest is forgotten (asked again, it is
+asked anew)."""
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -128,6 +133,21 @@ class AttestQuery:
     consumer_organization_id: str
     procedure_code: str
     legal_basis_kind: str
+
+
+class Deferred(Exception):
+    """Raised by :meth:`ProviderAdapter.attest` (or ``collect``) when the agency answers later.
+
+    The broker is told to come back from ``ready_at`` with a ticket (``ticket``, or one the SDK
+    makes up); then :meth:`ProviderAdapter.collect` is asked for the answer, and may defer again.
+    """
+
+    def __init__(self, ready_at: datetime.datetime, ticket: str = "") -> None:
+        if ready_at.tzinfo is None:
+            raise ValueError("ready_at must be timezone-aware")
+        super().__init__(f"ready at {ready_at.isoformat()}")
+        self.ready_at = ready_at
+        self.ticket = ticket
 
 
 class SubjectNotFound(Exception):
@@ -177,6 +197,12 @@ class ProviderAdapter(abc.ABC):
         """
         return None
 
+    async def collect(self, query: AttestQuery, ticket: str) -> Mapping[str, Any]:
+        """The answer to a check :meth:`attest` deferred (raised :class:`Deferred` for), asked
+        with its ticket once its ``ready_at`` has passed. Raise :class:`Deferred` again if it
+        is still not ready. By default: ask :meth:`attest` again."""
+        return await self.attest(query)
+
     @abc.abstractmethod
     async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
         """Answer one check: return the declared claims, or raise :class:`SubjectNotFound`.
@@ -217,6 +243,8 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
             supported[support.certificate_type_id] = support
         # Declarations are fixed at start-up: the broker cross-checks them against the catalog.
         self._supported = supported
+        # Checks the adapter deferred, by ticket: the question, to sign the answer over it later.
+        self._pending: dict[str, tuple[provider_pb2.AttestRequest, AttestQuery, CertificateTypeSupport]] = {}
         self._description = provider_pb2.ProviderDescription(
             provider_id=adapter.provider_id,
             name=adapter.name,
@@ -279,6 +307,40 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
                 reason="CERTIFICATE_TYPE_NOT_SERVED",
             )
         query = self._query(request, support)
+        return await self._answer(request, query, support, self._adapter.attest(query))
+
+    async def Collect(
+        self, request: provider_pb2.CollectRequest, context: Context
+    ) -> provider_pb2.AttestResponse:
+        """The answer to a check that was pending, if it is ready."""
+        try:
+            waiting = self._pending.pop(request.ticket, None)
+            if waiting is None:
+                raise NotFound(
+                    "no check is pending under this ticket: ask Attest again",
+                    resource_type="onceonly.v1.CollectRequest",
+                    resource_name=request.ticket[:64],
+                    field="ticket",
+                    description="unknown, or answered already",
+                    reason="TICKET_NOT_FOUND",
+                )
+            asked, query, support = waiting
+            return await self._answer(asked, query, support, self._adapter.collect(query, request.ticket))
+        except OnceOnlyError as refusal:
+            error: OnceOnlyError = refusal
+        except Exception:
+            log.exception("collect failed")
+            error = Internal("adapter failed")
+        await abort(context, error)
+
+    async def _answer(
+        self,
+        request: provider_pb2.AttestRequest,
+        query: AttestQuery,
+        support: CertificateTypeSupport,
+        asked: Awaitable[Mapping[str, Any]],
+    ) -> provider_pb2.AttestResponse:
+        """The response to ``request`` once the adapter's ``asked`` completes (or defers)."""
         context_fields = {
             "provider_id": self._adapter.provider_id,
             "certificate_type_id": support.certificate_type_id,
@@ -286,7 +348,17 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
             "trace_id": request.trace_id,
         }
         try:
-            claims = await self._adapter.attest(query)
+            claims = await asked
+        except Deferred as later:
+            ticket = later.ticket or uuid.uuid4().hex
+            if len(self._pending) >= MAX_PENDING:  # forget the oldest: asked again, it is asked anew
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[ticket] = (request, query, support)
+            pending = provider_pb2.AttestResponse(
+                result=provider_pb2.AttestResponse.RESULT_PENDING, ticket=ticket
+            )
+            pending.ready_at.FromDatetime(later.ready_at)
+            return pending
         except SubjectNotFound:
             return provider_pb2.AttestResponse(
                 result=provider_pb2.AttestResponse.RESULT_SUBJECT_NOT_FOUND,

@@ -51,6 +51,7 @@ CLIENT_API = [
 PROVIDER_SDK_API = [
     "AttestQuery",
     "CertificateTypeSupport",
+    "Deferred",
     "FieldSpec",
     "FieldType",
     "InvalidQuery",

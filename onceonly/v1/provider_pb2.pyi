@@ -1,4 +1,7 @@
+import datetime
+
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from onceonly.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -63,19 +66,31 @@ class AttestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., certificate_type_id: _Optional[str] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., consumer_organization_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
-    __slots__ = ("result", "claims", "evidence")
+    __slots__ = ("result", "claims", "evidence", "ready_at", "ticket")
     class Result(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         RESULT_UNSPECIFIED: _ClassVar[AttestResponse.Result]
         RESULT_FOUND: _ClassVar[AttestResponse.Result]
         RESULT_SUBJECT_NOT_FOUND: _ClassVar[AttestResponse.Result]
+        RESULT_PENDING: _ClassVar[AttestResponse.Result]
     RESULT_UNSPECIFIED: AttestResponse.Result
     RESULT_FOUND: AttestResponse.Result
     RESULT_SUBJECT_NOT_FOUND: AttestResponse.Result
+    RESULT_PENDING: AttestResponse.Result
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    READY_AT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
     result: AttestResponse.Result
     claims: _struct_pb2.Struct
     evidence: str
-    def __init__(self, result: _Optional[_Union[AttestResponse.Result, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., evidence: _Optional[str] = ...) -> None: ...
+    ready_at: _timestamp_pb2.Timestamp
+    ticket: str
+    def __init__(self, result: _Optional[_Union[AttestResponse.Result, str]] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., evidence: _Optional[str] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ticket: _Optional[str] = ...) -> None: ...
+
+class CollectRequest(_message.Message):
+    __slots__ = ("ticket",)
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ticket: str
+    def __init__(self, ticket: _Optional[str] = ...) -> None: ...

@@ -44,6 +44,11 @@ class ProviderStub:
                 request_serializer=onceonly_dot_v1_dot_provider__pb2.AttestRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
                 _registered_method=True)
+        self.Collect = channel.unary_unary(
+                '/onceonly.v1.Provider/Collect',
+                request_serializer=onceonly_dot_v1_dot_provider__pb2.CollectRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -57,7 +62,16 @@ class ProviderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Attest(self, request, context):
-        """Answers one check about one subject.
+        """Answers one check about one subject, or says it will answer later (RESULT_PENDING).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Collect(self, request, context):
+        """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
+        FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
+        ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,6 +88,11 @@ def add_ProviderServicer_to_server(servicer, server):
             'Attest': grpc.unary_unary_rpc_method_handler(
                     servicer.Attest,
                     request_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.SerializeToString,
+            ),
+            'Collect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Collect,
+                    request_deserializer=onceonly_dot_v1_dot_provider__pb2.CollectRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.SerializeToString,
             ),
     }
@@ -130,6 +149,33 @@ class Provider:
             target,
             '/onceonly.v1.Provider/Attest',
             onceonly_dot_v1_dot_provider__pb2.AttestRequest.SerializeToString,
+            onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Collect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Provider/Collect',
+            onceonly_dot_v1_dot_provider__pb2.CollectRequest.SerializeToString,
             onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
             options,
             channel_credentials,

@@ -34,7 +34,12 @@ class ProviderStub:
     Describe: _grpc.UnaryUnaryMultiCallable[_provider_pb2.DescribeRequest, _provider_pb2.ProviderDescription]
     """What this provider serves; cross-checked against the catalog."""
     Attest: _grpc.UnaryUnaryMultiCallable[_provider_pb2.AttestRequest, _provider_pb2.AttestResponse]
-    """Answers one check about one subject."""
+    """Answers one check about one subject, or says it will answer later (RESULT_PENDING)."""
+    Collect: _grpc.UnaryUnaryMultiCallable[_provider_pb2.CollectRequest, _provider_pb2.AttestResponse]
+    """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
+    FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
+    ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
+    """
 
 @_typing.type_check_only
 class ProviderAsyncStub(ProviderStub):
@@ -42,7 +47,12 @@ class ProviderAsyncStub(ProviderStub):
     Describe: _aio.UnaryUnaryMultiCallable[_provider_pb2.DescribeRequest, _provider_pb2.ProviderDescription]  # type: ignore[assignment]
     """What this provider serves; cross-checked against the catalog."""
     Attest: _aio.UnaryUnaryMultiCallable[_provider_pb2.AttestRequest, _provider_pb2.AttestResponse]  # type: ignore[assignment]
-    """Answers one check about one subject."""
+    """Answers one check about one subject, or says it will answer later (RESULT_PENDING)."""
+    Collect: _aio.UnaryUnaryMultiCallable[_provider_pb2.CollectRequest, _provider_pb2.AttestResponse]  # type: ignore[assignment]
+    """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
+    FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
+    ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
+    """
 
 class ProviderServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -59,6 +69,17 @@ class ProviderServicer(metaclass=_abc_1.ABCMeta):
         request: _provider_pb2.AttestRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_provider_pb2.AttestResponse, _abc.Awaitable[_provider_pb2.AttestResponse]]:
-        """Answers one check about one subject."""
+        """Answers one check about one subject, or says it will answer later (RESULT_PENDING)."""
+
+    @_abc_1.abstractmethod
+    def Collect(
+        self,
+        request: _provider_pb2.CollectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_pb2.AttestResponse, _abc.Awaitable[_provider_pb2.AttestResponse]]:
+        """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
+        FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
+        ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
+        """
 
 def add_ProviderServicer_to_server(servicer: ProviderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

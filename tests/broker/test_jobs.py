@@ -16,7 +16,7 @@ from onceonly.broker.app import BrokerApp
 from onceonly.broker.jobs import purge_jobs
 from onceonly.broker.storage import create_engine
 from onceonly.providers import synthetic
-from onceonly.providers.reference import reference_adapter
+from onceonly.providers.reference import DeferringAdapter, reference_adapter
 from onceonly.v1 import broker_pb2, common_pb2
 from tests.conftest import GatedAdapter, Platform, known_everywhere, rpc_failure, verify_request
 
@@ -266,3 +266,29 @@ async def test_purging_removes_expired_jobs_and_keeps_the_others(platform: Platf
     finally:
         conn.close()
     assert jobs == [kept.job_id] and items == {kept.job_id}
+
+
+async def test_an_agency_that_answers_later_is_waited_for_by_a_job_and_named_to_a_verify(
+    platform: Platform,
+) -> None:
+    """The tax agency defers every answer (Attest PENDING, ready in 0.3 s). A job waits and collects
+    it (its evidence checked as any answer's: VERIFIED); a synchronous Verify is not kept waiting:
+    that check is UNAVAILABLE, saying when the agency answers and to submit asynchronously."""
+    await platform.start_reference_providers(tax=DeferringAdapter(reference_adapter("tax"), 0.3))
+    app = await platform.start_broker()
+    reply = await platform.stub(app).Verify(verify_request(), timeout=10)
+    tax = [o for o in reply.outcomes if o.provider_id == "tax"]
+    assert tax and all(o.status == broker_pb2.CHECK_STATUS_UNAVAILABLE for o in tax)
+    assert all("answers this later" in o.detail and "SubmitVerification" in o.detail for o in tax)
+    others = [o for o in reply.outcomes if o.provider_id != "tax"]
+    assert others and all(o.status == broker_pb2.CHECK_STATUS_VERIFIED for o in others)
+
+    request = submission(residents(2))
+    job = await platform.stub(app).SubmitVerification(request, timeout=10)
+    done = await until_done(platform, app, job.job_id)
+    for result in done.results:
+        assert [o.status for o in result.response.outcomes] == [broker_pb2.CHECK_STATUS_VERIFIED] * len(
+            request.header.checks
+        ), result
+    ids = [s.request_id for s in request.subjects]
+    assert traces_of(platform, ids) == {rid: 1 for rid in ids}

@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc
+import jwt
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
@@ -21,6 +23,7 @@ from onceonly.providers.sdk import (
     SERVICE_NAME,
     AttestQuery,
     CertificateTypeSupport,
+    Deferred,
     InvalidQuery,
     ProviderAdapter,
     ProviderServicer,
@@ -351,3 +354,51 @@ async def test_refusals_carry_error_info_as_the_brokers_do(
     info, named = _details(error)
     assert (info.domain, info.reason) == ("onceonly.v1", reason)
     assert named == fields
+
+
+class LaterAgency(ToyAdapter):
+    """Answers the first question later: ready once ``ready`` is set; collect says "not yet" until then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = False
+        self.ready_at = datetime.now(UTC) + timedelta(hours=2)
+
+    async def attest(self, query: AttestQuery) -> Mapping[str, Any]:
+        raise Deferred(self.ready_at)
+
+    async def collect(self, query: AttestQuery, ticket: str) -> Mapping[str, Any]:
+        if not self.ready:
+            raise Deferred(self.ready_at, ticket)
+        return await ToyAdapter.attest(self, query)
+
+
+async def test_a_deferred_answer_is_pending_then_collected_with_evidence_over_the_question() -> None:
+    adapter = LaterAgency()
+    async with serving(adapter) as (_, channel):
+        stub = provider_pb2_grpc.ProviderStub(channel)
+        pending = await stub.Attest(request(), timeout=5)
+        assert pending.result == provider_pb2.AttestResponse.RESULT_PENDING
+        assert pending.ticket and not pending.evidence and not pending.claims.fields
+        assert abs(pending.ready_at.ToDatetime(tzinfo=UTC) - adapter.ready_at) < timedelta(milliseconds=1)
+
+        again = await stub.Collect(provider_pb2.CollectRequest(ticket=pending.ticket), timeout=5)
+        assert again.result == provider_pb2.AttestResponse.RESULT_PENDING and again.ticket == pending.ticket
+
+        adapter.ready = True
+        answer = await stub.Collect(provider_pb2.CollectRequest(ticket=pending.ticket), timeout=5)
+        assert answer.result == provider_pb2.AttestResponse.RESULT_FOUND
+        assert answer.claims["ok"] is True and "count" in answer.claims
+        # Signed over the question first asked (request id, trace id, subject, parameters).
+        signed = jwt.decode(answer.evidence, options={"verify_signature": False})
+        assert (signed["request_id"], signed["trace_id"]) == ("req-1", "trace-1")
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # answered: the ticket is spent
+            await stub.Collect(provider_pb2.CollectRequest(ticket=pending.ticket), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "ask Attest again" in (caught.value.details() or "")
+
+
+def test_a_deferral_needs_a_time_zone() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Deferred(datetime(2026, 12, 8, 10, 0))
