@@ -210,7 +210,7 @@ class JobStore:
             taken = conn.execute(
                 JOBS.update()
                 .where(JOBS.c.job_id == candidate, unfinished, free)
-                .values(lease_owner=owner, lease_until=now + dt.timedelta(seconds=lease_s))
+                .values(state=IN_PROGRESS, lease_owner=owner, lease_until=now + dt.timedelta(seconds=lease_s))
             ).rowcount
         return self.get(candidate) if taken else None
 

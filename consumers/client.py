@@ -488,16 +488,7 @@ class BrokerClient:
         Subjects are sent as the broker asks for them (gRPC flow control), so ``subjects`` may be a
         lazy iterator over a large file. Re-sending the same request ids after a failure is safe.
         """
-        header = broker_pb2.BulkHeader(
-            consumer=self._consumer(consumer),
-            purpose=self._purpose(purpose),
-            legal_basis=self._basis(legal_basis),
-            checks=[
-                broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
-                for c in checks
-            ],
-            window=window,
-        )
+        header = self._header(consumer, purpose, legal_basis, checks, window)
 
         async def requests() -> AsyncIterator[broker_pb2.BulkVerifyRequest]:
             yield broker_pb2.BulkVerifyRequest(header=header)
@@ -532,16 +523,7 @@ class BrokerClient:
         is answered at once (``PENDING``). Submitting the same ``submission_id`` again is safe."""
         request = broker_pb2.SubmitVerificationRequest(
             submission_id=submission_id or uuid.uuid4().hex,
-            header=broker_pb2.BulkHeader(
-                consumer=self._consumer(consumer),
-                purpose=self._purpose(purpose),
-                legal_basis=self._basis(legal_basis),
-                checks=[
-                    broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
-                    for c in checks
-                ],
-                window=window,
-            ),
+            header=self._header(consumer, purpose, legal_basis, checks, window),
             subjects=[broker_pb2.BulkSubject(request_id=rid, subject=_subject(s)) for rid, s in subjects],
         )
         try:
@@ -563,6 +545,27 @@ class BrokerClient:
         except grpc.aio.AioRpcError as exc:
             raise broker_error(exc) from None
         return _job(reply)
+
+    @classmethod
+    def _header(
+        cls,
+        consumer: Consumer,
+        purpose: Purpose,
+        legal_basis: LegalBasis,
+        checks: Sequence[Check],
+        window: int,
+    ) -> broker_pb2.BulkHeader:
+        """What every subject of a bulk or asynchronous verification shares."""
+        return broker_pb2.BulkHeader(
+            consumer=cls._consumer(consumer),
+            purpose=cls._purpose(purpose),
+            legal_basis=cls._basis(legal_basis),
+            checks=[
+                broker_pb2.Check(certificate_type_id=c.certificate_type_id, parameters=c.parameters)
+                for c in checks
+            ],
+            window=window,
+        )
 
     @staticmethod
     def _consumer(consumer: Consumer) -> common_pb2.Consumer:

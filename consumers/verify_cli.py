@@ -300,6 +300,17 @@ def print_job(job: VerificationJob) -> None:
             print_error(item.error, label="refused", file=sys.stdout)
 
 
+def show_job(args: argparse.Namespace, job: VerificationJob | int) -> int:
+    """Print the job (``--json``: as JSON); an ``int`` is the exit code of a call that failed."""
+    if isinstance(job, int):
+        return job
+    if args.json:
+        print(json.dumps(job_json(job), indent=2))
+    else:
+        print_job(job)
+    return EXIT_OK
+
+
 async def cmd_submit(args: argparse.Namespace) -> int:
     try:
         consumer, purpose, basis, checks = request_parts(args)
@@ -320,13 +331,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             submission_id=submission_id,
         ),
     )
-    if isinstance(job, int):
-        return job
-    if args.json:
-        print(json.dumps(job_json(job), indent=2))
-    else:
-        print_job(job)
-    return EXIT_OK
+    return show_job(args, job)
 
 
 async def cmd_job(args: argparse.Namespace) -> int:
@@ -339,13 +344,7 @@ async def cmd_job(args: argparse.Namespace) -> int:
             await asyncio.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     job = await _fetch(args, poll)
-    if isinstance(job, int):
-        return job
-    if args.json:
-        print(json.dumps(job_json(job), indent=2))
-    else:
-        print_job(job)
-    return EXIT_OK
+    return show_job(args, job)
 
 
 async def _fetch(args: argparse.Namespace, call: Callable[[BrokerClient], Awaitable[T]]) -> T | int:
