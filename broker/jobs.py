@@ -21,8 +21,9 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,9 @@ JOB_MAX_SUBJECTS = 1000
 JOB_DEFAULT_WINDOW = 16
 JOB_MAX_WINDOW = 64
 LEASE_S = 30.0
+JOBS_AT_ONCE = 8
+RETRY_AFTER_FAILURE_S = 5.0
+"""Jobs one broker process works on at once."""
 ESTIMATED_SUBJECTS_PER_S = 50.0
 """What the estimate of a job's end assumes of the subjects queued before it and its own."""
 
@@ -194,14 +198,17 @@ class JobStore:
             ).scalar_one()
         return max(0, int(total) - int(decided))
 
-    def lease_next(self, owner: str, now: dt.datetime, lease_s: float = LEASE_S) -> StoredJob | None:
-        """Lease the oldest unfinished job that is free (or already ours), for ``lease_s``."""
+    def lease_next(
+        self, owner: str, now: dt.datetime, lease_s: float = LEASE_S, *, besides: Collection[str] = ()
+    ) -> StoredJob | None:
+        """Lease the oldest unfinished job that is free (or already ours, and not one of ``besides``,
+        the jobs this process is working on), for ``lease_s``."""
         free = sa.or_(JOBS.c.lease_owner == owner, JOBS.c.lease_until.is_(None), JOBS.c.lease_until < now)
         unfinished = JOBS.c.state.in_((PENDING, IN_PROGRESS))
         with self._engine.begin() as conn:
             candidate = conn.execute(
                 sa.select(JOBS.c.job_id)
-                .where(unfinished, free, JOBS.c.expires_at > now)
+                .where(unfinished, free, JOBS.c.expires_at > now, JOBS.c.job_id.not_in(list(besides)))
                 .order_by(JOBS.c.submitted_at, JOBS.c.job_id)
                 .limit(1)
             ).scalar()
@@ -283,7 +290,8 @@ Decide = Callable[
 
 
 class JobRunner:
-    """Works through unfinished jobs, oldest first, one job at a time per broker process."""
+    """Works through unfinished jobs, oldest first, up to ``at_once`` jobs at a time per broker
+    process: a job waiting for an agency that answers in hours does not hold the others back."""
 
     def __init__(
         self,
@@ -293,32 +301,69 @@ class JobRunner:
         clock: Callable[[], dt.datetime],
         *,
         idle_s: float = 1.0,
+        at_once: int = JOBS_AT_ONCE,
     ) -> None:
+        if at_once < 1:
+            raise ValueError("at_once must be at least 1")
         self._store = store
         self._decide = decide
         self._owner = owner
         self._clock = clock
         self._idle_s = idle_s
+        self._at_once = at_once
         self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._resting: dict[str, float] = {}
+        """Jobs that failed for now, and until when (``time.monotonic``) this process leaves them."""
 
     def wake(self) -> None:
-        """A job was submitted: look now rather than at the next idle tick."""
+        """A job was submitted, or one finished: look now rather than at the next idle tick."""
         self._wake.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                job = await asyncio.to_thread(self._store.lease_next, self._owner, self._clock())
-                if job is not None:
-                    await self.run(job)
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the database is down, say: try again after a pause
-                log.exception("asynchronous verifications: cannot work on jobs now")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_s)
+        try:
+            while True:
+                if len(self._running) < self._at_once:
+                    try:
+                        now = time.monotonic()
+                        self._resting = {j: t for j, t in self._resting.items() if t > now}
+                        job = await asyncio.to_thread(
+                            self._store.lease_next,
+                            self._owner,
+                            self._clock(),
+                            besides={*self._running, *self._resting},
+                        )
+                    except Exception:  # the database is down, say: try again after a pause
+                        log.exception("asynchronous verifications: cannot work on jobs now")
+                        job = None
+                    if job is not None:
+                        self._start(job)
+                        continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_s)
+        finally:
+            running = list(self._running.values())
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _start(self, job: StoredJob) -> None:
+        task = asyncio.create_task(self._run_logged(job))
+        self._running[job.job_id] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._running.pop(job.job_id, None)
+            self._wake.set()
+
+        task.add_done_callback(finished)
+
+    async def _run_logged(self, job: StoredJob) -> None:
+        try:
+            await self.run(job)
+        except Exception:  # left to its lease: this or another broker takes it up again, later
+            self._resting[job.job_id] = time.monotonic() + RETRY_AFTER_FAILURE_S
+            log.exception("asynchronous verification failed for now", extra={"job_id": job.job_id})
 
     async def run(self, job: StoredJob) -> None:
         """Decide every subject of ``job`` not recorded yet, then mark it done."""

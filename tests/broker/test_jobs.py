@@ -18,7 +18,15 @@ from onceonly.broker.storage import create_engine
 from onceonly.providers import synthetic
 from onceonly.providers.reference import DeferringAdapter, reference_adapter
 from onceonly.v1 import broker_pb2, common_pb2
-from tests.conftest import GatedAdapter, Platform, known_everywhere, rpc_failure, verify_request
+from tests.conftest import (
+    MUNICIPALITY,
+    RESIDENCE,
+    GatedAdapter,
+    Platform,
+    known_everywhere,
+    rpc_failure,
+    verify_request,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -29,9 +37,13 @@ def residents(n: int) -> list[synthetic.Resident]:
 
 
 def submission(
-    residents: list[synthetic.Resident], *, window: int = 0, bad_numbers: tuple[str, ...] = ()
+    residents: list[synthetic.Resident],
+    *,
+    window: int = 0,
+    bad_numbers: tuple[str, ...] = (),
+    checks: tuple[tuple[str, dict[str, str]], ...] | None = None,
 ) -> broker_pb2.SubmitVerificationRequest:
-    template = verify_request()
+    template = verify_request() if checks is None else verify_request(checks=checks)
     header = broker_pb2.BulkHeader(
         consumer=template.consumer,
         purpose=template.purpose,
@@ -292,3 +304,23 @@ async def test_an_agency_that_answers_later_is_waited_for_by_a_job_and_named_to_
         ), result
     ids = [s.request_id for s in request.subjects]
     assert traces_of(platform, ids) == {rid: 1 for rid in ids}
+
+
+async def test_a_job_waiting_on_an_agency_that_answers_later_does_not_hold_back_another(
+    platform: Platform,
+) -> None:
+    """The tax agency answers in an hour: the first job waits for it; a job submitted after it,
+    asking only the population register, is done meanwhile."""
+    await platform.start_reference_providers(tax=DeferringAdapter(reference_adapter("tax"), 3600))
+    app = await platform.start_broker()
+    stub = platform.stub(app)
+    waiting = await stub.SubmitVerification(submission(residents(1)), timeout=10)
+    register_only = await stub.SubmitVerification(
+        submission(residents(2), checks=((RESIDENCE, {"municipality_code": MUNICIPALITY}),)), timeout=10
+    )
+    done = await until_done(platform, app, register_only.job_id)
+    assert all(r.response.outcomes[0].status == broker_pb2.CHECK_STATUS_VERIFIED for r in done.results)
+    still = await stub.GetVerificationResult(
+        broker_pb2.GetVerificationResultRequest(job_id=waiting.job_id), timeout=10
+    )
+    assert still.state == broker_pb2.JOB_STATE_IN_PROGRESS and still.decided == 0 and not still.results
