@@ -133,10 +133,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=_env_float("BENCH_PROFILE_S", 10),
         help="seconds of py-spy on the broker and the relay under load (0: no profile)",
     )
+    p.add_argument(
+        "--broker-procs",
+        type=int,
+        default=_env_int("BENCH_BROKER_PROCS", 1),
+        help="processes per broker, sharing one port (ONCEONLY_REUSE_PORT), each its own chain",
+    )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("BENCH_OUT", REPO / "var" / "bench")))
     opts = p.parse_args(argv)
     if opts.rounds < 1:
         p.error("--rounds must be at least 1")
+    if opts.broker_procs < 1:
+        p.error("--broker-procs must be at least 1")
     return opts
 
 
@@ -163,8 +171,8 @@ def machine_busy_s() -> float:
 @dataclass
 class Servers:
     processes: list[Process]
-    metrics_ports: dict[str, int]
-    """Each broker's Prometheus scrape port (its ledger's batch sizes)."""
+    metrics_ports: dict[str, list[int]]
+    """The Prometheus scrape ports of each broker's processes (their ledgers' batch sizes)."""
 
     def cpu(self) -> dict[str, float]:
         return {p.name: common.cpu_seconds(p.popen.pid) for p in self.processes}
@@ -178,22 +186,27 @@ class Servers:
             if p.popen.poll() is not None:
                 raise RuntimeError(f"{p.name} exited with {p.popen.returncode}:\n{p.tail()}")
 
+    def front_cpu(self, cpu: dict[str, float], front: str) -> float:
+        """The CPU of a front server: every process of it (``broker``, ``broker#2``, …)."""
+        return sum(v for name, v in cpu.items() if name == front or name.startswith(f"{front}#"))
+
     def ledger_batches(self, name: str) -> tuple[float, float] | None:
-        """(records, commits) the broker ``name``'s ledger has committed so far, from its metrics."""
-        port = self.metrics_ports.get(name)
-        if port is None:
+        """(records, commits) the broker ``name``'s ledgers have committed so far, from its metrics."""
+        ports = self.metrics_ports.get(name)
+        if not ports:
             return None
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
         totals = {"sum": 0.0, "count": 0.0}
-        for family in text_string_to_metric_families(text):
-            if family.name.startswith("onceonly_ledger_batch_size"):
-                for sample in family.samples:
-                    for suffix in totals:
-                        if sample.name.endswith(f"_{suffix}"):
-                            totals[suffix] += sample.value
+        for port in ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+            for family in text_string_to_metric_families(text):
+                if family.name.startswith("onceonly_ledger_batch_size"):
+                    for sample in family.samples:
+                        for suffix in totals:
+                            if sample.name.endswith(f"_{suffix}"):
+                                totals[suffix] += sample.value
         return totals["sum"], totals["count"]
 
 
@@ -209,7 +222,7 @@ def measure(servers: Servers, front: str, **load: Any) -> dict[str, Any]:
     cpu = {name: round(after[name] - before[name], 3) for name in before}
     ok = result["ok"]
     result["server_cpu_s"] = cpu
-    result["front_cpu_us_per_request"] = round(cpu[front] / ok * 1e6, 1) if ok else None
+    result["front_cpu_us_per_request"] = round(servers.front_cpu(cpu, front) / ok * 1e6, 1) if ok else None
     result["all_servers_cpu_us_per_request"] = round(sum(cpu.values()) / ok * 1e6, 1) if ok else None
     busy = busy_after - busy_before
     result["machine_busy_s"] = round(busy, 3)
@@ -264,11 +277,17 @@ class Security:
 
 
 async def start_servers(
-    run_dir: Path, log_dir: Path, env: dict[str, str], security: Security, postgres_url: str | None
+    run_dir: Path,
+    log_dir: Path,
+    env: dict[str, str],
+    security: Security,
+    postgres_url: str | None,
+    broker_procs: int = 1,
 ) -> tuple[Servers, dict[str, str]]:
-    """The three reference providers, the relay over them, the broker (and the PostgreSQL broker)."""
+    """The three reference providers, the relay over them, the broker (and the PostgreSQL broker),
+    each broker as ``broker_procs`` processes sharing one port (``ONCEONLY_REUSE_PORT``)."""
     processes: list[Process] = []
-    metrics_ports: dict[str, int] = {}
+    metrics_ports: dict[str, list[int]] = {}
     targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
     try:
         for name, target in targets.items():
@@ -280,6 +299,8 @@ async def start_servers(
         for name in PROVIDERS:
             argv += ["--upstream", targets[name]]
         processes.append(spawn(RELAY, argv, log_dir, relay_target, env))
+        for p in processes:
+            await wait_serving(p, tls=security.as_broker())
         seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
         brokers = {BROKER: None} | ({BROKER_PG: postgres_url} if postgres_url else {})
         for name, database_url in brokers.items():
@@ -288,18 +309,27 @@ async def start_servers(
             argv += ["--var-dir", str(run_dir / name), "--seed-agreements", str(seed)]
             for provider, provider_target in targets.items():
                 argv += ["--provider", f"{provider}={provider_target}"]
-            metrics_ports[name] = free_port()
-            broker_env = {
-                **env,
-                # As deployed (compose sends metrics); the bench reads the ledger's batch sizes here.
-                "OTEL_METRICS_EXPORTER": "prometheus",
-                "OTEL_EXPORTER_PROMETHEUS_PORT": str(metrics_ports[name]),
-            }
-            if database_url:
-                broker_env["ONCEONLY_DATABASE_URL"] = database_url
-            processes.append(spawn(name, argv + security.server_args(), log_dir, target, broker_env))
-        for p in processes:
-            await wait_serving(p, tls=security.as_broker())
+            for i in range(1, broker_procs + 1):
+                port = free_port()
+                metrics_ports.setdefault(name, []).append(port)
+                broker_env = {
+                    **env,
+                    # As deployed (compose sends metrics); the bench reads the ledger's batch sizes here.
+                    "OTEL_METRICS_EXPORTER": "prometheus",
+                    "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+                }
+                if database_url:
+                    broker_env["ONCEONLY_DATABASE_URL"] = database_url
+                if broker_procs > 1:  # one host, one port, one chain and witness file per process
+                    broker_env["ONCEONLY_REUSE_PORT"] = "1"
+                    broker_env["ONCEONLY_CHAIN_ID"] = f"{name}-{i}"
+                    broker_env["ONCEONLY_WITNESS_FILE"] = str(
+                        run_dir / name / "ledger" / f"witness-{i}.jsonl"
+                    )
+                process_name = name if i == 1 else f"{name}#{i}"
+                process = spawn(process_name, argv + security.server_args(), log_dir, target, broker_env)
+                processes.append(process)
+                await wait_serving(process, tls=security.as_broker())  # one at a time: one migrates
     except BaseException:
         stop_all(processes)
         raise
@@ -635,7 +665,9 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
 
     progress("starting the three reference providers, the relay over them and the broker(s)")
-    servers, provider_targets = await start_servers(run_dir, log_dir, env, security, postgres_url)
+    servers, provider_targets = await start_servers(
+        run_dir, log_dir, env, security, postgres_url, args.broker_procs
+    )
     fronts = [RELAY, BROKER] + ([BROKER_PG] if postgres_url else [])
     target_of = {f: servers.get(f).target for f in fronts}
     rounds: list[dict[str, Any]] = []
@@ -712,9 +744,14 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
             after = servers.cpu()
             if bulk[b].get("subjects_per_s"):
                 bulk[b]["broker_cpu_us_per_subject"] = round(
-                    (after[b] - before[b]) / max(1, bulk[b]["subjects"]) * 1e6, 1
+                    (servers.front_cpu(after, b) - servers.front_cpu(before, b))
+                    / max(1, bulk[b]["subjects"])
+                    * 1e6,
+                    1,
                 )
-        if args.profile_s > 0:
+        if args.profile_s > 0 and args.broker_procs > 1:
+            prof = {"note": "py-spy samples one process: profile with --broker-procs 1"}
+        elif args.profile_s > 0:
             for f in (BROKER, RELAY):
                 progress(f"profile: py-spy on {f} under the concurrency load ({args.profile_s:g} s)")
                 profiled_load = {**conc, "duration": max(1.0, args.profile_s - args.warmup - 1)}

@@ -88,3 +88,13 @@ def test_the_capacity_sweep_brackets_then_bisects() -> None:
         lambda rate: {**measure_at(rate), "error_count": 1}, start=100, steps=2, objective_ms=10
     )
     assert failing["capacity_rps"] == 0 and failing["probes"][0]["meets"] is False
+
+
+def test_a_front_server_of_several_processes_counts_them_all() -> None:
+    from bench.run import Servers
+
+    servers = Servers([], {})
+    cpu = {"broker": 1.0, "broker#2": 0.5, "broker-pg": 4.0, "relay": 2.0}
+    assert servers.front_cpu(cpu, "broker") == 1.5
+    assert servers.front_cpu(cpu, "broker-pg") == 4.0
+    assert servers.front_cpu(cpu, "relay") == 2.0
