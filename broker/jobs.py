@@ -221,6 +221,16 @@ class JobStore:
             ).rowcount
         return self.get(candidate) if taken else None
 
+    def renew(self, job_id: str, owner: str, now: dt.datetime, lease_s: float = LEASE_S) -> bool:
+        """Extend ``owner``'s lease on a job it is working on; ``False`` if the lease is not its own."""
+        with self._engine.begin() as conn:
+            renewed = conn.execute(
+                JOBS.update()
+                .where(JOBS.c.job_id == job_id, JOBS.c.lease_owner == owner)
+                .values(lease_until=now + dt.timedelta(seconds=lease_s))
+            ).rowcount
+        return bool(renewed)
+
     def decided_positions(self, job_id: str) -> set[int]:
         with self._engine.connect() as conn:
             return set(conn.execute(sa.select(ITEMS.c.position).where(ITEMS.c.job_id == job_id)).scalars())
@@ -302,6 +312,7 @@ class JobRunner:
         *,
         idle_s: float = 1.0,
         at_once: int = JOBS_AT_ONCE,
+        lease_s: float = LEASE_S,
     ) -> None:
         if at_once < 1:
             raise ValueError("at_once must be at least 1")
@@ -311,6 +322,7 @@ class JobRunner:
         self._clock = clock
         self._idle_s = idle_s
         self._at_once = at_once
+        self._lease_s = lease_s
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._resting: dict[str, float] = {}
@@ -331,6 +343,7 @@ class JobRunner:
                             self._store.lease_next,
                             self._owner,
                             self._clock(),
+                            self._lease_s,
                             besides={*self._running, *self._resting},
                         )
                     except Exception:  # the database is down, say: try again after a pause
@@ -365,8 +378,27 @@ class JobRunner:
             self._resting[job.job_id] = time.monotonic() + RETRY_AFTER_FAILURE_S
             log.exception("asynchronous verification failed for now", extra={"job_id": job.job_id})
 
+    async def _keep_lease(self, job_id: str) -> None:
+        """Renew the lease while the job runs, so that a subject waiting for hours on an agency
+        that answers later does not let another broker take the job up meanwhile."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            try:
+                await asyncio.to_thread(self._store.renew, job_id, self._owner, self._clock(), self._lease_s)
+            except Exception:  # the database is down: the next renewal tries again
+                log.warning("cannot renew the lease of job %s", job_id)
+
     async def run(self, job: StoredJob) -> None:
         """Decide every subject of ``job`` not recorded yet, then mark it done."""
+        keeper = asyncio.create_task(self._keep_lease(job.job_id))
+        try:
+            await self._run(job)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _run(self, job: StoredJob) -> None:
         submission = await asyncio.to_thread(self._store.open, job)
         done = await asyncio.to_thread(self._store.decided_positions, job.job_id)
         window = min(submission.header.window or JOB_DEFAULT_WINDOW, JOB_MAX_WINDOW)
@@ -384,6 +416,7 @@ class JobRunner:
                     error,
                     self._owner,
                     self._clock(),
+                    self._lease_s,
                 )
 
         pending = [(i, item) for i, item in enumerate(submission.subjects) if i not in done]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from onceonly.broker.jobs import DONE, IN_PROGRESS, PENDING, JobConflict, JobStore, purge_jobs
+from onceonly.broker.jobs import DONE, IN_PROGRESS, PENDING, JobConflict, JobRunner, JobStore, purge_jobs
 from onceonly.broker.ledger import ReplyCipher
 from onceonly.broker.storage import init_schema
 from onceonly.v1 import broker_pb2, common_pb2
@@ -92,3 +93,32 @@ def test_a_subject_is_recorded_once_and_purging_drops_expired_jobs(
     assert purge_jobs(engine, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=31)) == 2
     assert store.get(job.job_id) is None and store.get(fresh.job_id) is None
     assert list(store.items(job.job_id)) == []
+
+
+async def test_a_running_job_keeps_its_lease_while_a_subject_waits(store: JobStore) -> None:
+    """A subject waits far longer than the lease (an agency answering later): the runner renews the
+    lease meanwhile, so another broker never takes the job up and decides it twice."""
+    job, _ = store.submit(ORG, submission("s-1", subjects=1), "CERTIFICATE", NOW, NOW + dt.timedelta(days=30))
+    clock = [NOW]
+
+    async def decide(
+        header: broker_pb2.BulkHeader, item: broker_pb2.BulkSubject, identified: str
+    ) -> broker_pb2.BulkVerifyResult:
+        for _ in range(10):  # 1 s: ten times the lease, with the clock moving on
+            await asyncio.sleep(0.1)
+            clock[0] += dt.timedelta(seconds=0.1)
+        return broker_pb2.BulkVerifyResult(request_id=item.request_id)
+
+    runner = JobRunner(store, decide, "broker-a", lambda: clock[0], lease_s=0.1)
+    leased = store.lease_next("broker-a", clock[0], 0.1)
+    assert leased is not None
+    running = asyncio.create_task(runner.run(leased))
+    taken_by_another = []
+    while not running.done():
+        await asyncio.sleep(0.05)
+        other = await asyncio.to_thread(store.lease_next, "broker-b", clock[0], 0.1)
+        taken_by_another.append(other is not None)
+    await running
+    assert not any(taken_by_another), "another broker took up a job whose runner was alive"
+    done = store.get(job.job_id)
+    assert done is not None and done.state == DONE
