@@ -359,10 +359,11 @@ async def start_broker(
         catalog=catalog,
         witness=witness,
     )
+    jobs = JobStore(engine, cipher)
     broker_servicer = BrokerServicer(
         service,
         keys,
-        jobs=JobStore(engine, cipher),
+        jobs=jobs,
         retention_days=config.retention_days,
         job_wait_s=config.job_wait_s,
     )
@@ -416,7 +417,7 @@ async def start_broker(
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
     # Asynchronous verifications: this process works on jobs under its chain id (a lease).
     runner = JobRunner(
-        JobStore(engine, cipher),
+        jobs,
         broker_servicer.decide_job_subject,
         chain_id,
         lambda: dt.datetime.now(dt.UTC),

@@ -228,10 +228,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 ) from None
             if created and self.runner is not None:
                 self.runner.wake()
-            return await self._job_message(job, now)
+            return await self._job_message(jobs, job, now)
         except Exception as exc:
             await abort(context, exc)
-            raise  # unreachable: abort raises
 
     async def GetVerificationResult(
         self, request: broker_pb2.GetVerificationResultRequest, context: Context
@@ -262,20 +261,21 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     "NOT_YOUR_JOB", f"job {request.job_id!r} was submitted by another organisation"
                 )
             now = self._clock()
-            message = await self._job_message(job, now)
+            message = await self._job_message(jobs, job, now)
             if message.state == broker_pb2.JOB_STATE_DONE:
-                message.results.extend(await self._results(job))
+                message.results.extend(await self._results(jobs, job))
             return message
         except Exception as exc:
             await abort(context, exc)
-            raise  # unreachable: abort raises
 
     def _job_store(self) -> JobStore:
         if self._jobs is None:
             raise Unavailable("asynchronous verifications are not enabled on this broker")
         return self._jobs
 
-    async def _job_message(self, job: StoredJob, now: dt.datetime) -> broker_pb2.VerificationJob:
+    async def _job_message(
+        self, jobs: JobStore, job: StoredJob, now: dt.datetime
+    ) -> broker_pb2.VerificationJob:
         state = job.state_at(now)
         message = broker_pb2.VerificationJob(
             job_id=job.job_id,
@@ -290,18 +290,16 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             message.done_at.FromDatetime(job.done_at)
             message.estimated_done_at.FromDatetime(job.done_at)
         elif state != "EXPIRED":
-            assert self._jobs is not None
-            ahead = await asyncio.to_thread(self._jobs.subjects_queued_before, job.submitted_at)
+            ahead = await asyncio.to_thread(jobs.subjects_queued_before, job.submitted_at)
             left = ahead + job.subjects - job.decided
             message.estimated_done_at.FromDatetime(
                 now + dt.timedelta(seconds=left / ESTIMATED_SUBJECTS_PER_S)
             )
         return message
 
-    async def _results(self, job: StoredJob) -> list[broker_pb2.BulkVerifyResult]:
+    async def _results(self, jobs: JobStore, job: StoredJob) -> list[broker_pb2.BulkVerifyResult]:
         """Every subject's result: its refusal as recorded, or its answer as the ledger keeps it."""
-        assert self._jobs is not None
-        items = await asyncio.to_thread(lambda: list(self._jobs.items(job.job_id)))  # type: ignore[union-attr]
+        items = await asyncio.to_thread(jobs.items, job.job_id)
         results = []
         for item in items:
             if item.error is not None:

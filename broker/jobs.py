@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,11 +276,11 @@ class JobStore:
                 .values(state=DONE, done_at=now, lease_owner="", lease_until=None)
             )
 
-    def items(self, job_id: str) -> Iterator[Any]:
+    def items(self, job_id: str) -> list[Any]:
         """The decided subjects of a job, by position."""
         with self._engine.connect() as conn:
-            yield from conn.execute(
-                sa.select(ITEMS).where(ITEMS.c.job_id == job_id).order_by(ITEMS.c.position)
+            return list(
+                conn.execute(sa.select(ITEMS).where(ITEMS.c.job_id == job_id).order_by(ITEMS.c.position))
             )
 
 

@@ -269,30 +269,51 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         self, request: provider_pb2.AttestRequest, context: Context
     ) -> provider_pb2.AttestResponse:
         """Answer one check, mapping adapter outcomes to results and status codes."""
+        return await self._serve(context, self._traced_attest(request, context), "attest", request.request_id)
+
+    async def Collect(
+        self, request: provider_pb2.CollectRequest, context: Context
+    ) -> provider_pb2.AttestResponse:
+        """The answer to a check that was pending, if it is ready."""
+        return await self._serve(context, self._collect(request), "collect")
+
+    async def _serve(
+        self,
+        context: Context,
+        answering: Awaitable[provider_pb2.AttestResponse],
+        what: str,
+        request_id: str = "",
+    ) -> provider_pb2.AttestResponse:
+        """``answering``'s response; a failure leaves as its status, with nothing internal in it."""
         try:
-            # Continue the broker's trace (W3C trace context in the call's metadata), if tracing is on.
-            with (
-                telemetry.extracted(context.invocation_metadata()),
-                telemetry.span(
-                    "onceonly.provider.serve",
-                    lambda: {
-                        "onceonly.provider": self._adapter.provider_id,
-                        "onceonly.certificate_type": request.certificate_type_id,
-                        "onceonly.procedure_code": request.procedure_code,
-                        "onceonly.consumer": request.consumer_organization_id,
-                    },
-                    kind=telemetry.trace.SpanKind.SERVER,
-                ),
-            ):
-                return await self._attest(request)
+            return await answering
         except OnceOnlyError as refusal:
             error: OnceOnlyError = refusal
         except Exception:
             # A bug in the SDK path itself: same rule, log it here, send nothing revealing.
-            log.exception("attest failed", extra={"request_id": request.request_id})
+            log.exception("%s failed", what, extra={"request_id": request_id})
             error = Internal("adapter failed")
         # Aborting raises inside grpc; doing it here keeps it out of the handlers above.
         await abort(context, error)
+
+    async def _traced_attest(
+        self, request: provider_pb2.AttestRequest, context: Context
+    ) -> provider_pb2.AttestResponse:
+        # Continue the broker's trace (W3C trace context in the call's metadata), if tracing is on.
+        with (
+            telemetry.extracted(context.invocation_metadata()),
+            telemetry.span(
+                "onceonly.provider.serve",
+                lambda: {
+                    "onceonly.provider": self._adapter.provider_id,
+                    "onceonly.certificate_type": request.certificate_type_id,
+                    "onceonly.procedure_code": request.procedure_code,
+                    "onceonly.consumer": request.consumer_organization_id,
+                },
+                kind=telemetry.trace.SpanKind.SERVER,
+            ),
+        ):
+            return await self._attest(request)
 
     async def _attest(self, request: provider_pb2.AttestRequest) -> provider_pb2.AttestResponse:
         support = self._supported.get(request.certificate_type_id)
@@ -309,29 +330,19 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         query = self._query(request, support)
         return await self._answer(request, query, support, self._adapter.attest(query))
 
-    async def Collect(
-        self, request: provider_pb2.CollectRequest, context: Context
-    ) -> provider_pb2.AttestResponse:
-        """The answer to a check that was pending, if it is ready."""
-        try:
-            waiting = self._pending.pop(request.ticket, None)
-            if waiting is None:
-                raise NotFound(
-                    "no check is pending under this ticket: ask Attest again",
-                    resource_type="onceonly.v1.CollectRequest",
-                    resource_name=request.ticket[:64],
-                    field="ticket",
-                    description="unknown, or answered already",
-                    reason="TICKET_NOT_FOUND",
-                )
-            asked, query, support = waiting
-            return await self._answer(asked, query, support, self._adapter.collect(query, request.ticket))
-        except OnceOnlyError as refusal:
-            error: OnceOnlyError = refusal
-        except Exception:
-            log.exception("collect failed")
-            error = Internal("adapter failed")
-        await abort(context, error)
+    async def _collect(self, request: provider_pb2.CollectRequest) -> provider_pb2.AttestResponse:
+        waiting = self._pending.pop(request.ticket, None)
+        if waiting is None:
+            raise NotFound(
+                "no check is pending under this ticket: ask Attest again",
+                resource_type="onceonly.v1.CollectRequest",
+                resource_name=request.ticket[:64],
+                field="ticket",
+                description="unknown, or answered already",
+                reason="TICKET_NOT_FOUND",
+            )
+        asked, query, support = waiting
+        return await self._answer(asked, query, support, self._adapter.collect(query, request.ticket))
 
     async def _answer(
         self,
