@@ -165,6 +165,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
     from onceonly.broker.chain import purge_before
     from onceonly.broker.jobs import purge_jobs
     from onceonly.broker.master_agreements import latest_masters
+    from onceonly.broker.scsp_store import purge_petitions
     from onceonly.broker.storage import create_engine, init_schema
     from onceonly.broker.trace_queries import SqlTraceQueries
 
@@ -189,6 +190,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
         now = datetime.now(UTC)
         result = purge_before(engine, now - timedelta(days=args.older_than_days))
         jobs = purge_jobs(engine, now - timedelta(days=args.older_than_days), now)
+        petitions = purge_petitions(engine, now - timedelta(days=args.older_than_days), now)
     finally:
         engine.dispose()
     if args.json:
@@ -200,6 +202,7 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
                     "anchors": result.anchors,
                     "hours_rolled_up": rolled,
                     "jobs": jobs,
+                    "scsp_petitions": petitions,
                 }
             )
         )
@@ -207,8 +210,8 @@ async def cmd_ledger_purge(args: argparse.Namespace) -> int:
         if rolled:
             print(f"rolled up the usage of {rolled} hour(s) first")
         print(
-            f"purged {result.records} records, {result.replies} stored replies and {jobs} asynchronous "
-            "verification job(s)"
+            f"purged {result.records} records, {result.replies} stored replies, {jobs} asynchronous "
+            f"verification job(s) and {petitions} SCSP petition(s)"
         )
         for chain_id, seq in result.anchors.items():
             print(f"  chain {chain_id}: now starts after the checkpoint at seq {seq}")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,8 +54,18 @@ from onceonly.broker.storage import create_engine, init_schema, normalise_url
 from onceonly.broker.trace_queries import SqlTraceQueries
 from onceonly.broker.witness import WitnessLog, check_before_append
 from onceonly.evidence import EvidenceVerifier
+from onceonly.https import HttpsServer, start_https
 from onceonly.peers import PeerConnections
-from onceonly.pki import ClientTls, RevocationList, TlsConfig
+from onceonly.pki import (
+    BROKER_ORGANISATION,
+    BROKER_SEAL_NAME,
+    ClientTls,
+    PkiError,
+    RevocationList,
+    TlsConfig,
+    cert_path,
+    key_path,
+)
 from onceonly.serving import (
     REUSE_PORT_OPTIONS,
     SERVER_OPTIONS,
@@ -134,6 +145,8 @@ class BrokerApp:
     """The in-flight bound (``ONCEONLY_MAX_IN_FLIGHT``), if any."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     quotas: SqlQuotas | None = None
+    scsp: HttpsServer | None = None
+    """The SCSP v3 facade's listener (``ONCEONLY_SCSP_LISTEN``), if any."""
 
     def circuits_open(self) -> dict[str, bool]:
         """Whether each provider's circuit is open (for health and metrics)."""
@@ -155,6 +168,8 @@ class BrokerApp:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, let in-flight ones finish, then flush the ledger and close."""
+        if self.scsp is not None:
+            await self.scsp.stop()
         await self.server.stop(self.config.shutdown_grace_s if grace is None else grace)
         for task in self.tasks:
             task.cancel()
@@ -239,10 +254,18 @@ def _warn_if_no_agreement(engine: sa.Engine) -> None:
 
 
 async def start_broker(
-    config: BrokerConfig, *, provider_clients: dict[str, ProviderClient] | None = None
+    config: BrokerConfig,
+    *,
+    provider_clients: dict[str, ProviderClient] | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> BrokerApp:
     """Start a broker from ``config``. Raises ``CatalogError`` if a provider disagrees with the catalog,
-    ``PkiError`` if its certificates are missing, ``ValueError`` for insecure mode beyond loopback."""
+    ``PkiError`` if its certificates are missing, ``ValueError`` for insecure mode beyond loopback.
+
+    ``clock`` and ``sleep`` are the time of its verifications and jobs (policy, leases, waiting for
+    an agency that answers later): the real one unless a test simulates hours passing."""
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
     window_ms = config.ledger_commit_window_ms
     if not 0 <= window_ms <= 100:
         raise ValueError(f"ONCEONLY_LEDGER_COMMIT_WINDOW_MS must be between 0 and 100, got {window_ms:g}")
@@ -317,6 +340,8 @@ async def start_broker(
         # With the platform PKI, every provider answer must carry the provider's signature.
         evidence=None if secured.tls is None else EvidenceVerifier.from_ca_file(secured.tls.ca),
         quotas=quotas,
+        clock=now,
+        sleep=sleep or asyncio.sleep,
     )
     admission = (
         AdmissionControl(
@@ -366,6 +391,7 @@ async def start_broker(
         jobs=jobs,
         retention_days=config.retention_days,
         job_wait_s=config.job_wait_s,
+        clock=now,
     )
     try:
         states = await service.check_providers()
@@ -412,6 +438,24 @@ async def start_broker(
     app = BrokerApp(
         config, server, service, ledger, engine, policy, provider_clients, admission, quotas=quotas
     )
+    if config.scsp_listen:
+        try:
+            app.scsp = await _start_scsp(
+                config,
+                secured,
+                broker_servicer,
+                service,
+                engine,
+                jobs,
+                cipher,
+                admission,
+                revocations,
+                catalog,
+                now,
+            )
+        except BaseException:
+            await app.stop(0)
+            raise
     app.tasks.append(asyncio.create_task(policy.refresh_forever(config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_watch_keys(keys, config.policy_refresh_s)))
     app.tasks.append(asyncio.create_task(_roll_up_usage(queries, USAGE_ROLL_UP_EVERY_S)))
@@ -420,7 +464,7 @@ async def start_broker(
         jobs,
         broker_servicer.decide_job_subject,
         chain_id,
-        lambda: dt.datetime.now(dt.UTC),
+        now,
     )
     broker_servicer.runner = runner
     app.tasks.append(asyncio.create_task(runner.run_forever()))
@@ -455,6 +499,60 @@ async def start_broker(
         },
     )
     return app
+
+
+async def _start_scsp(
+    config: BrokerConfig,
+    secured: Security,
+    servicer: BrokerServicer,
+    service: VerificationService,
+    engine: sa.Engine,
+    jobs: JobStore,
+    cipher: ReplyCipher,
+    admission: AdmissionControl | None,
+    revocations: RevocationList | None,
+    catalog: Catalog,
+    clock: Callable[[], dt.datetime],
+) -> HttpsServer:
+    """The SCSP v3 facade on its own HTTPS listener (see :mod:`onceonly.broker.scsp`)."""
+    from onceonly.broker.scsp import ScspFacade, ScspSettings, load_mapping
+    from onceonly.broker.scsp_store import PetitionStore
+    from onceonly.scsp.wssecurity import Seal
+
+    if secured.tls is None:
+        raise ValueError(
+            "the SCSP facade (ONCEONLY_SCSP_LISTEN) needs the platform PKI: not in insecure mode"
+        )
+    directory = config.effective_tls_dir
+    seal_cert, seal_key = cert_path(directory, BROKER_SEAL_NAME), key_path(directory, BROKER_SEAL_NAME)
+    if not seal_cert.exists() or not seal_key.exists():
+        raise PkiError(
+            f"{seal_cert} does not exist: the SCSP facade signs its answers with the broker's seal; run "
+            f"`onceonly pki issue --dir {directory} --role broker --org {BROKER_ORGANISATION} "
+            f"--name {BROKER_SEAL_NAME} --key rsa`"
+        )
+    facade = ScspFacade(
+        servicer,
+        service,
+        jobs,
+        PetitionStore(engine, cipher),
+        load_mapping(config.scsp_mapping, catalog),
+        x509.load_pem_x509_certificates(secured.tls.ca.read_bytes()),
+        revocations,
+        Seal.from_pem(seal_cert.read_bytes(), seal_key.read_bytes()),
+        settings=ScspSettings(
+            allow_sha1=config.scsp_allow_sha1,
+            max_body_bytes=config.scsp_max_body_bytes,
+            retention=timedelta(days=config.retention_days),
+        ),
+        admission=admission,
+        clock=clock,
+    )
+    https = await start_https(
+        facade.app(), config.scsp_listen, secured.tls, require_client_cert=True, what="the SCSP facade"
+    )
+    log.info("SCSP facade serving", extra={"url": f"{https.url}/scsp", "sha1": config.scsp_allow_sha1})
+    return https
 
 
 def breaker_settings(config: BrokerConfig) -> BreakerSettings:

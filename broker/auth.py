@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import contextvars
 import datetime as dt
 import json
@@ -33,7 +34,7 @@ import logging
 import threading
 import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ class Principal:
     officer_id: str | None
     """The officer named by a JWT (``None`` for a certificate, which names an application)."""
     via: str
-    """``mtls`` | ``jwt`` | ``insecure`` | ``console`` (a certificate relayed by the console)"""
+    """``mtls`` | ``jwt`` | ``insecure`` | ``console`` (a certificate relayed by the console) |
+    ``scsp`` (the certificate that signed an SCSP request)"""
     subject: SubjectId | None = None
     """A ``resident``: the person their identity provider vouches for (never logged)."""
     represents: tuple[SubjectId, ...] = ()
@@ -92,6 +94,17 @@ _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 def current_principal() -> Principal | None:
     """The caller of the call being served (``None`` outside an authenticated call)."""
     return _principal.get()
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal) -> Iterator[None]:
+    """Serve a call that did not come through gRPC (an SCSP request, whose signature named
+    ``principal``) with the same rules as one that did."""
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
 
 
 # --- JWT issuers ----------------------------------------------------------------------------
@@ -488,6 +501,7 @@ _IDENTIFIED_BY = {
     "mtls": OfficerIdentification.CERTIFICATE,
     "console": OfficerIdentification.CERTIFICATE,
     "insecure": OfficerIdentification.INSECURE,
+    "scsp": OfficerIdentification.CERTIFICATE,
 }
 
 

@@ -3,6 +3,7 @@
 
     onceonly serve broker [--listen HOST:PORT] [--provider ID=HOST:PORT ...] [--seed-agreements FILE]
                           [--tls-dir DIR] [--jwt-issuers FILE] [--token-listen HOST:PORT] [--insecure]
+                          [--scsp-listen HOST:PORT]
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def add_commands(sub: Any, serve: Any) -> None:
         help="second broker address, TLS without client certificates, bearer tokens only "
         "(ONCEONLY_BROKER_TOKEN_LISTEN)",
     )
+    p.add_argument(
+        "--scsp-listen",
+        help="address of the SCSP v3 facade: HTTPS, client certificates, WS-Security signed SOAP "
+        "(ONCEONLY_SCSP_LISTEN)",
+    )
     p.set_defaults(handler=cmd_serve_broker)
     add_admin_commands(sub)
 
@@ -73,6 +79,7 @@ async def cmd_serve_broker(args: argparse.Namespace) -> int:
             insecure=True if args.insecure else None,
             jwt_issuers=args.jwt_issuers,
             token_listen=args.token_listen,
+            scsp_listen=args.scsp_listen,
         )
         await serve_broker(config)
     except (CatalogError, ValueError, OSError) as exc:

@@ -92,6 +92,18 @@ class BrokerConfig:
     token_listen: str = ""
     """Optional second address: TLS without client certificates, for callers with a bearer token
     only. ``ONCEONLY_BROKER_TOKEN_LISTEN``."""
+    scsp_listen: str = ""
+    """Optional address of the SCSP v3 facade (HTTPS, client certificates from the platform CA,
+    WS-Security signed SOAP); empty: none. ``ONCEONLY_SCSP_LISTEN``."""
+    scsp_mapping: Path | None = None
+    """SCSP certificate codes → catalog types (TOML); unset: ``broker/data/scsp.toml``.
+    ``ONCEONLY_SCSP_MAPPING``."""
+    scsp_allow_sha1: bool = False
+    """Accept RSA-SHA1 WS-Security signatures, still seen in live SCSP traffic (RSA-SHA256 is
+    required otherwise). ``ONCEONLY_SCSP_ALLOW_SHA1``."""
+    scsp_max_body_bytes: int = 8 * 1024 * 1024
+    """The largest SCSP request read; a larger one is refused (0401, HTTP 413).
+    ``ONCEONLY_SCSP_MAX_BODY_BYTES``."""
     breaker_failures: int = 5
     """Consecutive provider failures (unavailable, timeout, error) that open the provider's
     circuit: its checks then fail fast as ``UNAVAILABLE``; 0 disables this rule.
@@ -221,6 +233,10 @@ _ENV_NAMES = {
     "insecure": "ONCEONLY_INSECURE",
     "jwt_issuers": "ONCEONLY_JWT_ISSUERS",
     "token_listen": "ONCEONLY_BROKER_TOKEN_LISTEN",
+    "scsp_listen": "ONCEONLY_SCSP_LISTEN",
+    "scsp_mapping": "ONCEONLY_SCSP_MAPPING",
+    "scsp_allow_sha1": "ONCEONLY_SCSP_ALLOW_SHA1",
+    "scsp_max_body_bytes": "ONCEONLY_SCSP_MAX_BODY_BYTES",
     "reuse_port": "ONCEONLY_REUSE_PORT",
     "breaker_failures": "ONCEONLY_BREAKER_FAILURES",
     "breaker_failure_rate": "ONCEONLY_BREAKER_FAILURE_RATE",

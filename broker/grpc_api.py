@@ -87,21 +87,29 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
 
     async def Verify(self, request: broker_pb2.VerifyRequest, context: Context) -> broker_pb2.VerifyResponse:
         try:
-            domain_request = translate.verification_request(request, self._service.catalog)
-            # The caller must be the consumer it names: checked after the (pure) field validation
-            # and before the service runs, so a spoofed request is neither traced nor answered.
-            refusal = authorise_consumer(
-                request.consumer.organization_id, request.consumer.officer_id, "Verify"
-            )
-            if refusal is not None:
-                raise refusal
-            domain_request = translate.identified(domain_request, officer_identification())
-            result = await self._service.verify(domain_request, deadline_s=context.time_remaining())
-            return translate.verify_response(
-                result.request_id, result.trace_id, result.outcomes, result.decided_at
-            )
+            return await self.verify(request, context.time_remaining())
         except Exception as exc:  # every failure leaves through the one table
             await abort(context, exc)
+
+    async def verify(
+        self,
+        request: broker_pb2.VerifyRequest,
+        deadline_s: float | None,
+        identified: OfficerIdentification | None = None,
+    ) -> broker_pb2.VerifyResponse:
+        """``Verify`` for the caller of the call being served (also the SCSP facade's way in);
+        raises what the call ends with. ``identified`` overrides how the officer is known."""
+        domain_request = translate.verification_request(request, self._service.catalog)
+        # The caller must be the consumer it names: checked after the (pure) field validation
+        # and before the service runs, so a spoofed request is neither traced nor answered.
+        refusal = authorise_consumer(request.consumer.organization_id, request.consumer.officer_id, "Verify")
+        if refusal is not None:
+            raise refusal
+        domain_request = translate.identified(domain_request, identified or officer_identification())
+        result = await self._service.verify(domain_request, deadline_s=deadline_s)
+        return translate.verify_response(
+            result.request_id, result.trace_id, result.outcomes, result.decided_at
+        )
 
     async def VerifyBulk(
         self, request_iterator: AsyncIterator[broker_pb2.BulkVerifyRequest], context: Context
@@ -190,83 +198,95 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.SubmitVerificationRequest, context: Context
     ) -> broker_pb2.VerificationJob:
         try:
-            jobs = self._job_store()
-            c = FieldErrors()
-            c.text("submission_id", request.submission_id, max_len=64, pattern=ID_PATTERN)
-            if not 1 <= len(request.subjects) <= JOB_MAX_SUBJECTS:
-                c.add("subjects", f"must hold 1 to {JOB_MAX_SUBJECTS} subjects, not {len(request.subjects)}")
-            seen: dict[str, int] = {}
-            for i, item in enumerate(request.subjects):
-                field = f"subjects[{i}].request_id"
-                c.no_identifiers(field, c.text(field, item.request_id, max_len=64, pattern=ID_PATTERN))
-                if item.request_id in seen:
-                    c.add(field, f"repeats subjects[{seen[item.request_id]}].request_id")
-                seen.setdefault(item.request_id, i)
-            if c.violations:
-                raise InvalidRequest(c.violations)
-            self._check_header(_template(request.header))
-            consumer = request.header.consumer
-            refusal = authorise_consumer(consumer.organization_id, consumer.officer_id, "SubmitVerification")
-            if refusal is not None:  # refused whole: nothing is stored, decided or traced
-                raise refusal
-            identified = officer_identification()
-            now = self._clock()
-            try:
-                job, created = await asyncio.to_thread(
-                    jobs.submit,
-                    consumer.organization_id,
-                    request,
-                    identified.value,
-                    now,
-                    now + self._retention,
-                )
-            except JobConflict:
-                raise AlreadyExists(
-                    f"submission id {request.submission_id!r} was already used with a different body",
-                    reason="DUPLICATE_SUBMISSION_ID",
-                    metadata={"field": "submission_id"},
-                ) from None
-            if created and self.runner is not None:
-                self.runner.wake()
-            return await self._job_message(jobs, job, now)
+            return await self.submit(request)
         except Exception as exc:
             await abort(context, exc)
+
+    async def submit(
+        self,
+        request: broker_pb2.SubmitVerificationRequest,
+        identified: OfficerIdentification | None = None,
+    ) -> broker_pb2.VerificationJob:
+        """``SubmitVerification`` for the caller of the call being served; raises what it ends with."""
+        jobs = self._job_store()
+        c = FieldErrors()
+        c.text("submission_id", request.submission_id, max_len=64, pattern=ID_PATTERN)
+        if not 1 <= len(request.subjects) <= JOB_MAX_SUBJECTS:
+            c.add("subjects", f"must hold 1 to {JOB_MAX_SUBJECTS} subjects, not {len(request.subjects)}")
+        seen: dict[str, int] = {}
+        for i, item in enumerate(request.subjects):
+            field = f"subjects[{i}].request_id"
+            c.no_identifiers(field, c.text(field, item.request_id, max_len=64, pattern=ID_PATTERN))
+            if item.request_id in seen:
+                c.add(field, f"repeats subjects[{seen[item.request_id]}].request_id")
+            seen.setdefault(item.request_id, i)
+        if c.violations:
+            raise InvalidRequest(c.violations)
+        self._check_header(_template(request.header))
+        consumer = request.header.consumer
+        refusal = authorise_consumer(consumer.organization_id, consumer.officer_id, "SubmitVerification")
+        if refusal is not None:  # refused whole: nothing is stored, decided or traced
+            raise refusal
+        identified = identified or officer_identification()
+        now = self._clock()
+        try:
+            job, created = await asyncio.to_thread(
+                jobs.submit,
+                consumer.organization_id,
+                request,
+                identified.value,
+                now,
+                now + self._retention,
+            )
+        except JobConflict:
+            raise AlreadyExists(
+                f"submission id {request.submission_id!r} was already used with a different body",
+                reason="DUPLICATE_SUBMISSION_ID",
+                metadata={"field": "submission_id"},
+            ) from None
+        if created and self.runner is not None:
+            self.runner.wake()
+        return await self._job_message(jobs, job, now)
 
     async def GetVerificationResult(
         self, request: broker_pb2.GetVerificationResultRequest, context: Context
     ) -> broker_pb2.VerificationJob:
         try:
-            jobs = self._job_store()
-            c = FieldErrors()
-            c.text("job_id", request.job_id, max_len=64, pattern=ID_PATTERN)
-            if c.violations:
-                raise InvalidRequest(c.violations)
-            principal = current_principal()
-            if principal is None or principal.kind != "consumer":
-                raise permission_denied(
-                    "CONSUMERS_ONLY", "only consumer applications read verification results"
-                )
-            job = await asyncio.to_thread(jobs.get, request.job_id)
-            if job is None:
-                raise NotFound(
-                    f"no verification job {request.job_id!r}",
-                    resource_type="onceonly.v1.VerificationJob",
-                    resource_name=request.job_id,
-                    field="job_id",
-                    description="no such job",
-                    reason="JOB_NOT_FOUND",
-                )
-            if job.organization_id != principal.organization_id:
-                raise permission_denied(
-                    "NOT_YOUR_JOB", f"job {request.job_id!r} was submitted by another organisation"
-                )
-            now = self._clock()
-            message = await self._job_message(jobs, job, now)
-            if message.state == broker_pb2.JOB_STATE_DONE:
-                message.results.extend(await self._results(jobs, job))
-            return message
+            return await self.verification_result(request)
         except Exception as exc:
             await abort(context, exc)
+
+    async def verification_result(
+        self, request: broker_pb2.GetVerificationResultRequest
+    ) -> broker_pb2.VerificationJob:
+        """``GetVerificationResult`` for the caller of the call being served; raises what it ends with."""
+        jobs = self._job_store()
+        c = FieldErrors()
+        c.text("job_id", request.job_id, max_len=64, pattern=ID_PATTERN)
+        if c.violations:
+            raise InvalidRequest(c.violations)
+        principal = current_principal()
+        if principal is None or principal.kind != "consumer":
+            raise permission_denied("CONSUMERS_ONLY", "only consumer applications read verification results")
+        job = await asyncio.to_thread(jobs.get, request.job_id)
+        if job is None:
+            raise NotFound(
+                f"no verification job {request.job_id!r}",
+                resource_type="onceonly.v1.VerificationJob",
+                resource_name=request.job_id,
+                field="job_id",
+                description="no such job",
+                reason="JOB_NOT_FOUND",
+            )
+        if job.organization_id != principal.organization_id:
+            raise permission_denied(
+                "NOT_YOUR_JOB", f"job {request.job_id!r} was submitted by another organisation"
+            )
+        now = self._clock()
+        message = await self._job_message(jobs, job, now)
+        if message.state == broker_pb2.JOB_STATE_DONE:
+            message.results.extend(await self._results(jobs, job))
+        return message
 
     def _job_store(self) -> JobStore:
         if self._jobs is None:

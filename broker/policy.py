@@ -79,6 +79,19 @@ class Policy:
         """The agreement (as enforced) with this id."""
         return self._by_id.get(agreement_id)
 
+    def legal_references(
+        self, organization_id: str, procedure_code: str, certificate_type_id: str
+    ) -> list[str]:
+        """The laws cited by ``organization_id``'s agreements for ``procedure_code`` that cover
+        ``certificate_type_id``, in agreement order: what an SCSP ``Consentimiento=Ley`` request,
+        which names no law, is decided under."""
+        return [
+            reference
+            for p in self._index.get((organization_id, procedure_code), ())
+            if certificate_type_id in p.agreement.certificate_type_ids
+            for reference in sorted(p.agreement.legal_references)
+        ]
+
     def allowed_uses(self, organization_id: str, now: dt.datetime) -> dict[str, list[AllowedUse]]:
         """Certificate type id → how ``organization_id`` may use it now (agreements in force, not
         suspended, not vetoed for the type's provider; the legal bases both sides allow)."""

@@ -115,6 +115,10 @@ class PolicyCheck(Protocol):
 
     def agreement(self, agreement_id: str) -> Agreement | None: ...
 
+    def legal_references(
+        self, organization_id: str, procedure_code: str, certificate_type_id: str
+    ) -> list[str]: ...
+
 
 class QuotaCounter(Protocol):
     """Counts a consumer's requests against a master agreement's caps (see

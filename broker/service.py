@@ -17,7 +17,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -107,6 +107,7 @@ class VerificationService:
         evidence: EvidenceCheck | None = None,
         quotas: QuotaCounter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         self.catalog = catalog
         self._policy = policy
@@ -118,6 +119,8 @@ class VerificationService:
         self._evidence = evidence
         self._quotas = quotas
         self._clock = clock
+        self._sleep = sleep
+        """How the service waits for an agency that answers later (with ``clock``: simulated in tests)."""
         self._replies = idempotency.RecentReplies(self.settings.replay_cache_size)
         self.contracts = ProviderContracts(catalog, providers, evidence)
 
@@ -130,6 +133,12 @@ class VerificationService:
     def allowed_uses(self, organization_id: str) -> dict[str, list[AllowedUse]]:
         """Certificate type id → how ``organization_id`` may use it now (its agreements in force)."""
         return self._policy().allowed_uses(organization_id, self._clock())
+
+    def legal_references(
+        self, organization_id: str, procedure_code: str, certificate_type_id: str
+    ) -> list[str]:
+        """The laws the agreements covering this use cite (see :meth:`Policy.legal_references`)."""
+        return self._policy().legal_references(organization_id, procedure_code, certificate_type_id)
 
     async def verify(
         self,
@@ -338,7 +347,7 @@ class VerificationService:
                             detail=self._later_detail(provider_id, answer.ready_at, wait_until),
                             latency_ms=_ms(started),
                         )
-                    await asyncio.sleep(max(0.0, (answer.ready_at - self._clock()).total_seconds()))
+                    await self._sleep(max(0.0, (answer.ready_at - self._clock()).total_seconds()))
                     try:
                         answer = await client.collect(answer.ticket, timeout)
                     except TicketUnknown:  # the provider restarted: ask the question again

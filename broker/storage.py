@@ -388,6 +388,27 @@ class VerificationJobItemRow(SQLModel, table=True):
     decided_at: dt.datetime = Field(sa_type=UTCDateTime)
 
 
+class ScspPetitionRow(SQLModel, table=True):
+    """An SCSP petition taken (``broker.scsp_store``): its ``IdPeticion`` is unique across the platform,
+    as SCSP has it; an asynchronous one keeps its body (sealed) to answer ``solicitudRespuesta``."""
+
+    __tablename__ = "scsp_petitions"
+    __table_args__ = (sa.Index("ix_scsp_petitions_expires_at", "expires_at"),)
+
+    id_peticion: str = Field(primary_key=True, max_length=26)
+    organization_id: str = Field(max_length=64)
+    mode: str = Field(max_length=8)
+    """``sync`` | ``async``"""
+    digest: str = Field(max_length=64)
+    """SHA-256 of the petition as signed (canonical): the same id with another body is refused."""
+    elements: int
+    job_id: str | None = Field(default=None, max_length=64, nullable=True)
+    petition: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=True)
+    """An asynchronous petition's ``Peticion`` (canonical XML), AES-GCM sealed: it names residents."""
+    created_at: dt.datetime = Field(sa_type=UTCDateTime)
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime)
+
+
 class AuditSampleRow(SQLModel, table=True):
     """A random sample of requests drawn by an oversight body (``broker.audit``)."""
 

@@ -9,6 +9,7 @@
     onceonly oversight traces|usage|resident   (onceonly.consumers.oversight_cli)
     onceonly health --broker HOST:PORT         (onceonly.consumers.health)
     onceonly demo                              (onceonly.consumers.demo)
+    onceonly scsp example|send                 SCSP v3 petitions (onceonly.consumers.scsp)
 
 This module is the composition root: each package registers its own commands, and nothing
 imports this module back. Exit codes: 0 answered, 2 invalid input, 3 denied by policy,
@@ -33,7 +34,7 @@ from typing import Any
 
 from onceonly import pki
 from onceonly.broker import commands as broker_commands
-from onceonly.consumers import demo, diagnose, governance_cli, health, oversight_cli, verify_cli
+from onceonly.consumers import demo, diagnose, governance_cli, health, oversight_cli, scsp, verify_cli
 from onceonly.consumers._console import EXIT_UNAUTHENTICATED, EXIT_UNAVAILABLE
 from onceonly.consumers.console import commands as console_commands
 from onceonly.providers import commands as provider_commands
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     governance_cli.add_commands(sub)  # governance orgs|register|log
     demo.add_commands(sub)
     health.add_commands(sub)  # health --target HOST:PORT: for container health checks
+    scsp.add_commands(sub)  # scsp example|send: SCSP v3 petitions to the broker's facade
     return parser
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from onceonly.errors import unauthenticated
@@ -62,6 +62,8 @@ agreements for their organisation (propose; approve or veto); ``operator`` regis
 DEFAULT_PKI_DIR = Path("var/pki")
 BROKER_ORGANISATION = "onceonly"
 BROKER_NAME = "broker"
+BROKER_SEAL_NAME = "broker-seal"
+"""The broker's RSA seal (``broker-seal.pem``): it signs the broker's SCSP answers (WS-Security)."""
 DEFAULT_PROVIDERS = ("registry", "tax", "employment")
 DEMO_CONSUMER = ("L01280796", "housing-office")
 """The housing office of the demo: organisation id and certificate name."""
@@ -132,16 +134,28 @@ def _write(path: Path, data: bytes, mode: int) -> None:
             tmp.unlink()
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+KEY_TYPES = ("ec", "rsa")
+"""A certificate's key: ECDSA P-256 (the default), or RSA 2048 (SCSP seals: WS-Security RSA-SHA256)."""
+
+
+def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
 def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = _load_any_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PkiError(f"{path}: not an ECDSA private key")
+    return key
+
+
+def _load_any_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise PkiError(f"{path}: not an ECDSA or RSA private key")
     return key
 
 
@@ -248,6 +262,7 @@ class CertificateAuthority:
         client: bool = True,
         validity: dt.timedelta = LEAF_VALIDITY,
         reuse: bool = True,
+        key_type: str = "ec",
     ) -> Issued:
         """Write ``<name>.pem`` and ``<name>-key.pem``; reuse a valid one this CA issued to the same subject.
 
@@ -268,9 +283,15 @@ class CertificateAuthority:
         )
         names = tuple(dict.fromkeys((*LOOPBACK_NAMES, *server_names))) if server else ()
         paths = Issued(name, cert_path(self.directory, name), key_path(self.directory, name))
-        if reuse and self._reusable(paths, subject, names):
+        if key_type not in KEY_TYPES:
+            raise PkiError(f"key type must be one of {', '.join(KEY_TYPES)}, got {key_type!r}")
+        if reuse and self._reusable(paths, subject, names, key_type):
             return paths
-        key = ec.generate_private_key(ec.SECP256R1())
+        key: PrivateKey = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if key_type == "rsa"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         now = _now()
         usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
             [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
@@ -310,13 +331,15 @@ class CertificateAuthority:
         _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return paths
 
-    def _reusable(self, paths: Issued, subject: x509.Name, names: tuple[str, ...]) -> bool:
+    def _reusable(self, paths: Issued, subject: x509.Name, names: tuple[str, ...], key_type: str) -> bool:
         if not (paths.cert.exists() and paths.key.exists()):
             return False
         try:
             cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
-            key = _load_key(paths.key)
+            key = _load_any_key(paths.key)
         except (ValueError, PkiError):
+            return False
+        if isinstance(key, rsa.RSAPrivateKey) != (key_type == "rsa"):
             return False
         if cert.subject != subject or not self.issued(cert):
             return False
@@ -390,6 +413,13 @@ def init_pki(
         issued[f"{provider}-admin"] = ca.issue(
             f"{provider}-admin", role="provider-admin", organization_id=provider
         )
+    # SCSP seals (RSA, as SCSP's WS-Security uses): the housing office signs its SCSP requests with
+    # one, and the broker signs its SCSP answers with its own.
+    org, name = DEMO_CONSUMER
+    issued[f"{name}-seal"] = ca.issue(f"{name}-seal", role="consumer", organization_id=org, key_type="rsa")
+    issued[BROKER_SEAL_NAME] = ca.issue(
+        BROKER_SEAL_NAME, role="broker", organization_id=BROKER_ORGANISATION, key_type="rsa"
+    )
     issued[CONSOLE_NAME] = ca.issue(
         CONSOLE_NAME,
         role="console",
@@ -541,26 +571,37 @@ def forwarded_identity(
     issued by a trusted CA, is valid now, is a client certificate and names an identity, or
     ``CERTIFICATE_REVOKED``. The console's TLS server checked the same, but the broker does not take
     the console's word for it."""
+    return issued_identity(der, trusted, revocations, now)[0]
+
+
+def issued_identity(
+    der: bytes,
+    trusted: Sequence[x509.Certificate],
+    revocations: RevocationList | None,
+    now: dt.datetime,
+    *,
+    what: str = "the forwarded certificate",
+) -> tuple[CertIdentity, x509.Certificate]:
+    """The identity and certificate of ``der`` (a certificate someone presented other than in the
+    TLS handshake: relayed by the console, or an SCSP signature's token); ``Unauthenticated``
+    (``FORWARDED_CERTIFICATE``, naming ``what``) unless it was issued by a trusted CA, is valid
+    now, is a client certificate and names an identity, or ``CERTIFICATE_REVOKED``."""
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        raise unauthenticated("FORWARDED_CERTIFICATE", "the forwarded certificate is not DER X.509") from None
+        raise unauthenticated("FORWARDED_CERTIFICATE", f"{what} is not DER X.509") from None
     issuer = next((ca for ca in trusted if _issued_by(cert, ca)), None)
     if issuer is None:
-        raise unauthenticated(
-            "FORWARDED_CERTIFICATE", "the forwarded certificate is not from the platform CA"
-        )
+        raise unauthenticated("FORWARDED_CERTIFICATE", f"{what} is not from the platform CA")
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        raise unauthenticated("FORWARDED_CERTIFICATE", "the forwarded certificate is not valid now")
+        raise unauthenticated("FORWARDED_CERTIFICATE", f"{what} is not valid now")
     try:
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
     if usage is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-        raise unauthenticated(
-            "FORWARDED_CERTIFICATE", "the forwarded certificate is not a client certificate"
-        )
-    return certificate_identity(cert.public_bytes(serialization.Encoding.PEM), revocations)
+        raise unauthenticated("FORWARDED_CERTIFICATE", f"{what} is not a client certificate")
+    return certificate_identity(cert.public_bytes(serialization.Encoding.PEM), revocations), cert
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
@@ -680,6 +721,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-name", action="append", default=[], help="extra DNS name or IP (with --server)"
     )
     issue.add_argument("--days", type=int, default=LEAF_VALIDITY.days, help="validity in days")
+    issue.add_argument(
+        "--key",
+        choices=KEY_TYPES,
+        default="ec",
+        help="key type: ec (P-256, the default) or rsa (2048: an SCSP seal for WS-Security)",
+    )
     revoke = sub.add_parser(
         "revoke", help="revoke a certificate: servers refuse it from their next call (crl.pem)"
     )
@@ -742,6 +789,7 @@ def run(args: argparse.Namespace) -> int:
             server=args.server,
             server_names=args.server_name,
             validity=dt.timedelta(days=args.days),
+            key_type=args.key,
         )
         print(f"{paths.name}: {paths.cert}  {paths.key}")
         return 0

@@ -78,6 +78,9 @@ class OfficerIdentification(enum.StrEnum):
     """Asserted by an application's client certificate."""
     INSECURE = "INSECURE"
     """Named in metadata to a broker in insecure local-development mode."""
+    AUTOMATED = "AUTOMATED"
+    """No officer: an automated procedure (SCSP ``Automatizado`` = ``S``), run by the application
+    whose certificate signed the request."""
 
 
 class OrganisationKind(enum.StrEnum):

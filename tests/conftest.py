@@ -350,8 +350,8 @@ class Platform:
         values.update(changes)
         return BrokerConfig(**values)
 
-    async def start_broker(self, **changes: Any) -> BrokerApp:
-        app = await start_broker(self.config(**changes))
+    async def start_broker(self, *, clock: Any = None, sleep: Any = None, **changes: Any) -> BrokerApp:
+        app = await start_broker(self.config(**changes), clock=clock, sleep=sleep)
         self._brokers.append(app)
         return app
 

@@ -51,6 +51,7 @@ class OfficerIdentification(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OFFICER_IDENTIFICATION_TOKEN: _ClassVar[OfficerIdentification]
     OFFICER_IDENTIFICATION_CERTIFICATE: _ClassVar[OfficerIdentification]
     OFFICER_IDENTIFICATION_INSECURE: _ClassVar[OfficerIdentification]
+    OFFICER_IDENTIFICATION_AUTOMATED: _ClassVar[OfficerIdentification]
 DOCUMENT_TYPE_UNSPECIFIED: DocumentType
 DOCUMENT_TYPE_DNI: DocumentType
 DOCUMENT_TYPE_NIE: DocumentType
@@ -82,6 +83,7 @@ OFFICER_IDENTIFICATION_UNSPECIFIED: OfficerIdentification
 OFFICER_IDENTIFICATION_TOKEN: OfficerIdentification
 OFFICER_IDENTIFICATION_CERTIFICATE: OfficerIdentification
 OFFICER_IDENTIFICATION_INSECURE: OfficerIdentification
+OFFICER_IDENTIFICATION_AUTOMATED: OfficerIdentification
 
 class Subject(_message.Message):
     __slots__ = ("document_type", "document_number")

@@ -146,7 +146,8 @@ def record(label: str) -> None:
 class HostilePlatform:
     """Providers and a broker on an event loop in a background thread, and channels to them."""
 
-    def __init__(self) -> None:
+    def __init__(self, **broker_changes: Any) -> None:
+        self._broker_changes = broker_changes
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="hostile-loop", daemon=True)
         self._thread.start()
@@ -173,7 +174,7 @@ class HostilePlatform:
     async def _start(self) -> None:
         p = self.platform
         await p.start_reference_providers()
-        self.broker: BrokerApp = await p.start_broker()
+        self.broker: BrokerApp = await p.start_broker(**self._broker_changes)
         pki = session_pki()
         self.consumer = p.channel(self.broker.target, tls=pki.consumer(ORG))
         self.oversight = p.channel(self.broker.target, tls=ClientTls.from_dir(pki.dir, "oversight"))
