@@ -18,7 +18,9 @@ them is the broker's own work.
    ``--objective-ms`` with no failed call. Failed calls count as their timeout, never dropped.
 3. **direct**: a fixed rate straight to one provider's ``Attest``: the latency floor of one hop.
 4. **bulk**: ``Broker.VerifyBulk`` with 10,000 subjects, three checks each, on each broker.
-5. **profile**: py-spy on the SQLite broker (and the relay) under the concurrency load, folded
+5. **SCSP**: SCSP v3 ``peticionSincrona`` against gRPC ``Verify`` on the SQLite broker, one check
+   each, in alternating phases (:mod:`bench.scsp`): the XML and signature overhead per request.
+6. **profile**: py-spy on the SQLite broker (and the relay) under the concurrency load, folded
    into components (:mod:`bench.profile`), in CPU microseconds per request.
 
 Prints the tables and writes ``var/bench/latest.json``. Exit status 0 whenever the harness ran,
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, profile
+from bench import scsp as bench_scsp
 from bench.load import open_channel, run_load
 from onceonly.processes import Process, free_port, stop_all, wait_serving
 
@@ -139,6 +142,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=_env_int("BENCH_BROKER_PROCS", 1),
         help="processes per broker, sharing one port (ONCEONLY_REUSE_PORT), each its own chain",
     )
+    p.add_argument(
+        "--scsp-requests",
+        type=int,
+        default=_env_int("BENCH_SCSP_REQUESTS", 600),
+        help="requests per phase of the SCSP-against-gRPC comparison (0: none; needs --security mtls)",
+    )
+    p.add_argument("--scsp-rounds", type=int, default=_env_int("BENCH_SCSP_ROUNDS", 3))
+    p.add_argument("--scsp-threads", type=int, default=_env_int("BENCH_SCSP_THREADS", 8))
     p.add_argument("--out", type=Path, default=Path(os.environ.get("BENCH_OUT", REPO / "var" / "bench")))
     opts = p.parse_args(argv)
     if opts.rounds < 1:
@@ -173,6 +184,8 @@ class Servers:
     processes: list[Process]
     metrics_ports: dict[str, list[int]]
     """The Prometheus scrape ports of each broker's processes (their ledgers' batch sizes)."""
+    scsp_url: str | None = None
+    """The SQLite broker's SCSP facade (its first process's), with the platform PKI."""
 
     def cpu(self) -> dict[str, float]:
         return {p.name: common.cpu_seconds(p.popen.pid) for p in self.processes}
@@ -288,6 +301,7 @@ async def start_servers(
     each broker as ``broker_procs`` processes sharing one port (``ONCEONLY_REUSE_PORT``)."""
     processes: list[Process] = []
     metrics_ports: dict[str, list[int]] = {}
+    scsp_url = None
     targets = {name: f"127.0.0.1:{free_port()}" for name in PROVIDERS}
     try:
         for name, target in targets.items():
@@ -327,13 +341,20 @@ async def start_servers(
                         run_dir / name / "ledger" / f"witness-{i}.jsonl"
                     )
                 process_name = name if i == 1 else f"{name}#{i}"
-                process = spawn(process_name, argv + security.server_args(), log_dir, target, broker_env)
+                extra = []
+                if name == BROKER and i == 1 and security.pki_dir is not None:
+                    scsp_target = f"127.0.0.1:{free_port()}"
+                    extra = ["--scsp-listen", scsp_target]
+                    scsp_url = f"https://{scsp_target}/scsp"
+                process = spawn(
+                    process_name, argv + extra + security.server_args(), log_dir, target, broker_env
+                )
                 processes.append(process)
                 await wait_serving(process, tls=security.as_broker())  # one at a time: one migrates
     except BaseException:
         stop_all(processes)
         raise
-    return Servers(processes, metrics_ports), targets
+    return Servers(processes, metrics_ports, scsp_url), targets
 
 
 @contextlib.contextmanager
@@ -595,6 +616,28 @@ def report(result: dict[str, Any]) -> str:
             )
             + (f" ({bulk['note']})" if bulk.get("note") else "")
         )
+    sc = result.get("scsp", {})
+    if "phases" in sc:
+        parts.append(
+            f"\nSCSP v3 against gRPC Verify on {BROKER} (one check, {sc['threads']} client threads, "
+            f"{sc['rounds']} alternating rounds of {sc['requests_per_phase']}; medians):"
+        )
+        parts.append(
+            table(
+                ["", "req/s", "broker CPU us/req"],
+                [
+                    ["gRPC Verify", sc["grpc_rps_median"], sc["grpc_cpu_us_median"]],
+                    ["SCSP peticionSincrona", sc["scsp_rps_median"], sc["scsp_cpu_us_median"]],
+                ],
+            )
+        )
+        parts.append(
+            f"SCSP ÷ gRPC throughput {_fmt(sc['throughput_ratio'], 3)}; the XML and the signatures cost "
+            f"the broker {_fmt(sc['scsp_overhead_us_per_request'], 1)} us per request; "
+            f"failed calls: {sc['failed']}"
+        )
+    elif sc.get("note"):
+        parts.append(f"\nSCSP: {sc['note']}")
     prof = result["profile"]
     if BROKER in prof:
         parts.append(
@@ -749,6 +792,22 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
                     * 1e6,
                     1,
                 )
+        scsp_result: dict[str, Any] = {"note": "not measured (--scsp-requests 0, or --security insecure)"}
+        if servers.scsp_url and security.pki_dir is not None and args.scsp_requests > 0:
+            progress(
+                f"SCSP against gRPC on {BROKER}: {args.scsp_rounds} rounds of {args.scsp_requests} each, "
+                f"{args.scsp_threads} client threads"
+            )
+            scsp_result = await asyncio.to_thread(
+                bench_scsp.compare,
+                grpc_target=target_of[BROKER],
+                scsp_url=servers.scsp_url,
+                pki_dir=security.pki_dir,
+                broker_cpu=lambda: servers.front_cpu(servers.cpu(), BROKER),
+                requests=args.scsp_requests,
+                rounds=args.scsp_rounds,
+                threads=args.scsp_threads,
+            )
         if args.profile_s > 0 and args.broker_procs > 1:
             prof = {"note": "py-spy samples one process: profile with --broker-procs 1"}
         elif args.profile_s > 0:
@@ -811,6 +870,7 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
         "capacity": sweeps,
         "direct": direct,
         "bulk": bulk,
+        "scsp": scsp_result,
         "profile": prof,
         "all_calls_succeeded": clean,
         "noisy_phases": sum(1 for p in phases_all if p["noisy"]),

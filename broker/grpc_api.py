@@ -320,6 +320,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def _results(self, jobs: JobStore, job: StoredJob) -> list[broker_pb2.BulkVerifyResult]:
         """Every subject's result: its refusal as recorded, or its answer as the ledger keeps it."""
         items = await asyncio.to_thread(jobs.items, job.job_id)
+        decided = [item.request_id for item in items if item.error is None]
+        replies = await self._service.stored_replies(job.organization_id, decided) if decided else {}
         results = []
         for item in items:
             if item.error is not None:
@@ -329,7 +331,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                     )
                 )
                 continue
-            stored = await self._service.stored_reply(job.organization_id, item.request_id)
+            stored = replies.get(item.request_id)
             if stored is None:  # purged from the ledger before the job expired
                 gone = NotFound(
                     f"the answer to {item.request_id!r} is no longer kept",

@@ -46,6 +46,10 @@ class Ledger(Protocol):
 
     async def find_reply(self, organization_id: str, request_id: str) -> StoredReply | None: ...
 
+    async def find_replies(self, organization_id: str, request_ids: Sequence[str]) -> dict[str, StoredReply]:
+        """The replies stored for these requests (those recorded), by request id."""
+        ...
+
 
 class TraceQueries(Protocol):
     """Reads over the recorded traces, for oversight. Blocking: callers run them in a thread."""

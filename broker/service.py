@@ -165,9 +165,9 @@ class VerificationService:
         finally:
             self._replies.end(key)
 
-    async def stored_reply(self, organization_id: str, request_id: str) -> StoredReply | None:
-        """The answer kept for a request id (``None`` if it was never decided, or was purged)."""
-        return await self._ledger.find_reply(organization_id, request_id)
+    async def stored_replies(self, organization_id: str, request_ids: list[str]) -> dict[str, StoredReply]:
+        """The answers kept for these request ids (those decided and not purged), by request id."""
+        return await self._ledger.find_replies(organization_id, request_ids)
 
     async def _decide(
         self, request: VerificationRequest, deadline_s: float | None, wait_for_deferred_s: float | None = None

@@ -54,8 +54,10 @@ from onceonly.pki import (
     DEMO_OPERATOR,
     DEMO_OVERSIGHT,
     ClientTls,
+    cert_path,
     export_pkcs12,
     init_pki,
+    key_path,
 )
 from onceonly.processes import Process, free_port, onceonly_argv, spawn, stop_all, wait_serving
 from onceonly.providers.synthetic import LATEST_FISCAL_YEAR, Resident, find, population
@@ -239,6 +241,51 @@ async def asynchronous_review(client: BrokerClient) -> list[str]:
     )
 
 
+async def scsp_request(url: str, pki_dir: Path, resident: Resident) -> list[str]:
+    """The same office as an SCSP v3 application: one signed synchronous petition to the facade."""
+    from onceonly.consumers import scsp
+    from onceonly.scsp import wssecurity
+    from onceonly.scsp.soap import DATOS_NS, RESPUESTA_NS, SoapError, text_of
+
+    seal_name = f"{DEMO_CONSUMER[1]}-seal"
+    seal = wssecurity.Seal.from_pem(
+        cert_path(pki_dir, seal_name).read_bytes(), key_path(pki_dir, seal_name).read_bytes()
+    )
+    code = "ONCEONLY_CORRIENTE_AEAT"
+    message = scsp.peticion(
+        f"DEMO{uuid.uuid4().hex[:12].upper()}", code, [(resident.document_type, resident.document_number)]
+    )
+    body = scsp.signed_envelope(message, seal)
+    context = scsp.client_context(pki_dir, DEMO_CONSUMER[1])
+    for attempt in range(50):  # bounded: the facade listens a moment after the gRPC port
+        try:
+            status, data = await asyncio.to_thread(scsp.post, url, body, "peticionSincrona", context)
+            break
+        except ConnectionRefusedError:
+            if attempt == 49:
+                return [f"SCSP facade at {url} refused every connection"]
+            await asyncio.sleep(0.1)
+    try:
+        answer = scsp.read_answer(data, pki_dir)
+    except SoapError as exc:
+        return [f"SCSP answer (HTTP {status}) does not hold: {exc}"]
+    if answer.fault or answer.code != "0003":
+        return [f"SCSP petition answered {answer.code}: {answer.text}"]
+    sent = answer.message.find(f"{{{RESPUESTA_NS}}}Transmisiones/{{{RESPUESTA_NS}}}TransmisionDatos")
+    assert sent is not None
+    claims = {
+        a.findtext(f"{{{DATOS_NS}}}Nombre"): a.findtext(f"{{{DATOS_NS}}}Valor")
+        for a in sent.iter(f"{{{DATOS_NS}}}Afirmacion")
+    }
+    transmission = text_of(sent, RESPUESTA_NS, "DatosGenericos/Transmision/IdTransmision")
+    print(
+        f"\nSCSP v3: the same office's SCSP application sends a signed peticionSincrona ({code}) to "
+        f"{url}\n  → {answer.code} {answer.text}, {claims}, IdTransmision {transmission}, "
+        f"signed by {answer.signer}"
+    )
+    return []
+
+
 async def scenario(
     broker_target: str, pki_dir: Path, idp: DemoIdp | None = None, token_target: str | None = None
 ) -> list[str]:
@@ -338,12 +385,13 @@ async def resident_report(broker_target: str, pki_dir: Path, resident: Resident)
     print(table([*headers, "decision"], rows))
     print(f"  this lookup is itself traced: {report.report_trace_id}")
     consulted = [a for a in report.accesses if a.procedure_code == "HOUSING-RENT-SUBSIDY"]
-    # The application, assessed twice (certificate, then token), and the asynchronous yearly re-check.
-    if len(consulted) != 3:
-        return [f"resident report lists {len(consulted)} housing-office accesses, expected 3"]
-    # Two by the office's application (its certificate asserts the officer), one by an officer
+    # The application, assessed twice (certificate, then token), the asynchronous yearly re-check and
+    # the SCSP petition.
+    if len(consulted) != 4:
+        return [f"resident report lists {len(consulted)} housing-office accesses, expected 4"]
+    # Three by the office's applications (their certificates assert the officer), one by an officer
     # authenticated by the office's identity provider.
-    if sorted(a.officer_identification for a in consulted) != ["CERTIFICATE", "CERTIFICATE", "TOKEN"]:
+    if sorted(a.officer_identification for a in consulted) != ["CERTIFICATE"] * 3 + ["TOKEN"]:
         return ["resident report does not tell the asserted officer from the authenticated one"]
     return []
 
@@ -611,6 +659,7 @@ async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
         "ONCEONLY_TLS_DIR",
         "ONCEONLY_JWT_ISSUERS",
         "ONCEONLY_BROKER_TOKEN_LISTEN",
+        "ONCEONLY_SCSP_LISTEN",
     ):
         env.pop(name, None)  # the demo always runs with its own certificates
     seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
@@ -636,6 +685,7 @@ async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
             await wait_serving(process, tls=as_broker)
         broker_target = f"127.0.0.1:{free_port()}"
         token_target = f"127.0.0.1:{free_port()}"
+        scsp_target = f"127.0.0.1:{free_port()}"
         broker_args = [
             "serve",
             "broker",
@@ -649,6 +699,8 @@ async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
             str(idp.issuers_toml),
             "--token-listen",
             token_target,
+            "--scsp-listen",
+            scsp_target,
         ]
         for name, target in targets.items():
             broker_args += ["--provider", f"{name}={target}"]
@@ -662,6 +714,7 @@ async def run_demo(var_dir: Path | None = None, *, keep: bool = False) -> int:
         )
         problems += await import_governance(broker_target, pki_dir, Path(str(seed)))
         problems += await scenario(broker_target, pki_dir, idp, token_target)
+        problems += await scsp_request(f"https://{scsp_target}/scsp", pki_dir, personas()[0][1])
         problems += await resident_report(broker_target, pki_dir, personas()[0][1])
         problems += await governance(broker_target, pki_dir, personas()[0][1])
         console_url = f"https://127.0.0.1:{free_port()}"

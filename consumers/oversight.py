@@ -36,7 +36,12 @@ from onceonly.wire import (
     USAGE_GROUPING,
 )
 
-OFFICER_LABELS = {"TOKEN": "authenticated", "CERTIFICATE": "asserted", "INSECURE": "insecure"}
+OFFICER_LABELS = {
+    "TOKEN": "authenticated",
+    "CERTIFICATE": "asserted",
+    "INSECURE": "insecure",
+    "AUTOMATED": "none (automated)",
+}
 """How the officer was identified, in the words a report shows (``-``: not recorded)."""
 GROUPINGS = tuple(name.lower() for name in USAGE_GROUPING.names)
 """The groupings of usage statistics, as the CLI spells them (``provider``, ``consumer``, ``procedure``)."""

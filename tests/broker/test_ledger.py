@@ -120,6 +120,12 @@ async def test_concurrent_appends_are_durable(
             assert await again.get_trace(records[i].trace_id) == records[i]
             stored = await again.find_reply(ORG, f"req-{i}")
             assert stored == reply_for(records[i], f"answer {i}".encode())
+        # Many at once (a job's results): those recorded, by request id, whatever the chunking.
+        asked = [f"req-{i}" for i in range(0, 200, 3)] + ["req-never", "req-1"]
+        many = await again.find_replies(ORG, asked)
+        assert set(many) == {r for r in asked if r != "req-never"}
+        assert many["req-1"] == reply_for(records[1], b"answer 1")
+        assert await again.find_replies("another-org", asked) == {}
         await again.close()
     finally:
         reopened.dispose()
@@ -229,6 +235,8 @@ async def test_reply_is_encrypted_at_rest(
         other_key = SqlTraceLedger(reopened, ReplyCipher.from_key_file(tmp_path / "other.key"))
         with pytest.raises(LedgerUnavailable):
             await other_key.find_reply(ORG, "req-secret")
+        with pytest.raises(LedgerUnavailable):
+            await other_key.find_replies(ORG, ["req-secret"])
     finally:
         reopened.dispose()
 
