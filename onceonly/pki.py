@@ -734,18 +734,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("--dir", type=Path, default=default_dir, help="ONCEONLY_TLS_DIR; default %(default)s")
     export = sub.add_parser(
         "export",
-        help="copy one service's certificate and key, the CA certificate and the revocation list — "
-        "never the CA's key — into a directory of its own",
+        help="copy one service's certificate and key (and its seal's, if named too), the CA certificate "
+        "and the revocation list — never the CA's key — into a directory of its own",
     )
-    export.add_argument("name", help="the certificate's NAME (NAME.pem in --dir)")
+    export.add_argument(
+        "name", nargs="+", help="the certificate's NAME (NAME.pem in --dir); more: e.g. broker broker-seal"
+    )
     export.add_argument("--dir", type=Path, default=default_dir, help="the CA directory; default %(default)s")
     export.add_argument("--to", type=Path, required=True, help="the service's own directory")
 
 
-def export_service(directory: Path, name: str, to: Path) -> list[Path]:
-    """Copy what service ``name`` needs — its certificate and key, the CA certificate, the CRL if
-    any — and nothing else (never the CA's key) into ``to``; the files copied."""
-    wanted = [directory / "ca.pem", cert_path(directory, name), key_path(directory, name)]
+def export_service(directory: Path, name: str, to: Path, *also: str) -> list[Path]:
+    """Copy what service ``name`` needs — its certificate and key (and those named in ``also``, such
+    as the broker's SCSP seal), the CA certificate, the CRL if any — and nothing else (never the
+    CA's key) into ``to``; the files copied."""
+    wanted = [directory / "ca.pem"]
+    for each in (name, *also):
+        wanted += [cert_path(directory, each), key_path(directory, each)]
     if (directory / CRL_FILE).exists():
         wanted.append(directory / CRL_FILE)
     for path in wanted:
@@ -764,7 +769,7 @@ def export_service(directory: Path, name: str, to: Path) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.pki_command == "export":
-            for path in export_service(args.dir, args.name, args.to):
+            for path in export_service(args.dir, args.name[0], args.to, *args.name[1:]):
                 print(path)
             return 0
         if args.pki_command == "init":

@@ -228,7 +228,8 @@ def test_brokers_are_replicas_of_one_platform(services: dict[str, dict[str, Any]
             listen = env_of(services[host]).get("ONCEONLY_PROVIDER_LISTEN", "")
             assert split_bind(listen)[1] == port, f"{name}: {pid} listens on {listen}, not {port}"
         listen_port = str(split_bind(config.listen)[1])
-        assert [c for _, c in host_ports(service)] == [listen_port], f"{name}: publish the listen port"
+        scsp_port = str(split_bind(config.scsp_listen)[1])  # the SCSP facade, which needs the seal
+        assert [c for _, c in host_ports(service)] == [listen_port, scsp_port], f"{name}: publish both ports"
         assert env_of(service).get("OTEL_TRACES_EXPORTER") == "otlp"
     seeders = [n for n, c in configs.items() if c.agreements_seed is not None]
     assert seeders, "one replica seeds the agreements"
@@ -435,5 +436,6 @@ def test_each_service_holds_only_its_own_key(services: dict[str, dict[str, Any]]
         assert pki_main(args[1:]) == 0, args
     for name in ("broker", "registry", "tax", "employment"):
         files = sorted(p.name for p in (out / name).iterdir())
-        assert files == sorted(["ca.pem", f"{name}.pem", f"{name}-key.pem"]), (name, files)
+        seal = ["broker-seal.pem", "broker-seal-key.pem"] if name == "broker" else []  # its SCSP answers
+        assert files == sorted(["ca.pem", f"{name}.pem", f"{name}-key.pem", *seal]), (name, files)
         assert (out / name / f"{name}-key.pem").stat().st_mode & 0o077 == 0
