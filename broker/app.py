@@ -269,6 +269,8 @@ async def start_broker(
     window_ms = config.ledger_commit_window_ms
     if not 0 <= window_ms <= 100:
         raise ValueError(f"ONCEONLY_LEDGER_COMMIT_WINDOW_MS must be between 0 and 100, got {window_ms:g}")
+    if not 1 <= config.provider_batch <= 256:
+        raise ValueError(f"ONCEONLY_PROVIDER_BATCH must be between 1 and 256, got {config.provider_batch}")
     secured = security(config)
     catalog = Catalog.load(config.catalog_path)
     _warn_if_keys_beside_database(config)
@@ -312,7 +314,11 @@ async def start_broker(
             log.warning("addresses given for providers not in the catalog", extra={"providers": unknown})
         breaker = breaker_settings(config)
         provider_clients = {
-            pid: CircuitBreaker(GrpcProviderClient(pid, target, tls=secured.provider_tls), pid, breaker)
+            pid: CircuitBreaker(
+                GrpcProviderClient(pid, target, tls=secured.provider_tls, max_batch=config.provider_batch),
+                pid,
+                breaker,
+            )
             for pid, target in config.providers.items()
             if pid in catalog.providers
         }

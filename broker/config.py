@@ -114,6 +114,10 @@ class BrokerConfig:
     breaker_cooldown_ms: int = 5000
     """How long an open circuit fails fast before one probe call may try the provider again.
     ``ONCEONLY_BREAKER_COOLDOWN_MS``."""
+    provider_batch: int = 64
+    """The most checks for one provider sent in one ``AttestBatch`` call: the checks asked in the same
+    turn of the event loop leave together (no check waits for others); 1 sends each alone.
+    ``ONCEONLY_PROVIDER_BATCH`` (1 to 256)."""
     provider_retries: int = 1
     """Retries of a provider call that found no connection (transport ``UNAVAILABLE``), within
     the check's deadline; timeouts are never retried. ``ONCEONLY_PROVIDER_RETRIES``."""
@@ -242,6 +246,7 @@ _ENV_NAMES = {
     "breaker_failure_rate": "ONCEONLY_BREAKER_FAILURE_RATE",
     "breaker_cooldown_ms": "ONCEONLY_BREAKER_COOLDOWN_MS",
     "provider_retries": "ONCEONLY_PROVIDER_RETRIES",
+    "provider_batch": "ONCEONLY_PROVIDER_BATCH",
     "max_in_flight": "ONCEONLY_MAX_IN_FLIGHT",
     "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",

@@ -2,18 +2,27 @@
 
 The core calls :class:`ProviderClient` and knows nothing of gRPC; one
 :class:`GrpcProviderClient` per provider keeps one channel open for the broker's life.
+
+**Batching.** The checks for one provider that the broker asks in the same turn of its event loop
+(many requests in flight, a bulk stream's subjects) leave together in one ``AttestBatch`` call: no
+check waits for others to arrive, and under load one call carries many. A check asked alone is an
+``Attest`` as before; a provider that does not serve ``AttestBatch`` is asked one check at a time
+from then on. Each answer is still the provider's own, with its own evidence, checked as any.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from google.rpc import status_pb2
 
 from onceonly import telemetry
 from onceonly.broker.domain import LegalBasisKind, SubjectId
@@ -23,6 +32,11 @@ from onceonly.pki import ClientTls
 from onceonly.serving import MAX_MESSAGE_BYTES
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from onceonly.wire import DOCUMENT_TYPE, LEGAL_BASIS_KIND, PARAMETER_TYPE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 64
+"""Checks per ``AttestBatch`` call at most (``ONCEONLY_PROVIDER_BATCH``; 1: no batching)."""
 
 
 class ProviderError(Exception):
@@ -140,9 +154,24 @@ class GrpcProviderClient(ProviderClient):
     and says so in ``x-onceonly-role`` metadata (insecure local development only).
     """
 
-    def __init__(self, provider_id: str, target: str, *, tls: ClientTls | None = None):
+    def __init__(
+        self,
+        provider_id: str,
+        target: str,
+        *,
+        tls: ClientTls | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ):
         self.provider_id = provider_id
         self.target = target
+        self._max_batch = max(1, max_batch)
+        self._waiting: list[
+            tuple[provider_pb2.AttestRequest, float, asyncio.Future[provider_pb2.AttestResponse]]
+        ] = []
+        self._flush_scheduled = False
+        self._batching = self._max_batch > 1
+        """False once the provider answered ``AttestBatch`` UNIMPLEMENTED."""
+        self._sending: set[asyncio.Task[None]] = set()
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             self._metadata: tuple[tuple[str, str], ...] | None = ((INSECURE_ROLE_HEADER, "broker"),)
@@ -191,11 +220,104 @@ class GrpcProviderClient(ProviderClient):
             procedure_code=query.procedure_code,
             legal_basis_kind=LEGAL_BASIS_KIND.to_proto(query.legal_basis_kind),
         )
+        if not self._batching:
+            return _answer(await self._attest_one(request, timeout))
+        traced = telemetry.inject_metadata()
+        if traced:  # a batch's metadata carries one trace context: each check carries its own
+            request.trace_context.update(traced)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[provider_pb2.AttestResponse] = loop.create_future()
+        self._waiting.append((request, loop.time() + timeout, waiter))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        try:  # on a timeout (or the caller's cancellation) the waiter is cancelled: its answer is dropped
+            reply = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise ProviderTimeout("provider did not answer within its deadline") from None
+        return _answer(reply)
+
+    async def _attest_one(
+        self, request: provider_pb2.AttestRequest, timeout: float
+    ) -> provider_pb2.AttestResponse:
         try:
-            reply = await self._stub.Attest(request, timeout=timeout, metadata=self._call_metadata())
+            return await self._stub.Attest(request, timeout=timeout, metadata=self._call_metadata())
         except grpc.aio.AioRpcError as exc:
             raise _map_rpc_error(exc) from None
-        return _answer(reply)
+
+    def _flush(self) -> None:
+        """Send what was asked in this turn of the loop: alone as ``Attest``, together as batches."""
+        self._flush_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), self._max_batch):
+            chunk = waiting[start : start + self._max_batch]
+            task = asyncio.create_task(self._send(chunk))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self,
+        chunk: Sequence[
+            tuple[provider_pb2.AttestRequest, float, asyncio.Future[provider_pb2.AttestResponse]]
+        ],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = max(0.001, max(deadline for _, deadline, _ in chunk) - loop.time())
+        if len(chunk) == 1 or not self._batching:
+            await asyncio.gather(*(self._send_one(r, d, w) for r, d, w in chunk))
+            return
+        try:
+            reply = await self._stub.AttestBatch(
+                provider_pb2.AttestBatchRequest(checks=[r for r, _, _ in chunk]),
+                timeout=timeout,
+                metadata=self._call_metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.info("provider answers one check at a time", extra={"provider": self.provider_id})
+                self._batching = False
+                await asyncio.gather(*(self._send_one(r, d, w) for r, d, w in chunk))
+                return
+            error = _map_rpc_error(exc)
+            for _, _, waiter in chunk:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        except BaseException as exc:  # cancelled with the broker: nobody waits any more
+            for _, _, waiter in chunk:
+                if not waiter.done():
+                    waiter.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        if len(reply.outcomes) != len(chunk):
+            wrong = ProviderError(f"provider answered {len(reply.outcomes)} outcomes for {len(chunk)} checks")
+            for _, _, waiter in chunk:
+                if not waiter.done():
+                    waiter.set_exception(wrong)
+            return
+        for (_, _, waiter), outcome in zip(chunk, reply.outcomes, strict=True):
+            if waiter.done():
+                continue
+            if outcome.HasField("response"):
+                waiter.set_result(outcome.response)
+            else:
+                waiter.set_exception(_map_status(outcome.error))
+
+    async def _send_one(
+        self,
+        request: provider_pb2.AttestRequest,
+        deadline: float,
+        waiter: asyncio.Future[provider_pb2.AttestResponse],
+    ) -> None:
+        try:
+            reply = await self._attest_one(request, max(0.001, deadline - asyncio.get_running_loop().time()))
+        except ProviderError as exc:
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if not waiter.done():
+            waiter.set_result(reply)
 
     async def collect(self, ticket: str, timeout: float) -> ProviderAnswer:
         try:
@@ -209,6 +331,8 @@ class GrpcProviderClient(ProviderClient):
         return _answer(reply)
 
     async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
         await self._channel.close()
 
 
@@ -225,8 +349,17 @@ def _answer(reply: provider_pb2.AttestResponse) -> ProviderAnswer:
 
 
 def _map_rpc_error(exc: grpc.aio.AioRpcError) -> ProviderError:
-    code = exc.code()
-    detail = f"provider answered {code.name}: {(exc.details() or '')[:200]}"
+    return _map_code(exc.code(), exc.details() or "")
+
+
+def _map_status(status: status_pb2.Status) -> ProviderError:
+    """A refused check of an ``AttestBatch``, as the same refusal of an ``Attest`` would be."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return _map_code(code, status.message)
+
+
+def _map_code(code: grpc.StatusCode, message: str) -> ProviderError:
+    detail = f"provider answered {code.name}: {message[:200]}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ProviderTimeout("provider did not answer within its deadline")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED):

@@ -87,7 +87,7 @@ from onceonly.guard import (
 )
 from onceonly.pki import CertIdentity, RevocationList, TlsConfig, certificate_identity
 from onceonly.serving import RunningServer, require_loopback, run_until_signal, start_server
-from onceonly.status import abort
+from onceonly.status import abort, status_for
 from onceonly.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from onceonly.validation import validate_subject
 from onceonly.wire import LEGAL_BASIS_KIND, PARAMETER_TYPE
@@ -97,6 +97,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME: str = provider_pb2.DESCRIPTOR.services_by_name["Provider"].full_name
 """The fully qualified gRPC service name, ``onceonly.v1.Provider``."""
 HEALTH_CHECK_S = 5.0
+MAX_BATCH = 256
+"""The most checks one ``AttestBatch`` call may carry."""
 MAX_PENDING = 100_000
 """Deferred checks a provider remembers at once; beyond, the oldest is forgotten (asked again, it is
 asked anew)."""
@@ -269,13 +271,42 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         self, request: provider_pb2.AttestRequest, context: Context
     ) -> provider_pb2.AttestResponse:
         """Answer one check, mapping adapter outcomes to results and status codes."""
-        return await self._serve(context, self._traced_attest(request, context), "attest", request.request_id)
+        return await self._serve(
+            context, self._traced_attest(request, context.invocation_metadata()), "attest", request.request_id
+        )
 
     async def Collect(
         self, request: provider_pb2.CollectRequest, context: Context
     ) -> provider_pb2.AttestResponse:
         """The answer to a check that was pending, if it is ready."""
         return await self._serve(context, self._collect(request), "collect")
+
+    async def AttestBatch(
+        self, request: provider_pb2.AttestBatchRequest, context: Context
+    ) -> provider_pb2.AttestBatchResponse:
+        """Answer several checks at once, each as ``Attest`` would: its response, or its refusal."""
+        if len(request.checks) > MAX_BATCH:
+            await abort(
+                context,
+                _bad(
+                    "checks",
+                    f"at most {MAX_BATCH} checks per call",
+                    f"checks: at most {MAX_BATCH} per call, not {len(request.checks)}",
+                ),
+            )
+        outcomes = await asyncio.gather(*(self._outcome(check) for check in request.checks))
+        return provider_pb2.AttestBatchResponse(outcomes=outcomes)
+
+    async def _outcome(self, request: provider_pb2.AttestRequest) -> provider_pb2.AttestOutcome:
+        try:
+            answered = await self._traced_attest(request, tuple(request.trace_context.items()))
+            return provider_pb2.AttestOutcome(response=answered)
+        except OnceOnlyError as refusal:
+            error: OnceOnlyError = refusal
+        except Exception:
+            log.exception("attest failed", extra={"request_id": request.request_id})
+            error = Internal("adapter failed")
+        return provider_pb2.AttestOutcome(error=status_for(error))
 
     async def _serve(
         self,
@@ -297,11 +328,12 @@ class ProviderServicer(provider_pb2_grpc.ProviderServicer):
         await abort(context, error)
 
     async def _traced_attest(
-        self, request: provider_pb2.AttestRequest, context: Context
+        self, request: provider_pb2.AttestRequest, metadata: Any
     ) -> provider_pb2.AttestResponse:
-        # Continue the broker's trace (W3C trace context in the call's metadata), if tracing is on.
+        # Continue the broker's trace (W3C trace context in the call's metadata, or in the check
+        # itself within a batch), if tracing is on.
         with (
-            telemetry.extracted(context.invocation_metadata()),
+            telemetry.extracted(metadata),
             telemetry.span(
                 "onceonly.provider.serve",
                 lambda: {

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from onceonly.v1 import common_pb2 as onceonly_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonceonly/v1/provider.proto\x12\x0bonceonly.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18onceonly/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\x8b\x01\n\x18SupportedCertificateType\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12*\n\nparameters\x18\x02 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12&\n\x06\x63laims\x18\x03 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\"\x98\x01\n\x13ProviderDescription\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12@\n\x11\x63\x65rtificate_types\x18\x03 \x03(\x0b\x32%.onceonly.v1.SupportedCertificateType\x12\x1c\n\x14\x65vidence_certificate\x18\x04 \x01(\t\"\xdd\x02\n\rAttestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x03 \x01(\t\x12%\n\x07subject\x18\x04 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12>\n\nparameters\x18\x05 \x03(\x0b\x32*.onceonly.v1.AttestRequest.ParametersEntry\x12 \n\x18\x63onsumer_organization_id\x18\x06 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x07 \x01(\t\x12\x35\n\x10legal_basis_kind\x18\x08 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x02\n\x0e\x41ttestResponse\x12\x32\n\x06result\x18\x01 \x01(\x0e\x32\".onceonly.v1.AttestResponse.Result\x12\'\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\x12,\n\x08ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06ticket\x18\x05 \x01(\t\"d\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x10\n\x0cRESULT_FOUND\x10\x01\x12\x1c\n\x18RESULT_SUBJECT_NOT_FOUND\x10\x02\x12\x12\n\x0eRESULT_PENDING\x10\x03\" \n\x0e\x43ollectRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t2\xde\x01\n\x08Provider\x12J\n\x08\x44\x65scribe\x12\x1c.onceonly.v1.DescribeRequest\x1a .onceonly.v1.ProviderDescription\x12\x41\n\x06\x41ttest\x12\x1a.onceonly.v1.AttestRequest\x1a\x1b.onceonly.v1.AttestResponse\x12\x43\n\x07\x43ollect\x12\x1b.onceonly.v1.CollectRequest\x1a\x1b.onceonly.v1.AttestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonceonly/v1/provider.proto\x12\x0bonceonly.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x18onceonly/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\x8b\x01\n\x18SupportedCertificateType\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x01 \x01(\t\x12*\n\nparameters\x18\x02 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\x12&\n\x06\x63laims\x18\x03 \x03(\x0b\x32\x16.onceonly.v1.FieldSpec\"\x98\x01\n\x13ProviderDescription\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12@\n\x11\x63\x65rtificate_types\x18\x03 \x03(\x0b\x32%.onceonly.v1.SupportedCertificateType\x12\x1c\n\x14\x65vidence_certificate\x18\x04 \x01(\t\"\xd7\x03\n\rAttestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63\x65rtificate_type_id\x18\x03 \x01(\t\x12%\n\x07subject\x18\x04 \x01(\x0b\x32\x14.onceonly.v1.Subject\x12>\n\nparameters\x18\x05 \x03(\x0b\x32*.onceonly.v1.AttestRequest.ParametersEntry\x12 \n\x18\x63onsumer_organization_id\x18\x06 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x07 \x01(\t\x12\x35\n\x10legal_basis_kind\x18\x08 \x01(\x0e\x32\x1b.onceonly.v1.LegalBasisKind\x12\x43\n\rtrace_context\x18\t \x03(\x0b\x32,.onceonly.v1.AttestRequest.TraceContextEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x02\n\x0e\x41ttestResponse\x12\x32\n\x06result\x18\x01 \x01(\x0e\x32\".onceonly.v1.AttestResponse.Result\x12\'\n\x06\x63laims\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x65vidence\x18\x03 \x01(\t\x12,\n\x08ready_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06ticket\x18\x05 \x01(\t\"d\n\x06Result\x12\x16\n\x12RESULT_UNSPECIFIED\x10\x00\x12\x10\n\x0cRESULT_FOUND\x10\x01\x12\x1c\n\x18RESULT_SUBJECT_NOT_FOUND\x10\x02\x12\x12\n\x0eRESULT_PENDING\x10\x03\" \n\x0e\x43ollectRequest\x12\x0e\n\x06ticket\x18\x01 \x01(\t\"@\n\x12\x41ttestBatchRequest\x12*\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x1a.onceonly.v1.AttestRequest\"C\n\x13\x41ttestBatchResponse\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.onceonly.v1.AttestOutcome\"p\n\rAttestOutcome\x12/\n\x08response\x18\x01 \x01(\x0b\x32\x1b.onceonly.v1.AttestResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome2\xb0\x02\n\x08Provider\x12J\n\x08\x44\x65scribe\x12\x1c.onceonly.v1.DescribeRequest\x1a .onceonly.v1.ProviderDescription\x12\x41\n\x06\x41ttest\x12\x1a.onceonly.v1.AttestRequest\x1a\x1b.onceonly.v1.AttestResponse\x12\x43\n\x07\x43ollect\x12\x1b.onceonly.v1.CollectRequest\x1a\x1b.onceonly.v1.AttestResponse\x12P\n\x0b\x41ttestBatch\x12\x1f.onceonly.v1.AttestBatchRequest\x1a .onceonly.v1.AttestBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ATTESTREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_ATTESTREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_DESCRIBEREQUEST']._serialized_start=132
-  _globals['_DESCRIBEREQUEST']._serialized_end=149
-  _globals['_SUPPORTEDCERTIFICATETYPE']._serialized_start=152
-  _globals['_SUPPORTEDCERTIFICATETYPE']._serialized_end=291
-  _globals['_PROVIDERDESCRIPTION']._serialized_start=294
-  _globals['_PROVIDERDESCRIPTION']._serialized_end=446
-  _globals['_ATTESTREQUEST']._serialized_start=449
-  _globals['_ATTESTREQUEST']._serialized_end=798
-  _globals['_ATTESTREQUEST_PARAMETERSENTRY']._serialized_start=749
-  _globals['_ATTESTREQUEST_PARAMETERSENTRY']._serialized_end=798
-  _globals['_ATTESTRESPONSE']._serialized_start=801
-  _globals['_ATTESTRESPONSE']._serialized_end=1092
-  _globals['_ATTESTRESPONSE_RESULT']._serialized_start=992
-  _globals['_ATTESTRESPONSE_RESULT']._serialized_end=1092
-  _globals['_COLLECTREQUEST']._serialized_start=1094
-  _globals['_COLLECTREQUEST']._serialized_end=1126
-  _globals['_PROVIDER']._serialized_start=1129
-  _globals['_PROVIDER']._serialized_end=1351
+  _globals['_ATTESTREQUEST_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_ATTESTREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_DESCRIBEREQUEST']._serialized_start=157
+  _globals['_DESCRIBEREQUEST']._serialized_end=174
+  _globals['_SUPPORTEDCERTIFICATETYPE']._serialized_start=177
+  _globals['_SUPPORTEDCERTIFICATETYPE']._serialized_end=316
+  _globals['_PROVIDERDESCRIPTION']._serialized_start=319
+  _globals['_PROVIDERDESCRIPTION']._serialized_end=471
+  _globals['_ATTESTREQUEST']._serialized_start=474
+  _globals['_ATTESTREQUEST']._serialized_end=945
+  _globals['_ATTESTREQUEST_PARAMETERSENTRY']._serialized_start=843
+  _globals['_ATTESTREQUEST_PARAMETERSENTRY']._serialized_end=892
+  _globals['_ATTESTREQUEST_TRACECONTEXTENTRY']._serialized_start=894
+  _globals['_ATTESTREQUEST_TRACECONTEXTENTRY']._serialized_end=945
+  _globals['_ATTESTRESPONSE']._serialized_start=948
+  _globals['_ATTESTRESPONSE']._serialized_end=1239
+  _globals['_ATTESTRESPONSE_RESULT']._serialized_start=1139
+  _globals['_ATTESTRESPONSE_RESULT']._serialized_end=1239
+  _globals['_COLLECTREQUEST']._serialized_start=1241
+  _globals['_COLLECTREQUEST']._serialized_end=1273
+  _globals['_ATTESTBATCHREQUEST']._serialized_start=1275
+  _globals['_ATTESTBATCHREQUEST']._serialized_end=1339
+  _globals['_ATTESTBATCHRESPONSE']._serialized_start=1341
+  _globals['_ATTESTBATCHRESPONSE']._serialized_end=1408
+  _globals['_ATTESTOUTCOME']._serialized_start=1410
+  _globals['_ATTESTOUTCOME']._serialized_end=1522
+  _globals['_PROVIDER']._serialized_start=1525
+  _globals['_PROVIDER']._serialized_end=1829
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from onceonly.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -39,8 +40,15 @@ class ProviderDescription(_message.Message):
     def __init__(self, provider_id: _Optional[str] = ..., name: _Optional[str] = ..., certificate_types: _Optional[_Iterable[_Union[SupportedCertificateType, _Mapping]]] = ..., evidence_certificate: _Optional[str] = ...) -> None: ...
 
 class AttestRequest(_message.Message):
-    __slots__ = ("request_id", "trace_id", "certificate_type_id", "subject", "parameters", "consumer_organization_id", "procedure_code", "legal_basis_kind")
+    __slots__ = ("request_id", "trace_id", "certificate_type_id", "subject", "parameters", "consumer_organization_id", "procedure_code", "legal_basis_kind", "trace_context")
     class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +63,7 @@ class AttestRequest(_message.Message):
     CONSUMER_ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROCEDURE_CODE_FIELD_NUMBER: _ClassVar[int]
     LEGAL_BASIS_KIND_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     trace_id: str
     certificate_type_id: str
@@ -63,7 +72,8 @@ class AttestRequest(_message.Message):
     consumer_organization_id: str
     procedure_code: str
     legal_basis_kind: _common_pb2.LegalBasisKind
-    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., certificate_type_id: _Optional[str] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., consumer_organization_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., certificate_type_id: _Optional[str] = ..., subject: _Optional[_Union[_common_pb2.Subject, _Mapping]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., consumer_organization_id: _Optional[str] = ..., procedure_code: _Optional[str] = ..., legal_basis_kind: _Optional[_Union[_common_pb2.LegalBasisKind, str]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AttestResponse(_message.Message):
     __slots__ = ("result", "claims", "evidence", "ready_at", "ticket")
@@ -94,3 +104,23 @@ class CollectRequest(_message.Message):
     TICKET_FIELD_NUMBER: _ClassVar[int]
     ticket: str
     def __init__(self, ticket: _Optional[str] = ...) -> None: ...
+
+class AttestBatchRequest(_message.Message):
+    __slots__ = ("checks",)
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[AttestRequest]
+    def __init__(self, checks: _Optional[_Iterable[_Union[AttestRequest, _Mapping]]] = ...) -> None: ...
+
+class AttestBatchResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[AttestOutcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[AttestOutcome, _Mapping]]] = ...) -> None: ...
+
+class AttestOutcome(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: AttestResponse
+    error: _status_pb2.Status
+    def __init__(self, response: _Optional[_Union[AttestResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,11 @@ class ProviderStub:
                 request_serializer=onceonly_dot_v1_dot_provider__pb2.CollectRequest.SerializeToString,
                 response_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
                 _registered_method=True)
+        self.AttestBatch = channel.unary_unary(
+                '/onceonly.v1.Provider/AttestBatch',
+                request_serializer=onceonly_dot_v1_dot_provider__pb2.AttestBatchRequest.SerializeToString,
+                response_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestBatchResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -77,6 +82,17 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttestBatch(self, request, context):
+        """Answers several checks in one call, each exactly as Attest would (each FOUND or
+        SUBJECT_NOT_FOUND answer with its own evidence), in the order asked. A check that Attest would
+        refuse is that outcome's `error`; the call itself fails only as a whole (a provider that is
+        down, a deadline). The broker sends the checks that arrive together (at most 256 a call); a
+        provider that does not serve this RPC (UNIMPLEMENTED) is asked one check at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +110,11 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.Collect,
                     request_deserializer=onceonly_dot_v1_dot_provider__pb2.CollectRequest.FromString,
                     response_serializer=onceonly_dot_v1_dot_provider__pb2.AttestResponse.SerializeToString,
+            ),
+            'AttestBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttestBatch,
+                    request_deserializer=onceonly_dot_v1_dot_provider__pb2.AttestBatchRequest.FromString,
+                    response_serializer=onceonly_dot_v1_dot_provider__pb2.AttestBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +198,33 @@ class Provider:
             '/onceonly.v1.Provider/Collect',
             onceonly_dot_v1_dot_provider__pb2.CollectRequest.SerializeToString,
             onceonly_dot_v1_dot_provider__pb2.AttestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttestBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onceonly.v1.Provider/AttestBatch',
+            onceonly_dot_v1_dot_provider__pb2.AttestBatchRequest.SerializeToString,
+            onceonly_dot_v1_dot_provider__pb2.AttestBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

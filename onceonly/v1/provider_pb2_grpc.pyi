@@ -40,6 +40,13 @@ class ProviderStub:
     FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
     ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
     """
+    AttestBatch: _grpc.UnaryUnaryMultiCallable[_provider_pb2.AttestBatchRequest, _provider_pb2.AttestBatchResponse]
+    """Answers several checks in one call, each exactly as Attest would (each FOUND or
+    SUBJECT_NOT_FOUND answer with its own evidence), in the order asked. A check that Attest would
+    refuse is that outcome's `error`; the call itself fails only as a whole (a provider that is
+    down, a deadline). The broker sends the checks that arrive together (at most 256 a call); a
+    provider that does not serve this RPC (UNIMPLEMENTED) is asked one check at a time.
+    """
 
 @_typing.type_check_only
 class ProviderAsyncStub(ProviderStub):
@@ -52,6 +59,13 @@ class ProviderAsyncStub(ProviderStub):
     """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
     FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
     ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
+    """
+    AttestBatch: _aio.UnaryUnaryMultiCallable[_provider_pb2.AttestBatchRequest, _provider_pb2.AttestBatchResponse]  # type: ignore[assignment]
+    """Answers several checks in one call, each exactly as Attest would (each FOUND or
+    SUBJECT_NOT_FOUND answer with its own evidence), in the order asked. A check that Attest would
+    refuse is that outcome's `error`; the call itself fails only as a whole (a provider that is
+    down, a deadline). The broker sends the checks that arrive together (at most 256 a call); a
+    provider that does not serve this RPC (UNIMPLEMENTED) is asked one check at a time.
     """
 
 class ProviderServicer(metaclass=_abc_1.ABCMeta):
@@ -80,6 +94,19 @@ class ProviderServicer(metaclass=_abc_1.ABCMeta):
         """The answer to a check that was PENDING, asked with its ticket once ready_at has passed:
         FOUND or SUBJECT_NOT_FOUND (with evidence), or PENDING again with a new ready_at. An unknown
         ticket (the provider restarted, or answered it already) is NOT_FOUND: ask Attest again.
+        """
+
+    @_abc_1.abstractmethod
+    def AttestBatch(
+        self,
+        request: _provider_pb2.AttestBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_provider_pb2.AttestBatchResponse, _abc.Awaitable[_provider_pb2.AttestBatchResponse]]:
+        """Answers several checks in one call, each exactly as Attest would (each FOUND or
+        SUBJECT_NOT_FOUND answer with its own evidence), in the order asked. A check that Attest would
+        refuse is that outcome's `error`; the call itself fails only as a whole (a provider that is
+        down, a deadline). The broker sends the checks that arrive together (at most 256 a call); a
+        provider that does not serve this RPC (UNIMPLEMENTED) is asked one check at a time.
         """
 
 def add_ProviderServicer_to_server(servicer: ProviderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -402,3 +402,67 @@ async def test_a_deferred_answer_is_pending_then_collected_with_evidence_over_th
 def test_a_deferral_needs_a_time_zone() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Deferred(datetime(2026, 12, 8, 10, 0))
+
+
+async def test_a_batch_answers_each_check_as_attest_would() -> None:
+    """Each check of an AttestBatch gets Attest's own answer (with its evidence) or its refusal,
+    in the order asked; one bad check does not spoil the others."""
+    checks = [
+        request(KNOWN),
+        request(certificate_type_id="tax.compliance/v1"),
+        request("12345678A"),
+        request(UNKNOWN),
+        request(KNOWN, limit="many"),
+    ]
+    async with serving(ToyAdapter()) as (_, channel):
+        stub = provider_pb2_grpc.ProviderStub(channel)
+        batch = await stub.AttestBatch(provider_pb2.AttestBatchRequest(checks=checks), timeout=5)
+        alone = [await _attest_or_code(stub, check) for check in checks]
+    kinds = [o.WhichOneof("outcome") for o in batch.outcomes]
+    assert kinds == ["response", "error", "error", "response", "error"]
+    assert [o.response.result for o in batch.outcomes if o.HasField("response")] == [FOUND, NOT_FOUND]
+    assert [o.error.code for o in batch.outcomes if o.HasField("error")] == [
+        grpc.StatusCode.NOT_FOUND.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+    ]
+    for outcome, single in zip(batch.outcomes, alone, strict=True):
+        if outcome.HasField("response"):
+            assert isinstance(single, provider_pb2.AttestResponse)
+            assert (outcome.response.result, dict(outcome.response.claims)) == (
+                single.result,
+                dict(single.claims),
+            )
+            assert outcome.response.evidence and single.evidence  # signed, each
+        else:
+            assert outcome.error.code == single
+
+
+async def _attest_or_code(stub: Any, check: provider_pb2.AttestRequest) -> Any:
+    try:
+        return await stub.Attest(check, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().value[0]
+
+
+async def test_a_batch_too_large_is_refused_whole() -> None:
+    async with serving(ToyAdapter()) as (_, channel):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await provider_pb2_grpc.ProviderStub(channel).AttestBatch(
+                provider_pb2.AttestBatchRequest(checks=[request()] * 257), timeout=5
+            )
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256" in (caught.value.details() or "")
+
+
+async def test_a_crash_in_a_batch_is_that_checks_internal_error_and_is_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(ToyAdapter("crash")) as (_, channel):
+        batch = await provider_pb2_grpc.ProviderStub(channel).AttestBatch(
+            provider_pb2.AttestBatchRequest(checks=[request(UNKNOWN), request(KNOWN)]), timeout=5
+        )
+    assert batch.outcomes[0].response.result == NOT_FOUND
+    assert batch.outcomes[1].error.code == grpc.StatusCode.INTERNAL.value[0]
+    assert "hunter2" not in batch.outcomes[1].error.message
+    assert "hunter2" in caplog.text  # logged where the operator can see it
