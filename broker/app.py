@@ -271,6 +271,11 @@ async def start_broker(
         raise ValueError(f"ONCEONLY_LEDGER_COMMIT_WINDOW_MS must be between 0 and 100, got {window_ms:g}")
     if not 1 <= config.provider_batch <= 256:
         raise ValueError(f"ONCEONLY_PROVIDER_BATCH must be between 1 and 256, got {config.provider_batch}")
+    if not 1 <= config.provider_calls_in_flight <= 64:
+        raise ValueError(
+            "ONCEONLY_PROVIDER_CALLS_IN_FLIGHT must be between 1 and 64, "
+            f"got {config.provider_calls_in_flight}"
+        )
     secured = security(config)
     catalog = Catalog.load(config.catalog_path)
     _warn_if_keys_beside_database(config)
@@ -315,7 +320,13 @@ async def start_broker(
         breaker = breaker_settings(config)
         provider_clients = {
             pid: CircuitBreaker(
-                GrpcProviderClient(pid, target, tls=secured.provider_tls, max_batch=config.provider_batch),
+                GrpcProviderClient(
+                    pid,
+                    target,
+                    tls=secured.provider_tls,
+                    max_batch=config.provider_batch,
+                    calls_in_flight=config.provider_calls_in_flight,
+                ),
                 pid,
                 breaker,
             )

@@ -118,6 +118,9 @@ class BrokerConfig:
     """The most checks for one provider sent in one ``AttestBatch`` call: the checks asked in the same
     turn of the event loop leave together (no check waits for others); 1 sends each alone.
     ``ONCEONLY_PROVIDER_BATCH`` (1 to 256)."""
+    provider_calls_in_flight: int = 2
+    """Calls to one provider under way at once while batching; checks asked beyond wait for one to
+    return and leave together in the next. ``ONCEONLY_PROVIDER_CALLS_IN_FLIGHT`` (1 to 64)."""
     provider_retries: int = 1
     """Retries of a provider call that found no connection (transport ``UNAVAILABLE``), within
     the check's deadline; timeouts are never retried. ``ONCEONLY_PROVIDER_RETRIES``."""
@@ -247,6 +250,7 @@ _ENV_NAMES = {
     "breaker_cooldown_ms": "ONCEONLY_BREAKER_COOLDOWN_MS",
     "provider_retries": "ONCEONLY_PROVIDER_RETRIES",
     "provider_batch": "ONCEONLY_PROVIDER_BATCH",
+    "provider_calls_in_flight": "ONCEONLY_PROVIDER_CALLS_IN_FLIGHT",
     "max_in_flight": "ONCEONLY_MAX_IN_FLIGHT",
     "overload_retry_ms": "ONCEONLY_OVERLOAD_RETRY_MS",
     "bulk_admission_wait_ms": "ONCEONLY_BULK_ADMISSION_WAIT_MS",

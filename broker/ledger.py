@@ -279,6 +279,11 @@ class SqlTraceLedger:
         queries for a whole job rather than one per subject."""
         return await asyncio.to_thread(self._find_replies, organization_id, list(request_ids))
 
+    async def has_replies(self, organization_id: str, prefix: str) -> bool:
+        """Whether a reply is stored for a request id of ``organization_id`` starting with ``prefix``
+        (an index range, not a scan)."""
+        return await asyncio.to_thread(self._has_replies, organization_id, prefix)
+
     async def get_trace(self, trace_id: str) -> TraceRecord | None:
         """The trace record with this id, if committed."""
         return await asyncio.to_thread(self._get_trace, trace_id)
@@ -594,6 +599,25 @@ class SqlTraceLedger:
                 organization_id, row.request_id, row.request_digest, row.kind, payload
             )
         return found
+
+    def _has_replies(self, organization_id: str, prefix: str) -> bool:
+        if not prefix:
+            raise ValueError("a prefix is required")
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first id past every one with the prefix
+        try:
+            with self._engine.connect() as conn:
+                found = conn.execute(
+                    sa.select(_REPLIES.c.request_id)
+                    .where(
+                        _REPLIES.c.organization_id == organization_id,
+                        _REPLIES.c.request_id >= prefix,
+                        _REPLIES.c.request_id < upper,
+                    )
+                    .limit(1)
+                ).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return found is not None
 
     def _get_trace(self, trace_id: str) -> TraceRecord | None:
         try:

@@ -50,6 +50,10 @@ class Ledger(Protocol):
         """The replies stored for these requests (those recorded), by request id."""
         ...
 
+    async def has_replies(self, organization_id: str, prefix: str) -> bool:
+        """Whether a reply is stored for a request id starting with ``prefix``."""
+        ...
+
 
 class TraceQueries(Protocol):
     """Reads over the recorded traces, for oversight. Blocking: callers run them in a thread."""

@@ -3,11 +3,14 @@
 The core calls :class:`ProviderClient` and knows nothing of gRPC; one
 :class:`GrpcProviderClient` per provider keeps one channel open for the broker's life.
 
-**Batching.** The checks for one provider that the broker asks in the same turn of its event loop
-(many requests in flight, a bulk stream's subjects) leave together in one ``AttestBatch`` call: no
-check waits for others to arrive, and under load one call carries many. A check asked alone is an
-``Attest`` as before; a provider that does not serve ``AttestBatch`` is asked one check at a time
-from then on. Each answer is still the provider's own, with its own evidence, checked as any.
+**Batching.** At most ``calls_in_flight`` calls to one provider are under way at once
+(:data:`DEFAULT_CALLS_IN_FLIGHT`). A check asked while there is room leaves at once (with the others
+asked in the same turn of the event loop): at low load nothing waits. Checks asked while the calls
+are full wait for one to return, then leave together in one ``AttestBatch`` call: under load, or in
+a bulk stream, one call carries many, and the broker and the provider spend their time on answers,
+not on calls. A check asked alone is an ``Attest`` as before; a provider that does not serve
+``AttestBatch`` is asked one check at a time from then on. Each answer is still the provider's own,
+with its own evidence, checked as any.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 64
 """Checks per ``AttestBatch`` call at most (``ONCEONLY_PROVIDER_BATCH``; 1: no batching)."""
+DEFAULT_CALLS_IN_FLIGHT = 2
+"""Calls to one provider under way at once, when batching (``ONCEONLY_PROVIDER_CALLS_IN_FLIGHT``):
+beyond, checks wait for one to return and leave together. Fewer make larger batches (more
+throughput); more let a slow answer hold fewer checks back (a batch returns with its slowest)."""
 
 
 class ProviderError(Exception):
@@ -161,10 +168,12 @@ class GrpcProviderClient(ProviderClient):
         *,
         tls: ClientTls | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        calls_in_flight: int = DEFAULT_CALLS_IN_FLIGHT,
     ):
         self.provider_id = provider_id
         self.target = target
         self._max_batch = max(1, max_batch)
+        self._calls_in_flight = max(1, calls_in_flight)
         self._waiting: list[
             tuple[provider_pb2.AttestRequest, float, asyncio.Future[provider_pb2.AttestResponse]]
         ] = []
@@ -172,6 +181,7 @@ class GrpcProviderClient(ProviderClient):
         self._batching = self._max_batch > 1
         """False once the provider answered ``AttestBatch`` UNIMPLEMENTED."""
         self._sending: set[asyncio.Task[None]] = set()
+        """The calls under way (at most ``calls_in_flight`` while batching)."""
         if tls is None:
             self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             self._metadata: tuple[tuple[str, str], ...] | None = ((INSECURE_ROLE_HEADER, "broker"),)
@@ -228,7 +238,7 @@ class GrpcProviderClient(ProviderClient):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[provider_pb2.AttestResponse] = loop.create_future()
         self._waiting.append((request, loop.time() + timeout, waiter))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and len(self._sending) < self._calls_in_flight:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         try:  # on a timeout (or the caller's cancellation) the waiter is cancelled: its answer is dropped
@@ -246,14 +256,21 @@ class GrpcProviderClient(ProviderClient):
             raise _map_rpc_error(exc) from None
 
     def _flush(self) -> None:
-        """Send what was asked in this turn of the loop: alone as ``Attest``, together as batches."""
+        """Send what waits, while there is room for calls: alone as ``Attest``, together as batches."""
         self._flush_scheduled = False
-        waiting, self._waiting = self._waiting, []
-        for start in range(0, len(waiting), self._max_batch):
-            chunk = waiting[start : start + self._max_batch]
+        self._waiting = [w for w in self._waiting if not w[2].done()]  # its caller gave up waiting
+        while self._waiting and len(self._sending) < self._calls_in_flight:
+            chunk, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
             task = asyncio.create_task(self._send(chunk))
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A call returned: room for the checks that waited for it."""
+        self._sending.discard(task)
+        if self._waiting and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _send(
         self,

@@ -48,10 +48,9 @@ from onceonly import identity
 from onceonly.broker.admission import AdmissionControl
 from onceonly.broker.auth import Principal, acting_as
 from onceonly.broker.catalog import Catalog
-from onceonly.broker.errors import PolicyDenied
 from onceonly.broker.grpc_api import BrokerServicer
 from onceonly.broker.jobs import JobStore
-from onceonly.broker.scsp_store import ASYNC, SYNC, PetitionStore, PetitionTaken
+from onceonly.broker.scsp_store import ASYNC, PetitionStore, PetitionTaken
 from onceonly.broker.service import VerificationService
 from onceonly.errors import OnceOnlyError
 from onceonly.pki import RevocationList
@@ -401,7 +400,7 @@ class ScspFacade:
         try:
             root = soap.parse(data, max_bytes=self.settings.max_body_bytes)
             soap.Envelope.of(root)
-            verified = await self._verify(root, len(data))
+            verified = await self._verify(root, data)
             message = soap.message_of(verified.body)
             attributes = {
                 name: soap.text_of(message, etree.QName(message).namespace or "", f"Atributos/{name}")
@@ -438,7 +437,7 @@ class ScspFacade:
                 soap.fault(codes.INTERNAL, "internal error", attributes=attributes), 500
             )
 
-    async def _verify(self, root: etree._Element, size: int) -> wssecurity.Verified:
+    async def _verify(self, root: etree._Element, data: bytes) -> wssecurity.Verified:
         check = functools.partial(
             wssecurity.verify,
             root,
@@ -446,8 +445,9 @@ class ScspFacade:
             self._revocations,
             self._clock(),
             allow_sha1=self.settings.allow_sha1,
+            data=data,
         )
-        if size < 32 * 1024:  # a single transmission: cheaper here than a hop to a thread
+        if len(data) < 32 * 1024:  # a single transmission: cheaper here than a hop to a thread
             return check()
         return await asyncio.to_thread(check)
 
@@ -526,8 +526,9 @@ class ScspFacade:
         if len(transmissions) != 1:
             raise SoapError(codes.SYNC_MANY, "a synchronous petition holds exactly one solicitud")
         id_peticion = _text(peticion, "Atributos/IdPeticion")
-        taken = await asyncio.to_thread(self._petitions.get, id_peticion)
-        if taken is not None and (taken.mode != SYNC or taken.organization_id != principal.organization_id):
+        # A synchronous petition is known by its trace alone (its request id starts `IdPeticion.`);
+        # the registry holds the asynchronous ones.
+        if await asyncio.to_thread(self._petitions.get, id_peticion) is not None:
             raise SoapError(codes.DUPLICATE_PETITION, f"IdPeticion {id_peticion!r} is already taken")
         transmission = transmissions[0]
         header, identified = self._header(peticion, transmission, principal)
@@ -547,13 +548,10 @@ class ScspFacade:
                 response = await self._servicer.verify(request, None, identified)
             except OnceOnlyError as exc:
                 status = status_for(exc)
-                if isinstance(exc, PolicyDenied):
-                    await self._take_sync(id_peticion, principal)  # a policy denial is traced: the id is used
                 raise SoapError(code_for(status, transmission.document_type), status.message) from None
         finally:
             if self._admission is not None:
                 self._admission.leave()
-        await self._take_sync(id_peticion, principal)
         outcome = response.outcomes[0]
         status_name = broker_pb2.CheckStatus.Name(outcome.status).removeprefix("CHECK_STATUS_")
         if status_name in OUTCOME_CODES:
@@ -564,24 +562,6 @@ class ScspFacade:
         transmissions_element = soap.child(respuesta, RESPUESTA_NS, "Transmisiones")
         self._transmission_data(transmissions_element, transmission, response, None)
         return respuesta
-
-    async def _take_sync(self, id_peticion: str, principal: Principal) -> None:
-        now = self._clock()
-        try:
-            await asyncio.to_thread(
-                self._petitions.take,
-                id_peticion,
-                principal.organization_id,
-                SYNC,
-                "",
-                1,
-                now,
-                now + self.settings.retention,
-            )
-        except PetitionTaken:
-            raise SoapError(
-                codes.DUPLICATE_PETITION, f"IdPeticion {id_peticion!r} is already taken"
-            ) from None
 
     async def _async(self, peticion: etree._Element, principal: Principal) -> etree._Element:
         transmissions = _transmissions(peticion)
@@ -597,11 +577,15 @@ class ScspFacade:
         header, identified = self._header(peticion, first, principal)
         digest = _digest(peticion)
         taken = await asyncio.to_thread(self._petitions.get, id_peticion)
-        if taken is not None and (
-            taken.mode != ASYNC
-            or taken.organization_id != principal.organization_id
-            or taken.digest != digest
-        ):
+        if taken is not None:  # the same petition again is answered as before; another is refused
+            another = (taken.mode, taken.organization_id, taken.digest) != (
+                ASYNC,
+                principal.organization_id,
+                digest,
+            )
+        else:  # a synchronous petition's id is taken by its trace
+            another = await self._service.answered_under(principal.organization_id, f"{id_peticion}.")
+        if another:
             raise SoapError(codes.DUPLICATE_PETITION, f"IdPeticion {id_peticion!r} is already taken")
         submission = broker_pb2.SubmitVerificationRequest(
             submission_id=f"{SUBMISSION_PREFIX}{id_peticion}",
@@ -652,15 +636,17 @@ class ScspFacade:
         petition = await asyncio.to_thread(self._petitions.get, id_peticion)
         now = self._clock()
         if petition is None:
+            if await self._service.answered_under(principal.organization_id, f"{id_peticion}."):
+                raise SoapError(
+                    codes.ASYNC_WAS_SYNC, f"petition {id_peticion!r} was synchronous: its answer was given"
+                )
             raise SoapError(codes.ASYNC_UNKNOWN, f"no asynchronous petition {id_peticion!r}")
         if petition.organization_id != principal.organization_id:
             raise SoapError(
                 codes.ASYNC_OTHER_ORGANISATION, f"petition {id_peticion!r} is another organisation's"
             )
-        if petition.mode != ASYNC or petition.job_id is None:
-            raise SoapError(
-                codes.ASYNC_WAS_SYNC, f"petition {id_peticion!r} was synchronous: its answer was given"
-            )
+        if petition.job_id is None:  # recorded before its job was made: not there yet
+            raise SoapError(codes.ASYNC_UNKNOWN, f"no asynchronous petition {id_peticion!r}")
         if petition.expires_at <= now:
             raise SoapError(codes.ASYNC_EXPIRED, f"the answer to {id_peticion!r} is no longer kept")
         declared = soap.text_of(request, ns, "Atributos/NumElementos")

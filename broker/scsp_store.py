@@ -1,11 +1,13 @@
-"""The SCSP petitions the broker has taken, by ``IdPeticion`` (blocking: call from a thread).
+"""The asynchronous SCSP petitions the broker has taken, by ``IdPeticion`` (blocking: call from a
+thread).
 
 SCSP makes ``IdPeticion`` unique: a second petition with an id already taken is refused (0229)
 unless it is the same petition sent again, which is answered as the first was. An asynchronous
 petition keeps its ``Peticion`` (sealed like a stored reply: it names residents) and its job, so
-that ``solicitudRespuesta`` can echo every transmission's generic data; a synchronous one keeps
-only its id, so that asking for its answer asynchronously is told apart (0245). Kept until the
-platform's retention period ends, then purged with the jobs.
+that ``solicitudRespuesta`` can echo every transmission's generic data. A synchronous petition is
+not written here (it would cost every one a commit): its trace is its record, found by the request
+ids it gave (``IdPeticion.IdSolicitud``). Kept until the platform's retention period ends, then
+purged with the jobs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from onceonly.broker.ledger import ReplyCipher
 from onceonly.broker.storage import ScspPetitionRow
 
 PETITIONS: sa.Table = ScspPetitionRow.__table__  # type: ignore[attr-defined]
-SYNC = "sync"
 ASYNC = "async"
 
 

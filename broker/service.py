@@ -165,6 +165,10 @@ class VerificationService:
         finally:
             self._replies.end(key)
 
+    async def answered_under(self, organization_id: str, prefix: str) -> bool:
+        """Whether a request of ``organization_id`` whose id starts with ``prefix`` was decided."""
+        return await self._ledger.has_replies(organization_id, prefix)
+
     async def stored_replies(self, organization_id: str, request_ids: list[str]) -> dict[str, StoredReply]:
         """The answers kept for these request ids (those decided and not purged), by request id."""
         return await self._ledger.find_replies(organization_id, request_ids)

@@ -389,8 +389,8 @@ class VerificationJobItemRow(SQLModel, table=True):
 
 
 class ScspPetitionRow(SQLModel, table=True):
-    """An SCSP petition taken (``broker.scsp_store``): its ``IdPeticion`` is unique across the platform,
-    as SCSP has it; an asynchronous one keeps its body (sealed) to answer ``solicitudRespuesta``."""
+    """An asynchronous SCSP petition taken (``broker.scsp_store``), by its ``IdPeticion``, with its
+    body (sealed) to answer ``solicitudRespuesta``."""
 
     __tablename__ = "scsp_petitions"
     __table_args__ = (sa.Index("ix_scsp_petitions_expires_at", "expires_at"),)
@@ -398,7 +398,7 @@ class ScspPetitionRow(SQLModel, table=True):
     id_peticion: str = Field(primary_key=True, max_length=26)
     organization_id: str = Field(max_length=64)
     mode: str = Field(max_length=8)
-    """``sync`` | ``async``"""
+    """``async`` (synchronous petitions are known by their traces)"""
     digest: str = Field(max_length=64)
     """SHA-256 of the petition as signed (canonical): the same id with another body is refused."""
     elements: int

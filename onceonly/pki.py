@@ -604,7 +604,14 @@ def issued_identity(
     return certificate_identity(cert.public_bytes(serialization.Encoding.PEM), revocations), cert
 
 
+@lru_cache(maxsize=4096)
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` signed ``cert`` (remembered: a certificate presented on every request, such as
+    an SCSP seal, is checked once; its validity and revocation are checked each time)."""
+    return _check_issued_by(cert, ca)
+
+
+def _check_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
     except Exception:  # another issuer, a bad signature, an unsupported key: not this CA's

@@ -10,19 +10,16 @@ console relays it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from onceonly.consumers.client import DEFAULT_TARGET
 from onceonly.consumers.console import DEFAULT_LISTEN
 from onceonly.consumers.console.app import ConsoleClient, ConsoleSettings, create_app
-from onceonly.https import ClientCertH11Protocol, start_https
+from onceonly.https import ClientCertH11Protocol, HttpsServer, start_https
 from onceonly.pki import CONSOLE_NAME, ClientTls, TlsConfig, cert_path
 
 __all__ = ["DEFAULT_LISTEN", "ClientCertH11Protocol", "ConsoleServer", "serve_console", "start_console"]
@@ -32,17 +29,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ConsoleServer:
-    """A running console: its address and how to stop it."""
+    """A running console: its HTTPS server, its client of the broker, and how to stop both."""
 
-    server: uvicorn.Server
+    https: HttpsServer
     client: ConsoleClient
-    task: asyncio.Task[None]
-    url: str
+
+    @property
+    def url(self) -> str:
+        return self.https.url
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self.task, 10)
+        await self.https.stop()
         await self.client.close()
 
 
@@ -72,9 +69,8 @@ async def start_console(
     except BaseException:
         await client.close()
         raise
-    server, task, url = https.server, https.task, https.url
-    log.info("console listening", extra={"url": url, "broker": broker})
-    return ConsoleServer(server, client, task, url)
+    log.info("console listening", extra={"url": https.url, "broker": broker})
+    return ConsoleServer(https, client)
 
 
 async def serve_console(**kwargs: Any) -> None:
@@ -82,9 +78,9 @@ async def serve_console(**kwargs: Any) -> None:
     running = await start_console(**kwargs)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, setattr, running.server, "should_exit", True)
+        loop.add_signal_handler(signum, setattr, running.https.server, "should_exit", True)
     print(f"console: {running.url}", flush=True)
     try:
-        await running.task
+        await running.https.task
     finally:
         await running.client.close()

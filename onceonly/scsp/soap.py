@@ -70,9 +70,11 @@ def _parser() -> etree.XMLParser:
         load_dtd=False,
         dtd_validation=False,
         huge_tree=False,
-        remove_blank_text=True,
-        remove_comments=True,
-        remove_pis=True,
+        # Nothing is removed: whitespace, comments and processing instructions in the Body are part of
+        # what the sender signed (a pretty-printed petition keeps its indentation in the digest).
+        remove_blank_text=False,
+        remove_comments=False,
+        remove_pis=False,
     )
 
 

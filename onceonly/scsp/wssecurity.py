@@ -137,10 +137,12 @@ def verify(
     now: dt.datetime,
     *,
     allow_sha1: bool = False,
+    data: bytes | None = None,
 ) -> Verified:
     """Check the WS-Security signature of the envelope ``root``: ``SoapError`` 0307 when there is
     none, 0305 when it does not hold (bad signature, weak algorithm, a token not from the
-    platform CA, expired or revoked, or a signature over anything but the Body)."""
+    platform CA, expired or revoked, or a signature over anything but the Body). ``data``: the bytes
+    ``root`` was parsed from, given to signxml as they are (it would otherwise serialise ``root``)."""
     envelope = Envelope.of(root)
     security = envelope.header.find(f"{{{WSSE_NS}}}Security") if envelope.header is not None else None
     signature = security.find(f"{{{DS_NS}}}Signature") if security is not None else None
@@ -163,7 +165,7 @@ def verify(
         raise SoapError(codes.BAD_SIGNATURE, str(getattr(exc, "message", exc))) from None
     try:
         result = XMLVerifier().verify(
-            root,
+            root if data is None else data,
             x509_cert=cert,
             id_attribute="Id",
             expect_config=WITH_SHA1 if allow_sha1 else STRONG,

@@ -45,6 +45,9 @@ class MemoryLedger:
     async def find_reply(self, organization_id: str, request_id: str) -> StoredReply | None:
         return self.replies.get((organization_id, request_id))
 
+    async def has_replies(self, organization_id: str, prefix: str) -> bool:
+        return any(org == organization_id and rid.startswith(prefix) for org, rid in self.replies)
+
     async def find_replies(self, organization_id: str, request_ids: Sequence[str]) -> dict[str, StoredReply]:
         return {
             r: self.replies[(organization_id, r)] for r in request_ids if (organization_id, r) in self.replies

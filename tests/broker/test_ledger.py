@@ -370,3 +370,15 @@ async def test_close_is_idempotent_and_final(ledger: SqlTraceLedger) -> None:
     with pytest.raises(LedgerUnavailable):
         await ledger.append(record("req-2"))
     assert ledger.count() == 1
+
+
+async def test_replies_are_found_by_request_id_prefix(ledger: SqlTraceLedger) -> None:
+    """What the SCSP facade asks to tell a synchronous petition's id: any reply under ``ID.``."""
+    for rid in ("PET-1.1", "PET-10.1", "PET-2/x"):
+        rec = record(rid)
+        await ledger.append(rec, reply_for(rec, b"answer"))
+    assert await ledger.has_replies(ORG, "PET-1.")
+    assert await ledger.has_replies(ORG, "PET-10.")
+    assert not await ledger.has_replies(ORG, "PET-2.")  # "PET-2/x" is not under "PET-2."
+    assert not await ledger.has_replies(ORG, "PET-3.")
+    assert not await ledger.has_replies("another-org", "PET-1.")

@@ -24,7 +24,15 @@ from onceonly.broker.providers import (
 from onceonly.providers.reference import reference_adapter
 from onceonly.providers.sdk import ProviderServicer
 from onceonly.v1 import broker_pb2
-from tests.conftest import HOUSING_CHECKS, Platform, SlowAdapter, resident, session_pki, verify_request
+from tests.conftest import (
+    HOUSING_CHECKS,
+    GatedAdapter,
+    Platform,
+    SlowAdapter,
+    resident,
+    session_pki,
+    verify_request,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -149,3 +157,27 @@ async def test_a_check_past_its_deadline_times_out_alone(platform: Platform) -> 
         await client.close()
     assert isinstance(hurried, ProviderTimeout)
     assert not isinstance(patient, BaseException) and patient.found
+
+
+async def test_checks_asked_while_the_calls_are_full_wait_and_leave_together(
+    platform: Platform, served: Counter[str]
+) -> None:
+    gated = GatedAdapter(reference_adapter("tax"))
+    tax = await platform.start_provider(gated)
+    client = GrpcProviderClient("tax", tax.target, tls=session_pki().broker, calls_in_flight=1)
+    try:
+        someone = resident()
+        first = asyncio.create_task(client.attest(_query("q-0", someone.document_number), 10))
+        await asyncio.wait_for(gated.entered.wait(), 10)  # the one call allowed is under way
+        rest = [
+            asyncio.create_task(client.attest(_query(f"q-{i}", someone.document_number), 10))
+            for i in range(1, 6)
+        ]
+        await asyncio.sleep(0.2)
+        assert served == Counter({"Attest": 1})  # the others wait for it
+        gated.gate.set()
+        answers = await asyncio.gather(first, *rest)
+    finally:
+        await client.close()
+    assert all(a.found and a.evidence for a in answers)
+    assert served == Counter({"Attest": 1, "AttestBatch": 1, "batched checks": 5})

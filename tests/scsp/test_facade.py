@@ -31,6 +31,7 @@ from tests.scsp.conftest import (
     datos,
     documents,
     generic,
+    seal,
     start_scsp,
     transmissions,
 )
@@ -288,3 +289,17 @@ async def test_a_client_without_a_certificate_is_refused_at_the_handshake(scsp: 
     body = client.signed_envelope(client.peticion("PET-NOCERT-1", TAX_CODE, documents(1)), None)
     with pytest.raises((OSError, http.client.HTTPException)):
         await scsp.raw(body, "peticionSincrona", cert=None)
+
+
+async def test_a_pretty_printed_petition_keeps_its_signature(platform: Platform, scsp: Scsp) -> None:
+    """Indentation, a comment and a processing instruction in the Body are part of what was signed:
+    the broker reads the Body exactly as received."""
+    message = client.peticion("PET-PRETTY-1", TAX_CODE, documents(1))
+    message.insert(1, etree.Comment(" prepared by the office's own system "))
+    message.insert(1, etree.ProcessingInstruction("office-system", "batch=7"))
+    indented = etree.fromstring(etree.tostring(message, pretty_print=True))
+    body = client.signed_envelope(indented, seal())
+    assert b"\n  <pet:Atributos>" in body
+    status, data = await scsp.raw(body, "peticionSincrona")
+    answer = client.read_answer(data, session_pki().dir)
+    assert (status, answer.code) == (200, "0003"), answer.text
