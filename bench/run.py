@@ -17,7 +17,8 @@ them is the broker's own work.
    highest arrival rate whose p99 (from each call's scheduled time) stays within
    ``--objective-ms`` with no failed call. Failed calls count as their timeout, never dropped.
 3. **direct**: a fixed rate straight to one provider's ``Attest``: the latency floor of one hop.
-4. **bulk**: ``Broker.VerifyBulk`` with 10,000 subjects, three checks each, on each broker.
+4. **bulk**: ``Broker.VerifyBulk`` with 10,000 subjects, three checks each, on each broker, and on
+   one more SQLite broker that asks each check in a call of its own (``ONCEONLY_PROVIDER_BATCH=1``).
 5. **SCSP**: SCSP v3 ``peticionSincrona`` against gRPC ``Verify`` on the SQLite broker, one check
    each, in alternating phases (:mod:`bench.scsp`): the XML and signature overhead per request.
 6. **profile**: py-spy on the SQLite broker (and the relay) under the concurrency load, folded
@@ -57,6 +58,9 @@ from onceonly.processes import Process, free_port, stop_all, wait_serving
 REPO = Path(__file__).resolve().parent.parent
 PROVIDERS = ("registry", "tax", "employment")
 RELAY, BROKER, BROKER_PG = "relay", "broker", "broker-pg"
+BROKER_UNBATCHED = "broker-1by1"
+"""A broker as ``broker`` but asking each check in a call of its own (``ONCEONLY_PROVIDER_BATCH=1``):
+bulk only, to show what batching the checks per provider does."""
 
 TARGETS = {
     # name: (description, comparison, threshold)
@@ -127,6 +131,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a PostgreSQL server: a second broker runs on a throwaway schema of it (make bench starts one)",
     )
     p.add_argument("--bulk-subjects", type=int, default=_env_int("BENCH_BULK_SUBJECTS", 10_000))
+    p.add_argument(
+        "--bulk-unbatched",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("BENCH_BULK_UNBATCHED", "1") != "0",
+        help=f"also run bulk on {BROKER_UNBATCHED}, which asks each check in a call of its own "
+        "(ONCEONLY_PROVIDER_BATCH=1)",
+    )
     p.add_argument(
         "--bulk-window", type=int, default=_env_int("BENCH_BULK_WINDOW", 0), help="0: the broker's default"
     )
@@ -296,6 +307,7 @@ async def start_servers(
     security: Security,
     postgres_url: str | None,
     broker_procs: int = 1,
+    unbatched: bool = False,
 ) -> tuple[Servers, dict[str, str]]:
     """The three reference providers, the relay over them, the broker (and the PostgreSQL broker),
     each broker as ``broker_procs`` processes sharing one port (``ONCEONLY_REUSE_PORT``)."""
@@ -317,6 +329,8 @@ async def start_servers(
             await wait_serving(p, tls=security.as_broker())
         seed = resources.files("onceonly.broker").joinpath("data/agreements.toml")
         brokers = {BROKER: None} | ({BROKER_PG: postgres_url} if postgres_url else {})
+        if unbatched:
+            brokers[BROKER_UNBATCHED] = None
         for name, database_url in brokers.items():
             target = f"127.0.0.1:{free_port()}"
             argv = ["-m", "onceonly", "serve", "broker", "--listen", target]
@@ -334,6 +348,8 @@ async def start_servers(
                 }
                 if database_url:
                     broker_env["ONCEONLY_DATABASE_URL"] = database_url
+                if name == BROKER_UNBATCHED:
+                    broker_env["ONCEONLY_PROVIDER_BATCH"] = "1"
                 if broker_procs > 1:  # one host, one port, one chain and witness file per process
                     broker_env["ONCEONLY_REUSE_PORT"] = "1"
                     broker_env["ONCEONLY_CHAIN_ID"] = f"{name}-{i}"
@@ -605,8 +621,7 @@ def report(result: dict[str, Any]) -> str:
         f"\ndirect (one hop to a provider) at {result['direct']['settings']['rate']:g}/s: "
         f"p50 {_fmt(d['p50'], 3)} ms, p99 {_fmt(d['p99'], 3)} ms"
     )
-    for b in brokers:
-        bulk = result["bulk"][b]
+    for b, bulk in result["bulk"].items():
         parts.append(
             f"bulk on {b}: {_fmt(bulk.get('subjects_per_s'), 1)} subjects/s"
             + (
@@ -615,6 +630,11 @@ def report(result: dict[str, Any]) -> str:
                 else ""
             )
             + (f" ({bulk['note']})" if bulk.get("note") else "")
+            + (
+                " (ONCEONLY_PROVIDER_BATCH=1: each check in a call of its own)"
+                if b == BROKER_UNBATCHED
+                else ""
+            )
         )
     sc = result.get("scsp", {})
     if "phases" in sc:
@@ -709,10 +729,11 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
 
     progress("starting the three reference providers, the relay over them and the broker(s)")
     servers, provider_targets = await start_servers(
-        run_dir, log_dir, env, security, postgres_url, args.broker_procs
+        run_dir, log_dir, env, security, postgres_url, args.broker_procs, args.bulk_unbatched
     )
     fronts = [RELAY, BROKER] + ([BROKER_PG] if postgres_url else [])
-    target_of = {f: servers.get(f).target for f in fronts}
+    bulk_fronts = fronts[1:] + ([BROKER_UNBATCHED] if args.bulk_unbatched else [])
+    target_of = {f: servers.get(f).target for f in [*fronts, *bulk_fronts]}
     rounds: list[dict[str, Any]] = []
     sweeps: dict[str, Any] = {}
     bulk: dict[str, Any] = {}
@@ -775,7 +796,7 @@ async def run(args: argparse.Namespace, postgres_url: str | None) -> dict[str, A
             **base,
             **as_broker,
         )
-        for b in fronts[1:]:
+        for b in bulk_fronts:
             if not has_verify_bulk():
                 bulk[b] = {"subjects_per_s": None, "note": "Broker.VerifyBulk is not in the generated stubs"}
                 continue
