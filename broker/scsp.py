@@ -69,6 +69,9 @@ ASYNC_ACTION = "peticionAsincrona"
 RESULT_ACTION = "solicitudRespuesta"
 ACTIONS = (SYNC_ACTION, ASYNC_ACTION, RESULT_ACTION)
 SUBMISSION_PREFIX = "scsp-"
+LARGE_BYTES = 32 * 1024
+"""A request at least this large (many transmissions) is parsed, verified and validated in a
+thread, so that the gRPC calls the same event loop serves are not held up."""
 """Jobs made from SCSP petitions are submitted as ``scsp-<IdPeticion>``."""
 
 REASON_CODES = {
@@ -398,7 +401,9 @@ class ScspFacade:
         """Answer one SOAP request: (HTTP status, the signed envelope)."""
         attributes: dict[str, str] = {}
         try:
-            root = soap.parse(data, max_bytes=self.settings.max_body_bytes)
+            large = len(data) >= LARGE_BYTES  # parsed and checked off the event loop
+            parse = functools.partial(soap.parse, data, max_bytes=self.settings.max_body_bytes)
+            root = await asyncio.to_thread(parse) if large else parse()
             soap.Envelope.of(root)
             verified = await self._verify(root, data)
             message = soap.message_of(verified.body)
@@ -409,7 +414,11 @@ class ScspFacade:
             action = action or (RESULT_ACTION if message.tag.endswith("}SolicitudRespuesta") else SYNC_ACTION)
             if action not in ACTIONS:
                 raise SoapError(codes.MALFORMED, f"SOAPAction must be one of {', '.join(ACTIONS)}")
-            soap.validate(message, ("solicitudRespuesta",) if action == RESULT_ACTION else ("peticion",))
+            expected = ("solicitudRespuesta",) if action == RESULT_ACTION else ("peticion",)
+            if large:
+                await asyncio.to_thread(soap.validate, message, expected)
+            else:
+                soap.validate(message, expected)
             if verified.identity.role != "consumer":
                 raise SoapError(
                     codes.CERTIFICATE_NOT_REQUESTER,
@@ -447,7 +456,7 @@ class ScspFacade:
             allow_sha1=self.settings.allow_sha1,
             data=data,
         )
-        if len(data) < 32 * 1024:  # a single transmission: cheaper here than a hop to a thread
+        if len(data) < LARGE_BYTES:  # a single transmission: cheaper here than a hop to a thread
             return check()
         return await asyncio.to_thread(check)
 

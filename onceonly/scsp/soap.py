@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -135,11 +136,18 @@ def schema_text(name: str) -> bytes:
     return resources.files("onceonly.scsp").joinpath("schemas", f"{name}.xsd").read_bytes()
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def _schema(name: str) -> etree.XMLSchema:
-    path = resources.files("onceonly.scsp").joinpath("schemas", f"{name}.xsd")
-    with resources.as_file(path) as file:
-        return etree.XMLSchema(etree.parse(str(file)))
+    """The compiled schema ``name``, one per thread: a validator keeps its error log, so it is not
+    shared between the event loop and the threads that validate large requests."""
+    schemas: dict[str, etree.XMLSchema] = _per_thread.__dict__.setdefault("schemas", {})
+    if name not in schemas:
+        path = resources.files("onceonly.scsp").joinpath("schemas", f"{name}.xsd")
+        with resources.as_file(path) as file:
+            schemas[name] = etree.XMLSchema(etree.parse(str(file)))
+    return schemas[name]
 
 
 def validate(message: etree._Element, expected: tuple[str, ...] | None = None) -> str:
