@@ -167,33 +167,36 @@ async def test_the_wsdl_and_its_schemas_are_served(scsp: Scsp) -> None:
     assert (await asyncio.to_thread(_get, scsp.url, "/scsp?xsd=../../etc/passwd"))[0] == 404
 
 
-async def test_an_asynchronous_petition_of_ten_is_confirmed_then_answered(
-    platform: Platform, scsp: Scsp
+@pytest.mark.parametrize("n", [1, 10])
+async def test_an_asynchronous_petition_is_confirmed_then_answered(
+    platform: Platform, scsp: Scsp, n: int
 ) -> None:
-    subjects = documents(10)
-    confirmation = await scsp.submit(subjects, id_peticion="PET-ASYNC-0010")
+    subjects = documents(n)
+    id_peticion = f"PET-ASYNC-{n:04d}"
+    confirmation = await scsp.submit(subjects, id_peticion=id_peticion)
     assert confirmation.code == "0002" and confirmation.message.tag.endswith("}ConfirmacionPeticion")
     ns = soap.CONFIRMACION_NS
     assert int(confirmation.find("Atributos/Estado/TiempoEstimadoRespuesta", ns)) >= 1
-    assert confirmation.find("Atributos/NumElementos", ns) == "10"
+    assert confirmation.find("Atributos/NumElementos", ns) == str(n)
 
-    done = await scsp.wait("PET-ASYNC-0010", 10)
+    done = await scsp.wait(id_peticion, n)
     assert done.code == "0003"
     sent = transmissions(done)
-    assert [generic(t, "Titular/Documentacion") for t in sent] == [n for _, n in subjects]
-    assert [generic(t, "Transmision/IdSolicitud") for t in sent] == [f"{i:05d}" for i in range(1, 11)]
+    assert [generic(t, "Titular/Documentacion") for t in sent] == [d for _, d in subjects]
+    expected_ids = ["1"] if n == 1 else [f"{i:05d}" for i in range(1, n + 1)]
+    assert [generic(t, "Transmision/IdSolicitud") for t in sent] == expected_ids
     for t, (_, number) in zip(sent, subjects, strict=True):
         assert datos(t, "Retorno/Resultado") == "VERIFIED"
         assert claims(t) == {"compliant": "true" if resident_of(number).tax_compliant else "false"}
-        record = trace(platform, f"PET-ASYNC-0010.{generic(t, 'Transmision/IdSolicitud')}")
+        record = trace(platform, f"{id_peticion}.{generic(t, 'Transmision/IdSolicitud')}")
         assert (
             base64.b32decode(generic(t, "Transmision/IdTransmision") + "======").hex() == record["trace_id"]
         )
 
     # Submitting it again (a new TimeStamp) confirms the same petition; nothing is decided twice.
-    again = await scsp.submit(subjects, id_peticion="PET-ASYNC-0010")
+    again = await scsp.submit(subjects, id_peticion=id_peticion)
     assert again.code == "0002"
-    assert len(platform.trace_rows()) == 10
+    assert len(platform.trace_rows()) == n
 
 
 async def test_an_asynchronous_petition_of_a_thousand(platform: Platform, scsp: Scsp) -> None:
