@@ -560,7 +560,6 @@ async def _start_scsp(
         settings=ScspSettings(
             allow_sha1=config.scsp_allow_sha1,
             max_body_bytes=config.scsp_max_body_bytes,
-            retention=timedelta(days=config.retention_days),
         ),
         admission=admission,
         clock=clock,

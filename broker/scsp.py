@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from google.protobuf.json_format import MessageToDict
 from google.rpc import code_pb2, error_details_pb2
 from google.rpc.status_pb2 import Status
 from lxml import etree
@@ -58,7 +59,8 @@ from onceonly.scsp import codes, soap, wssecurity
 from onceonly.scsp.soap import DATOS_NS, PETICION_NS, RESPUESTA_NS, SoapError
 from onceonly.status import status_for
 from onceonly.v1 import broker_pb2, common_pb2
-from onceonly.vocabulary import OfficerIdentification
+from onceonly.vocabulary import DocumentType, OfficerIdentification
+from onceonly.wire import DOCUMENT_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +189,11 @@ def _text(element: etree._Element, path: str, ns: str = PETICION_NS) -> str:
 class Transmission:
     """One ``SolicitudTransmision`` of a petition."""
 
-    position: int
     id_solicitud: str
     generic: etree._Element
     """Its ``DatosGenericos``."""
-    document_type: str
+    document_type: DocumentType
+    """The broker's type of the ``Titular``'s document (see :func:`_document_type`)."""
     document_number: str
     consulta: dict[str, str]
 
@@ -214,7 +216,7 @@ def _transmissions(peticion: etree._Element) -> list[Transmission]:
         )
     out: list[Transmission] = []
     seen: set[str] = set()
-    for position, item in enumerate(found):
+    for item in found:
         generic = item.find(f"{{{PETICION_NS}}}DatosGenericos")
         assert generic is not None  # the schema requires it
         id_solicitud = _text(generic, "Transmision/IdSolicitud")
@@ -239,10 +241,11 @@ def _transmissions(peticion: etree._Element) -> list[Transmission]:
             consulta[etree.QName(element).localname] = (element.text or "").strip()
         out.append(
             Transmission(
-                position,
                 id_solicitud,
                 generic,
-                _text(generic, "Titular/TipoDocumentacion"),
+                _document_type(
+                    _text(generic, "Titular/TipoDocumentacion"), _text(generic, "Titular/Documentacion")
+                ),
                 _text(generic, "Titular/Documentacion").upper(),
                 consulta,
             )
@@ -256,24 +259,27 @@ _LEGAL_BASES = {
 }
 
 
-def _subject(document_type: str, number: str, *, where: str = "Titular") -> common_pb2.Subject:
+def _document_type(tipo: str, number: str) -> DocumentType:
+    """The broker's document type of an SCSP ``TipoDocumentacion``: a person's NIF is their DNI
+    number, or their NIE."""
+    if tipo == "Pasaporte":
+        return DocumentType.PASSPORT
+    if tipo == "NIE" or (tipo == "NIF" and number.upper()[:1] in "XYZ"):
+        return DocumentType.NIE
+    return DocumentType.DNI
+
+
+def _subject(kind: DocumentType, number: str, *, where: str = "Titular") -> common_pb2.Subject:
     """The subject of a ``Titular`` (or an officer's NIF); 0231 or 0240 when its number is not valid."""
-    kind = document_type
-    if kind == "NIF":  # a person's NIF is their DNI number, or their NIE
-        kind = "NIE" if number[:1] in "XYZ" else "DNI"
-    if kind == "Pasaporte":
-        return common_pb2.Subject(document_type=common_pb2.DOCUMENT_TYPE_PASSPORT, document_number=number)
-    check = identity.validate_nie if kind == "NIE" else identity.validate_dni
-    try:
-        check(number)
-    except ValueError as exc:
-        raise SoapError(
-            codes.BAD_NIE if kind == "NIE" else codes.BAD_DNI, f"{where}/Documentacion: {exc}"
-        ) from None
-    return common_pb2.Subject(
-        document_type=common_pb2.DOCUMENT_TYPE_NIE if kind == "NIE" else common_pb2.DOCUMENT_TYPE_DNI,
-        document_number=number,
-    )
+    if kind is not DocumentType.PASSPORT:
+        check = identity.validate_nie if kind is DocumentType.NIE else identity.validate_dni
+        try:
+            check(number)
+        except ValueError as exc:
+            raise SoapError(
+                codes.BAD_NIE if kind is DocumentType.NIE else codes.BAD_DNI, f"{where}/Documentacion: {exc}"
+            ) from None
+    return common_pb2.Subject(document_type=DOCUMENT_TYPE.to_proto(kind), document_number=number)
 
 
 def _digest(peticion: etree._Element) -> str:
@@ -314,7 +320,6 @@ class ScspSettings:
     """Accept RSA-SHA1 signatures (still seen in live SCSP traffic). ``ONCEONLY_SCSP_ALLOW_SHA1``."""
     max_body_bytes: int = soap.MAX_BODY_BYTES
     """The largest request taken. ``ONCEONLY_SCSP_MAX_BODY_BYTES``."""
-    retention: dt.timedelta = dt.timedelta(days=1825)
 
 
 class ScspFacade:
@@ -404,7 +409,6 @@ class ScspFacade:
             large = len(data) >= LARGE_BYTES  # parsed and checked off the event loop
             parse = functools.partial(soap.parse, data, max_bytes=self.settings.max_body_bytes)
             root = await asyncio.to_thread(parse) if large else parse()
-            soap.Envelope.of(root)
             verified = await self._verify(root, data)
             message = soap.message_of(verified.body)
             attributes = {
@@ -510,7 +514,9 @@ class ScspFacade:
                 organization_id=requester,
                 unit=_text(generic, "Solicitante/UnidadTramitadora"),
                 officer_id=officer_nif,
-                officer_document=_subject("NIF", officer_nif, where="Funcionario/NifFuncionario"),
+                officer_document=_subject(
+                    _document_type("NIF", officer_nif), officer_nif, where="Funcionario/NifFuncionario"
+                ),
             ),
             purpose=common_pb2.Purpose(
                 procedure_code=procedure,
@@ -603,7 +609,7 @@ class ScspFacade:
                 broker_pb2.BulkSubject(
                     request_id=self._request_id(id_peticion, t),
                     subject=common_pb2.Subject(
-                        document_type=_document_type(t.document_type, t.document_number),
+                        document_type=DOCUMENT_TYPE.to_proto(t.document_type),
                         document_number=t.document_number,
                     ),
                 )
@@ -768,18 +774,7 @@ class ScspFacade:
 
 
 def _claims(outcome: broker_pb2.CheckOutcome) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
-
     return dict(MessageToDict(outcome.claims))
-
-
-def _document_type(document_type: str, number: str) -> common_pb2.DocumentType:
-    """The broker's document type of an SCSP ``TipoDocumentacion`` (the number is checked later)."""
-    if document_type == "Pasaporte":
-        return common_pb2.DOCUMENT_TYPE_PASSPORT
-    if document_type == "NIE" or (document_type == "NIF" and number[:1] in "XYZ"):
-        return common_pb2.DOCUMENT_TYPE_NIE
-    return common_pb2.DOCUMENT_TYPE_DNI
 
 
 def _hours(job: broker_pb2.VerificationJob, now: dt.datetime) -> int:
